@@ -1,0 +1,558 @@
+//! The commands: `dynip init|server|client|list|history|demo` and the original's entry
+//! points (`dynipd`, `dynipc`, `dynip-init`), as clap parsers and the functions they run.
+//!
+//! Owns argument parsing, logging set-up, reading the config file, and what the commands
+//! print. The binaries in `src/main.rs` and `src/bin/` only call [`main`], [`dynipd`],
+//! [`dynipc`] and [`dynip_init`].
+
+use std::io::{IsTerminal, Write};
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{self, BindHost, ClientConfig, Config, ServerConfig};
+use crate::error::Error;
+use crate::name::Name;
+use crate::record::{Record, Time};
+use crate::server::Server;
+use crate::store::Store;
+use crate::wire::{self, Report};
+
+/// Logging flags, shared by every command (the original's `-v` and `--debug`).
+#[derive(Args, Debug, Clone, Copy)]
+pub struct Verbosity {
+    /// Log what happens: one line per report (INFO)
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    /// Log everything, including why each refused datagram was refused (DEBUG)
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Log errors only
+    #[arg(short, long, global = true, conflicts_with_all = ["verbose", "debug"])]
+    quiet: bool,
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "dynip", version, about = "Tells you where your machines are")]
+pub struct Cli {
+    #[command(flatten)]
+    verbosity: Verbosity,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write a commented config file (never overwrites one)
+    Init {
+        /// Where to write it
+        #[arg(default_value = "dynip.conf")]
+        path: PathBuf,
+    },
+    /// Run the server in the foreground until SIGINT or SIGTERM
+    Server {
+        /// The config file ([DynIP:Server])
+        config: PathBuf,
+    },
+    /// Send one report to the server (or one every DURATION)
+    Client {
+        /// The config file ([DynIP:Client])
+        config: PathBuf,
+        /// Keep reporting at this interval, e.g. 5m, 30s, 1h
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        every: Option<Duration>,
+    },
+    /// List the known hosts (reads the store; no server needed)
+    List {
+        /// The config file ([DynIP:Server])
+        config: PathBuf,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a host's address changes
+    History {
+        /// The config file ([DynIP:Server])
+        config: PathBuf,
+        /// The host's name
+        host: String,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a server and a client reporting to it on loopback, with a throwaway store, and
+    /// show what the server recorded
+    Demo,
+}
+
+/// `dynipd CONFIG`: the original's server command.
+#[derive(Parser, Debug)]
+#[command(name = "dynipd", version, about = "DynIP server (dynip server)")]
+struct DynipdCli {
+    #[command(flatten)]
+    verbosity: Verbosity,
+    /// The config file
+    config: PathBuf,
+}
+
+/// `dynipc CONFIG`: the original's client command.
+#[derive(Parser, Debug)]
+#[command(name = "dynipc", version, about = "DynIP client (dynip client)")]
+struct DynipcCli {
+    #[command(flatten)]
+    verbosity: Verbosity,
+    /// The config file
+    config: PathBuf,
+    /// Keep reporting at this interval, e.g. 5m, 30s, 1h
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    every: Option<Duration>,
+}
+
+/// `dynip-init PATH`: the original's command to write an example config.
+#[derive(Parser, Debug)]
+#[command(
+    name = "dynip-init",
+    version,
+    about = "Write a commented DynIP config (dynip init)"
+)]
+struct DynipInitCli {
+    #[command(flatten)]
+    verbosity: Verbosity,
+    /// Where to write it
+    path: PathBuf,
+}
+
+/// `dynip`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    finish("dynip", cli.verbosity, || run(cli.command))
+}
+
+/// `dynipd`.
+pub fn dynipd() -> ExitCode {
+    let cli = DynipdCli::parse();
+    finish("dynipd", cli.verbosity, || server(&cli.config))
+}
+
+/// `dynipc`.
+pub fn dynipc() -> ExitCode {
+    let cli = DynipcCli::parse();
+    finish("dynipc", cli.verbosity, || client(&cli.config, cli.every))
+}
+
+/// `dynip-init`.
+pub fn dynip_init() -> ExitCode {
+    let cli = DynipInitCli::parse();
+    finish("dynip-init", cli.verbosity, || init(&cli.path))
+}
+
+fn finish(
+    program: &str,
+    verbosity: Verbosity,
+    command: impl FnOnce() -> Result<(), Error>,
+) -> ExitCode {
+    init_logging(verbosity);
+    match command() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{program}: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Logs to stderr at WARN by default, as the original did; `RUST_LOG` overrides the flags.
+fn init_logging(verbosity: Verbosity) {
+    let default = if verbosity.quiet {
+        "error"
+    } else if verbosity.debug {
+        "debug"
+    } else if verbosity.verbose {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn run(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Init { path } => init(&path),
+        Command::Server { config } => server(&config),
+        Command::Client { config, every } => client(&config, every),
+        Command::List { config, json } => list(&config, json),
+        Command::History { config, host, json } => history(&config, &host, json),
+        Command::Demo => demo(),
+    }
+}
+
+/// Reads and parses a config file, logging its warnings.
+fn load_config(path: &Path) -> Result<Config, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let config = config::parse(&text).map_err(|source| Error::Config {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    for warning in &config.warnings {
+        warn!(config = %path.display(), "{warning}");
+    }
+    Ok(config)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))
+}
+
+/// A token cancelled by the first SIGINT or SIGTERM.
+fn shutdown_on_signal() -> Result<CancellationToken, Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let token = CancellationToken::new();
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|e| Error::Internal(format!("cannot handle SIGTERM: {e}")))?;
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+            _ = terminate.recv() => info!("SIGTERM: shutting down"),
+        }
+        cancel.cancel();
+    });
+    Ok(token)
+}
+
+fn init(path: &Path) -> Result<(), Error> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::InitExists(path.to_path_buf())
+            } else {
+                Error::InitWrite {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+    file.write_all(config::TEMPLATE.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|source| Error::InitWrite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    info!(path = %path.display(), "config written");
+    Ok(())
+}
+
+fn server(path: &Path) -> Result<(), Error> {
+    let config = load_config(path)?;
+    runtime()?.block_on(async {
+        let shutdown = shutdown_on_signal()?;
+        let server = Server::open(&config.server)?;
+        server.run(shutdown).await
+    })
+}
+
+fn client(path: &Path, every: Option<Duration>) -> Result<(), Error> {
+    let config = load_config(path)?;
+    let name = client_name(path, &config.client)?;
+    let Some(every) = every else {
+        return send_report(&config.client, &name, path).map(|_| ());
+    };
+    runtime()?.block_on(async {
+        let shutdown = shutdown_on_signal()?;
+        loop {
+            match send_report(&config.client, &name, path) {
+                Ok(addr) => info!(%addr, host = %name, "report sent"),
+                Err(e @ Error::EmptyServerHostname { .. }) => return Err(e),
+                Err(e) => warn!(error = %e, "report not sent; trying again in {}", humantime::format_duration(every)),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    })
+}
+
+/// The name to report: the `hostname` key, or the machine's name.
+fn client_name(path: &Path, config: &ClientConfig) -> Result<Name, Error> {
+    let value = match &config.hostname {
+        Some(hostname) => hostname.clone(),
+        None => gethostname::gethostname().to_string_lossy().into_owned(),
+    };
+    Name::parse(&value).map_err(|source| Error::BadHostname {
+        path: path.to_path_buf(),
+        value,
+        source,
+    })
+}
+
+/// Sends the original's datagram to the server; returns where it went. The server's name
+/// is resolved at every report (its address may change too), IPv4 first as the original.
+fn send_report(config: &ClientConfig, name: &Name, path: &Path) -> Result<SocketAddr, Error> {
+    if config.server_hostname.is_empty() {
+        return Err(Error::EmptyServerHostname {
+            path: path.to_path_buf(),
+        });
+    }
+    let host = config.server_hostname.as_str();
+    let unresolved = |reason: String| Error::Resolve {
+        host: host.to_string(),
+        reason,
+    };
+    let mut addrs: Vec<SocketAddr> = (host, config.server_port)
+        .to_socket_addrs()
+        .map_err(|e| unresolved(e.to_string()))?
+        .collect();
+    addrs.sort_by_key(|addr| addr.is_ipv6());
+    let addr = *addrs
+        .first()
+        .ok_or_else(|| unresolved("no address".to_string()))?;
+    let local: SocketAddr = if addr.is_ipv6() {
+        "[::]:0".parse().expect("literal socket address")
+    } else {
+        "0.0.0.0:0".parse().expect("literal socket address")
+    };
+    let datagram = wire::encode(&Report::Legacy { name: name.clone() });
+    UdpSocket::bind(local)
+        .and_then(|socket| socket.send_to(&datagram, addr))
+        .map_err(|source| Error::Send { addr, source })?;
+    info!(%addr, host = %name, "report sent");
+    Ok(addr)
+}
+
+fn open_store(path: &Path) -> Result<Store, Error> {
+    let config = load_config(path)?;
+    Ok(Store::open_read_only(&config.server.store_path)?)
+}
+
+fn list(path: &Path, json: bool) -> Result<(), Error> {
+    let store = open_store(path)?;
+    let hosts = store.load()?.hosts;
+    let hosts = hosts.iter().map(|(name, entry)| (name, &entry.record));
+    let out = if json {
+        list_json(hosts)
+    } else {
+        list_table(hosts)
+    };
+    print(&out)
+}
+
+fn print(text: &str) -> Result<(), Error> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()) {
+        // `dynip list | head` is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        res => res.map_err(|e| Error::Internal(format!("cannot write to stdout: {e}"))),
+    }
+}
+
+fn list_table<'a>(hosts: impl Iterator<Item = (&'a Name, &'a Record)>) -> String {
+    let header = ["HOST", "IPV4", "IPV6", "LAST SEEN", "LAST CHANGE"].map(String::from);
+    let rows: Vec<[String; 5]> = hosts
+        .map(|(name, record)| {
+            let last_change = [
+                record.v4.map(|s| s.last_change),
+                record.v6.map(|s| s.last_change),
+            ]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(record.first_seen);
+            [
+                name.to_string(),
+                record.v4.map_or("-".to_string(), |s| s.addr.to_string()),
+                record.v6.map_or("-".to_string(), |s| s.addr.to_string()),
+                record.last_seen().rfc3339(),
+                last_change.rfc3339(),
+            ]
+        })
+        .collect();
+    let mut widths = header.clone().map(|cell| cell.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn list_json<'a>(hosts: impl Iterator<Item = (&'a Name, &'a Record)>) -> String {
+    let seen = |addr: String, last_seen: Time, last_change: Time| {
+        serde_json::json!({
+            "address": addr,
+            "last_seen": last_seen.rfc3339(),
+            "last_change": last_change.rfc3339(),
+        })
+    };
+    let hosts: Vec<serde_json::Value> = hosts
+        .map(|(name, record)| {
+            serde_json::json!({
+                "host": name.as_str(),
+                "first_seen": record.first_seen.rfc3339(),
+                "last_seen": record.last_seen().rfc3339(),
+                "ipv4": record.v4.map(|s| seen(s.addr.to_string(), s.last_seen, s.last_change)),
+                "ipv6": record.v6.map(|s| seen(s.addr.to_string(), s.last_seen, s.last_change)),
+            })
+        })
+        .collect();
+    let mut out = serde_json::to_string_pretty(&hosts).unwrap_or_default();
+    out.push('\n');
+    out
+}
+
+fn history(path: &Path, host: &str, json: bool) -> Result<(), Error> {
+    let name = Name::parse(host).map_err(|source| Error::BadName {
+        value: host.to_string(),
+        source,
+    })?;
+    let store = open_store(path)?;
+    let changes = store.history(&name)?;
+    if changes.is_empty() {
+        return Err(Error::UnknownHost(host.to_string()));
+    }
+    let out = if json {
+        let changes: Vec<serde_json::Value> = changes
+            .iter()
+            .map(
+                |(at, addr)| serde_json::json!({"time": at.rfc3339(), "address": addr.to_string()}),
+            )
+            .collect();
+        serde_json::to_string_pretty(&changes).unwrap_or_default() + "\n"
+    } else {
+        let mut out = format!("{:<20}  {:<6}  ADDRESS\n", "TIME", "FAMILY");
+        for (at, addr) in &changes {
+            let family = if addr.is_ipv4() { "ipv4" } else { "ipv6" };
+            out.push_str(&format!("{:<20}  {family:<6}  {addr}\n", at.rfc3339()));
+        }
+        out
+    };
+    print(&out)
+}
+
+/// Runs a server on loopback with a throwaway store, reports to it once with the client's
+/// own code, and prints what the server recorded: the table and the original's JSON file.
+fn demo() -> Result<(), Error> {
+    let dir = std::env::temp_dir().join(format!("dynip-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|source| Error::InitWrite {
+        path: dir.clone(),
+        source,
+    })?;
+    let res = demo_in(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    res
+}
+
+fn demo_in(dir: &Path) -> Result<(), Error> {
+    let server_config = ServerConfig {
+        server_ip: BindHost::Addr([127, 0, 0, 1].into()),
+        server_port: 0,
+        client_log_path: dir.join("dynip.json"),
+        store_path: dir.join("dynip.sqlite3"),
+    };
+    runtime()?.block_on(async {
+        let server = Server::open(&server_config)?;
+        let addr = server.udp_addrs()[0];
+        let table = server.table();
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(server.run(shutdown.clone()));
+        println!(
+            "server: listening on udp {addr}, store {}",
+            server_config.store_path.display()
+        );
+
+        let client_config = ClientConfig {
+            server_hostname: addr.ip().to_string(),
+            server_port: addr.port(),
+            hostname: None,
+        };
+        let config_path = dir.join("(demo)");
+        let name = client_name(&config_path, &client_config)
+            .or_else(|_| Name::parse("demo-host").map_err(|e| Error::Internal(e.to_string())))?;
+        send_report(&client_config, &name, &config_path)?;
+        println!("client: reported as {name}");
+
+        for _ in 0..500 {
+            if table.get(&name).is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shutdown.cancel();
+        running
+            .await
+            .map_err(|e| Error::Internal(format!("server task failed: {e}")))??;
+
+        let store = Store::open_read_only(&server_config.store_path)?;
+        let hosts = store.load()?.hosts;
+        println!("\n$ dynip list CONFIG");
+        print(&list_table(
+            hosts.iter().map(|(name, entry)| (name, &entry.record)),
+        ))?;
+        let exported = std::fs::read_to_string(&server_config.client_log_path).unwrap_or_default();
+        println!(
+            "\n$ cat {}  (the original DynIP format)",
+            server_config.client_log_path.display()
+        );
+        println!("{exported}");
+        if hosts.is_empty() {
+            return Err(Error::Internal("the report did not arrive".to_string()));
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_definitions_are_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        DynipdCli::command().debug_assert();
+        DynipcCli::command().debug_assert();
+        DynipInitCli::command().debug_assert();
+    }
+
+    #[test]
+    fn list_table_aligns_columns() {
+        let name = Name::parse("kitchen-pc").unwrap();
+        let record = Record::new("203.0.113.7".parse().unwrap(), Time::from_micros(0));
+        let table = list_table([(&name, &record)].into_iter());
+        assert_eq!(
+            table,
+            "HOST        IPV4         IPV6  LAST SEEN             LAST CHANGE\n\
+             kitchen-pc  203.0.113.7  -     1970-01-01T00:00:00Z  1970-01-01T00:00:00Z\n"
+        );
+    }
+}

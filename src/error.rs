@@ -1,0 +1,109 @@
+//! The crate's error, and the one place that maps errors to exit codes.
+//!
+//! Codes 0–5 mean what they meant in the original DynIP; 6 and up are new. The README's
+//! table of exit codes is this `match`, in prose.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::config::ConfigError;
+use crate::export::ExportError;
+use crate::name::NameError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read config {path}: {source}")]
+    ConfigRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {source}")]
+    Config { path: PathBuf, source: ConfigError },
+    #[error("config {path}: hostname {value:?}: {source} (set hostname in [DynIP:Client])")]
+    BadHostname {
+        path: PathBuf,
+        value: String,
+        source: NameError,
+    },
+    #[error("config {path}: server_hostname is empty in [DynIP:Client]")]
+    EmptyServerHostname { path: PathBuf },
+    #[error("cannot resolve server {host}: {reason}")]
+    Resolve { host: String, reason: String },
+    #[error("cannot send report to {addr}: {source}")]
+    Send {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    #[error("{0} exists; dynip init never overwrites a file (choose another path, or remove it)")]
+    InitExists(PathBuf),
+    #[error("cannot write {path}: {source}")]
+    InitWrite {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no host named {0:?} in the store")]
+    UnknownHost(String),
+    #[error("bad host name {value:?}: {source}")]
+    BadName { value: String, source: NameError },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Internal(_) => 1,
+            Error::Store(e) if e.is_bad_file() => 6,
+            Error::Export(ExportError::Corrupt { .. }) => 6,
+            Error::Store(_) | Error::Export(_) => 2,
+            Error::ConfigRead { .. } | Error::Config { .. } | Error::BadHostname { .. } => 3,
+            Error::EmptyServerHostname { .. } | Error::Resolve { .. } => 4,
+            Error::Send { .. } => 5,
+            Error::Bind { .. } => 7,
+            Error::InitExists(_) | Error::InitWrite { .. } => 8,
+            Error::UnknownHost(_) | Error::BadName { .. } => 9,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn original_codes_keep_their_meaning() {
+        let config = Error::ConfigRead {
+            path: "x".into(),
+            source: std::io::ErrorKind::NotFound.into(),
+        };
+        assert_eq!(config.exit_code(), 3);
+        let empty = Error::EmptyServerHostname { path: "x".into() };
+        assert_eq!(empty.exit_code(), 4);
+        let send = Error::Send {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            source: std::io::ErrorKind::Other.into(),
+        };
+        assert_eq!(send.exit_code(), 5);
+        let log = Error::Export(ExportError::Write {
+            path: "x".into(),
+            source: std::io::ErrorKind::PermissionDenied.into(),
+        });
+        assert_eq!(log.exit_code(), 2);
+        let corrupt = Error::Export(ExportError::Corrupt {
+            path: "x".into(),
+            detail: String::new(),
+        });
+        assert_eq!(corrupt.exit_code(), 6);
+    }
+}

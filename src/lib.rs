@@ -1,0 +1,39 @@
+//! dynip: tells you where your machines are.
+//!
+//! A client on each machine reports to a server; the server records the address each
+//! report came from, keeps the history, and hands it back. A rewrite and extension of
+//! DynIP, compatible with its config file, datagram and JSON file.
+//!
+//! Module map (see `docs/ARCHITECTURE.md` for the path of a report):
+//!
+//! - Pure core, no I/O:
+//!   - [`config`]: the INI dialect and the typed config.
+//!   - [`name`]: host names ([`name::Name`]).
+//!   - [`wire`]: datagram bytes ⇄ [`wire::Report`].
+//!   - [`record`]: one host's state and how a report changes it.
+//! - State:
+//!   - [`table`]: the in-memory table every read uses.
+//! - Edges:
+//!   - [`udp`]: the report sockets and their receive loop.
+//!   - [`store`]: the SQLite store (only it knows SQL).
+//!   - [`writer`]: the store's one writer thread (group commit, compaction).
+//!   - [`export`]: the original's JSON file, imported and kept as a live export.
+//! - Wiring:
+//!   - [`server`]: start-up and shutdown.
+//!   - [`cli`]: the commands.
+//!   - [`error`]: the crate's error and its exit codes.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod export;
+pub mod name;
+pub mod record;
+pub mod server;
+pub mod store;
+pub mod table;
+pub mod udp;
+pub mod wire;
+pub mod writer;
+
+pub use error::Error;

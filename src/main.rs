@@ -1,0 +1,5 @@
+//! `dynip`: every command as a subcommand.
+
+fn main() -> std::process::ExitCode {
+    dynip::cli::main()
+}

@@ -1,0 +1,243 @@
+//! What dynip knows of one host, and how a report changes it.
+//!
+//! Owns [`Record`] (the latest IPv4 and IPv6 address of a host with their times),
+//! [`Time`], and the one rule for applying a report ([`Record::apply`]). Pure: the caller
+//! passes the time in; no clock, no I/O.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use chrono::{DateTime, Local, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+
+/// A moment, as microseconds since the Unix epoch in UTC: what the store keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Time(i64);
+
+/// The original's time format, naive local time: `2011-08-22 22:57:01.123456`.
+const ORIGINAL_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.6f";
+
+impl Time {
+    pub fn from_micros(micros: i64) -> Time {
+        Time(micros)
+    }
+
+    pub fn as_micros(self) -> i64 {
+        self.0
+    }
+
+    /// The current time; the only clock read in this module, for the edges to call.
+    pub fn now() -> Time {
+        Time(Utc::now().timestamp_micros())
+    }
+
+    fn utc(self) -> DateTime<Utc> {
+        // Every i64 of microseconds fits chrono's range (±262,000 years).
+        DateTime::from_timestamp_micros(self.0).unwrap_or_default()
+    }
+
+    /// RFC 3339 in UTC with seconds, as the APIs and tables show it.
+    pub fn rfc3339(self) -> String {
+        self.utc().to_rfc3339_opts(SecondsFormat::Secs, true)
+    }
+
+    /// The original's format: naive local time with microseconds.
+    pub fn original(self) -> String {
+        self.utc()
+            .with_timezone(&Local)
+            .format(ORIGINAL_FORMAT)
+            .to_string()
+    }
+
+    /// Reads the original's format (naive local time, microseconds optional, as Python's
+    /// `str(datetime)` leaves them out when zero). An ambiguous local time (the hour a
+    /// clock goes back) takes the earlier instant.
+    pub fn parse_original(text: &str) -> Option<Time> {
+        let naive = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").ok()?;
+        let local = Local.from_local_datetime(&naive).earliest()?;
+        Some(Time(local.with_timezone(&Utc).timestamp_micros()))
+    }
+}
+
+/// One address family's latest address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen<A> {
+    pub addr: A,
+    /// The last report from this address.
+    pub last_seen: Time,
+    /// When the host first reported this address (after another one, or ever).
+    pub last_change: Time,
+}
+
+/// The current state of one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    pub first_seen: Time,
+    pub v4: Option<Seen<Ipv4Addr>>,
+    pub v6: Option<Seen<Ipv6Addr>>,
+}
+
+/// What a report did to a record's address, for the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Same address as before: only the last-seen time moved.
+    Same,
+    /// A new address for this family (or the family's first).
+    NewAddress,
+}
+
+impl Record {
+    /// A host's record made by its first report.
+    pub fn new(addr: IpAddr, at: Time) -> Record {
+        let mut record = Record {
+            first_seen: at,
+            v4: None,
+            v6: None,
+        };
+        record.apply(addr, at);
+        record
+    }
+
+    /// Applies one report from `addr` at `at`. An IPv4-mapped IPv6 address counts as IPv4.
+    pub fn apply(&mut self, addr: IpAddr, at: Time) -> Change {
+        match addr.to_canonical() {
+            IpAddr::V4(addr) => see(&mut self.v4, addr, at),
+            IpAddr::V6(addr) => see(&mut self.v6, addr, at),
+        }
+    }
+
+    /// The address most recently reported, of either family: what the original's one
+    /// address slot holds.
+    pub fn latest(&self) -> Option<(IpAddr, Time)> {
+        let v4 = self.v4.map(|seen| (IpAddr::V4(seen.addr), seen.last_seen));
+        let v6 = self.v6.map(|seen| (IpAddr::V6(seen.addr), seen.last_seen));
+        match (v4, v6) {
+            (Some(v4), Some(v6)) => Some(if v6.1 > v4.1 { v6 } else { v4 }),
+            (one, other) => one.or(other),
+        }
+    }
+
+    /// The last report of either family.
+    pub fn last_seen(&self) -> Time {
+        self.latest().map_or(self.first_seen, |(_, at)| at)
+    }
+}
+
+fn see<A: PartialEq + Copy>(slot: &mut Option<Seen<A>>, addr: A, at: Time) -> Change {
+    match slot {
+        Some(seen) if seen.addr == addr => {
+            seen.last_seen = at;
+            Change::Same
+        }
+        _ => {
+            *slot = Some(Seen {
+                addr,
+                last_seen: at,
+                last_change: at,
+            });
+            Change::NewAddress
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(reports: &[(&str, i64)], expect_changes: &[Change], expect: Record) {
+        let mut changes = Vec::new();
+        let mut record: Option<Record> = None;
+        for &(addr, at) in reports {
+            let addr: IpAddr = addr.parse().unwrap();
+            match &mut record {
+                None => {
+                    record = Some(Record::new(addr, Time(at)));
+                    changes.push(Change::NewAddress);
+                }
+                Some(record) => changes.push(record.apply(addr, Time(at))),
+            }
+        }
+        assert_eq!(changes, expect_changes);
+        assert_eq!(record, Some(expect));
+    }
+
+    fn v4(addr: &str, last_seen: i64, last_change: i64) -> Option<Seen<Ipv4Addr>> {
+        Some(Seen {
+            addr: addr.parse().unwrap(),
+            last_seen: Time(last_seen),
+            last_change: Time(last_change),
+        })
+    }
+
+    #[test]
+    fn keeps_each_family_with_its_times() {
+        use Change::*;
+        check(
+            &[
+                ("203.0.113.7", 10),
+                ("203.0.113.7", 20),
+                ("198.51.100.1", 30),
+            ],
+            &[NewAddress, Same, NewAddress],
+            Record {
+                first_seen: Time(10),
+                v4: v4("198.51.100.1", 30, 30),
+                v6: None,
+            },
+        );
+        check(
+            &[
+                ("203.0.113.7", 10),
+                ("2001:db8::1", 20),
+                ("203.0.113.7", 30),
+            ],
+            &[NewAddress, NewAddress, Same],
+            Record {
+                first_seen: Time(10),
+                v4: v4("203.0.113.7", 30, 10),
+                v6: Some(Seen {
+                    addr: "2001:db8::1".parse().unwrap(),
+                    last_seen: Time(20),
+                    last_change: Time(20),
+                }),
+            },
+        );
+    }
+
+    #[test]
+    fn mapped_ipv6_counts_as_ipv4() {
+        check(
+            &[("::ffff:203.0.113.7", 10), ("203.0.113.7", 20)],
+            &[Change::NewAddress, Change::Same],
+            Record {
+                first_seen: Time(10),
+                v4: v4("203.0.113.7", 20, 10),
+                v6: None,
+            },
+        );
+    }
+
+    #[test]
+    fn latest_is_the_most_recent_family() {
+        let mut record = Record::new("203.0.113.7".parse().unwrap(), Time(10));
+        record.apply("2001:db8::1".parse().unwrap(), Time(20));
+        assert_eq!(
+            record.latest(),
+            Some(("2001:db8::1".parse().unwrap(), Time(20)))
+        );
+        record.apply("203.0.113.7".parse().unwrap(), Time(30));
+        assert_eq!(
+            record.latest(),
+            Some(("203.0.113.7".parse().unwrap(), Time(30)))
+        );
+    }
+
+    #[test]
+    fn original_time_format_round_trips() {
+        let at = Time(1_314_053_821_123_456);
+        assert_eq!(Time::parse_original(&at.original()), Some(at));
+        let whole_second = Time(1_314_053_821_000_000);
+        let without_fraction = whole_second.original().replace(".000000", "");
+        assert_eq!(Time::parse_original(&without_fraction), Some(whole_second));
+        assert_eq!(Time::parse_original("yesterday"), None);
+        assert_eq!(at.rfc3339(), "2011-08-22T22:57:01Z");
+    }
+}

@@ -1,0 +1,163 @@
+//! The server: wires the edges to the writer, the table and the export.
+//!
+//! Owns start-up (check the files, import the original's JSON file into an empty store,
+//! load the table, bind) and shutdown (stop receiving, let the writer commit what it has,
+//! write the export). Must not decode, validate or store anything itself.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::ServerConfig;
+use crate::error::Error;
+use crate::export;
+use crate::store::{Loaded, Store};
+use crate::table::Table;
+use crate::{udp, writer};
+
+/// A server that has checked its files, loaded its table and bound its sockets, ready to
+/// [`run`](Server::run).
+pub struct Server {
+    config: ServerConfig,
+    store: Store,
+    /// Where the writer continues the journal (from [`Loaded`]).
+    next_seq: i64,
+    journal_rows: u64,
+    table: Arc<Table>,
+    udp: Vec<std::net::UdpSocket>,
+}
+
+impl Server {
+    /// Checks the client log and the store, imports the original's file into an empty
+    /// store, loads the table, binds, and writes the export once (so a file that cannot be
+    /// written is found now, not in an hour).
+    ///
+    /// # Errors
+    /// A damaged client log or store (left as they are), a socket that cannot be bound, a
+    /// client log that cannot be written.
+    pub fn open(config: &ServerConfig) -> Result<Server, Error> {
+        let imported = export::read(&config.client_log_path)?;
+        let mut store = Store::open(&config.store_path)?;
+        if store.is_empty()? && imported.n_entries > 0 {
+            import(&mut store, &config.client_log_path, &imported)?;
+        }
+        let Loaded {
+            hosts,
+            next_seq,
+            journal_rows,
+        } = store.load()?;
+        let table = Arc::new(Table::new(hosts));
+        info!(
+            hosts = table.len(),
+            store = %config.store_path.display(),
+            "store loaded"
+        );
+        let udp = udp::bind(&config.server_ip, config.server_port)?;
+        export::write(&config.client_log_path, &table)?;
+        Ok(Server {
+            config: config.clone(),
+            store,
+            next_seq,
+            journal_rows,
+            table,
+            udp,
+        })
+    }
+
+    /// The addresses the report sockets are bound to.
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        self.udp
+            .iter()
+            .filter_map(|socket| socket.local_addr().ok())
+            .collect()
+    }
+
+    /// The in-memory table, for readers in the same process.
+    pub fn table(&self) -> Arc<Table> {
+        Arc::clone(&self.table)
+    }
+
+    /// Serves until `shutdown` is cancelled, then commits what was received and writes
+    /// the export.
+    ///
+    /// # Errors
+    /// When a thread cannot be started, or the final export fails.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let table = Arc::clone(&self.table);
+        let (reports, writer) = writer::spawn(self.store, table, self.next_seq, self.journal_rows)
+            .map_err(|e| Error::Internal(format!("cannot start the writer: {e}")))?;
+
+        let (stop_export, stop_rx) = std::sync::mpsc::channel::<()>();
+        let export_path = self.config.client_log_path.clone();
+        let export_table = Arc::clone(&self.table);
+        let generation = self.table.generation();
+        let exporter = std::thread::Builder::new()
+            .name("dynip-export".to_string())
+            .spawn(move || export::keep_current(&export_path, &export_table, &stop_rx, generation))
+            .map_err(|e| Error::Internal(format!("cannot start the exporter: {e}")))?;
+
+        let mut edges = JoinSet::new();
+        for socket in self.udp {
+            edges.spawn(udp::serve(socket, reports.clone(), shutdown.clone()));
+        }
+        drop(reports);
+        while let Some(res) = edges.join_next().await {
+            match res {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "receiver failed"),
+                Err(e) => warn!(error = %e, "receiver task failed"),
+            }
+            // One edge down means the server is going down: stop the others too.
+            shutdown.cancel();
+        }
+        info!("receivers stopped; committing what was received");
+        let joined = tokio::task::spawn_blocking(move || {
+            let writer_res = writer.join();
+            drop(stop_export);
+            (writer_res, exporter.join())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("shutdown task failed: {e}")))?;
+        match joined {
+            (Ok(()), Ok(export_res)) => {
+                export_res?;
+                info!("stopped");
+                Ok(())
+            }
+            _ => Err(Error::Internal("a server thread panicked".to_string())),
+        }
+    }
+}
+
+/// Imports the original's file into the empty store, after keeping a copy of it beside
+/// itself (`PATH.orig`, never overwritten): entries that could not be imported are still
+/// in the copy when the export replaces the file.
+fn import(store: &mut Store, path: &Path, imported: &export::Imported) -> Result<(), Error> {
+    let mut backup = path.as_os_str().to_owned();
+    backup.push(".orig");
+    let backup = std::path::PathBuf::from(backup);
+    if !backup.exists() {
+        std::fs::copy(path, &backup).map_err(|source| {
+            Error::Export(export::ExportError::Write {
+                path: backup.clone(),
+                source,
+            })
+        })?;
+    }
+    for reason in &imported.skipped {
+        warn!(file = %path.display(), entry = %reason, "entry not imported (kept in the copy)");
+    }
+    store.import(&imported.hosts)?;
+    warn!(
+        file = %path.display(),
+        n_hosts = imported.hosts.len(),
+        n_skipped = imported.skipped.len(),
+        copy = %backup.display(),
+        "imported the original DynIP client log into the store"
+    );
+    Ok(())
+}
