@@ -19,7 +19,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{self, BindHost, ClientConfig, Config, ServerConfig};
 use crate::error::Error;
 use crate::name::Name;
-use crate::record::{Record, Time};
+use crate::record::{Record, Seen};
 use crate::server::Server;
 use crate::store::Store;
 use crate::wire::{self, Report};
@@ -406,26 +406,49 @@ fn list_table<'a>(hosts: impl Iterator<Item = (&'a Name, &'a Record)>) -> String
     out
 }
 
+/// One host in `list --json`, fields in the order people read them.
+#[derive(serde::Serialize)]
+struct HostJson<'a> {
+    host: &'a str,
+    first_seen: String,
+    last_seen: String,
+    ipv4: Option<SeenJson>,
+    ipv6: Option<SeenJson>,
+}
+
+#[derive(serde::Serialize)]
+struct SeenJson {
+    address: String,
+    last_seen: String,
+    last_change: String,
+}
+
+impl<A: std::fmt::Display> From<Seen<A>> for SeenJson {
+    fn from(seen: Seen<A>) -> SeenJson {
+        SeenJson {
+            address: seen.addr.to_string(),
+            last_seen: seen.last_seen.rfc3339(),
+            last_change: seen.last_change.rfc3339(),
+        }
+    }
+}
+
 fn list_json<'a>(hosts: impl Iterator<Item = (&'a Name, &'a Record)>) -> String {
-    let seen = |addr: String, last_seen: Time, last_change: Time| {
-        serde_json::json!({
-            "address": addr,
-            "last_seen": last_seen.rfc3339(),
-            "last_change": last_change.rfc3339(),
-        })
-    };
-    let hosts: Vec<serde_json::Value> = hosts
-        .map(|(name, record)| {
-            serde_json::json!({
-                "host": name.as_str(),
-                "first_seen": record.first_seen.rfc3339(),
-                "last_seen": record.last_seen().rfc3339(),
-                "ipv4": record.v4.map(|s| seen(s.addr.to_string(), s.last_seen, s.last_change)),
-                "ipv6": record.v6.map(|s| seen(s.addr.to_string(), s.last_seen, s.last_change)),
-            })
+    let hosts: Vec<HostJson<'_>> = hosts
+        .map(|(name, record)| HostJson {
+            host: name.as_str(),
+            first_seen: record.first_seen.rfc3339(),
+            last_seen: record.last_seen().rfc3339(),
+            ipv4: record.v4.map(SeenJson::from),
+            ipv6: record.v6.map(SeenJson::from),
         })
         .collect();
-    let mut out = serde_json::to_string_pretty(&hosts).unwrap_or_default();
+    to_json(&hosts)
+}
+
+fn to_json(value: &impl serde::Serialize) -> String {
+    // Serializing plain structs of strings cannot fail.
+    let mut out = serde_json::to_string_pretty(value).unwrap_or_default();
     out.push('\n');
     out
 }
@@ -534,6 +557,7 @@ fn demo_in(dir: &Path) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Time;
 
     #[test]
     fn clap_definitions_are_valid() {
