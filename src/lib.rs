@@ -9,7 +9,8 @@
 //! - Pure core, no I/O:
 //!   - [`config`]: the INI dialect and the typed config.
 //!   - [`name`]: host names ([`name::Name`]).
-//!   - [`wire`]: datagram bytes ⇄ [`wire::Report`].
+//!   - [`wire`]: datagram bytes ⇄ reports and acknowledgements.
+//!   - [`key`]: keys and what is derived from them.
 //!   - [`record`]: one host's state and how a report changes it.
 //! - State:
 //!   - [`table`]: the in-memory table every read uses.
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod export;
+pub mod key;
 pub mod name;
 pub mod record;
 pub mod server;
