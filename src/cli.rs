@@ -501,6 +501,7 @@ fn demo_in(dir: &Path) -> Result<(), Error> {
         server_port: 0,
         client_log_path: dir.join("dynip.json"),
         store_path: dir.join("dynip.sqlite3"),
+        ..ServerConfig::default()
     };
     runtime()?.block_on(async {
         let server = Server::open(&server_config)?;
@@ -517,6 +518,7 @@ fn demo_in(dir: &Path) -> Result<(), Error> {
             server_hostname: addr.ip().to_string(),
             server_port: addr.port(),
             hostname: None,
+            key: None,
         };
         let config_path = dir.join("(demo)");
         let name = client_name(&config_path, &client_config)

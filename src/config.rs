@@ -75,6 +75,11 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
+use ipnet::IpNet;
+
+use crate::key::Key;
+use crate::name::Name;
+
 /// The port of both sides when the file names none: the original's example config.
 pub const DEFAULT_PORT: u16 = 28630;
 
@@ -83,6 +88,9 @@ pub const SERVER_SECTION: &str = "DynIP:Server";
 
 /// The client's section.
 pub const CLIENT_SECTION: &str = "DynIP:Client";
+
+/// The section of per-host keys: `NAME = KEY`.
+pub const HOSTS_SECTION: &str = "DynIP:Hosts";
 
 /// The section whose keys are fallbacks for every other section (Python's `DEFAULTSECT`).
 const DEFAULT_SECTION: &str = "DEFAULT";
@@ -179,6 +187,26 @@ pub struct ServerConfig {
     /// `store_path`, default `dynip.sqlite3` in the directory of `client_log_path`, so a
     /// server that moved its JSON file somewhere writable finds its store there too.
     pub store_path: PathBuf,
+    /// `key`: the shared key; any holder may report any name. None: no shared key.
+    pub key: Option<Key>,
+    /// `allow_unsigned`: whether the original's unsigned datagrams are accepted. `None`
+    /// when the file does not say: then yes without any key, no with one
+    /// (see [`ServerConfig::accepts_unsigned`]).
+    pub allow_unsigned: Option<bool>,
+    /// `allow_from`: the networks reports may come from (addresses or CIDR networks,
+    /// separated by commas or spaces). `None`: from anywhere.
+    pub allow_from: Option<Vec<IpNet>>,
+    /// `[DynIP:Hosts]`: per-host keys. NAME may only be reported with its key.
+    pub hosts: Vec<(Name, Key)>,
+}
+
+impl ServerConfig {
+    /// Whether unsigned (original) datagrams are accepted: as `allow_unsigned` says, else
+    /// only when no key of any kind is configured.
+    pub fn accepts_unsigned(&self) -> bool {
+        self.allow_unsigned
+            .unwrap_or(self.key.is_none() && self.hosts.is_empty())
+    }
 }
 
 impl Default for ServerConfig {
@@ -189,6 +217,10 @@ impl Default for ServerConfig {
             server_port: DEFAULT_PORT,
             store_path: default_store_path(&client_log_path),
             client_log_path,
+            key: None,
+            allow_unsigned: None,
+            allow_from: None,
+            hosts: Vec::new(),
         }
     }
 }
@@ -204,6 +236,9 @@ pub struct ClientConfig {
     /// `hostname`, the name to report: `None` when absent or empty (then the caller uses
     /// the machine's name). Kept as written; the caller validates it as a host name.
     pub hostname: Option<String>,
+    /// `key`: the key reports are sealed with (the shared key, or this host's own).
+    /// None: the client sends the original's unsigned datagram.
+    pub key: Option<Key>,
 }
 
 impl Default for ClientConfig {
@@ -212,6 +247,7 @@ impl Default for ClientConfig {
             server_hostname: DEFAULT_SERVER_HOSTNAME.to_owned(),
             server_port: DEFAULT_PORT,
             hostname: None,
+            key: None,
         }
     }
 }
@@ -266,6 +302,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
     if ini.get(SERVER_SECTION, "store_path").is_none() {
         server.store_path = default_store_path(&server.client_log_path);
     }
+    server.hosts = read_hosts(&ini)?;
     let client = read_section(&ini, CLIENT_SECTION, CLIENT_KEYS)?;
     Ok(Config {
         server,
@@ -295,26 +332,30 @@ pub fn parse_bool(value: &str) -> Option<bool> {
 type Apply<T> = fn(&mut T, &str) -> Result<(), &'static str>;
 
 /// One key a section knows.
-struct Key<T> {
+struct Setting<T> {
     name: &'static str,
     apply: Apply<T>,
 }
 
 /// The keys of `[DynIP:Server]`. A new key is one row here and one field.
 #[rustfmt::skip]
-const SERVER_KEYS: &[Key<ServerConfig>] = &[
-    Key { name: "server_ip",       apply: |c, v| set(&mut c.server_ip, bind_host(v)) },
-    Key { name: "server_port",     apply: |c, v| set(&mut c.server_port, port(v, 0)) },
-    Key { name: "client_log_path", apply: |c, v| set(&mut c.client_log_path, path(v)) },
-    Key { name: "store_path",      apply: |c, v| set(&mut c.store_path, path(v)) },
+const SERVER_KEYS: &[Setting<ServerConfig>] = &[
+    Setting { name: "server_ip",       apply: |c, v| set(&mut c.server_ip, bind_host(v)) },
+    Setting { name: "server_port",     apply: |c, v| set(&mut c.server_port, port(v, 0)) },
+    Setting { name: "client_log_path", apply: |c, v| set(&mut c.client_log_path, path(v)) },
+    Setting { name: "store_path",      apply: |c, v| set(&mut c.store_path, path(v)) },
+    Setting { name: "key",             apply: |c, v| set(&mut c.key, key(v)) },
+    Setting { name: "allow_unsigned",  apply: |c, v| set(&mut c.allow_unsigned, boolean(v).map(Some)) },
+    Setting { name: "allow_from",      apply: |c, v| set(&mut c.allow_from, networks(v)) },
 ];
 
 /// The keys of `[DynIP:Client]`. A new key is one row here and one field.
 #[rustfmt::skip]
-const CLIENT_KEYS: &[Key<ClientConfig>] = &[
-    Key { name: "server_hostname", apply: |c, v| set(&mut c.server_hostname, Ok(v.to_owned())) },
-    Key { name: "server_port",     apply: |c, v| set(&mut c.server_port, port(v, 1)) },
-    Key { name: "hostname",        apply: |c, v| set(&mut c.hostname, Ok(non_empty(v))) },
+const CLIENT_KEYS: &[Setting<ClientConfig>] = &[
+    Setting { name: "server_hostname", apply: |c, v| set(&mut c.server_hostname, Ok(v.to_owned())) },
+    Setting { name: "server_port",     apply: |c, v| set(&mut c.server_port, port(v, 1)) },
+    Setting { name: "hostname",        apply: |c, v| set(&mut c.hostname, Ok(non_empty(v))) },
+    Setting { name: "key",             apply: |c, v| set(&mut c.key, key(v)) },
 ];
 
 /// A section this module reads, for warnings.
@@ -334,9 +375,14 @@ const SECTIONS: &[KnownSection] = &[
         name: CLIENT_SECTION,
         knows: |key| knows(CLIENT_KEYS, key),
     },
+    // Every key of [DynIP:Hosts] is a host's name.
+    KnownSection {
+        name: HOSTS_SECTION,
+        knows: |_| true,
+    },
 ];
 
-fn knows<T>(keys: &[Key<T>], name: &str) -> bool {
+fn knows<T>(keys: &[Setting<T>], name: &str) -> bool {
     keys.iter().any(|key| key.name == name)
 }
 
@@ -348,7 +394,11 @@ fn set<V>(field: &mut V, value: Result<V, &'static str>) -> Result<(), &'static 
 
 /// Starts from the defaults and applies every key the section (or `[DEFAULT]`) sets, in
 /// table order, so the first bad value reported is always the same one.
-fn read_section<T: Default>(ini: &Ini, section: &str, keys: &[Key<T>]) -> Result<T, ConfigError> {
+fn read_section<T: Default>(
+    ini: &Ini,
+    section: &str,
+    keys: &[Setting<T>],
+) -> Result<T, ConfigError> {
     let mut config = T::default();
     for key in keys {
         let Some(found) = ini.get(section, key.name) else {
@@ -369,7 +419,11 @@ fn read_section<T: Default>(ini: &Ini, section: &str, keys: &[Key<T>]) -> Result
 fn warnings(ini: &Ini) -> Vec<String> {
     let mut warnings = Vec::new();
     for (key, _) in ini.defaults.iter() {
-        if !SECTIONS.iter().any(|section| (section.knows)(key)) {
+        // [DynIP:Hosts] takes no fallbacks from [DEFAULT]: its keys are host names.
+        let mut sections = SECTIONS
+            .iter()
+            .filter(|section| section.name != HOSTS_SECTION);
+        if !sections.any(|section| (section.knows)(key)) {
             warnings.push(format!(
                 "unknown key {:?} in [{DEFAULT_SECTION}], ignored",
                 quoted(key)
@@ -403,6 +457,65 @@ fn warnings(ini: &Ini) -> Vec<String> {
         }
     }
     warnings
+}
+
+/// `[DynIP:Hosts]`: each option is `NAME = KEY`. `[DEFAULT]` does not apply here (its
+/// keys are not host names).
+fn read_hosts(ini: &Ini) -> Result<Vec<(Name, Key)>, ConfigError> {
+    let Some(options) = ini.sections.get(HOSTS_SECTION) else {
+        return Ok(Vec::new());
+    };
+    let bad = |name: &str, value: &str, reason: &'static str| ConfigError::Value {
+        section: HOSTS_SECTION.to_owned(),
+        key: name.to_owned(),
+        value: quoted(value),
+        from_default: false,
+        reason,
+    };
+    let mut hosts: Vec<(Name, Key)> = Vec::new();
+    for (name, value) in options.iter() {
+        let host = Name::parse(name).map_err(|_| bad(name, value, "not a valid host name"))?;
+        let key = key(value)
+            .and_then(|key| key.ok_or("empty: a host needs its key"))
+            .map_err(|reason| bad(name, value, reason))?;
+        hosts.push((host, key));
+    }
+    Ok(hosts)
+}
+
+/// A key as `dynip init` writes it.
+fn key(value: &str) -> Result<Option<Key>, &'static str> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    Key::parse(value)
+        .map(Some)
+        .map_err(|_| "not a key (base64 of 32 bytes, as `dynip init` and `dynip add-host` write)")
+}
+
+fn boolean(value: &str) -> Result<bool, &'static str> {
+    parse_bool(value).ok_or("not yes/no (also true/false, on/off, 1/0)")
+}
+
+/// `allow_from`: addresses or CIDR networks, separated by commas or whitespace.
+fn networks(value: &str) -> Result<Option<Vec<IpNet>>, &'static str> {
+    let mut networks = Vec::new();
+    for item in value.split(|c: char| c == ',' || c.is_ascii_whitespace()) {
+        if item.is_empty() {
+            continue;
+        }
+        let network = match item.parse::<IpNet>() {
+            Ok(network) => network,
+            Err(_) => item.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+                "not a list of addresses or networks (e.g. 192.0.2.0/24, 2001:db8::/32)"
+            })?,
+        };
+        networks.push(network);
+    }
+    if networks.is_empty() {
+        return Err("empty: remove the key to allow reports from anywhere");
+    }
+    Ok(Some(networks))
 }
 
 /// `server_ip`: `*` or empty for all addresses, an IP literal (IPv6 with or without
@@ -788,12 +901,17 @@ mod tests {
                     server_port,
                     client_log_path,
                     store_path,
+                    key: server_key,
+                    allow_unsigned,
+                    allow_from,
+                    hosts,
                 },
             client:
                 ClientConfig {
                     server_hostname,
                     server_port: client_server_port,
                     hostname,
+                    key: client_key,
                 },
             warnings,
         } = config;
@@ -825,6 +943,19 @@ mod tests {
             *store_path != server.store_path,
             store_path,
         );
+        field("server.key", *server_key != server.key, server_key);
+        field(
+            "server.allow_unsigned",
+            *allow_unsigned != server.allow_unsigned,
+            allow_unsigned,
+        );
+        field(
+            "server.allow_from",
+            *allow_from != server.allow_from,
+            allow_from,
+        );
+        field("server.hosts", *hosts != server.hosts, hosts);
+        field("client.key", *client_key != client.key, client_key);
         field(
             "client.server_hostname",
             *server_hostname != client.server_hostname,
@@ -1384,7 +1515,7 @@ server_hostname = h
 colour = blue
 [DynIP:Server]
 foo = 1
-key = abc
+zone = abc
 [Foo]
 x = 1
 [DynIP:Client]
@@ -1398,7 +1529,7 @@ client.server_hostname = "h"
 client.server_port = 1000
 warning: unknown key "colour" in [DEFAULT], ignored
 warning: unknown key "foo" in [DynIP:Server], ignored
-warning: unknown key "key" in [DynIP:Server], ignored
+warning: unknown key "zone" in [DynIP:Server], ignored
 warning: unknown key "bar" in [DynIP:Server], ignored
 warning: unknown section [Foo], ignored
 warning: unknown key "server_ip" in [DynIP:Client], ignored
@@ -1470,5 +1601,55 @@ warning: unknown key "server_ip" in [DynIP:Client], ignored
     fn template_is_the_defaults() {
         let config = parse(TEMPLATE).unwrap();
         assert_eq!(config, Config::default());
+    }
+
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    #[test]
+    fn reads_keys_and_who_may_report() {
+        check(
+            &format!("[DynIP:Server]\nkey = {KEY}\n[DynIP:Client]\nkey = {KEY}\n"),
+            "server.key = Some(Key(id 693e81472a1cbb6a))\nclient.key = Some(Key(id 693e81472a1cbb6a))",
+        );
+        check(
+            &format!("[DynIP:Hosts]\nKitchen-PC = {KEY}\n"),
+            "server.hosts = [(\"kitchen-pc\", Key(id 693e81472a1cbb6a))]",
+        );
+        check(
+            "[DynIP:Server]\nallow_unsigned = Yes\nallow_from = 192.0.2.0/24, 2001:db8::/32 10.0.0.1\n",
+            "server.allow_unsigned = Some(true)\nserver.allow_from = Some([192.0.2.0/24, 2001:db8::/32, 10.0.0.1/32])",
+        );
+        check(
+            "[DynIP:Server]\nkey = abc\n",
+            "error: [DynIP:Server] key = \"abc\": not a key (base64 of 32 bytes, as `dynip init` and `dynip add-host` write)",
+        );
+        check(
+            "[DynIP:Hosts]\nbad..name = x\n",
+            "error: [DynIP:Hosts] bad..name = \"x\": not a valid host name",
+        );
+        check(
+            "[DynIP:Hosts]\npc =\n",
+            "error: [DynIP:Hosts] pc = \"\": empty: a host needs its key",
+        );
+        check(
+            "[DynIP:Server]\nallow_from = 192.0.2.0/33\n",
+            "error: [DynIP:Server] allow_from = \"192.0.2.0/33\": not a list of addresses or networks (e.g. 192.0.2.0/24, 2001:db8::/32)",
+        );
+        check(
+            "[DynIP:Server]\nallow_unsigned = maybe\n",
+            "error: [DynIP:Server] allow_unsigned = \"maybe\": not yes/no (also true/false, on/off, 1/0)",
+        );
+    }
+
+    #[test]
+    fn unsigned_reports_follow_the_keys() {
+        let accepts = |text: &str| parse(text).unwrap().server.accepts_unsigned();
+        assert!(accepts(""));
+        assert!(!accepts(&format!("[DynIP:Server]\nkey = {KEY}\n")));
+        assert!(!accepts(&format!("[DynIP:Hosts]\npc = {KEY}\n")));
+        assert!(accepts(&format!(
+            "[DynIP:Server]\nkey = {KEY}\nallow_unsigned = yes\n"
+        )));
+        assert!(!accepts("[DynIP:Server]\nallow_unsigned = no\n"));
     }
 }
