@@ -6,23 +6,26 @@
 //! [`dynipc`] and [`dynip_init`].
 
 use std::io::{IsTerminal, Write};
-use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
+use chacha20poly1305::aead::rand_core::RngCore;
+use chacha20poly1305::aead::OsRng;
+
+use crate::client::{self, Acked};
 use crate::config::{self, BindHost, ClientConfig, Config, ServerConfig};
 use crate::error::Error;
+use crate::key::{Key, KEY_LEN};
 use crate::name::Name;
 use crate::record::{Record, Seen};
-use crate::server::Server;
+use crate::server::{PolicyHandle, Server};
 use crate::store::Store;
-use crate::wire::{self, Report};
 
 /// Logging flags, shared by every command (the original's `-v` and `--debug`).
 #[derive(Args, Debug, Clone, Copy)]
@@ -85,6 +88,13 @@ enum Command {
         /// Print JSON instead of a table
         #[arg(long)]
         json: bool,
+    },
+    /// Mint a key for one host; prints the lines for the server's and the host's config
+    AddHost {
+        /// The server's config file
+        config: PathBuf,
+        /// The host's name
+        host: String,
     },
     /// Run a server and a client reporting to it on loopback, with a throwaway store, and
     /// show what the server recorded
@@ -193,6 +203,7 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Client { config, every } => client(&config, every),
         Command::List { config, json } => list(&config, json),
         Command::History { config, host, json } => history(&config, &host, json),
+        Command::AddHost { config, host } => add_host(&config, &host),
         Command::Demo => demo(),
     }
 }
@@ -237,6 +248,57 @@ fn shutdown_on_signal() -> Result<CancellationToken, Error> {
     Ok(token)
 }
 
+/// A new key from the OS's generator.
+fn fresh_key() -> Key {
+    let mut secret = [0u8; KEY_LEN];
+    OsRng.fill_bytes(&mut secret);
+    Key::from_bytes(secret)
+}
+
+/// Mints a key for one host and prints the lines for both configs; writes nothing.
+fn add_host(path: &Path, host: &str) -> Result<(), Error> {
+    let name = Name::parse(host).map_err(|source| Error::BadName {
+        value: host.to_string(),
+        source,
+    })?;
+    let config = load_config(path)?;
+    if config.server.hosts.iter().any(|(known, _)| *known == name) {
+        warn!(host = %name, config = %path.display(), "the config has a key for this host already; the new one replaces it only if you replace the line");
+    }
+    let key = fresh_key().encode();
+    print(&format!(
+        "# In {config} on the server, under [DynIP:Hosts] (then reload: kill -HUP the server):\n\
+         {name} = {key}\n\
+         \n\
+         # In the config on {name}, under [DynIP:Client]:\n\
+         hostname = {name}\n\
+         key = {key}\n",
+        config = path.display()
+    ))
+}
+
+/// On SIGHUP, re-reads the config and puts its keys, `allow_from` and `allow_unsigned` in
+/// force; a config that no longer reads is refused and the old rules stay.
+fn reload_on_hangup(path: PathBuf, policy: PolicyHandle) -> Result<(), Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup())
+        .map_err(|e| Error::Internal(format!("cannot handle SIGHUP: {e}")))?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match load_config(&path) {
+                Ok(config) => {
+                    policy.replace(&config.server);
+                    info!(config = %path.display(), "SIGHUP: keys, allow_from and allow_unsigned reloaded (other keys need a restart)");
+                }
+                Err(e) => {
+                    error!(error = %e, "SIGHUP: config refused; the old keys and rules stay in force")
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
 fn init(path: &Path) -> Result<(), Error> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -252,7 +314,7 @@ fn init(path: &Path) -> Result<(), Error> {
                 }
             }
         })?;
-    file.write_all(config::TEMPLATE.as_bytes())
+    file.write_all(config::template(&fresh_key()).as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|source| Error::InitWrite {
             path: path.to_path_buf(),
@@ -267,6 +329,7 @@ fn server(path: &Path) -> Result<(), Error> {
     runtime()?.block_on(async {
         let shutdown = shutdown_on_signal()?;
         let server = Server::open(&config.server)?;
+        reload_on_hangup(path.to_path_buf(), server.policy())?;
         server.run(shutdown).await
     })
 }
@@ -274,16 +337,28 @@ fn server(path: &Path) -> Result<(), Error> {
 fn client(path: &Path, every: Option<Duration>) -> Result<(), Error> {
     let config = load_config(path)?;
     let name = client_name(path, &config.client)?;
-    let Some(every) = every else {
-        return send_report(&config.client, &name, path).map(|_| ());
-    };
     runtime()?.block_on(async {
+        let Some(every) = every else {
+            let acked = report_once(&config.client, &name, path).await?;
+            return print(&seen_lines(&acked));
+        };
         let shutdown = shutdown_on_signal()?;
+        let mut last_seen = None;
         loop {
-            match send_report(&config.client, &name, path) {
-                Ok(addr) => info!(%addr, host = %name, "report sent"),
+            match report_once(&config.client, &name, path).await {
+                Ok(acked) => {
+                    let seen = seen_lines(&acked);
+                    if last_seen.as_ref() != Some(&seen) {
+                        print(&seen)?;
+                        last_seen = Some(seen);
+                    }
+                }
                 Err(e @ Error::EmptyServerHostname { .. }) => return Err(e),
-                Err(e) => warn!(error = %e, "report not sent; trying again in {}", humantime::format_duration(every)),
+                Err(e) => warn!(
+                    error = %e,
+                    "report failed; trying again in {}",
+                    humantime::format_duration(every)
+                ),
             }
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
@@ -291,6 +366,21 @@ fn client(path: &Path, every: Option<Duration>) -> Result<(), Error> {
             }
         }
     })
+}
+
+/// One report: signed and acknowledged with a key, else the original's datagram.
+async fn report_once(config: &ClientConfig, name: &Name, path: &Path) -> Result<Vec<Acked>, Error> {
+    let addrs = client::resolve(config, path)?;
+    match &config.key {
+        Some(key) => client::send_signed(&addrs, name, key).await,
+        None => client::send_unsigned(&addrs, name).map(|_| Vec::new()),
+    }
+}
+
+/// The addresses the server saw, one per line, as `ADDRESS:PORT` (`[ADDRESS]:PORT` for
+/// IPv6).
+fn seen_lines(acked: &[Acked]) -> String {
+    acked.iter().map(|ack| format!("{}\n", ack.seen)).collect()
 }
 
 /// The name to report: the `hostname` key, or the machine's name.
@@ -304,40 +394,6 @@ fn client_name(path: &Path, config: &ClientConfig) -> Result<Name, Error> {
         value,
         source,
     })
-}
-
-/// Sends the original's datagram to the server; returns where it went. The server's name
-/// is resolved at every report (its address may change too), IPv4 first as the original.
-fn send_report(config: &ClientConfig, name: &Name, path: &Path) -> Result<SocketAddr, Error> {
-    if config.server_hostname.is_empty() {
-        return Err(Error::EmptyServerHostname {
-            path: path.to_path_buf(),
-        });
-    }
-    let host = config.server_hostname.as_str();
-    let unresolved = |reason: String| Error::Resolve {
-        host: host.to_string(),
-        reason,
-    };
-    let mut addrs: Vec<SocketAddr> = (host, config.server_port)
-        .to_socket_addrs()
-        .map_err(|e| unresolved(e.to_string()))?
-        .collect();
-    addrs.sort_by_key(|addr| addr.is_ipv6());
-    let addr = *addrs
-        .first()
-        .ok_or_else(|| unresolved("no address".to_string()))?;
-    let local: SocketAddr = if addr.is_ipv6() {
-        "[::]:0".parse().expect("literal socket address")
-    } else {
-        "0.0.0.0:0".parse().expect("literal socket address")
-    };
-    let datagram = wire::encode(&Report::Legacy { name: name.clone() });
-    UdpSocket::bind(local)
-        .and_then(|socket| socket.send_to(&datagram, addr))
-        .map_err(|source| Error::Send { addr, source })?;
-    info!(%addr, host = %name, "report sent");
-    Ok(addr)
 }
 
 fn open_store(path: &Path) -> Result<Store, Error> {
@@ -496,17 +552,18 @@ fn demo() -> Result<(), Error> {
 }
 
 fn demo_in(dir: &Path) -> Result<(), Error> {
+    let key = fresh_key();
     let server_config = ServerConfig {
         server_ip: BindHost::Addr([127, 0, 0, 1].into()),
         server_port: 0,
         client_log_path: dir.join("dynip.json"),
         store_path: dir.join("dynip.sqlite3"),
+        key: Some(key.clone()),
         ..ServerConfig::default()
     };
     runtime()?.block_on(async {
         let server = Server::open(&server_config)?;
         let addr = server.udp_addrs()[0];
-        let table = server.table();
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(server.run(shutdown.clone()));
         println!(
@@ -518,24 +575,23 @@ fn demo_in(dir: &Path) -> Result<(), Error> {
             server_hostname: addr.ip().to_string(),
             server_port: addr.port(),
             hostname: None,
-            key: None,
+            key: Some(key),
         };
         let config_path = dir.join("(demo)");
         let name = client_name(&config_path, &client_config)
             .or_else(|_| Name::parse("demo-host").map_err(|e| Error::Internal(e.to_string())))?;
-        send_report(&client_config, &name, &config_path)?;
-        println!("client: reported as {name}");
-
-        for _ in 0..500 {
-            if table.get(&name).is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let acked = report_once(&client_config, &name, &config_path).await;
         shutdown.cancel();
         running
             .await
             .map_err(|e| Error::Internal(format!("server task failed: {e}")))??;
+        let acked = acked?;
+        for ack in &acked {
+            println!(
+                "client: reported as {name}, signed; acknowledged by {}: seen as {}",
+                ack.server, ack.seen
+            );
+        }
 
         let store = Store::open_read_only(&server_config.store_path)?;
         let hosts = store.load()?.hosts;
@@ -549,9 +605,6 @@ fn demo_in(dir: &Path) -> Result<(), Error> {
             server_config.client_log_path.display()
         );
         println!("{exported}");
-        if hosts.is_empty() {
-            return Err(Error::Internal("the report did not arrive".to_string()));
-        }
         Ok(())
     })
 }

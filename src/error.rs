@@ -55,6 +55,20 @@ pub enum Error {
     UnknownHost(String),
     #[error("bad host name {value:?}: {source}")]
     BadName { value: String, source: NameError },
+    #[error(
+        "no acknowledgement from {server} after {attempts} tries over {:.1} s{}: \
+         the key may not be the server's (or not this host's), this machine's clock may be \
+         more than 5 minutes off, or a firewall may drop UDP to or from port {}",
+        waited.as_secs_f64(),
+        last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default(),
+        server.port()
+    )]
+    NoAck {
+        server: SocketAddr,
+        attempts: u32,
+        waited: std::time::Duration,
+        last_error: Option<String>,
+    },
     #[error("{0}")]
     Internal(String),
 }
@@ -73,6 +87,7 @@ impl Error {
             Error::Bind { .. } => 7,
             Error::InitExists(_) | Error::InitWrite { .. } => 8,
             Error::UnknownHost(_) | Error::BadName { .. } => 9,
+            Error::NoAck { .. } => 10,
         }
     }
 }

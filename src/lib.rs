@@ -24,7 +24,9 @@
 //!   - [`cli`]: the commands.
 //!   - [`error`]: the crate's error and its exit codes.
 
+pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod export;

@@ -73,6 +73,9 @@ pub struct Record {
     pub first_seen: Time,
     pub v4: Option<Seen<Ipv4Addr>>,
     pub v6: Option<Seen<Ipv6Addr>>,
+    /// The client's time in the last signed report accepted for this host: a signed
+    /// report must carry a later one (the replay rule). `None`: never a signed report.
+    pub signed_at: Option<Time>,
 }
 
 /// What a report did to a record's address, for the history.
@@ -91,6 +94,7 @@ impl Record {
             first_seen: at,
             v4: None,
             v6: None,
+            signed_at: None,
         };
         record.apply(addr, at);
         record
@@ -113,6 +117,12 @@ impl Record {
             (Some(v4), Some(v6)) => Some(if v6.1 > v4.1 { v6 } else { v4 }),
             (one, other) => one.or(other),
         }
+    }
+
+    /// Whether a signed report with the client's time `signed_at` passes the replay rule:
+    /// its time must be later than that of every signed report accepted before.
+    pub fn is_fresh(&self, signed_at: Time) -> bool {
+        self.signed_at.is_none_or(|last| signed_at > last)
     }
 
     /// The last report of either family.
@@ -181,6 +191,7 @@ mod tests {
                 first_seen: Time(10),
                 v4: v4("198.51.100.1", 30, 30),
                 v6: None,
+                signed_at: None,
             },
         );
         check(
@@ -198,6 +209,7 @@ mod tests {
                     last_seen: Time(20),
                     last_change: Time(20),
                 }),
+                signed_at: None,
             },
         );
     }
@@ -211,6 +223,7 @@ mod tests {
                 first_seen: Time(10),
                 v4: v4("203.0.113.7", 20, 10),
                 v6: None,
+                signed_at: None,
             },
         );
     }

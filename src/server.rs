@@ -8,10 +8,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::auth::Policy;
 use crate::config::ServerConfig;
 use crate::error::Error;
 use crate::export;
@@ -29,6 +31,19 @@ pub struct Server {
     journal_rows: u64,
     table: Arc<Table>,
     udp: Vec<std::net::UdpSocket>,
+    policy: Arc<watch::Sender<Arc<Policy>>>,
+}
+
+/// Replaces the keys and rules in force (SIGHUP), without stopping anything.
+#[derive(Clone)]
+pub struct PolicyHandle(Arc<watch::Sender<Arc<Policy>>>);
+
+impl PolicyHandle {
+    /// Puts `config`'s keys, `allow_from` and `allow_unsigned` in force for every datagram
+    /// received from now on. Other keys (addresses, paths) need a restart.
+    pub fn replace(&self, config: &ServerConfig) {
+        self.0.send_replace(Arc::new(Policy::new(config)));
+    }
 }
 
 impl Server {
@@ -56,6 +71,7 @@ impl Server {
             store = %config.store_path.display(),
             "store loaded"
         );
+        let policy = Arc::new(watch::Sender::new(Arc::new(Policy::new(config))));
         let udp = udp::bind(&config.server_ip, config.server_port)?;
         export::write(&config.client_log_path, &table)?;
         Ok(Server {
@@ -65,7 +81,13 @@ impl Server {
             journal_rows,
             table,
             udp,
+            policy,
         })
+    }
+
+    /// A handle to replace the keys and rules in force while the server runs.
+    pub fn policy(&self) -> PolicyHandle {
+        PolicyHandle(Arc::clone(&self.policy))
     }
 
     /// The addresses the report sockets are bound to.
@@ -101,9 +123,16 @@ impl Server {
             .map_err(|e| Error::Internal(format!("cannot start the exporter: {e}")))?;
 
         let mut edges = JoinSet::new();
+        let edge = udp::Edge {
+            reports: reports.clone(),
+            policy: self.policy.subscribe(),
+            table: Arc::clone(&self.table),
+            shutdown: shutdown.clone(),
+        };
         for socket in self.udp {
-            edges.spawn(udp::serve(socket, reports.clone(), shutdown.clone()));
+            edges.spawn(udp::serve(socket, edge.clone()));
         }
+        drop(edge);
         drop(reports);
         while let Some(res) = edges.join_next().await {
             match res {

@@ -40,14 +40,16 @@ CREATE TABLE hosts (
     seq INTEGER NOT NULL,
     first_seen INTEGER NOT NULL,
     ipv4 TEXT, ipv4_last_seen INTEGER, ipv4_last_change INTEGER,
-    ipv6 TEXT, ipv6_last_seen INTEGER, ipv6_last_change INTEGER
+    ipv6 TEXT, ipv6_last_seen INTEGER, ipv6_last_change INTEGER,
+    signed_at INTEGER
 ) WITHOUT ROWID;
 CREATE TABLE journal (
     seq INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
     first_seen INTEGER NOT NULL,
     ipv4 TEXT, ipv4_last_seen INTEGER, ipv4_last_change INTEGER,
-    ipv6 TEXT, ipv6_last_seen INTEGER, ipv6_last_change INTEGER
+    ipv6 TEXT, ipv6_last_seen INTEGER, ipv6_last_change INTEGER,
+    signed_at INTEGER
 );
 CREATE TABLE history (
     id INTEGER PRIMARY KEY,
@@ -60,7 +62,7 @@ INSERT INTO meta (key, value) VALUES ('reports', 0);
 ";
 
 const RECORD_COLUMNS: &str = "name, seq, first_seen, ipv4, ipv4_last_seen, ipv4_last_change, \
-                              ipv6, ipv6_last_seen, ipv6_last_change";
+                              ipv6, ipv6_last_seen, ipv6_last_change, signed_at";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -318,7 +320,13 @@ impl Store {
                 Ok(seen) => seen,
                 Err(detail) => return Ok(Err(format!("host {name}: {detail}"))),
             };
-            let record = Record { first_seen, v4, v6 };
+            let signed_at = row.get::<_, Option<i64>>(9)?.map(Time::from_micros);
+            let record = Record {
+                first_seen,
+                v4,
+                v6,
+                signed_at,
+            };
             let dirty = false;
             Ok(Ok((name, Entry { record, seq, dirty })))
         };
@@ -499,7 +507,7 @@ fn sql(path: &Path, source: rusqlite::Error) -> StoreError {
 }
 
 fn insert_sql(verb: &str) -> String {
-    format!("{verb} ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
+    format!("{verb} ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
 }
 
 fn bind_record(
@@ -532,6 +540,7 @@ fn bind_record(
         v6.as_ref().map(|seen| &seen.0),
         v6.as_ref().map(|seen| seen.1),
         v6.as_ref().map(|seen| seen.2),
+        record.signed_at.map(Time::as_micros),
     ])?;
     Ok(())
 }

@@ -2,8 +2,12 @@
 //!
 //! Handlers send [`Report`]s on a bounded channel. The writer takes one, drains what else
 //! is queued (up to [`MAX_BATCH`]), commits them all in one transaction (group commit),
-//! then updates the in-memory table and answers each report's `done` channel. So nothing
-//! reads a record before it is durable, and no report is answered before its commit.
+//! then updates the in-memory table and calls each report's `done`. So nothing reads a
+//! record before it is durable, and no report is acknowledged before its commit.
+//!
+//! The writer is where the replay rule is decided, since it alone sees every report in
+//! order: a signed report whose client time is not later than the host's last one is
+//! refused, and changes nothing.
 //!
 //! Between batches it folds the journal into the snapshot: a sweep walks the table in name
 //! order, writes the entries changed since the last sweep in chunks, and when it reaches
@@ -17,7 +21,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{debug, error, info};
 
 use crate::name::Name;
@@ -41,21 +45,50 @@ const SWEEP_SCAN: usize = 32 * SWEEP_CHUNK;
 const SWEEP_MIN_JOURNAL: u64 = 65_536;
 
 /// One report for the writer.
-#[derive(Debug)]
 pub struct Report {
     pub name: Name,
     /// The source address of the datagram or request.
     pub addr: IpAddr,
+    /// When the server received it.
     pub at: Time,
-    /// Answered after the commit (`Ok`) or its failure (`Err`); `None` for reports nobody
-    /// waits on (the original's datagrams).
-    pub done: Option<oneshot::Sender<Result<(), CommitFailed>>>,
+    /// For a signed report, the client's time in it: the replay rule's input.
+    pub signed_at: Option<Time>,
+    /// Called after the commit (`Ok`) or with why the report was not committed; `None`
+    /// for reports nobody waits on (the original's datagrams).
+    pub done: Option<Done>,
 }
 
-/// A report that could not be committed; the cause is logged by the writer.
+/// What the edge that received a report does once the writer has decided on it (send an
+/// acknowledgement, answer a request). Called on the writer thread: it must not block.
+pub type Done = Box<dyn FnOnce(Result<Committed, Refused>) + Send>;
+
+/// A committed report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// When its batch committed.
+    pub at: Time,
+}
+
+/// Why a report was not committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the store could not commit the report")]
-pub struct CommitFailed;
+pub enum Refused {
+    #[error("replayed: not later than the host's last signed report")]
+    Replayed,
+    #[error("the store could not commit the report")]
+    CommitFailed,
+}
+
+impl std::fmt::Debug for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Report")
+            .field("name", &self.name)
+            .field("addr", &self.addr)
+            .field("at", &self.at)
+            .field("signed_at", &self.signed_at)
+            .field("waited_on", &self.done.is_some())
+            .finish()
+    }
+}
 
 /// Starts the writer thread, continuing the journal at `next_seq` with `journal_rows`
 /// rows not yet folded into the snapshot.
@@ -143,22 +176,31 @@ impl Writer {
     fn commit(&mut self, batch: Vec<Report>) {
         let mut pending: HashMap<Name, Record> = HashMap::with_capacity(batch.len());
         let mut history = Vec::new();
+        let mut refused: Vec<bool> = Vec::with_capacity(batch.len());
         for report in &batch {
-            let change = match pending.get_mut(&report.name) {
-                Some(record) => record.apply(report.addr, report.at),
-                None => {
-                    let (record, change) = match self.table.get(&report.name) {
-                        Some(entry) => {
-                            let mut record = entry.record;
-                            let change = record.apply(report.addr, report.at);
-                            (record, change)
-                        }
-                        None => (Record::new(report.addr, report.at), Change::NewAddress),
-                    };
-                    pending.insert(report.name.clone(), record);
-                    change
-                }
+            let current = match pending.get(&report.name) {
+                Some(record) => Some(*record),
+                None => self.table.get(&report.name).map(|entry| entry.record),
             };
+            if let (Some(signed_at), Some(record)) = (report.signed_at, &current) {
+                if !record.is_fresh(signed_at) {
+                    debug!(host = %report.name, addr = %report.addr, "refusing replayed report");
+                    refused.push(true);
+                    continue;
+                }
+            }
+            refused.push(false);
+            let (mut record, change) = match current {
+                Some(mut record) => {
+                    let change = record.apply(report.addr, report.at);
+                    (record, change)
+                }
+                None => (Record::new(report.addr, report.at), Change::NewAddress),
+            };
+            if report.signed_at.is_some() {
+                record.signed_at = report.signed_at;
+            }
+            pending.insert(report.name.clone(), record);
             if change == Change::NewAddress {
                 history.push(HistoryRow {
                     name: report.name.clone(),
@@ -179,25 +221,33 @@ impl Writer {
             .collect();
         self.next_seq += records.len() as i64;
 
-        let res = self.store.commit(&records, &history, batch.len() as u64);
-        let outcome = match res {
-            Ok(()) => {
-                self.journal_rows += records.len() as u64;
-                self.table.update(records);
-                for report in &batch {
-                    info!(host = %report.name, addr = %report.addr.to_canonical(), "report committed");
+        let n_committed = refused.iter().filter(|&&refused| !refused).count();
+        let outcome = if records.is_empty() {
+            Ok(Committed { at: Time::now() })
+        } else {
+            match self.store.commit(&records, &history, n_committed as u64) {
+                Ok(()) => {
+                    self.journal_rows += records.len() as u64;
+                    self.table.update(records);
+                    Ok(Committed { at: Time::now() })
                 }
-                Ok(())
-            }
-            Err(e) => {
-                error!(error = %e, n_reports = batch.len(), "dropping reports: commit failed");
-                Err(CommitFailed)
+                Err(e) => {
+                    error!(error = %e, n_reports = batch.len(), "dropping reports: commit failed");
+                    Err(Refused::CommitFailed)
+                }
             }
         };
-        for report in batch {
+        for (report, refused) in batch.into_iter().zip(refused) {
+            let outcome = if refused {
+                Err(Refused::Replayed)
+            } else {
+                outcome
+            };
+            if outcome.is_ok() {
+                info!(host = %report.name, addr = %report.addr.to_canonical(), "report committed");
+            }
             if let Some(done) = report.done {
-                // The waiter may have given up; its report is committed all the same.
-                let _ = done.send(outcome);
+                done(outcome);
             }
         }
     }

@@ -1,0 +1,322 @@
+//! Who may report what: the keys, `allow_from`, `allow_unsigned`, and the rate limit on
+//! traffic that does not authenticate.
+//!
+//! Owns [`Policy`] (built from the server's config, swapped whole on SIGHUP) and
+//! [`Limiter`]. Pure: the caller passes addresses and the time in; no I/O, no clock.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+
+use crate::config::ServerConfig;
+use crate::key::{Key, KeyId};
+use crate::name::Name;
+use crate::record::Time;
+
+/// How far a signed report's client time may be from the server's clock. Clients keep
+/// their clocks by NTP; five minutes is Kerberos's allowance for the same problem. A
+/// client outside it hears nothing back and says to check the clock.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// Which names a key may report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The shared key: any name.
+    Any,
+    /// A per-host key: that name only.
+    Host(Name),
+}
+
+/// Why a datagram is refused before it reaches the writer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("source not in allow_from")]
+    NotAllowed,
+    #[error("unsigned reports are not accepted (a key is configured)")]
+    Unsigned,
+    #[error("unknown key {0}")]
+    UnknownKey(KeyId),
+    #[error("key of host {key_host} used for {name}")]
+    WrongHost { key_host: Name, name: Name },
+    #[error("client clock {skew_secs} s off the server's (more than {} s)", MAX_CLOCK_SKEW.as_secs())]
+    Skew { skew_secs: i64 },
+    #[error("rate-limited: too much unauthenticated traffic from this source")]
+    RateLimited,
+}
+
+/// The keys and rules in force.
+#[derive(Debug, Default)]
+pub struct Policy {
+    keys: HashMap<KeyId, (Arc<Key>, Scope)>,
+    accepts_unsigned: bool,
+    allow_from: Option<Vec<IpNet>>,
+}
+
+impl Policy {
+    pub fn new(config: &ServerConfig) -> Policy {
+        let mut keys = HashMap::new();
+        for (name, key) in &config.hosts {
+            keys.insert(key.id(), (Arc::new(key.clone()), Scope::Host(name.clone())));
+        }
+        // The shared key wins where the same key is also a host's.
+        if let Some(key) = &config.key {
+            keys.insert(key.id(), (Arc::new(key.clone()), Scope::Any));
+        }
+        Policy {
+            keys,
+            accepts_unsigned: config.accepts_unsigned(),
+            allow_from: config.allow_from.clone(),
+        }
+    }
+
+    /// Whether reports from `addr` are considered at all.
+    ///
+    /// # Errors
+    /// [`Refusal::NotAllowed`] outside `allow_from`.
+    pub fn admit(&self, addr: IpAddr) -> Result<(), Refusal> {
+        let addr = addr.to_canonical();
+        match &self.allow_from {
+            Some(networks) if !networks.iter().any(|network| network.contains(&addr)) => {
+                Err(Refusal::NotAllowed)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// # Errors
+    /// [`Refusal::Unsigned`] when unsigned reports are not accepted.
+    pub fn admit_unsigned(&self) -> Result<(), Refusal> {
+        if self.accepts_unsigned {
+            Ok(())
+        } else {
+            Err(Refusal::Unsigned)
+        }
+    }
+
+    /// The key a datagram names.
+    ///
+    /// # Errors
+    /// [`Refusal::UnknownKey`].
+    pub fn key(&self, key_id: KeyId) -> Result<&(Arc<Key>, Scope), Refusal> {
+        self.keys.get(&key_id).ok_or(Refusal::UnknownKey(key_id))
+    }
+
+    pub fn has_keys(&self) -> bool {
+        !self.keys.is_empty()
+    }
+}
+
+/// Checks a signed report's name against its key's scope, and its time against the
+/// server's clock.
+///
+/// # Errors
+/// [`Refusal::WrongHost`] or [`Refusal::Skew`].
+pub fn check_signed(scope: &Scope, name: &Name, signed_at: Time, now: Time) -> Result<(), Refusal> {
+    if let Scope::Host(key_host) = scope {
+        if key_host != name {
+            return Err(Refusal::WrongHost {
+                key_host: key_host.clone(),
+                name: name.clone(),
+            });
+        }
+    }
+    let skew = signed_at.as_micros().saturating_sub(now.as_micros());
+    let max = MAX_CLOCK_SKEW.as_micros() as i64;
+    if !(-max..=max).contains(&skew) {
+        return Err(Refusal::Skew {
+            skew_secs: skew / 1_000_000,
+        });
+    }
+    Ok(())
+}
+
+/// Per-source token buckets for traffic that does not authenticate (bad datagrams,
+/// forged or wrong-key reports): each failure spends a token, and a source without tokens
+/// is dropped before any decoding or cryptography. Sources are IPv4 addresses and IPv6
+/// /64 networks (one customer's allocation).
+#[derive(Debug)]
+pub struct Limiter {
+    buckets: HashMap<IpAddr, Bucket>,
+    rate: f64,
+    burst: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Failures a source may cause per second, and in a burst, before it is dropped: far
+/// above what a misconfigured client (one report a minute) produces, far below a flood.
+const FAILURES_PER_SEC: f64 = 20.0;
+const FAILURE_BURST: f64 = 100.0;
+/// Sources tracked at most. When full, buckets that have refilled are forgotten; a flood
+/// from more sources than this falls back to the global cost of the decode itself.
+const MAX_SOURCES: usize = 65_536;
+
+impl Default for Limiter {
+    fn default() -> Limiter {
+        Limiter::new(FAILURES_PER_SEC, FAILURE_BURST)
+    }
+}
+
+impl Limiter {
+    pub fn new(rate: f64, burst: f64) -> Limiter {
+        Limiter {
+            buckets: HashMap::new(),
+            rate,
+            burst,
+        }
+    }
+
+    fn source(addr: IpAddr) -> IpAddr {
+        match addr.to_canonical() {
+            IpAddr::V6(addr) => {
+                let mut octets = addr.octets();
+                octets[8..].fill(0);
+                IpAddr::V6(octets.into())
+            }
+            v4 => v4,
+        }
+    }
+
+    /// Whether `addr` may still be heard.
+    ///
+    /// # Errors
+    /// [`Refusal::RateLimited`] while the source has no tokens.
+    pub fn check(&mut self, addr: IpAddr, now: Instant) -> Result<(), Refusal> {
+        let Some(bucket) = self.buckets.get_mut(&Limiter::source(addr)) else {
+            return Ok(());
+        };
+        refill(bucket, now, self.rate, self.burst);
+        if bucket.tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(Refusal::RateLimited)
+        }
+    }
+
+    /// Charges `addr` for one datagram that did not authenticate.
+    pub fn charge(&mut self, addr: IpAddr, now: Instant) {
+        if self.buckets.len() >= MAX_SOURCES {
+            let (rate, burst) = (self.rate, self.burst);
+            self.buckets.retain(|_, bucket| {
+                refill(bucket, now, rate, burst);
+                bucket.tokens < burst
+            });
+        }
+        let burst = self.burst;
+        let bucket = self.buckets.entry(Limiter::source(addr)).or_insert(Bucket {
+            tokens: burst,
+            updated: now,
+        });
+        refill(bucket, now, self.rate, self.burst);
+        bucket.tokens = (bucket.tokens - 1.0).max(0.0);
+    }
+}
+
+fn refill(bucket: &mut Bucket, now: Instant, rate: f64, burst: f64) {
+    let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+    bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
+    bucket.updated = now;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> ServerConfig {
+        crate::config::parse(text).unwrap().server
+    }
+
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const OTHER: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
+    #[test]
+    fn keys_have_scopes() {
+        let policy = Policy::new(&config(&format!(
+            "[DynIP:Server]\nkey = {KEY}\n[DynIP:Hosts]\npc = {OTHER}\n"
+        )));
+        let shared = Key::parse(KEY).unwrap();
+        let host = Key::parse(OTHER).unwrap();
+        assert_eq!(policy.key(shared.id()).unwrap().1, Scope::Any);
+        assert_eq!(
+            policy.key(host.id()).unwrap().1,
+            Scope::Host(Name::parse("PC").unwrap())
+        );
+        let stranger = Key::from_bytes([1; 32]);
+        assert_eq!(
+            policy.key(stranger.id()).map(|_| ()),
+            Err(Refusal::UnknownKey(stranger.id()))
+        );
+        assert_eq!(policy.admit_unsigned(), Err(Refusal::Unsigned));
+    }
+
+    #[test]
+    fn allow_from_restricts_sources() {
+        let policy = Policy::new(&config(
+            "[DynIP:Server]\nallow_from = 192.0.2.0/24, 2001:db8::/32\n",
+        ));
+        assert_eq!(policy.admit("192.0.2.9".parse().unwrap()), Ok(()));
+        assert_eq!(policy.admit("::ffff:192.0.2.9".parse().unwrap()), Ok(()));
+        assert_eq!(policy.admit("2001:db8::1".parse().unwrap()), Ok(()));
+        assert_eq!(
+            policy.admit("198.51.100.1".parse().unwrap()),
+            Err(Refusal::NotAllowed)
+        );
+        assert_eq!(
+            Policy::new(&config("")).admit("198.51.100.1".parse().unwrap()),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn signed_reports_stay_in_scope_and_in_time() {
+        let pc = Name::parse("pc").unwrap();
+        let nas = Name::parse("nas").unwrap();
+        let now = Time::from_micros(1_000_000_000_000_000);
+        let minutes = |n: i64| Time::from_micros(now.as_micros() + n * 60_000_000);
+        assert_eq!(check_signed(&Scope::Any, &nas, now, now), Ok(()));
+        assert_eq!(
+            check_signed(&Scope::Host(pc.clone()), &pc, minutes(4), now),
+            Ok(())
+        );
+        assert_eq!(
+            check_signed(&Scope::Host(pc.clone()), &nas, now, now),
+            Err(Refusal::WrongHost {
+                key_host: pc.clone(),
+                name: nas
+            })
+        );
+        assert_eq!(
+            check_signed(&Scope::Any, &pc, minutes(-6), now),
+            Err(Refusal::Skew { skew_secs: -360 })
+        );
+    }
+
+    #[test]
+    fn failures_are_rate_limited_per_source() {
+        let mut limiter = Limiter::new(1.0, 3.0);
+        let start = Instant::now();
+        let attacker: IpAddr = "2001:db8::1".parse().unwrap();
+        let neighbour: IpAddr = "2001:db8::2".parse().unwrap();
+        let other: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..3 {
+            assert_eq!(limiter.check(attacker, start), Ok(()));
+            limiter.charge(attacker, start);
+        }
+        assert_eq!(limiter.check(attacker, start), Err(Refusal::RateLimited));
+        assert_eq!(
+            limiter.check(neighbour, start),
+            Err(Refusal::RateLimited),
+            "same /64"
+        );
+        assert_eq!(limiter.check(other, start), Ok(()));
+        let later = start + Duration::from_secs(1);
+        assert_eq!(limiter.check(attacker, later), Ok(()));
+    }
+}

@@ -1,0 +1,233 @@
+//! The client's network edge: sends a report and, for a signed one, waits for the
+//! acknowledgement.
+//!
+//! Owns resolving the server, the sockets, the retries and their backoff. A signed report
+//! goes to the server's first IPv4 and first IPv6 address alike (when its name has both),
+//! so the server learns both of the host's addresses. Every retry is sealed afresh, with
+//! a later time: an identical datagram sent again would be a replay, and refused.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::time::{timeout_at, Instant};
+use tracing::{debug, info, warn};
+
+use crate::auth::MAX_CLOCK_SKEW;
+use crate::config::ClientConfig;
+use crate::error::Error;
+use crate::key::Key;
+use crate::name::Name;
+use crate::record::Time;
+use crate::udp::random_nonce;
+use crate::wire::{self, Report};
+
+/// Tries per address, and the wait for the first acknowledgement; each later wait doubles
+/// (0.25 + 0.5 + 1 + 2 + 4 s): a lost datagram costs a quarter second, and a server that
+/// is down is given up on after about 8 s, well inside a cron minute.
+const ATTEMPTS: u32 = 5;
+const FIRST_WAIT: Duration = Duration::from_millis(250);
+/// Skew from the server's clock worth a warning: a fifth of what the server allows.
+const WARN_SKEW: Duration = Duration::from_secs(60);
+
+/// A signed report that was acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acked {
+    /// Where the report went.
+    pub server: SocketAddr,
+    /// The address and port the server saw: this host's public address.
+    pub seen: SocketAddr,
+}
+
+/// Resolves `server_hostname`: every address, IPv4 first (the original resolved IPv4
+/// only).
+///
+/// # Errors
+/// An empty `server_hostname`, or one that does not resolve.
+pub fn resolve(
+    config: &ClientConfig,
+    config_path: &std::path::Path,
+) -> Result<Vec<SocketAddr>, Error> {
+    if config.server_hostname.is_empty() {
+        return Err(Error::EmptyServerHostname {
+            path: config_path.to_path_buf(),
+        });
+    }
+    let host = config.server_hostname.as_str();
+    let unresolved = |reason: String| Error::Resolve {
+        host: host.to_string(),
+        reason,
+    };
+    let mut addrs: Vec<SocketAddr> = (host, config.server_port)
+        .to_socket_addrs()
+        .map_err(|e| unresolved(e.to_string()))?
+        .collect();
+    addrs.sort_by_key(|addr| addr.is_ipv6());
+    addrs.dedup();
+    if addrs.is_empty() {
+        return Err(unresolved("no address".to_string()));
+    }
+    Ok(addrs)
+}
+
+fn unspecified(server: SocketAddr) -> SocketAddr {
+    if server.is_ipv6() {
+        SocketAddr::from(([0u16; 8], 0))
+    } else {
+        SocketAddr::from(([0u8; 4], 0))
+    }
+}
+
+/// Sends the original's datagram to the first address. Nothing comes back.
+///
+/// # Errors
+/// When the datagram cannot be sent.
+pub fn send_unsigned(addrs: &[SocketAddr], name: &Name) -> Result<SocketAddr, Error> {
+    let server = addrs[0];
+    let datagram = wire::encode(&Report::Legacy { name: name.clone() });
+    std::net::UdpSocket::bind(unspecified(server))
+        .and_then(|socket| socket.send_to(&datagram, server))
+        .map_err(|source| Error::Send {
+            addr: server,
+            source,
+        })?;
+    info!(%server, host = %name, "unsigned report sent");
+    Ok(server)
+}
+
+/// Sends a signed report to the first IPv4 and the first IPv6 address among `addrs`, and
+/// waits for their acknowledgements.
+///
+/// # Errors
+/// [`Error::NoAck`] when no address acknowledged; a send error when nothing could be
+/// sent at all.
+pub async fn send_signed(
+    addrs: &[SocketAddr],
+    name: &Name,
+    key: &Key,
+) -> Result<Vec<Acked>, Error> {
+    let v4 = addrs.iter().copied().find(SocketAddr::is_ipv4);
+    let v6 = addrs.iter().copied().find(SocketAddr::is_ipv6);
+    let over = |server: Option<SocketAddr>| async move {
+        match server {
+            Some(server) => Some(report_to(server, name, key).await),
+            None => None,
+        }
+    };
+    let (res_v4, res_v6) = tokio::join!(over(v4), over(v6));
+    let mut acked = Vec::new();
+    let mut failures = Vec::new();
+    for res in [res_v4, res_v6].into_iter().flatten() {
+        match res {
+            Ok(ack) => acked.push(ack),
+            Err(e) => failures.push(e),
+        }
+    }
+    if acked.is_empty() {
+        // `addrs` is not empty, so one family at least was tried and failed.
+        return Err(failures.remove(0));
+    }
+    for e in failures {
+        info!(error = %e, "no acknowledgement over this family");
+    }
+    Ok(acked)
+}
+
+async fn report_to(server: SocketAddr, name: &Name, key: &Key) -> Result<Acked, Error> {
+    let socket = UdpSocket::bind(unspecified(server))
+        .await
+        .map_err(|source| Error::Send {
+            addr: server,
+            source,
+        })?;
+    socket.connect(server).await.map_err(|source| Error::Send {
+        addr: server,
+        source,
+    })?;
+    let mut sent_nonces = Vec::new();
+    let mut last_time = Time::from_micros(i64::MIN);
+    let mut last_error: Option<std::io::Error> = None;
+    let mut buf = [0u8; 2048];
+    let mut wait = FIRST_WAIT;
+    let started = std::time::Instant::now();
+    for attempt in 1..=ATTEMPTS {
+        // Later than any time sent before, even if the clock stepped back.
+        let now = Time::now();
+        let time = if now > last_time {
+            now
+        } else {
+            Time::from_micros(last_time.as_micros() + 1)
+        };
+        last_time = time;
+        let nonce = random_nonce();
+        sent_nonces.push(nonce);
+        let datagram = wire::seal_report(key, &nonce, name, time);
+        if let Err(e) = socket.send(&datagram).await {
+            debug!(%server, attempt, error = %e, "send failed");
+            if sent_nonces.len() == 1 && attempt == ATTEMPTS {
+                return Err(Error::Send {
+                    addr: server,
+                    source: e,
+                });
+            }
+            last_error = Some(e);
+        } else {
+            debug!(%server, attempt, "signed report sent");
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            let received = match timeout_at(deadline, socket.recv(&mut buf)).await {
+                Err(_elapsed) => break,
+                Ok(received) => received,
+            };
+            let len = match received {
+                Ok(len) => len,
+                Err(e) => {
+                    // An ICMP "port unreachable" shows up here on a connected socket.
+                    debug!(%server, error = %e, "receive failed");
+                    last_error = Some(e);
+                    tokio::time::sleep_until(deadline).await;
+                    break;
+                }
+            };
+            match wire::open_ack(key, &buf[..len]) {
+                Ok(ack) if sent_nonces.contains(&ack.report_nonce) => {
+                    warn_on_skew(server, time, ack.server_time);
+                    return Ok(Acked {
+                        server,
+                        seen: ack.seen,
+                    });
+                }
+                Ok(_) => debug!(%server, "acknowledgement of another report; ignored"),
+                Err(e) => debug!(%server, error = %e, "not an acknowledgement; ignored"),
+            }
+        }
+        wait *= 2;
+    }
+    Err(Error::NoAck {
+        server,
+        attempts: ATTEMPTS,
+        waited: started.elapsed(),
+        last_error: last_error.map(|e| e.to_string()),
+    })
+}
+
+fn warn_on_skew(server: SocketAddr, client_time: Time, server_time: Time) {
+    let skew_micros = client_time
+        .as_micros()
+        .saturating_sub(server_time.as_micros());
+    let skew = Duration::from_micros(skew_micros.unsigned_abs());
+    if skew > WARN_SKEW {
+        let direction = if skew_micros > 0 {
+            "ahead of"
+        } else {
+            "behind"
+        };
+        warn!(
+            %server,
+            "this machine's clock is {} s {direction} the server's; beyond {} s its reports are refused",
+            skew.as_secs(),
+            MAX_CLOCK_SKEW.as_secs()
+        );
+    }
+}
