@@ -69,9 +69,13 @@ impl Name {
         &self.0
     }
 
-    /// The characters as compared: lowercased. ASCII names, the usual case, stay on the
-    /// byte path.
-    fn folded(&self) -> impl Iterator<Item = char> + '_ {
+    /// The name as compared: lowercased (full Unicode lowercase). Two names are equal
+    /// exactly when their folded forms are.
+    pub fn folded(&self) -> String {
+        self.folded_chars().collect()
+    }
+
+    fn folded_chars(&self) -> impl Iterator<Item = char> + '_ {
         self.0.chars().flat_map(char::to_lowercase)
     }
 }
@@ -91,7 +95,7 @@ impl Ord for Name {
             let right = other.0.bytes().map(|b| b.to_ascii_lowercase());
             return left.cmp(right);
         }
-        self.folded().cmp(other.folded())
+        self.folded_chars().cmp(other.folded_chars())
     }
 }
 
@@ -103,7 +107,7 @@ impl PartialOrd for Name {
 
 impl Hash for Name {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        for c in self.folded() {
+        for c in self.folded_chars() {
             state.write_u32(c as u32);
         }
     }

@@ -17,7 +17,9 @@ use crate::auth::Policy;
 use crate::config::ServerConfig;
 use crate::error::Error;
 use crate::export;
-use crate::store::{Loaded, Store};
+use crate::name::Name;
+use crate::record::Record;
+use crate::store::{HistoryRow, Loaded, Store};
 use crate::table::Table;
 use crate::{udp, writer};
 
@@ -180,10 +182,38 @@ fn import(store: &mut Store, path: &Path, imported: &export::Imported) -> Result
     for reason in &imported.skipped {
         warn!(file = %path.display(), entry = %reason, "entry not imported (kept in the copy)");
     }
-    store.import(&imported.hosts)?;
+    // The original compared names as bytes, so a renamed machine may have left two
+    // spellings of one name: keep the one reported last.
+    let mut latest: std::collections::BTreeMap<&Name, &Record> = Default::default();
+    for (name, record) in &imported.hosts {
+        match latest.get(name) {
+            Some(kept) if kept.last_seen() >= record.last_seen() => {}
+            _ => {
+                latest.insert(name, record);
+            }
+        }
+    }
+    let hosts: Vec<(Name, Record)> = latest
+        .into_iter()
+        .map(|(name, record)| (name.clone(), *record))
+        .collect();
+    let mut history: Vec<HistoryRow> = imported
+        .hosts
+        .iter()
+        .filter_map(|(name, record)| {
+            let (addr, at) = record.latest()?;
+            Some(HistoryRow {
+                name: name.clone(),
+                at,
+                addr,
+            })
+        })
+        .collect();
+    history.sort_by_key(|change| change.at);
+    store.import(&hosts, &history)?;
     warn!(
         file = %path.display(),
-        n_hosts = imported.hosts.len(),
+        n_hosts = hosts.len(),
         n_skipped = imported.skipped.len(),
         copy = %backup.display(),
         "imported the original DynIP client log into the store"

@@ -54,12 +54,18 @@ CREATE TABLE journal (
 CREATE TABLE history (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
+    name_key TEXT NOT NULL,
     at INTEGER NOT NULL,
     address TEXT NOT NULL
 );
-CREATE INDEX history_by_name ON history (name COLLATE NOCASE, at);
+CREATE INDEX history_by_name ON history (name_key, at);
 INSERT INTO meta (key, value) VALUES ('reports', 0);
 ";
+
+/// `name_key` is the name as compared ([`Name::folded`]): SQLite's `NOCASE` folds ASCII
+/// only, and names are compared with full Unicode lowercase.
+const INSERT_HISTORY: &str =
+    "INSERT INTO history (name, name_key, at, address) VALUES (?1, ?2, ?3, ?4)";
 
 const RECORD_COLUMNS: &str = "name, seq, first_seen, ipv4, ipv4_last_seen, ipv4_last_change, \
                               ipv6, ipv6_last_seen, ipv6_last_change, signed_at";
@@ -281,7 +287,10 @@ impl Store {
             .map_err(|source| self.classify(source))?;
         let mut rows = statement.query([]).map_err(|e| self.classify(e))?;
         while let Some(row) = rows.next().map_err(|e| self.classify(e))? {
-            let (name, entry) = self.decode_row(row)?;
+            let (name, mut entry) = self.decode_row(row)?;
+            // Not in the snapshot yet: the next sweep must write it before it drops the
+            // journal rows.
+            entry.dirty = true;
             next_seq = entry.seq + 1;
             journal_rows += 1;
             match hosts.get_mut(&name) {
@@ -337,35 +346,33 @@ impl Store {
         }
     }
 
-    /// Writes imported hosts straight into the snapshot, each with its address in the
+    /// Writes imported hosts straight into the snapshot, and their addresses into the
     /// history, in one transaction.
     ///
     /// # Errors
     /// On a failed write; nothing is written then.
-    pub fn import(&mut self, hosts: &[(Name, Record)]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction().map_err(|e| sql(&self.path, e))?;
+    pub fn import(
+        &mut self,
+        hosts: &[(Name, Record)],
+        history: &[HistoryRow],
+    ) -> Result<(), StoreError> {
+        let path = &self.path;
+        let tx = self.conn.transaction().map_err(|e| sql(path, e))?;
         {
             let mut insert_host = tx
                 .prepare(&insert_sql("INSERT OR REPLACE INTO hosts"))
-                .map_err(|e| sql(&self.path, e))?;
-            let mut insert_history = tx
-                .prepare("INSERT INTO history (name, at, address) VALUES (?1, ?2, ?3)")
-                .map_err(|e| sql(&self.path, e))?;
+                .map_err(|e| sql(path, e))?;
             for (name, record) in hosts {
                 let entry = Entry {
                     record: *record,
                     seq: 0,
                     dirty: false,
                 };
-                bind_record(&mut insert_host, name, &entry).map_err(|e| sql(&self.path, e))?;
-                if let Some((addr, at)) = record.latest() {
-                    insert_history
-                        .execute(params![name.as_str(), at.as_micros(), addr.to_string()])
-                        .map_err(|e| sql(&self.path, e))?;
-                }
+                bind_record(&mut insert_host, name, &entry).map_err(|e| sql(path, e))?;
             }
+            insert_history(&tx, history).map_err(|e| sql(path, e))?;
         }
-        tx.commit().map_err(|e| sql(&self.path, e))
+        tx.commit().map_err(|e| sql(path, e))
     }
 
     /// Commits one batch: the new records to the journal, the address changes to the
@@ -388,18 +395,7 @@ impl Store {
             for (name, entry) in records {
                 bind_record(&mut insert_journal, name, entry).map_err(|e| sql(path, e))?;
             }
-            let mut insert_history = tx
-                .prepare_cached("INSERT INTO history (name, at, address) VALUES (?1, ?2, ?3)")
-                .map_err(|e| sql(path, e))?;
-            for change in history {
-                insert_history
-                    .execute(params![
-                        change.name.as_str(),
-                        change.at.as_micros(),
-                        change.addr.to_string()
-                    ])
-                    .map_err(|e| sql(path, e))?;
-            }
+            insert_history(&tx, history).map_err(|e| sql(path, e))?;
             tx.prepare_cached("UPDATE meta SET value = value + ?1 WHERE key = 'reports'")
                 .and_then(|mut statement| statement.execute([n_reports as i64]))
                 .map_err(|e| sql(path, e))?;
@@ -457,12 +453,10 @@ impl Store {
     pub fn history(&self, name: &Name) -> Result<Vec<(Time, IpAddr)>, StoreError> {
         let mut statement = self
             .conn
-            .prepare(
-                "SELECT at, address FROM history WHERE name = ?1 COLLATE NOCASE ORDER BY at, id",
-            )
+            .prepare("SELECT at, address FROM history WHERE name_key = ?1 ORDER BY at, id")
             .map_err(|source| self.classify(source))?;
         let mut rows = statement
-            .query([name.as_str()])
+            .query([name.folded()])
             .map_err(|source| self.classify(source))?;
         let mut changes = Vec::new();
         while let Some(row) = rows.next().map_err(|e| self.classify(e))? {
@@ -471,7 +465,6 @@ impl Store {
             let addr = address
                 .parse()
                 .map_err(|_| self.corrupt(format!("bad address {address:?} in history")))?;
-            // Names compare case-insensitively beyond ASCII too; NOCASE only folds ASCII.
             changes.push((Time::from_micros(at), addr));
         }
         Ok(changes)
@@ -504,6 +497,19 @@ fn sql(path: &Path, source: rusqlite::Error) -> StoreError {
         path: path.to_path_buf(),
         source,
     }
+}
+
+fn insert_history(tx: &rusqlite::Transaction<'_>, history: &[HistoryRow]) -> rusqlite::Result<()> {
+    let mut statement = tx.prepare_cached(INSERT_HISTORY)?;
+    for change in history {
+        statement.execute(params![
+            change.name.as_str(),
+            change.name.folded(),
+            change.at.as_micros(),
+            change.addr.to_string()
+        ])?;
+    }
+    Ok(())
 }
 
 fn insert_sql(verb: &str) -> String {

@@ -1,0 +1,22 @@
+//! Integration tests: the real binaries (`dynip`, `dynipd`, `dynipc`, `dynip-init`), each
+//! test in its own temp dir with a scrubbed environment, servers on port 0 found through
+//! their `listening udp=ADDR` line. One test binary, as `STYLE.md` asks.
+//!
+//! - [`harness`]: temp dirs, running commands, the server process, polling.
+//! - [`report`]: a report's way into the JSON file and the store; both entry points;
+//!   case-insensitive names; both address families.
+//! - [`garbage`]: datagrams that are not reports change nothing.
+//! - [`durability`]: SIGTERM flushes, restarts keep everything, `kill -9` under load,
+//!   the store's compaction keeps every host.
+//! - [`files`]: corrupt JSON files and stores are left alone; the original's file is
+//!   imported once.
+//! - [`client`]: the client's exit codes and `--every`.
+//! - [`commands`]: `init`, the server's exit codes, `demo`, flags.
+
+mod client;
+mod commands;
+mod durability;
+mod files;
+mod garbage;
+mod harness;
+mod report;
