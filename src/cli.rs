@@ -566,10 +566,12 @@ fn demo_in(dir: &Path) -> Result<(), Error> {
         let addr = server.udp_addrs()[0];
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(server.run(shutdown.clone()));
-        println!(
-            "server: listening on udp {addr}, store {}",
-            server_config.store_path.display()
-        );
+        print(
+            &(format!(
+                "server: listening on udp {addr}, store {}",
+                server_config.store_path.display()
+            ) + "\n"),
+        )?;
 
         let client_config = ClientConfig {
             server_hostname: addr.ip().to_string(),
@@ -587,24 +589,28 @@ fn demo_in(dir: &Path) -> Result<(), Error> {
             .map_err(|e| Error::Internal(format!("server task failed: {e}")))??;
         let acked = acked?;
         for ack in &acked {
-            println!(
-                "client: reported as {name}, signed; acknowledged by {}: seen as {}",
-                ack.server, ack.seen
-            );
+            print(
+                &(format!(
+                    "client: reported as {name}, signed; acknowledged by {}: seen as {}",
+                    ack.server, ack.seen
+                ) + "\n"),
+            )?;
         }
 
         let store = Store::open_read_only(&server_config.store_path)?;
         let hosts = store.load()?.hosts;
-        println!("\n$ dynip list CONFIG");
+        print("\n$ dynip list CONFIG\n")?;
         print(&list_table(
             hosts.iter().map(|(name, entry)| (name, &entry.record)),
         ))?;
         let exported = std::fs::read_to_string(&server_config.client_log_path).unwrap_or_default();
-        println!(
-            "\n$ cat {}  (the original DynIP format)",
-            server_config.client_log_path.display()
-        );
-        println!("{exported}");
+        print(
+            &(format!(
+                "\n$ cat {}  (the original DynIP format)",
+                server_config.client_log_path.display()
+            ) + "\n"),
+        )?;
+        print(&format!("{exported}\n"))?;
         Ok(())
     })
 }

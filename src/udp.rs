@@ -6,13 +6,17 @@
 //! sends can stop the loop. An acknowledgement goes out only after the writer committed
 //! its report.
 
+use std::io::IoSliceMut;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
 
 use chacha20poly1305::aead::rand_core::RngCore;
 use chacha20poly1305::aead::OsRng;
+use nix::sys::socket::{self, MsgFlags, MultiHeaders, SockaddrStorage};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -31,10 +35,15 @@ use crate::writer::{Committed, Done, Refused, Report};
 /// with Linux's per-datagram overhead, to ride out a commit. The kernel caps it at
 /// `net.core.rmem_max`.
 const RECV_BUFFER: usize = 4 << 20;
-/// Datagrams handled per wake-up before checking for shutdown again.
-const MAX_PER_TURN: usize = 1024;
-/// The largest UDP payload: a datagram is never truncated into something that decodes.
-const MAX_DATAGRAM: usize = 65_536;
+/// Datagrams per `recvmmsg` call: one system call for up to this many reports, where
+/// `recv_from` costs one each (about 2 µs here, as much as the rest of a report's path).
+const RECV_BATCH: usize = 64;
+/// `recvmmsg` calls per wake-up before checking for shutdown and acknowledgements again.
+const MAX_BATCHES_PER_TURN: usize = 16;
+/// Bytes per receive slot: more than any report (316 bytes at most). A longer datagram
+/// arrives cut, flagged `MSG_TRUNC`, and is refused as too long: a datagram is never
+/// truncated into something that decodes.
+const SLOT_LEN: usize = 2048;
 
 /// Binds the report sockets for `server_ip`: `*` (or empty) is every address of both
 /// families, through one dual-stack socket where the OS has IPv6; a name binds every
@@ -132,34 +141,46 @@ pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<(
         ack_tx,
         limiter: Limiter::default(),
     };
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut batch = RecvBatch::new();
+    let mut nonces = Nonces::new();
     'serve: loop {
         tokio::select! {
             biased;
             () = edge.shutdown.cancelled() => break,
             Some(pending) = ack_rx.recv() => {
-                send_ack(&socket, pending);
+                send_ack(&socket, &mut nonces, pending);
                 while let Ok(pending) = ack_rx.try_recv() {
-                    send_ack(&socket, pending);
+                    send_ack(&socket, &mut nonces, pending);
                 }
             }
             res = socket.readable() => res?,
         }
-        for _ in 0..MAX_PER_TURN {
-            let (len, peer) = match socket.try_recv_from(&mut buf) {
-                Ok(received) => received,
+        for _ in 0..MAX_BATCHES_PER_TURN {
+            let n_received = match socket.try_io(Interest::READABLE, || batch.receive(&socket)) {
+                Ok(n_received) => n_received,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     debug!(error = %e, "receive failed");
-                    continue;
+                    break;
                 }
             };
-            let Some(report) = receiver.accept(&buf[..len], peer) else {
-                continue;
-            };
-            if edge.reports.send(report).await.is_err() {
-                debug!("writer gone; receiver stops");
-                break 'serve;
+            for idx in 0..n_received {
+                let (datagram, peer, truncated) = batch.datagram(idx);
+                let report = if truncated {
+                    receiver.refuse(peer, "datagram too large for a report".to_string())
+                } else {
+                    receiver.accept(datagram, peer)
+                };
+                let Some(report) = report else {
+                    continue;
+                };
+                if edge.reports.send(report).await.is_err() {
+                    debug!("writer gone; receiver stops");
+                    break 'serve;
+                }
+            }
+            if n_received < RECV_BATCH {
+                break;
             }
         }
     }
@@ -169,15 +190,38 @@ pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<(
     drop(receiver);
     drop(edge);
     while let Some(pending) = ack_rx.recv().await {
-        send_ack(&socket, pending);
+        send_ack(&socket, &mut nonces, pending);
     }
     Ok(())
 }
 
+/// Nonces for acknowledgements without a system call each: 16 random bytes from the OS per
+/// receive loop, then a counter. Unique for as long as the prefix is (2^-128 a start).
+struct Nonces {
+    prefix: [u8; 16],
+    counter: u64,
+}
+
+impl Nonces {
+    fn new() -> Nonces {
+        let mut prefix = [0u8; 16];
+        OsRng.fill_bytes(&mut prefix);
+        Nonces { prefix, counter: 0 }
+    }
+
+    fn next(&mut self) -> [u8; wire::NONCE_LEN] {
+        self.counter += 1;
+        let mut nonce = [0u8; wire::NONCE_LEN];
+        nonce[..16].copy_from_slice(&self.prefix);
+        nonce[16..].copy_from_slice(&self.counter.to_be_bytes());
+        nonce
+    }
+}
+
 /// Seals and sends one acknowledgement. A full socket buffer drops it: the client
 /// retries, and its retry is acknowledged.
-fn send_ack(socket: &UdpSocket, pending: PendingAck) {
-    let datagram = wire::seal_ack(&pending.key, &random_nonce(), &pending.ack);
+fn send_ack(socket: &UdpSocket, nonces: &mut Nonces, pending: PendingAck) {
+    let datagram = wire::seal_ack(&pending.key, &nonces.next(), &pending.ack);
     if let Err(e) = socket.try_send_to(&datagram, pending.peer) {
         debug!(peer = %pending.peer, error = %e, "acknowledgement not sent");
     }
@@ -190,6 +234,69 @@ pub fn random_nonce() -> [u8; wire::NONCE_LEN] {
     nonce
 }
 
+/// Buffers and headers for `recvmmsg`, reused for every call.
+struct RecvBatch {
+    slots: Vec<[u8; SLOT_LEN]>,
+    /// Per datagram of the last call: its length, its source, and whether it was cut.
+    received: Vec<(usize, Option<SocketAddr>, bool)>,
+}
+
+impl RecvBatch {
+    fn new() -> RecvBatch {
+        RecvBatch {
+            slots: vec![[0u8; SLOT_LEN]; RECV_BATCH],
+            received: Vec::with_capacity(RECV_BATCH),
+        }
+    }
+
+    /// Receives up to [`RECV_BATCH`] datagrams without blocking; returns how many.
+    fn receive(&mut self, socket: &UdpSocket) -> std::io::Result<usize> {
+        self.received.clear();
+        // Made per call: the headers hold raw pointers, so they cannot live in a task
+        // that moves between threads; two small allocations per batch.
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(RECV_BATCH, None);
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
+            .slots
+            .iter_mut()
+            .map(|slot| [IoSliceMut::new(slot)])
+            .collect();
+        let results = socket::recvmmsg(
+            socket.as_raw_fd(),
+            &mut headers,
+            iovs.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )
+        .map_err(std::io::Error::from)?;
+        for msg in results {
+            let peer = msg.address.as_ref().and_then(socket_addr);
+            let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
+            self.received.push((msg.bytes, peer, truncated));
+        }
+        Ok(self.received.len())
+    }
+
+    /// The `idx`th datagram of the last call: its bytes, source and whether it was cut.
+    /// A datagram without a source address (not possible on a UDP socket) reads as
+    /// truncated from the unspecified address, and is refused.
+    fn datagram(&self, idx: usize) -> (&[u8], SocketAddr, bool) {
+        let (len, peer, truncated) = self.received[idx];
+        let bytes = &self.slots[idx][..len.min(SLOT_LEN)];
+        match peer {
+            Some(peer) => (bytes, peer, truncated),
+            None => (bytes, SocketAddr::from(([0u8; 4], 0)), true),
+        }
+    }
+}
+
+fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(SocketAddr::from((v4.ip(), v4.port())));
+    }
+    addr.as_sockaddr_in6()
+        .map(|v6| SocketAddr::new(IpAddr::V6(v6.ip()), v6.port()))
+}
+
 /// Turns datagrams into reports, under the policy in force.
 struct Receiver {
     edge: Edge,
@@ -198,6 +305,14 @@ struct Receiver {
 }
 
 impl Receiver {
+    /// Drops a datagram refused before decoding, charging its source.
+    fn refuse(&mut self, peer: SocketAddr, reason: String) -> Option<Report> {
+        self.limiter
+            .charge(peer.ip().to_canonical(), Instant::now());
+        debug!(%peer, %reason, "dropping datagram");
+        None
+    }
+
     fn accept(&mut self, datagram: &[u8], peer: SocketAddr) -> Option<Report> {
         let addr = peer.ip().to_canonical();
         let now = Instant::now();
