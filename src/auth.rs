@@ -4,7 +4,7 @@
 //! Owns [`Policy`] (built from the server's config, swapped whole on SIGHUP) and
 //! [`Limiter`]. Pure: the caller passes addresses and the time in; no I/O, no clock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,8 +26,9 @@ pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 pub enum Scope {
     /// The shared key: any name.
     Any,
-    /// A per-host key: that name only.
-    Host(Name),
+    /// A per-host key: those names only (one, unless the config gave the same key to
+    /// several hosts).
+    Hosts(Vec<Name>),
 }
 
 /// Why a datagram is refused before it reaches the writer.
@@ -39,8 +40,10 @@ pub enum Refusal {
     Unsigned,
     #[error("unknown key {0}")]
     UnknownKey(KeyId),
-    #[error("key of host {key_host} used for {name}")]
-    WrongHost { key_host: Name, name: Name },
+    #[error("a per-host key used for {name}, which is not its host")]
+    WrongHost { name: Name },
+    #[error("unsigned report for {0}, which has a key of its own")]
+    UnsignedForKeyedHost(Name),
     #[error("client clock {skew_secs} s off the server's (more than {} s)", MAX_CLOCK_SKEW.as_secs())]
     Skew { skew_secs: i64 },
     #[error("rate-limited: too much unauthenticated traffic from this source")]
@@ -51,15 +54,22 @@ pub enum Refusal {
 #[derive(Debug, Default)]
 pub struct Policy {
     keys: HashMap<KeyId, (Arc<Key>, Scope)>,
+    /// The names in `[DynIP:Hosts]`: never reported unsigned, whatever `allow_unsigned`.
+    keyed_hosts: HashSet<Name>,
     accepts_unsigned: bool,
     allow_from: Option<Vec<IpNet>>,
 }
 
 impl Policy {
     pub fn new(config: &ServerConfig) -> Policy {
-        let mut keys = HashMap::new();
+        let mut keys: HashMap<KeyId, (Arc<Key>, Scope)> = HashMap::new();
         for (name, key) in &config.hosts {
-            keys.insert(key.id(), (Arc::new(key.clone()), Scope::Host(name.clone())));
+            let (_, scope) = keys
+                .entry(key.id())
+                .or_insert_with(|| (Arc::new(key.clone()), Scope::Hosts(Vec::new())));
+            if let Scope::Hosts(names) = scope {
+                names.push(name.clone());
+            }
         }
         // The shared key wins where the same key is also a host's.
         if let Some(key) = &config.key {
@@ -67,6 +77,7 @@ impl Policy {
         }
         Policy {
             keys,
+            keyed_hosts: config.hosts.iter().map(|(name, _)| name.clone()).collect(),
             accepts_unsigned: config.accepts_unsigned(),
             allow_from: config.allow_from.clone(),
         }
@@ -86,13 +97,18 @@ impl Policy {
         }
     }
 
+    /// Whether an unsigned report for `name` is accepted.
+    ///
     /// # Errors
-    /// [`Refusal::Unsigned`] when unsigned reports are not accepted.
-    pub fn admit_unsigned(&self) -> Result<(), Refusal> {
-        if self.accepts_unsigned {
-            Ok(())
-        } else {
+    /// [`Refusal::Unsigned`] when unsigned reports are not accepted at all;
+    /// [`Refusal::UnsignedForKeyedHost`] for a name with a key of its own.
+    pub fn admit_unsigned(&self, name: &Name) -> Result<(), Refusal> {
+        if !self.accepts_unsigned {
             Err(Refusal::Unsigned)
+        } else if self.keyed_hosts.contains(name) {
+            Err(Refusal::UnsignedForKeyedHost(name.clone()))
+        } else {
+            Ok(())
         }
     }
 
@@ -115,12 +131,9 @@ impl Policy {
 /// # Errors
 /// [`Refusal::WrongHost`] or [`Refusal::Skew`].
 pub fn check_signed(scope: &Scope, name: &Name, signed_at: Time, now: Time) -> Result<(), Refusal> {
-    if let Scope::Host(key_host) = scope {
-        if key_host != name {
-            return Err(Refusal::WrongHost {
-                key_host: key_host.clone(),
-                name: name.clone(),
-            });
+    if let Scope::Hosts(names) = scope {
+        if !names.contains(name) {
+            return Err(Refusal::WrongHost { name: name.clone() });
         }
     }
     let skew = signed_at.as_micros().saturating_sub(now.as_micros());
@@ -246,14 +259,33 @@ mod tests {
         assert_eq!(policy.key(shared.id()).unwrap().1, Scope::Any);
         assert_eq!(
             policy.key(host.id()).unwrap().1,
-            Scope::Host(Name::parse("PC").unwrap())
+            Scope::Hosts(vec![Name::parse("PC").unwrap()])
         );
         let stranger = Key::from_bytes([1; 32]);
         assert_eq!(
             policy.key(stranger.id()).map(|_| ()),
             Err(Refusal::UnknownKey(stranger.id()))
         );
-        assert_eq!(policy.admit_unsigned(), Err(Refusal::Unsigned));
+        let pc = Name::parse("pc").unwrap();
+        assert_eq!(policy.admit_unsigned(&pc), Err(Refusal::Unsigned));
+        let open = Policy::new(&config(&format!(
+            "[DynIP:Server]\nallow_unsigned = yes\n[DynIP:Hosts]\npc = {OTHER}\nnas = {OTHER}\n"
+        )));
+        assert_eq!(
+            open.admit_unsigned(&pc),
+            Err(Refusal::UnsignedForKeyedHost(pc.clone()))
+        );
+        assert_eq!(open.admit_unsigned(&Name::parse("tv").unwrap()), Ok(()));
+        let (_, scope) = open.key(host.id()).unwrap();
+        assert_eq!(
+            check_signed(
+                scope,
+                &Name::parse("NAS").unwrap(),
+                Time::from_micros(0),
+                Time::from_micros(0)
+            ),
+            Ok(())
+        );
     }
 
     #[test]
@@ -281,16 +313,11 @@ mod tests {
         let now = Time::from_micros(1_000_000_000_000_000);
         let minutes = |n: i64| Time::from_micros(now.as_micros() + n * 60_000_000);
         assert_eq!(check_signed(&Scope::Any, &nas, now, now), Ok(()));
+        let pc_only = Scope::Hosts(vec![pc.clone()]);
+        assert_eq!(check_signed(&pc_only, &pc, minutes(4), now), Ok(()));
         assert_eq!(
-            check_signed(&Scope::Host(pc.clone()), &pc, minutes(4), now),
-            Ok(())
-        );
-        assert_eq!(
-            check_signed(&Scope::Host(pc.clone()), &nas, now, now),
-            Err(Refusal::WrongHost {
-                key_host: pc.clone(),
-                name: nas
-            })
+            check_signed(&pc_only, &nas, now, now),
+            Err(Refusal::WrongHost { name: nas })
         );
         assert_eq!(
             check_signed(&Scope::Any, &pc, minutes(-6), now),

@@ -2,8 +2,8 @@
 //! acknowledgement.
 //!
 //! Owns resolving the server, the sockets, the retries and their backoff. A signed report
-//! goes to the server's first IPv4 and first IPv6 address alike (when its name has both),
-//! so the server learns both of the host's addresses. Every retry is sealed afresh, with
+//! goes to the server's first IPv4 and then its first IPv6 address (when its name has
+//! both), so the server learns both of the host's addresses. Every retry is sealed afresh, with
 //! a later time: an identical datagram sent again would be a replay, and refused.
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -108,13 +108,17 @@ pub async fn send_signed(
 ) -> Result<Vec<Acked>, Error> {
     let v4 = addrs.iter().copied().find(SocketAddr::is_ipv4);
     let v6 = addrs.iter().copied().find(SocketAddr::is_ipv6);
-    let over = |server: Option<SocketAddr>| async move {
-        match server {
-            Some(server) => Some(report_to(server, name, key).await),
-            None => None,
-        }
+    // One after the other: reports of one host must arrive with rising client times, and
+    // two sent at once may arrive in either order (the later-sealed first would make
+    // the other a replay). Each normally takes one round trip.
+    let res_v4 = match v4 {
+        Some(server) => Some(report_to(server, name, key).await),
+        None => None,
     };
-    let (res_v4, res_v6) = tokio::join!(over(v4), over(v6));
+    let res_v6 = match v6 {
+        Some(server) => Some(report_to(server, name, key).await),
+        None => None,
+    };
     let mut acked = Vec::new();
     let mut failures = Vec::new();
     for res in [res_v4, res_v6].into_iter().flatten() {

@@ -89,13 +89,22 @@ impl PartialEq for Name {
 impl Eq for Name {}
 
 impl Ord for Name {
+    /// Compares folded names. On the hot path (the table's lookups) names are ASCII and
+    /// differ early: bytes are compared with ASCII case folded until the first
+    /// difference, which decides when both bytes there are ASCII. Only a difference at a
+    /// non-ASCII byte takes the full Unicode path, with the same result.
     fn cmp(&self, other: &Name) -> Ordering {
-        if self.0.is_ascii() && other.0.is_ascii() {
-            let left = self.0.bytes().map(|b| b.to_ascii_lowercase());
-            let right = other.0.bytes().map(|b| b.to_ascii_lowercase());
-            return left.cmp(right);
+        let (left, right) = (self.0.as_bytes(), other.0.as_bytes());
+        for (&l, &r) in left.iter().zip(right) {
+            let (l, r) = (l.to_ascii_lowercase(), r.to_ascii_lowercase());
+            if l != r {
+                if l.is_ascii() && r.is_ascii() {
+                    return l.cmp(&r);
+                }
+                return self.folded_chars().cmp(other.folded_chars());
+            }
         }
-        self.folded_chars().cmp(other.folded_chars())
+        left.len().cmp(&right.len())
     }
 }
 
@@ -191,6 +200,12 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn order_agrees_with_folded_text(left in "[a-zA-Z0-9äÄİß_-]{1,12}", right in "[a-zA-Z0-9äÄİß_-]{1,12}") {
+            let (left, right) = (Name::parse(&left).unwrap(), Name::parse(&right).unwrap());
+            prop_assert_eq!(left.cmp(&right), left.folded().cmp(&right.folded()));
+        }
+
         #[test]
         fn parse_never_panics(text in ".{0,300}") {
             let _ = Name::parse(&text);

@@ -165,9 +165,12 @@ pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<(
                 }
             };
             for idx in 0..n_received {
-                let (datagram, peer, truncated) = batch.datagram(idx);
+                let (datagram, len, peer, truncated) = batch.datagram(idx);
                 let report = if truncated {
-                    receiver.refuse(peer, "datagram too large for a report".to_string())
+                    receiver.refuse(
+                        peer,
+                        format!("datagram of {len} bytes is too large for a report"),
+                    )
                 } else {
                     receiver.accept(datagram, peer)
                 };
@@ -264,27 +267,29 @@ impl RecvBatch {
             socket.as_raw_fd(),
             &mut headers,
             iovs.iter_mut(),
-            MsgFlags::MSG_DONTWAIT,
+            // MSG_TRUNC in: the length returned is the datagram's, not what fit.
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
             None,
         )
         .map_err(std::io::Error::from)?;
         for msg in results {
             let peer = msg.address.as_ref().and_then(socket_addr);
-            let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
+            let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC) || msg.bytes > SLOT_LEN;
             self.received.push((msg.bytes, peer, truncated));
         }
         Ok(self.received.len())
     }
 
-    /// The `idx`th datagram of the last call: its bytes, source and whether it was cut.
+    /// The `idx`th datagram of the last call: its bytes (cut to the slot), its length,
+    /// its source and whether it was cut.
     /// A datagram without a source address (not possible on a UDP socket) reads as
     /// truncated from the unspecified address, and is refused.
-    fn datagram(&self, idx: usize) -> (&[u8], SocketAddr, bool) {
+    fn datagram(&self, idx: usize) -> (&[u8], usize, SocketAddr, bool) {
         let (len, peer, truncated) = self.received[idx];
         let bytes = &self.slots[idx][..len.min(SLOT_LEN)];
         match peer {
-            Some(peer) => (bytes, peer, truncated),
-            None => (bytes, SocketAddr::from(([0u8; 4], 0)), true),
+            Some(peer) => (bytes, len, peer, truncated),
+            None => (bytes, len, SocketAddr::from(([0u8; 4], 0)), true),
         }
     }
 }
@@ -347,7 +352,7 @@ impl Receiver {
         let (key, scope, signed) = match wire::peek(datagram) {
             Err(e) => return unauthenticated(&mut self.limiter, e.to_string()),
             Ok(Incoming::Legacy(name)) => {
-                if let Err(refusal) = policy.admit_unsigned() {
+                if let Err(refusal) = policy.admit_unsigned(&name) {
                     return unauthenticated(&mut self.limiter, refusal.to_string());
                 }
                 let report = Report {

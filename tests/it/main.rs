@@ -12,6 +12,8 @@
 //!   imported once.
 //! - [`client`]: the client's exit codes and `--every`.
 //! - [`commands`]: `init`, the server's exit codes, `demo`, flags.
+//! - [`signed`]: version 1: signed reports, acknowledgements, replays, forgeries, keys,
+//!   `allow_from`, the rate limit, SIGHUP, `add-host`.
 
 mod client;
 mod commands;
@@ -20,3 +22,4 @@ mod files;
 mod garbage;
 mod harness;
 mod report;
+mod signed;
