@@ -6,7 +6,7 @@
 //! sends can stop the loop. An acknowledgement goes out only after the writer committed
 //! its report.
 
-use std::io::IoSliceMut;
+use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -143,15 +143,17 @@ pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<(
     };
     let mut batch = RecvBatch::new();
     let mut nonces = Nonces::new();
+    let mut acks = AckBatch::default();
     'serve: loop {
         tokio::select! {
             biased;
             () = edge.shutdown.cancelled() => break,
             Some(pending) = ack_rx.recv() => {
-                send_ack(&socket, &mut nonces, pending);
+                acks.push(pending);
                 while let Ok(pending) = ack_rx.try_recv() {
-                    send_ack(&socket, &mut nonces, pending);
+                    acks.push(pending);
                 }
+                acks.send(&socket, &mut nonces);
             }
             res = socket.readable() => res?,
         }
@@ -193,7 +195,11 @@ pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<(
     drop(receiver);
     drop(edge);
     while let Some(pending) = ack_rx.recv().await {
-        send_ack(&socket, &mut nonces, pending);
+        acks.push(pending);
+        while let Ok(pending) = ack_rx.try_recv() {
+            acks.push(pending);
+        }
+        acks.send(&socket, &mut nonces);
     }
     Ok(())
 }
@@ -221,13 +227,70 @@ impl Nonces {
     }
 }
 
-/// Seals and sends one acknowledgement. A full socket buffer drops it: the client
-/// retries, and its retry is acknowledged.
-fn send_ack(socket: &UdpSocket, nonces: &mut Nonces, pending: PendingAck) {
-    let datagram = wire::seal_ack(&pending.key, &nonces.next(), &pending.ack);
-    if let Err(e) = socket.try_send_to(&datagram, pending.peer) {
-        debug!(peer = %pending.peer, error = %e, "acknowledgement not sent");
+/// Acknowledgements waiting to be sealed and sent together.
+#[derive(Default)]
+struct AckBatch {
+    pending: Vec<PendingAck>,
+}
+
+/// Acknowledgements per `sendmmsg` call, as many as datagrams per `recvmmsg`.
+const SEND_BATCH: usize = RECV_BATCH;
+
+impl AckBatch {
+    fn push(&mut self, pending: PendingAck) {
+        self.pending.push(pending);
     }
+
+    /// Seals every pending acknowledgement and sends them, [`SEND_BATCH`] per system call.
+    /// What the socket buffer cannot take is dropped: the client retries, and its retry is
+    /// acknowledged.
+    fn send(&mut self, socket: &UdpSocket, nonces: &mut Nonces) {
+        for chunk in self.pending.chunks(SEND_BATCH) {
+            let datagrams: Vec<Vec<u8>> = chunk
+                .iter()
+                .map(|pending| wire::seal_ack(&pending.key, &nonces.next(), &pending.ack))
+                .collect();
+            let mut offset = 0;
+            while offset < chunk.len() {
+                match send_batch(socket, &datagrams[offset..], &chunk[offset..]) {
+                    Ok(n_sent) => offset += n_sent.max(1),
+                    Err(e) => {
+                        let n_dropped = chunk.len() - offset;
+                        debug!(error = %e, n_dropped, "acknowledgements not sent");
+                        break;
+                    }
+                }
+            }
+        }
+        self.pending.clear();
+    }
+}
+
+/// One `sendmmsg` call; returns how many datagrams went out.
+fn send_batch(
+    socket: &UdpSocket,
+    datagrams: &[Vec<u8>],
+    pending: &[PendingAck],
+) -> std::io::Result<usize> {
+    let iovs: Vec<[IoSlice<'_>; 1]> = datagrams
+        .iter()
+        .map(|datagram| [IoSlice::new(datagram)])
+        .collect();
+    let addrs: Vec<Option<SockaddrStorage>> = pending
+        .iter()
+        .map(|pending| Some(SockaddrStorage::from(pending.peer)))
+        .collect();
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(iovs.len(), None);
+    let results = socket::sendmmsg(
+        socket.as_raw_fd(),
+        &mut headers,
+        &iovs,
+        addrs,
+        [],
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(std::io::Error::from)?;
+    Ok(results.count())
 }
 
 /// A fresh nonce from the OS's generator.
