@@ -235,7 +235,9 @@ pub fn open_report(key: &Key, datagram: &[u8]) -> Result<Signed, DecodeError> {
     ));
     let name_len = usize::from(body[8]);
     let name = body.get(9..9 + name_len).ok_or(DecodeError::BadBody)?;
-    if body[9 + name_len..].iter().any(|&byte| byte != 0) {
+    // Exactly the padding `seal_report` writes, all zeros: one report, one encoding.
+    let padded_len = ACK_BODY_LEN.max(9 + name_len);
+    if body.len() != padded_len || body[9 + name_len..].iter().any(|&byte| byte != 0) {
         return Err(DecodeError::BadBody);
     }
     let name = std::str::from_utf8(name).map_err(|_| DecodeError::NotUtf8)?;
@@ -281,7 +283,10 @@ pub fn open_ack(key: &Key, datagram: &[u8]) -> Result<Ack, DecodeError> {
         4 if address[4..].iter().all(|&byte| byte == 0) => IpAddr::V4(Ipv4Addr::new(
             address[0], address[1], address[2], address[3],
         )),
-        6 => IpAddr::V6(Ipv6Addr::from(address)),
+        // An IPv4 address is always sent as family 4: one encoding per address.
+        6 if Ipv6Addr::from(address).to_ipv4_mapped().is_none() => {
+            IpAddr::V6(Ipv6Addr::from(address))
+        }
         _ => return Err(DecodeError::BadBody),
     };
     let port = u16::from_be_bytes([body[NONCE_LEN + 17], body[NONCE_LEN + 18]]);
@@ -454,6 +459,33 @@ mod tests {
             open_report(&vector_key(), &unhex(VECTOR_ACK)),
             Err(DecodeError::WrongKind(Kind::Ack, Kind::Report))
         );
+    }
+
+    #[test]
+    fn every_value_has_one_encoding() {
+        let key = vector_key();
+        let name = Name::parse("kitchen-pc").unwrap();
+        // A report with one more byte of zero padding than seal_report writes.
+        let mut body = 1_700_000_000_000_000i64.to_be_bytes().to_vec();
+        body.push(10);
+        body.extend_from_slice(b"kitchen-pc");
+        body.resize(ACK_BODY_LEN + 1, 0);
+        let overpadded = seal(Kind::Report, &key, &nonce(0x40), &body);
+        assert_eq!(open_report(&key, &overpadded), Err(DecodeError::BadBody));
+        body.truncate(ACK_BODY_LEN);
+        let exact = seal(Kind::Report, &key, &nonce(0x40), &body);
+        assert_eq!(
+            open_report(&key, &exact).map(|signed| signed.name),
+            Ok(name)
+        );
+
+        // An acknowledgement of family 6 carrying an IPv4-mapped address.
+        let mut body = [0u8; ACK_BODY_LEN];
+        body[NONCE_LEN] = 6;
+        let mapped: Ipv6Addr = "::ffff:203.0.113.7".parse().unwrap();
+        body[NONCE_LEN + 1..NONCE_LEN + 17].copy_from_slice(&mapped.octets());
+        let ack = seal(Kind::Ack, &key, &nonce(0x80), &body);
+        assert_eq!(open_ack(&key, &ack), Err(DecodeError::BadBody));
     }
 
     #[test]
