@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::export;
 use crate::name::Name;
 use crate::record::Record;
-use crate::store::{HistoryRow, Loaded, Store};
+use crate::store::{self, HistoryRow, Loaded, Store};
 use crate::table::Table;
 use crate::{udp, writer};
 
@@ -124,6 +124,13 @@ impl Server {
             .spawn(move || export::keep_current(&export_path, &export_table, &stop_rx, generation))
             .map_err(|e| Error::Internal(format!("cannot start the exporter: {e}")))?;
 
+        let (stop_checkpoints, checkpoint_rx) = std::sync::mpsc::channel::<()>();
+        let store_path = self.config.store_path.clone();
+        let checkpointer = std::thread::Builder::new()
+            .name("dynip-checkpoint".to_string())
+            .spawn(move || store::keep_checkpointed(&store_path, &checkpoint_rx))
+            .map_err(|e| Error::Internal(format!("cannot start the checkpointer: {e}")))?;
+
         let mut edges = JoinSet::new();
         let edge = udp::Edge {
             reports: reports.clone(),
@@ -149,12 +156,16 @@ impl Server {
         let joined = tokio::task::spawn_blocking(move || {
             let writer_res = writer.join();
             drop(stop_export);
-            (writer_res, exporter.join())
+            drop(stop_checkpoints);
+            (writer_res, exporter.join(), checkpointer.join())
         })
         .await
         .map_err(|e| Error::Internal(format!("shutdown task failed: {e}")))?;
         match joined {
-            (Ok(()), Ok(export_res)) => {
+            (Ok(()), Ok(export_res), Ok(checkpoint_res)) => {
+                if let Err(e) = checkpoint_res {
+                    warn!(error = %e, "the checkpointer could not open the store");
+                }
                 export_res?;
                 info!("stopped");
                 Ok(())
