@@ -115,10 +115,20 @@ impl PartialOrd for Name {
 }
 
 impl Hash for Name {
+    /// Hashes the folded name's bytes, so equal names hash alike. An ASCII name, the
+    /// usual case, is folded on the stack and hashed in one write.
     fn hash<H: Hasher>(&self, state: &mut H) {
-        for c in self.folded_chars() {
-            state.write_u32(c as u32);
+        let bytes = self.0.as_bytes();
+        if bytes.is_ascii() {
+            let mut folded = [0u8; MAX_LEN];
+            for (slot, byte) in folded.iter_mut().zip(bytes) {
+                *slot = byte.to_ascii_lowercase();
+            }
+            state.write(&folded[..bytes.len()]);
+        } else {
+            state.write(self.folded().as_bytes());
         }
+        state.write_u8(0xff);
     }
 }
 
@@ -196,6 +206,10 @@ mod tests {
             hasher.finish()
         };
         assert_eq!(hash(&upper), hash(&lower));
+        // Kelvin sign: a non-ASCII name equal to an ASCII one hashes alike.
+        let kelvin = Name::parse("\u{212a}itchen-pc").unwrap();
+        assert_eq!(kelvin, lower);
+        assert_eq!(hash(&kelvin), hash(&lower));
         assert_eq!(upper.to_string(), "Kitchen-PC");
     }
 
