@@ -30,7 +30,7 @@ pub struct Server {
     store: Store,
     /// Where the writer continues the journal (from [`Loaded`]).
     next_seq: i64,
-    journal_rows: u64,
+    journal_records: u64,
     table: Arc<Table>,
     udp: Vec<std::net::UdpSocket>,
     policy: Arc<watch::Sender<Arc<Policy>>>,
@@ -65,7 +65,7 @@ impl Server {
         let Loaded {
             hosts,
             next_seq,
-            journal_rows,
+            journal_records,
         } = store.load()?;
         let table = Arc::new(Table::new(hosts));
         info!(
@@ -80,7 +80,7 @@ impl Server {
             config: config.clone(),
             store,
             next_seq,
-            journal_rows,
+            journal_records,
             table,
             udp,
             policy,
@@ -112,8 +112,9 @@ impl Server {
     /// When a thread cannot be started, or the final export fails.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let table = Arc::clone(&self.table);
-        let (reports, writer) = writer::spawn(self.store, table, self.next_seq, self.journal_rows)
-            .map_err(|e| Error::Internal(format!("cannot start the writer: {e}")))?;
+        let (reports, writer) =
+            writer::spawn(self.store, table, self.next_seq, self.journal_records)
+                .map_err(|e| Error::Internal(format!("cannot start the writer: {e}")))?;
 
         let (stop_export, stop_rx) = std::sync::mpsc::channel::<()>();
         let export_path = self.config.client_log_path.clone();

@@ -2,13 +2,15 @@
 //!
 //! Owns the schema and every SQL statement; nothing else in the crate knows SQL. The
 //! store is a snapshot (`hosts`, one row per host) plus an append-only `journal` of the
-//! records written since (one row per host per commit), plus `history` (address changes
-//! only). Loading reads the snapshot and replays the journal; the writer's compaction
-//! sweep folds the journal into the snapshot a chunk at a time (see `writer`).
+//! records written since (one row per commit, holding every record the commit changed,
+//! encoded as below), plus `history` (address changes only). Loading reads the snapshot
+//! and replays the journal; the writer's compaction sweep folds the journal into the
+//! snapshot a chunk at a time (see `writer`), in the same transactions as its commits.
 //!
-//! Appending to the journal costs one sequential row per report, where updating the host's
-//! row in place would dirty a random page per report: at 1,000,000 hosts that is the
-//! difference between about 60,000 and several hundred thousand reports a second.
+//! Appending one blob per commit costs a few bytes per report, written sequentially,
+//! where updating each host's row in place would dirty a random page per report: at
+//! 1,000,000 hosts that is the difference between about 60,000 and several hundred
+//! thousand reports a second.
 //!
 //! A store that is not a dynip store, is damaged, or is from a newer dynip is refused
 //! before anything is written to it.
@@ -53,11 +55,8 @@ CREATE TABLE hosts (
 ) WITHOUT ROWID;
 CREATE TABLE journal (
     seq INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    first_seen INTEGER NOT NULL,
-    ipv4 TEXT, ipv4_last_seen INTEGER, ipv4_last_change INTEGER,
-    ipv6 TEXT, ipv6_last_seen INTEGER, ipv6_last_change INTEGER,
-    signed_at INTEGER
+    n_records INTEGER NOT NULL,
+    records BLOB NOT NULL
 );
 CREATE TABLE history (
     id INTEGER PRIMARY KEY,
@@ -123,8 +122,8 @@ pub struct Loaded {
     pub hosts: BTreeMap<Name, Entry>,
     /// The next journal sequence number to use.
     pub next_seq: i64,
-    /// Journal rows not yet folded into the snapshot.
-    pub journal_rows: u64,
+    /// Records in the journal, not yet folded into the snapshot.
+    pub journal_records: u64,
 }
 
 /// One address change, for the history.
@@ -134,6 +133,27 @@ pub struct HistoryRow {
     pub at: Time,
     pub addr: IpAddr,
 }
+
+/// What one turn of the writer commits, in one transaction.
+#[derive(Debug, Default)]
+pub struct Turn<'a> {
+    /// The journal entry's sequence number: every record in it carries it.
+    pub seq: i64,
+    /// The records the turn's reports changed, for the journal.
+    pub records: &'a [(Name, Entry)],
+    pub history: &'a [HistoryRow],
+    /// Reports committed by the turn (some may have changed the same record).
+    pub n_reports: u64,
+    /// A chunk of the compaction sweep: records to write into the snapshot.
+    pub snapshot: &'a [(Name, Entry)],
+    /// Drop up to [`DROP_ENTRIES_PER_TURN`] journal entries below this sequence number
+    /// (the end of a sweep).
+    pub drop_journal_before: Option<i64>,
+}
+
+/// Journal entries a turn may drop: each holds up to a batch of records, so dropping is
+/// spread over turns instead of holding one commit for a whole journal's worth.
+pub const DROP_ENTRIES_PER_TURN: i64 = 16;
 
 pub struct Store {
     conn: Connection,
@@ -287,26 +307,33 @@ impl Store {
         let mut hosts: BTreeMap<Name, Entry> = snapshot.into_iter().collect();
 
         let mut next_seq = 1;
-        let mut journal_rows = 0;
+        let mut journal_records = 0;
         let mut statement = self
             .conn
-            .prepare(&format!(
-                "SELECT {RECORD_COLUMNS} FROM journal ORDER BY seq"
-            ))
+            .prepare("SELECT seq, records FROM journal ORDER BY seq")
             .map_err(|source| self.classify(source))?;
         let mut rows = statement.query([]).map_err(|e| self.classify(e))?;
         while let Some(row) = rows.next().map_err(|e| self.classify(e))? {
-            let (name, mut entry) = self.decode_row(row)?;
-            // Not in the snapshot yet: the next sweep must write it before it drops the
-            // journal rows.
-            entry.dirty = true;
-            next_seq = entry.seq + 1;
-            journal_rows += 1;
-            match hosts.get_mut(&name) {
-                Some(current) if current.seq >= entry.seq => {}
-                Some(current) => *current = entry,
-                None => {
-                    hosts.insert(name, entry);
+            let seq: i64 = row.get(0).map_err(|e| self.classify(e))?;
+            let blob: Vec<u8> = row.get(1).map_err(|e| self.classify(e))?;
+            next_seq = seq + 1;
+            let records = decode_records(&blob)
+                .map_err(|detail| self.corrupt(format!("journal entry {seq}: {detail}")))?;
+            for (name, record) in records {
+                journal_records += 1;
+                // Not in the snapshot yet: the next sweep must write it before it drops
+                // the journal entry.
+                let entry = Entry {
+                    record,
+                    seq,
+                    dirty: true,
+                };
+                match hosts.get_mut(&name) {
+                    Some(current) if current.seq >= entry.seq => {}
+                    Some(current) => *current = entry,
+                    None => {
+                        hosts.insert(name, entry);
+                    }
                 }
             }
         }
@@ -318,7 +345,7 @@ impl Store {
         Ok(Loaded {
             hosts,
             next_seq,
-            journal_rows,
+            journal_records,
         })
     }
 
@@ -384,62 +411,68 @@ impl Store {
         tx.commit().map_err(|e| sql(path, e))
     }
 
-    /// Commits one batch: the new records to the journal, the address changes to the
-    /// history, and the count of reports. When this returns `Ok` the batch is durable.
-    ///
-    /// # Errors
-    /// On a failed write; nothing of the batch is written then.
-    pub fn commit(
-        &mut self,
-        records: &[(Name, Entry)],
-        history: &[HistoryRow],
-        n_reports: u64,
-    ) -> Result<(), StoreError> {
-        let path = &self.path;
-        let tx = self.conn.transaction().map_err(|e| sql(path, e))?;
-        {
-            let mut insert_journal = tx
-                .prepare_cached(&insert_sql("INSERT INTO journal"))
-                .map_err(|e| sql(path, e))?;
-            for (name, entry) in records {
-                bind_record(&mut insert_journal, name, entry).map_err(|e| sql(path, e))?;
-            }
-            insert_history(&tx, history).map_err(|e| sql(path, e))?;
-            tx.prepare_cached("UPDATE meta SET value = value + ?1 WHERE key = 'reports'")
-                .and_then(|mut statement| statement.execute([n_reports as i64]))
-                .map_err(|e| sql(path, e))?;
-        }
-        tx.commit().map_err(|e| sql(path, e))
-    }
-
-    /// Writes records into the snapshot (the compaction sweep's chunk).
-    ///
-    /// # Errors
-    /// On a failed write; nothing of the chunk is written then.
-    pub fn write_snapshot(&mut self, records: &[(Name, Entry)]) -> Result<(), StoreError> {
-        let path = &self.path;
-        let tx = self.conn.transaction().map_err(|e| sql(path, e))?;
-        {
-            let mut upsert = tx
-                .prepare_cached(&insert_sql("INSERT OR REPLACE INTO hosts"))
-                .map_err(|e| sql(path, e))?;
-            for (name, entry) in records {
-                bind_record(&mut upsert, name, entry).map_err(|e| sql(path, e))?;
-            }
-        }
-        tx.commit().map_err(|e| sql(path, e))
-    }
-
-    /// Deletes journal rows below `seq`, which the snapshot now holds; returns how many.
+    /// Commits one turn of the writer in one transaction: when this returns `Ok`, all of
+    /// it is durable; on an error, none of it was written. Returns how many records the
+    /// journal entries it dropped held.
     ///
     /// # Errors
     /// On a failed write.
-    pub fn drop_journal_before(&mut self, seq: i64) -> Result<u64, StoreError> {
-        let n_deleted = self
-            .conn
-            .execute("DELETE FROM journal WHERE seq < ?1", [seq])
-            .map_err(|e| sql(&self.path, e))?;
-        Ok(n_deleted as u64)
+    pub fn commit(&mut self, turn: &Turn<'_>) -> Result<u64, StoreError> {
+        let path = &self.path;
+        let tx = self.conn.transaction().map_err(|e| sql(path, e))?;
+        let n_dropped = (|| -> rusqlite::Result<u64> {
+            if !turn.records.is_empty() {
+                tx.prepare_cached(
+                    "INSERT INTO journal (seq, n_records, records) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![
+                    turn.seq,
+                    turn.records.len() as i64,
+                    encode_records(turn.records)
+                ])?;
+            }
+            insert_history(&tx, turn.history)?;
+            if turn.n_reports > 0 {
+                tx.prepare_cached("UPDATE meta SET value = value + ?1 WHERE key = 'reports'")?
+                    .execute([turn.n_reports as i64])?;
+            }
+            if !turn.snapshot.is_empty() {
+                let mut upsert = tx.prepare_cached(&insert_sql("INSERT OR REPLACE INTO hosts"))?;
+                for (name, entry) in turn.snapshot {
+                    bind_record(&mut upsert, name, entry)?;
+                }
+            }
+            let mut n_dropped = 0u64;
+            if let Some(before) = turn.drop_journal_before {
+                let mut delete = tx.prepare_cached(
+                    "DELETE FROM journal WHERE seq IN \
+                     (SELECT seq FROM journal WHERE seq < ?1 ORDER BY seq LIMIT ?2) \
+                     RETURNING n_records",
+                )?;
+                let mut rows = delete.query(params![before, DROP_ENTRIES_PER_TURN])?;
+                while let Some(row) = rows.next()? {
+                    n_dropped += row.get::<_, i64>(0)? as u64;
+                }
+            }
+            Ok(n_dropped)
+        })()
+        .map_err(|e| sql(path, e))?;
+        tx.commit().map_err(|e| sql(path, e))?;
+        Ok(n_dropped)
+    }
+
+    /// Whether journal entries below `seq` remain.
+    ///
+    /// # Errors
+    /// On a failed query.
+    pub fn has_journal_before(&self, seq: i64) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM journal WHERE seq < ?1)",
+                [seq],
+                |row| row.get(0),
+            )
+            .map_err(|e| sql(&self.path, e))
     }
 
     /// How many reports the store has committed since it was created.
@@ -535,6 +568,109 @@ fn sql(path: &Path, source: rusqlite::Error) -> StoreError {
     }
 }
 
+/// Flags of a record's encoding in the journal.
+const HAS_V4: u8 = 1;
+const HAS_V6: u8 = 2;
+const HAS_SIGNED: u8 = 4;
+
+/// Encodes records for one journal entry: per record, the name's length (1 byte) and
+/// bytes, `first_seen`, a flags byte, then the IPv4 address (4 bytes) with its last-seen
+/// and last-change times, the IPv6 address (16 bytes) with its two times, and
+/// `signed_at`, each only if present. Times are i64 microseconds, big-endian.
+fn encode_records(records: &[(Name, Entry)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(records.len() * 64);
+    for (name, entry) in records {
+        let record = &entry.record;
+        let name = name.as_str().as_bytes();
+        // A Name is at most 253 bytes.
+        out.push(name.len() as u8);
+        out.extend_from_slice(name);
+        out.extend_from_slice(&record.first_seen.as_micros().to_be_bytes());
+        let flags = record.v4.map_or(0, |_| HAS_V4)
+            | record.v6.map_or(0, |_| HAS_V6)
+            | record.signed_at.map_or(0, |_| HAS_SIGNED);
+        out.push(flags);
+        if let Some(seen) = record.v4 {
+            out.extend_from_slice(&seen.addr.octets());
+            out.extend_from_slice(&seen.last_seen.as_micros().to_be_bytes());
+            out.extend_from_slice(&seen.last_change.as_micros().to_be_bytes());
+        }
+        if let Some(seen) = record.v6 {
+            out.extend_from_slice(&seen.addr.octets());
+            out.extend_from_slice(&seen.last_seen.as_micros().to_be_bytes());
+            out.extend_from_slice(&seen.last_change.as_micros().to_be_bytes());
+        }
+        if let Some(signed_at) = record.signed_at {
+            out.extend_from_slice(&signed_at.as_micros().to_be_bytes());
+        }
+    }
+    out
+}
+
+/// Reads what [`encode_records`] wrote.
+fn decode_records(mut blob: &[u8]) -> Result<Vec<(Name, Record)>, String> {
+    fn take<'a>(blob: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+        if blob.len() < n {
+            return Err("truncated record".to_string());
+        }
+        let (head, rest) = blob.split_at(n);
+        *blob = rest;
+        Ok(head)
+    }
+    fn time(blob: &mut &[u8]) -> Result<Time, String> {
+        let bytes: [u8; 8] = take(blob, 8)?.try_into().map_err(|_| "bad time")?;
+        Ok(Time::from_micros(i64::from_be_bytes(bytes)))
+    }
+    let mut records = Vec::new();
+    while !blob.is_empty() {
+        let name_len = usize::from(take(&mut blob, 1)?[0]);
+        let name = std::str::from_utf8(take(&mut blob, name_len)?).map_err(|_| "name not UTF-8")?;
+        let name = Name::parse(name).map_err(|e| format!("bad host name {name:?}: {e}"))?;
+        let first_seen = time(&mut blob)?;
+        let flags = take(&mut blob, 1)?[0];
+        if flags & !(HAS_V4 | HAS_V6 | HAS_SIGNED) != 0 {
+            return Err(format!("unknown flags {flags:#x}"));
+        }
+        let v4 = if flags & HAS_V4 != 0 {
+            let octets: [u8; 4] = take(&mut blob, 4)?.try_into().map_err(|_| "bad address")?;
+            let (last_seen, last_change) = (time(&mut blob)?, time(&mut blob)?);
+            Some(Seen {
+                addr: Ipv4Addr::from(octets),
+                last_seen,
+                last_change,
+            })
+        } else {
+            None
+        };
+        let v6 = if flags & HAS_V6 != 0 {
+            let octets: [u8; 16] = take(&mut blob, 16)?.try_into().map_err(|_| "bad address")?;
+            let (last_seen, last_change) = (time(&mut blob)?, time(&mut blob)?);
+            Some(Seen {
+                addr: Ipv6Addr::from(octets),
+                last_seen,
+                last_change,
+            })
+        } else {
+            None
+        };
+        let signed_at = if flags & HAS_SIGNED != 0 {
+            Some(time(&mut blob)?)
+        } else {
+            None
+        };
+        records.push((
+            name,
+            Record {
+                first_seen,
+                v4,
+                v6,
+                signed_at,
+            },
+        ));
+    }
+    Ok(records)
+}
+
 fn insert_history(tx: &rusqlite::Transaction<'_>, history: &[HistoryRow]) -> rusqlite::Result<()> {
     let mut statement = tx.prepare_cached(INSERT_HISTORY)?;
     for change in history {
@@ -607,4 +743,54 @@ fn decode_seen<A: std::str::FromStr>(
         },
         _ => Err("address without its times".to_string()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(record: Record) -> Entry {
+        Entry {
+            record,
+            seq: 7,
+            dirty: true,
+        }
+    }
+
+    #[test]
+    fn journal_records_round_trip() {
+        let mut both = Record::new("203.0.113.7".parse().unwrap(), Time::from_micros(-5));
+        both.apply("2001:db8::1".parse().unwrap(), Time::from_micros(i64::MAX));
+        both.signed_at = Some(Time::from_micros(42));
+        let v6_only = Record::new("::1".parse().unwrap(), Time::from_micros(1));
+        let records = vec![
+            (Name::parse("kitchen-pc").unwrap(), entry(both)),
+            (Name::parse(&"k".repeat(63)).unwrap(), entry(v6_only)),
+        ];
+        let decoded = decode_records(&encode_records(&records)).unwrap();
+        let expect: Vec<(Name, Record)> = records
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.record))
+            .collect();
+        assert_eq!(decoded, expect);
+    }
+
+    #[test]
+    fn damaged_journal_records_are_errors() {
+        let records = vec![(
+            Name::parse("pc").unwrap(),
+            entry(Record::new(
+                "203.0.113.7".parse().unwrap(),
+                Time::from_micros(1),
+            )),
+        )];
+        let blob = encode_records(&records);
+        for len in 0..blob.len() {
+            let res = decode_records(&blob[..len]);
+            assert!(len == 0 || res.is_err(), "{len} bytes decoded: {res:?}");
+        }
+        let mut bad_flags = blob.clone();
+        bad_flags[3 + 8] = 0x80;
+        assert!(decode_records(&bad_flags).is_err());
+    }
 }
