@@ -114,6 +114,9 @@ impl Generator {
         epoch: Instant,
     ) -> std::io::Result<Generator> {
         let socket = UdpSocket::bind("127.0.0.1:0")?;
+        // A commit acknowledges up to a batch (4,096) at once: the default receive buffer
+        // (about 300 datagrams of this size) would drop most of such a burst.
+        socket2::SockRef::from(&socket).set_recv_buffer_size(4 << 20)?;
         socket.connect(server)?;
         socket.set_read_timeout(Some(Duration::from_millis(20)))?;
         let n_names = names.len();
