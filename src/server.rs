@@ -136,7 +136,6 @@ impl Server {
         let edge = udp::Edge {
             reports: reports.clone(),
             policy: self.policy.subscribe(),
-            table: Arc::clone(&self.table),
             shutdown: shutdown.clone(),
         };
         for socket in self.udp {

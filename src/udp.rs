@@ -9,6 +9,7 @@
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,9 +26,7 @@ use tracing::{debug, info, warn};
 use crate::auth::{self, Limiter, Policy};
 use crate::config::BindHost;
 use crate::error::Error;
-use crate::key::Key;
 use crate::record::Time;
-use crate::table::Table;
 use crate::wire::{self, Ack, Incoming, Kind};
 use crate::writer::{Committed, Done, Refused, Report};
 
@@ -112,16 +111,14 @@ pub struct Edge {
     pub reports: mpsc::Sender<Report>,
     /// The keys and rules in force; replaced whole on SIGHUP.
     pub policy: watch::Receiver<Arc<Policy>>,
-    /// For the replay rule's early check (the writer decides).
-    pub table: Arc<Table>,
     pub shutdown: CancellationToken,
 }
 
 /// An acknowledgement to seal and send once its report is committed.
+/// An acknowledgement, sealed, waiting to be sent to `peer`.
 struct PendingAck {
     peer: SocketAddr,
-    key: Arc<Key>,
-    ack: Ack,
+    datagram: Vec<u8>,
 }
 
 /// Receives datagrams until `shutdown`, sending each report to the writer and each
@@ -139,10 +136,10 @@ pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<(
     let mut receiver = Receiver {
         edge: edge.clone(),
         ack_tx,
+        nonces: Arc::new(Nonces::new()),
         limiter: Limiter::default(),
     };
     let mut batch = RecvBatch::new();
-    let mut nonces = Nonces::new();
     let mut acks = AckBatch::default();
     'serve: loop {
         tokio::select! {
@@ -153,7 +150,7 @@ pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<(
                 while let Ok(pending) = ack_rx.try_recv() {
                     acks.push(pending);
                 }
-                acks.send(&socket, &mut nonces);
+                acks.send(&socket);
             }
             res = socket.readable() => res?,
         }
@@ -199,7 +196,7 @@ pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<(
         while let Ok(pending) = ack_rx.try_recv() {
             acks.push(pending);
         }
-        acks.send(&socket, &mut nonces);
+        acks.send(&socket);
     }
     Ok(())
 }
@@ -208,21 +205,24 @@ pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<(
 /// receive loop, then a counter. Unique for as long as the prefix is (2^-128 a start).
 struct Nonces {
     prefix: [u8; 16],
-    counter: u64,
+    counter: AtomicU64,
 }
 
 impl Nonces {
     fn new() -> Nonces {
         let mut prefix = [0u8; 16];
         OsRng.fill_bytes(&mut prefix);
-        Nonces { prefix, counter: 0 }
+        Nonces {
+            prefix,
+            counter: AtomicU64::new(0),
+        }
     }
 
-    fn next(&mut self) -> [u8; wire::NONCE_LEN] {
-        self.counter += 1;
+    fn next(&self) -> [u8; wire::NONCE_LEN] {
+        let counter = self.counter.fetch_add(1, Ordering::Relaxed);
         let mut nonce = [0u8; wire::NONCE_LEN];
         nonce[..16].copy_from_slice(&self.prefix);
-        nonce[16..].copy_from_slice(&self.counter.to_be_bytes());
+        nonce[16..].copy_from_slice(&counter.to_be_bytes());
         nonce
     }
 }
@@ -241,18 +241,14 @@ impl AckBatch {
         self.pending.push(pending);
     }
 
-    /// Seals every pending acknowledgement and sends them, [`SEND_BATCH`] per system call.
+    /// Sends every pending acknowledgement, [`SEND_BATCH`] per system call.
     /// What the socket buffer cannot take is dropped: the client retries, and its retry is
     /// acknowledged.
-    fn send(&mut self, socket: &UdpSocket, nonces: &mut Nonces) {
+    fn send(&mut self, socket: &UdpSocket) {
         for chunk in self.pending.chunks(SEND_BATCH) {
-            let datagrams: Vec<Vec<u8>> = chunk
-                .iter()
-                .map(|pending| wire::seal_ack(&pending.key, &nonces.next(), &pending.ack))
-                .collect();
             let mut offset = 0;
             while offset < chunk.len() {
-                match send_batch(socket, &datagrams[offset..], &chunk[offset..]) {
+                match send_batch(socket, &chunk[offset..]) {
                     Ok(n_sent) => offset += n_sent.max(1),
                     Err(e) => {
                         let n_dropped = chunk.len() - offset;
@@ -267,14 +263,10 @@ impl AckBatch {
 }
 
 /// One `sendmmsg` call; returns how many datagrams went out.
-fn send_batch(
-    socket: &UdpSocket,
-    datagrams: &[Vec<u8>],
-    pending: &[PendingAck],
-) -> std::io::Result<usize> {
-    let iovs: Vec<[IoSlice<'_>; 1]> = datagrams
+fn send_batch(socket: &UdpSocket, pending: &[PendingAck]) -> std::io::Result<usize> {
+    let iovs: Vec<[IoSlice<'_>; 1]> = pending
         .iter()
-        .map(|datagram| [IoSlice::new(datagram)])
+        .map(|pending| [IoSlice::new(&pending.datagram)])
         .collect();
     let addrs: Vec<Option<SockaddrStorage>> = pending
         .iter()
@@ -369,6 +361,7 @@ fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
 struct Receiver {
     edge: Edge,
     ack_tx: mpsc::UnboundedSender<PendingAck>,
+    nonces: Arc<Nonces>,
     limiter: Limiter,
 }
 
@@ -451,16 +444,12 @@ impl Receiver {
         };
         auth::check_signed(scope, &signed.name, signed.time, at)
             .map_err(|refusal| refusal.to_string())?;
-        let stale = self
-            .edge
-            .table
-            .get(&signed.name)
-            .is_some_and(|entry| !entry.record.is_fresh(signed.time));
-        if stale {
-            return Err("replayed: not later than the host's last signed report".to_string());
-        }
+        // The replay rule is the writer's to decide, in arrival order.
         let ack_tx = self.ack_tx.clone();
+        let nonces = Arc::clone(&self.nonces);
         let report_nonce = signed.nonce;
+        // Sealed on the writer thread, which has time between commits; the receive loop
+        // only sends.
         let done: Done = Box::new(move |outcome: Result<Committed, Refused>| {
             if let Ok(committed) = outcome {
                 let ack = Ack {
@@ -468,8 +457,9 @@ impl Receiver {
                     seen: peer,
                     server_time: committed.at,
                 };
-                // The receiver may have stopped; the client then retries elsewhere.
-                let _ = ack_tx.send(PendingAck { peer, key, ack });
+                let datagram = wire::seal_ack(&key, &nonces.next(), &ack);
+                // The receiver may have stopped; the client then retries.
+                let _ = ack_tx.send(PendingAck { peer, datagram });
             }
         });
         Ok(Some(Report {
