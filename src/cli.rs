@@ -221,7 +221,30 @@ fn load_config(path: &Path) -> Result<Config, Error> {
     for warning in &config.warnings {
         warn!(config = %path.display(), "{warning}");
     }
+    let holds_key = config.server.key.is_some()
+        || config.client.key.is_some()
+        || !config.server.hosts.is_empty();
+    if holds_key {
+        warn_if_readable_by_others(path);
+    }
     Ok(config)
+}
+
+/// A config holding a key is a secret: say so when other users can read it, as ssh does
+/// for private keys (a warning, not a refusal: the original's configs were 0644).
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = metadata.permissions().mode();
+    if mode & 0o077 != 0 {
+        warn!(
+            config = %path.display(),
+            "holds a key but other users can read it (mode {:o}); run chmod 600 on it",
+            mode & 0o777
+        );
+    }
 }
 
 /// The async runtime: one thread. The receive loops are a few tasks that each keep a core
@@ -303,9 +326,12 @@ fn reload_on_hangup(path: PathBuf, policy: PolicyHandle) -> Result<(), Error> {
 }
 
 fn init(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // It holds a fresh key: readable by its owner only.
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(path)
         .map_err(|source| {
             if source.kind() == std::io::ErrorKind::AlreadyExists {

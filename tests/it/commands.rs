@@ -13,6 +13,13 @@ fn init_writes_a_config_the_server_accepts_and_never_overwrites() {
     assert_eq!(out.code, 0, "{out:?}");
     let template = dir.read_string("init.conf");
     assert!(template.contains("[DynIP:Server]") && template.contains("[DynIP:Client]"));
+    // It holds a key: readable by its owner only.
+    let mode = |name: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.path().join(name);
+        std::fs::metadata(path).expect("file").permissions().mode() & 0o777
+    };
+    assert_eq!(mode("init.conf"), 0o600);
 
     // Every key is commented out: set the two the test needs at the top of the section.
     let config = template.replacen(
@@ -22,6 +29,17 @@ fn init_writes_a_config_the_server_accepts_and_never_overwrites() {
     );
     assert_ne!(config, template, "no [DynIP:Server] line to add keys to");
     dir.write(CONFIG, &config);
+    // A copy others can read is warned about; kept private, the template warns of nothing.
+    let readable = dir.dynip(&["list", CONFIG]);
+    assert!(
+        readable.stderr.contains("other users can read it"),
+        "{readable:?}"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let private = std::fs::Permissions::from_mode(0o600);
+        std::fs::set_permissions(dir.path().join(CONFIG), private).expect("chmod");
+    }
     let mut server = ServerProcess::start(&dir);
     let warnings: Vec<String> = server.stderr_lines("WARN");
     assert!(warnings.is_empty(), "the template warns: {warnings:?}");
