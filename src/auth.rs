@@ -119,10 +119,6 @@ impl Policy {
     pub fn key(&self, key_id: KeyId) -> Result<&(Arc<Key>, Scope), Refusal> {
         self.keys.get(&key_id).ok_or(Refusal::UnknownKey(key_id))
     }
-
-    pub fn has_keys(&self) -> bool {
-        !self.keys.is_empty()
-    }
 }
 
 /// Checks a signed report's name against its key's scope, and its time against the

@@ -475,19 +475,6 @@ impl Store {
             .map_err(|e| sql(&self.path, e))
     }
 
-    /// How many reports the store has committed since it was created.
-    ///
-    /// # Errors
-    /// On a failed query.
-    pub fn reports(&self) -> Result<u64, StoreError> {
-        self.conn
-            .query_row("SELECT value FROM meta WHERE key = 'reports'", [], |row| {
-                row.get::<_, i64>(0)
-            })
-            .map(|n_reports| n_reports as u64)
-            .map_err(|source| self.classify(source))
-    }
-
     /// A host's address changes, oldest first.
     ///
     /// # Errors

@@ -69,11 +69,6 @@ impl Table {
             .collect()
     }
 
-    /// Every entry, in order: for commands that read a whole store once.
-    pub fn entries(&self) -> Vec<(Name, Entry)> {
-        self.chunk_after(None, usize::MAX)
-    }
-
     /// Inserts or replaces entries: the writer's one way in, after its commit.
     pub fn update(&self, entries: impl IntoIterator<Item = (Name, Entry)>) {
         let mut hosts = self.write();
