@@ -114,7 +114,6 @@ pub struct Edge {
     pub shutdown: CancellationToken,
 }
 
-/// An acknowledgement to seal and send once its report is committed.
 /// An acknowledgement, sealed, waiting to be sent to `peer`.
 struct PendingAck {
     peer: SocketAddr,
