@@ -62,6 +62,8 @@ impl Server {
         if store.is_empty()? && imported.n_entries > 0 {
             import(&mut store, &config.client_log_path, &imported)?;
         }
+        // A million imported hosts are over 100 MiB: gone before the table is loaded.
+        drop(imported);
         let Loaded {
             hosts,
             next_seq,
