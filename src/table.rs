@@ -23,18 +23,68 @@ pub struct Entry {
     pub dirty: bool,
 }
 
+/// Where an entry lives in the table: found by one walk of the index, it lets the writer
+/// replace the entry after its commit without walking again (the second walk per report
+/// was a sixth of the writer's time at 1,000,000 hosts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot(u32);
+
+/// The entries, and the index of names into them. Entries are never removed, so a slot
+/// stays valid for the table's life.
+#[derive(Debug, Default)]
+struct Hosts {
+    index: BTreeMap<Name, Slot>,
+    entries: Vec<Entry>,
+}
+
+impl Hosts {
+    fn entry(&self, slot: Slot) -> &Entry {
+        // Slots are only made by `insert` from the index of a pushed entry.
+        &self.entries[slot.0 as usize]
+    }
+
+    fn entry_mut(&mut self, slot: Slot) -> &mut Entry {
+        &mut self.entries[slot.0 as usize]
+    }
+
+    fn insert(&mut self, name: Name, entry: Entry) -> Slot {
+        if let Some(&slot) = self.index.get(&name) {
+            *self.entry_mut(slot) = entry;
+            return slot;
+        }
+        // More than 4 billion hosts would not fit in memory long before.
+        let slot = Slot(u32::try_from(self.entries.len()).expect("fewer than 2^32 hosts"));
+        self.entries.push(entry);
+        self.index.insert(name, slot);
+        slot
+    }
+}
+
 /// Host name → entry, ordered by name (case-insensitively), so readers can walk it in
 /// chunks and resume after the last name they saw.
 #[derive(Debug, Default)]
 pub struct Table {
-    hosts: RwLock<BTreeMap<Name, Entry>>,
+    hosts: RwLock<Hosts>,
     /// Bumped on every change, so a reader can tell whether anything happened since it
     /// last looked (the export does).
     generation: AtomicU64,
 }
 
 impl Table {
-    pub fn new(hosts: BTreeMap<Name, Entry>) -> Table {
+    pub fn new(loaded: BTreeMap<Name, Entry>) -> Table {
+        let entries: Vec<Entry> = loaded.values().copied().collect();
+        // Collected from sorted names, the index is built with full nodes.
+        let index: BTreeMap<Name, Slot> = loaded
+            .into_keys()
+            .enumerate()
+            .map(|(idx, name)| {
+                (
+                    name,
+                    Slot(u32::try_from(idx).expect("fewer than 2^32 hosts")),
+                )
+            })
+            .collect();
+        let hosts = Hosts { index, entries };
         Table {
             hosts: RwLock::new(hosts),
             generation: AtomicU64::new(0),
@@ -42,11 +92,18 @@ impl Table {
     }
 
     pub fn get(&self, name: &Name) -> Option<Entry> {
-        self.read().get(name).copied()
+        self.find(name).map(|(_, entry)| entry)
+    }
+
+    /// The entry of `name` and where it lives, for [`Table::update_found`].
+    pub fn find(&self, name: &Name) -> Option<(Slot, Entry)> {
+        let hosts = self.read();
+        let slot = *hosts.index.get(name)?;
+        Some((slot, *hosts.entry(slot)))
     }
 
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.read().entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -63,58 +120,74 @@ impl Table {
         let hosts = self.read();
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         hosts
+            .index
             .range((lower, Bound::Unbounded))
             .take(limit)
-            .map(|(name, entry)| (name.clone(), *entry))
+            .map(|(name, &slot)| (name.clone(), *hosts.entry(slot)))
             .collect()
     }
 
-    /// Inserts or replaces entries: the writer's one way in, after its commit.
+    /// Inserts or replaces entries.
     pub fn update(&self, entries: impl IntoIterator<Item = (Name, Entry)>) {
+        self.update_found(entries.into_iter().map(|(name, entry)| (None, name, entry)));
+    }
+
+    /// Inserts or replaces entries, replacing those with a slot from [`Table::find`] in
+    /// place: the writer's way in, after its commit.
+    pub fn update_found(&self, entries: impl IntoIterator<Item = (Option<Slot>, Name, Entry)>) {
         let mut hosts = self.write();
-        for (name, entry) in entries {
-            hosts.insert(name, entry);
+        for (slot, name, entry) in entries {
+            match slot {
+                Some(slot) => *hosts.entry_mut(slot) = entry,
+                None => {
+                    hosts.insert(name, entry);
+                }
+            }
         }
         self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Marks entries clean whose `seq` is still the one the snapshot wrote.
-    pub fn mark_clean(&self, written: &[(Name, i64)]) {
+    pub fn mark_clean(&self, written: &[(Slot, i64)]) {
         let mut hosts = self.write();
-        for (name, seq) in written {
-            if let Some(entry) = hosts.get_mut(name) {
-                if entry.seq == *seq {
-                    entry.dirty = false;
-                }
+        for &(slot, seq) in written {
+            let entry = hosts.entry_mut(slot);
+            if entry.seq == seq {
+                entry.dirty = false;
             }
         }
     }
 
     /// Up to `limit` dirty entries after `after`, scanning at most `scan` entries; returns
-    /// them and the last name scanned (`None` when the scan reached the end).
+    /// them with their slots, and the last name scanned (`None` when the scan reached the
+    /// end).
+    #[allow(clippy::type_complexity)]
     pub fn dirty_after(
         &self,
         after: Option<&Name>,
         limit: usize,
         scan: usize,
-    ) -> (Vec<(Name, Entry)>, Option<Name>) {
+    ) -> (Vec<(Name, Entry)>, Vec<Slot>, Option<Name>) {
         let hosts = self.read();
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut dirty = Vec::new();
+        let mut slots = Vec::new();
         let mut last = None;
-        for (n_scanned, (name, entry)) in hosts.range((lower, Bound::Unbounded)).enumerate() {
+        for (n_scanned, (name, &slot)) in hosts.index.range((lower, Bound::Unbounded)).enumerate() {
             if n_scanned == scan || dirty.len() == limit {
-                return (dirty, last);
+                return (dirty, slots, last);
             }
+            let entry = hosts.entry(slot);
             if entry.dirty {
                 dirty.push((name.clone(), *entry));
+                slots.push(slot);
             }
             last = Some(name.clone());
         }
-        (dirty, None)
+        (dirty, slots, None)
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<Name, Entry>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Hosts> {
         // A poisoned lock means a writer panicked mid-update; the map itself is still a
         // valid map (BTreeMap::insert does not leave it torn), so keep serving it.
         self.hosts
@@ -122,7 +195,7 @@ impl Table {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<Name, Entry>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Hosts> {
         self.hosts
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -167,10 +240,10 @@ mod tests {
     #[test]
     fn dirty_scan_is_bounded_and_resumable() {
         let table = table(&[("a", false), ("b", true), ("c", false), ("d", true)]);
-        let (dirty, last) = table.dirty_after(None, 10, 2);
+        let (dirty, _, last) = table.dirty_after(None, 10, 2);
         assert_eq!(names(&dirty), ["b"]);
         assert_eq!(last.as_ref().map(Name::as_str), Some("b"));
-        let (dirty, last) = table.dirty_after(last.as_ref(), 10, 10);
+        let (dirty, _, last) = table.dirty_after(last.as_ref(), 10, 10);
         assert_eq!(names(&dirty), ["d"]);
         assert_eq!(last, None);
     }
@@ -181,7 +254,8 @@ mod tests {
         let a = Name::parse("a").unwrap();
         let b = Name::parse("b").unwrap();
         table.update([(b.clone(), entry(2, true))]);
-        table.mark_clean(&[(a.clone(), 1), (b.clone(), 1)]);
+        let (slot_a, slot_b) = (table.find(&a).unwrap().0, table.find(&b).unwrap().0);
+        table.mark_clean(&[(slot_a, 1), (slot_b, 1)]);
         assert!(!table.get(&a).unwrap().dirty);
         assert!(table.get(&b).unwrap().dirty);
     }

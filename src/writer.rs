@@ -30,7 +30,7 @@ use tracing::{debug, error, info};
 use crate::name::Name;
 use crate::record::{Change, Record, Time};
 use crate::store::{HistoryRow, Store, Turn};
-use crate::table::{Entry, Table};
+use crate::table::{Entry, Slot, Table};
 
 /// The most reports in one transaction. At 100,000 reports/s a full batch is 40 ms of
 /// traffic; larger batches save little (one fsync is about 0.2 ms here) and delay acks.
@@ -148,6 +148,8 @@ struct Writer {
 /// reports the replay rule refused.
 struct Decided {
     records: Vec<(Name, Entry)>,
+    /// Where each record's host lives in the table (`None`: a new host).
+    slots: Vec<Option<Slot>>,
     history: Vec<HistoryRow>,
     refused: Vec<bool>,
 }
@@ -197,14 +199,14 @@ impl Writer {
     fn turn(&mut self, batch: Vec<Report>) {
         let decided = self.decide(&batch);
         let seq = self.next_seq;
-        let (snapshot, scanned_to) = match &self.sweep {
+        let (snapshot, snapshot_slots, scanned_to) = match &self.sweep {
             Some(Sweep {
                 phase: Phase::Scan { after },
                 ..
             }) => self
                 .table
                 .dirty_after(after.as_ref(), SWEEP_CHUNK, SWEEP_SCAN),
-            _ => (Vec::new(), None),
+            _ => (Vec::new(), Vec::new(), None),
         };
         let drop_journal_before = match &self.sweep {
             Some(Sweep {
@@ -229,10 +231,13 @@ impl Writer {
                 }
                 self.journal_records =
                     (self.journal_records + decided.records.len() as u64).saturating_sub(n_dropped);
-                self.table.update(decided.records);
-                let written: Vec<(Name, i64)> = snapshot
+                let updates = decided.slots.into_iter().zip(decided.records);
+                self.table
+                    .update_found(updates.map(|(slot, (name, entry))| (slot, name, entry)));
+                let written: Vec<(Slot, i64)> = snapshot_slots
                     .into_iter()
-                    .map(|(name, entry)| (name, entry.seq))
+                    .zip(&snapshot)
+                    .map(|(slot, (_, entry))| (slot, entry.seq))
                     .collect();
                 self.table.mark_clean(&written);
                 self.advance_sweep(scanned_to);
@@ -290,13 +295,17 @@ impl Writer {
     /// Applies a batch to copies of the current records, deciding the replay rule in
     /// arrival order.
     fn decide(&self, batch: &[Report]) -> Decided {
-        let mut pending: HashMap<Name, Record> = HashMap::with_capacity(batch.len());
+        let mut pending: HashMap<Name, (Option<Slot>, Record)> =
+            HashMap::with_capacity(batch.len());
         let mut history = Vec::new();
         let mut refused: Vec<bool> = Vec::with_capacity(batch.len());
         for report in batch {
-            let current = match pending.get(&report.name) {
-                Some(record) => Some(*record),
-                None => self.table.get(&report.name).map(|entry| entry.record),
+            let (slot, current) = match pending.get(&report.name) {
+                Some(&(slot, record)) => (slot, Some(record)),
+                None => match self.table.find(&report.name) {
+                    Some((slot, entry)) => (Some(slot), Some(entry.record)),
+                    None => (None, None),
+                },
             };
             if let (Some(signed_at), Some(record)) = (report.signed_at, &current) {
                 if !record.is_fresh(signed_at) {
@@ -316,7 +325,7 @@ impl Writer {
             if report.signed_at.is_some() {
                 record.signed_at = report.signed_at;
             }
-            pending.insert(report.name.clone(), record);
+            pending.insert(report.name.clone(), (slot, record));
             if change == Change::NewAddress {
                 history.push(HistoryRow {
                     name: report.name.clone(),
@@ -327,12 +336,13 @@ impl Writer {
         }
         let seq = self.next_seq;
         let dirty = true;
-        let records = pending
+        let (slots, records) = pending
             .into_iter()
-            .map(|(name, record)| (name, Entry { record, seq, dirty }))
-            .collect();
+            .map(|(name, (slot, record))| (slot, (name, Entry { record, seq, dirty })))
+            .unzip();
         Decided {
             records,
+            slots,
             history,
             refused,
         }
