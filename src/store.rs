@@ -578,20 +578,32 @@ fn encode_records(records: &[(Name, Entry)]) -> Vec<u8> {
             | record.signed_at.map_or(0, |_| HAS_SIGNED);
         out.push(flags);
         if let Some(seen) = record.v4 {
-            out.extend_from_slice(&seen.addr.octets());
-            out.extend_from_slice(&seen.last_seen.as_micros().to_be_bytes());
-            out.extend_from_slice(&seen.last_change.as_micros().to_be_bytes());
+            encode_seen(
+                &mut out,
+                &seen.addr.octets(),
+                seen.last_seen,
+                seen.last_change,
+            );
         }
         if let Some(seen) = record.v6 {
-            out.extend_from_slice(&seen.addr.octets());
-            out.extend_from_slice(&seen.last_seen.as_micros().to_be_bytes());
-            out.extend_from_slice(&seen.last_change.as_micros().to_be_bytes());
+            encode_seen(
+                &mut out,
+                &seen.addr.octets(),
+                seen.last_seen,
+                seen.last_change,
+            );
         }
         if let Some(signed_at) = record.signed_at {
             out.extend_from_slice(&signed_at.as_micros().to_be_bytes());
         }
     }
     out
+}
+
+fn encode_seen(out: &mut Vec<u8>, octets: &[u8], last_seen: Time, last_change: Time) {
+    out.extend_from_slice(octets);
+    out.extend_from_slice(&last_seen.as_micros().to_be_bytes());
+    out.extend_from_slice(&last_change.as_micros().to_be_bytes());
 }
 
 /// Reads what [`encode_records`] wrote.
@@ -608,6 +620,22 @@ fn decode_records(mut blob: &[u8]) -> Result<Vec<(Name, Record)>, String> {
         let bytes: [u8; 8] = take(blob, 8)?.try_into().map_err(|_| "bad time")?;
         Ok(Time::from_micros(i64::from_be_bytes(bytes)))
     }
+    /// One family's address and times, when `present`.
+    fn seen<A: From<[u8; N]>, const N: usize>(
+        blob: &mut &[u8],
+        present: bool,
+    ) -> Result<Option<Seen<A>>, String> {
+        if !present {
+            return Ok(None);
+        }
+        let octets: [u8; N] = take(blob, N)?.try_into().map_err(|_| "bad address")?;
+        let (last_seen, last_change) = (time(blob)?, time(blob)?);
+        Ok(Some(Seen {
+            addr: A::from(octets),
+            last_seen,
+            last_change,
+        }))
+    }
     let mut records = Vec::new();
     while !blob.is_empty() {
         let name_len = usize::from(take(&mut blob, 1)?[0]);
@@ -618,28 +646,8 @@ fn decode_records(mut blob: &[u8]) -> Result<Vec<(Name, Record)>, String> {
         if flags & !(HAS_V4 | HAS_V6 | HAS_SIGNED) != 0 {
             return Err(format!("unknown flags {flags:#x}"));
         }
-        let v4 = if flags & HAS_V4 != 0 {
-            let octets: [u8; 4] = take(&mut blob, 4)?.try_into().map_err(|_| "bad address")?;
-            let (last_seen, last_change) = (time(&mut blob)?, time(&mut blob)?);
-            Some(Seen {
-                addr: Ipv4Addr::from(octets),
-                last_seen,
-                last_change,
-            })
-        } else {
-            None
-        };
-        let v6 = if flags & HAS_V6 != 0 {
-            let octets: [u8; 16] = take(&mut blob, 16)?.try_into().map_err(|_| "bad address")?;
-            let (last_seen, last_change) = (time(&mut blob)?, time(&mut blob)?);
-            Some(Seen {
-                addr: Ipv6Addr::from(octets),
-                last_seen,
-                last_change,
-            })
-        } else {
-            None
-        };
+        let v4 = seen::<Ipv4Addr, 4>(&mut blob, flags & HAS_V4 != 0)?;
+        let v6 = seen::<Ipv6Addr, 16>(&mut blob, flags & HAS_V6 != 0)?;
         let signed_at = if flags & HAS_SIGNED != 0 {
             Some(time(&mut blob)?)
         } else {
@@ -675,36 +683,38 @@ fn insert_sql(verb: &str) -> String {
     format!("{verb} ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
 }
 
+/// One family's three columns: address, last seen, last change (all NULL when absent).
+fn seen_columns<A: std::fmt::Display>(
+    seen: Option<Seen<A>>,
+) -> (Option<String>, Option<i64>, Option<i64>) {
+    match seen {
+        Some(seen) => (
+            Some(seen.addr.to_string()),
+            Some(seen.last_seen.as_micros()),
+            Some(seen.last_change.as_micros()),
+        ),
+        None => (None, None, None),
+    }
+}
+
 fn bind_record(
     statement: &mut rusqlite::Statement<'_>,
     name: &Name,
     entry: &Entry,
 ) -> rusqlite::Result<()> {
     let record = &entry.record;
-    let v4 = record.v4.map(|seen| {
-        (
-            seen.addr.to_string(),
-            seen.last_seen.as_micros(),
-            seen.last_change.as_micros(),
-        )
-    });
-    let v6 = record.v6.map(|seen| {
-        (
-            seen.addr.to_string(),
-            seen.last_seen.as_micros(),
-            seen.last_change.as_micros(),
-        )
-    });
+    let v4 = seen_columns(record.v4);
+    let v6 = seen_columns(record.v6);
     statement.execute(params![
         name.as_str(),
         entry.seq,
         record.first_seen.as_micros(),
-        v4.as_ref().map(|seen| &seen.0),
-        v4.as_ref().map(|seen| seen.1),
-        v4.as_ref().map(|seen| seen.2),
-        v6.as_ref().map(|seen| &seen.0),
-        v6.as_ref().map(|seen| seen.1),
-        v6.as_ref().map(|seen| seen.2),
+        v4.0,
+        v4.1,
+        v4.2,
+        v6.0,
+        v6.1,
+        v6.2,
         record.signed_at.map(Time::as_micros),
     ])?;
     Ok(())
