@@ -37,8 +37,12 @@ const RECV_BUFFER: usize = 4 << 20;
 /// Datagrams per `recvmmsg` call: one system call for up to this many reports, where
 /// `recv_from` costs one each (about 2 µs here, as much as the rest of a report's path).
 const RECV_BATCH: usize = 64;
-/// `recvmmsg` calls per wake-up before checking for shutdown and acknowledgements again.
+/// `recvmmsg` calls per wake-up before checking for shutdown again.
 const MAX_BATCHES_PER_TURN: usize = 16;
+/// Acknowledgements sent between two `recvmmsg` calls: twice what one call receives, so a
+/// backlog (the burst after a slow commit) drains quickly, but never stops receiving for
+/// long: sending thousands at once held up the next reports by milliseconds.
+const ACKS_PER_BATCH: usize = 2 * RECV_BATCH;
 /// Bytes per receive slot: more than any report (316 bytes at most). A longer datagram
 /// arrives cut, flagged `MSG_TRUNC`, and is refused as too long: a datagram is never
 /// truncated into something that decodes.
@@ -120,6 +124,50 @@ struct PendingAck {
     datagram: Vec<u8>,
 }
 
+/// Acknowledgements sealed on the writer thread, waiting for their receive loop to send
+/// them. The writer only pushes (a lock and a vector push); only the first push into an
+/// empty queue wakes the loop, so a commit of thousands of reports costs one wake-up, not
+/// one system call and one thread switch per acknowledgement.
+#[derive(Default)]
+struct AckQueue {
+    pending: std::sync::Mutex<Vec<PendingAck>>,
+    ready: tokio::sync::Notify,
+}
+
+impl AckQueue {
+    fn push(&self, ack: PendingAck) {
+        let was_empty = {
+            let mut pending = self.lock();
+            pending.push(ack);
+            pending.len() == 1
+        };
+        if was_empty {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Moves every queued acknowledgement to the end of `into`.
+    fn take(&self, into: &mut Vec<PendingAck>) {
+        into.append(&mut self.lock());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PendingAck>> {
+        // A push cannot panic while holding the lock, so a poisoned queue still holds
+        // whole acknowledgements.
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// What an acknowledgement's `Done` callback holds: the queue, and a token whose drop
+/// tells the loop, at shutdown, that no more acknowledgements can come.
+#[derive(Clone)]
+struct AckSender {
+    queue: Arc<AckQueue>,
+    _alive: mpsc::UnboundedSender<std::convert::Infallible>,
+}
+
 /// Receives datagrams until `shutdown`, sending each report to the writer and each
 /// acknowledgement back once the writer has committed its report. After `shutdown` it
 /// stops receiving but keeps sending acknowledgements until the writer has decided on
@@ -131,10 +179,14 @@ pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<(
     let socket = UdpSocket::from_std(socket)?;
     let local = socket.local_addr()?;
     info!("listening udp={local}");
-    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<PendingAck>();
+    let queue = Arc::new(AckQueue::default());
+    let (alive, mut all_gone) = mpsc::unbounded_channel::<std::convert::Infallible>();
     let mut receiver = Receiver {
         edge: edge.clone(),
-        ack_tx,
+        acks: AckSender {
+            queue: Arc::clone(&queue),
+            _alive: alive,
+        },
         nonces: Arc::new(Nonces::new()),
         limiter: Limiter::default(),
     };
@@ -144,15 +196,11 @@ pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<(
         tokio::select! {
             biased;
             () = edge.shutdown.cancelled() => break,
-            Some(pending) = ack_rx.recv() => {
-                acks.push(pending);
-                while let Ok(pending) = ack_rx.try_recv() {
-                    acks.push(pending);
-                }
-                acks.send(&socket);
-            }
+            () = queue.ready.notified() => {}
+            () = std::future::ready(()), if acks.has_pending() => {}
             res = socket.readable() => res?,
         }
+        acks.send_queued(&queue, &socket, ACKS_PER_BATCH);
         for _ in 0..MAX_BATCHES_PER_TURN {
             let n_received = match socket.try_io(Interest::READABLE, || batch.receive(&socket)) {
                 Ok(n_received) => n_received,
@@ -180,6 +228,9 @@ pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<(
                     break 'serve;
                 }
             }
+            // Acknowledgements committed meanwhile go out between batches, not after a
+            // whole turn of receiving.
+            acks.send_queued(&queue, &socket, ACKS_PER_BATCH);
             if n_received < RECV_BATCH {
                 break;
             }
@@ -187,16 +238,16 @@ pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<(
     }
     debug!(%local, "receiver stops; sending the last acknowledgements");
     // Dropping every sender of reports lets the writer finish; it then drops the last
-    // senders of acknowledgements, which ends this loop.
+    // callbacks holding an `AckSender`, which closes `all_gone`.
     drop(receiver);
     drop(edge);
-    while let Some(pending) = ack_rx.recv().await {
-        acks.push(pending);
-        while let Ok(pending) = ack_rx.try_recv() {
-            acks.push(pending);
+    loop {
+        tokio::select! {
+            () = queue.ready.notified() => acks.send_queued(&queue, &socket, usize::MAX),
+            None = all_gone.recv() => break,
         }
-        acks.send(&socket);
     }
+    acks.send_queued(&queue, &socket, usize::MAX);
     Ok(())
 }
 
@@ -236,28 +287,29 @@ struct AckBatch {
 const SEND_BATCH: usize = RECV_BATCH;
 
 impl AckBatch {
-    fn push(&mut self, pending: PendingAck) {
-        self.pending.push(pending);
+    fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
     }
 
-    /// Sends every pending acknowledgement, [`SEND_BATCH`] per system call.
+    /// Takes what `queue` holds and sends up to `limit` of the pending acknowledgements,
+    /// oldest first, [`SEND_BATCH`] per system call; the rest wait for the next call.
     /// What the socket buffer cannot take is dropped: the client retries, and its retry is
     /// acknowledged.
-    fn send(&mut self, socket: &UdpSocket) {
-        for chunk in self.pending.chunks(SEND_BATCH) {
-            let mut offset = 0;
-            while offset < chunk.len() {
-                match send_batch(socket, &chunk[offset..]) {
-                    Ok(n_sent) => offset += n_sent.max(1),
-                    Err(e) => {
-                        let n_dropped = chunk.len() - offset;
-                        debug!(error = %e, n_dropped, "acknowledgements not sent");
-                        break;
-                    }
+    fn send_queued(&mut self, queue: &AckQueue, socket: &UdpSocket, limit: usize) {
+        queue.take(&mut self.pending);
+        let n_taken = self.pending.len().min(limit);
+        let mut offset = 0;
+        while offset < n_taken {
+            let chunk = &self.pending[offset..n_taken.min(offset + SEND_BATCH)];
+            match send_batch(socket, chunk) {
+                Ok(n_sent) => offset += n_sent.max(1),
+                Err(e) => {
+                    debug!(error = %e, n_dropped = chunk.len(), "acknowledgements not sent");
+                    offset += chunk.len();
                 }
             }
         }
-        self.pending.clear();
+        self.pending.drain(..n_taken);
     }
 }
 
@@ -359,7 +411,7 @@ fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
 /// Turns datagrams into reports, under the policy in force.
 struct Receiver {
     edge: Edge,
-    ack_tx: mpsc::UnboundedSender<PendingAck>,
+    acks: AckSender,
     nonces: Arc<Nonces>,
     limiter: Limiter,
 }
@@ -444,7 +496,7 @@ impl Receiver {
         auth::check_signed(scope, &signed.name, signed.time, at)
             .map_err(|refusal| refusal.to_string())?;
         // The replay rule is the writer's to decide, in arrival order.
-        let ack_tx = self.ack_tx.clone();
+        let acks = self.acks.clone();
         let nonces = Arc::clone(&self.nonces);
         let report_nonce = signed.nonce;
         // Sealed on the writer thread, which has time between commits; the receive loop
@@ -457,8 +509,7 @@ impl Receiver {
                     server_time: committed.at,
                 };
                 let datagram = wire::seal_ack(&key, &nonces.next(), &ack);
-                // The receiver may have stopped; the client then retries.
-                let _ = ack_tx.send(PendingAck { peer, datagram });
+                acks.queue.push(PendingAck { peer, datagram });
             }
         });
         Ok(Some(Report {
