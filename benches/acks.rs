@@ -18,6 +18,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -85,6 +86,163 @@ enum Target {
     Dynip,
 }
 
+/// Datagrams per `sendmmsg`/`recvmmsg` call in the generator and the echo, as in the
+/// server's own loops: the cost of the system calls is not what is measured.
+const BATCH: usize = 64;
+/// Bytes per receive slot: more than any answer.
+const SLOT_LEN: usize = 512;
+
+/// Sends `datagrams` on a connected socket, [`BATCH`] per `sendmmsg`; returns how many
+/// went out (fewer when the socket buffer is full).
+fn send_connected(socket: &UdpSocket, datagrams: &[Vec<u8>]) -> usize {
+    let mut n_sent = 0;
+    for chunk in datagrams.chunks(BATCH) {
+        let mut iovs: Vec<libc::iovec> = chunk
+            .iter()
+            .map(|datagram| libc::iovec {
+                iov_base: datagram.as_ptr() as *mut libc::c_void,
+                iov_len: datagram.len(),
+            })
+            .collect();
+        let mut headers: Vec<libc::mmsghdr> = iovs
+            .iter_mut()
+            .map(|iov| {
+                // SAFETY: an all-zero msghdr is valid (no name, no control data).
+                let mut header: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                header.msg_hdr.msg_iov = iov;
+                header.msg_hdr.msg_iovlen = 1;
+                header
+            })
+            .collect();
+        // SAFETY: every header points at an iovec and a buffer that outlive the call.
+        let res = unsafe {
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                headers.len() as libc::c_uint,
+                0,
+            )
+        };
+        if res <= 0 {
+            break;
+        }
+        n_sent += res as usize;
+        if (res as usize) < chunk.len() {
+            break;
+        }
+    }
+    n_sent
+}
+
+/// How much of each name a header offers: room for any address (receiving), or an IPv4
+/// address (sending back to the generator).
+enum NameLen {
+    Any,
+    V4,
+}
+
+/// One `mmsghdr` per buffer, each with its name.
+fn named_headers(
+    iovs: &mut [libc::iovec],
+    names: &mut [libc::sockaddr_storage],
+    name_len: NameLen,
+) -> Vec<libc::mmsghdr> {
+    let name_len = match name_len {
+        NameLen::Any => std::mem::size_of::<libc::sockaddr_storage>(),
+        NameLen::V4 => std::mem::size_of::<libc::sockaddr_in>(),
+    } as libc::socklen_t;
+    iovs.iter_mut()
+        .zip(names.iter_mut())
+        .map(|(iov, name)| {
+            // SAFETY: an all-zero msghdr is valid; name and iovec are set below.
+            let mut header: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            header.msg_hdr.msg_iov = iov;
+            header.msg_hdr.msg_iovlen = 1;
+            header.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+            header.msg_hdr.msg_namelen = name_len;
+            header
+        })
+        .collect()
+}
+
+/// Receive slots and their headers for `recvmmsg`, reused for every call.
+struct Slots {
+    bufs: Vec<[u8; SLOT_LEN]>,
+    lens: Vec<usize>,
+    peers: Vec<libc::sockaddr_storage>,
+}
+
+impl Slots {
+    fn new() -> Slots {
+        Slots {
+            bufs: vec![[0u8; SLOT_LEN]; BATCH],
+            lens: vec![0; BATCH],
+            // SAFETY: an all-zero sockaddr_storage is valid.
+            peers: vec![unsafe { std::mem::zeroed() }; BATCH],
+        }
+    }
+
+    /// Waits (up to the socket's read time-out) for at least one datagram, then takes
+    /// whatever else is queued, up to [`BATCH`]; returns how many.
+    fn receive(&mut self, socket: &UdpSocket) -> usize {
+        let mut iovs: Vec<libc::iovec> = self
+            .bufs
+            .iter_mut()
+            .map(|buf| libc::iovec {
+                iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+                iov_len: SLOT_LEN,
+            })
+            .collect();
+        let mut headers = named_headers(&mut iovs, &mut self.peers, NameLen::Any);
+        // SAFETY: every header points at a buffer and a name that outlive the call.
+        let res = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if res <= 0 {
+            return 0;
+        }
+        let n_received = res as usize;
+        for (len, header) in self.lens.iter_mut().zip(&headers[..n_received]) {
+            *len = header.msg_len as usize;
+        }
+        n_received
+    }
+
+    fn datagram(&self, idx: usize) -> &[u8] {
+        &self.bufs[idx][..self.lens[idx].min(SLOT_LEN)]
+    }
+
+    /// Sends each of the first `n` datagrams back to where it came from, in one
+    /// `sendmmsg`.
+    fn echo(&mut self, socket: &UdpSocket, n: usize) {
+        let mut iovs: Vec<libc::iovec> = self.bufs[..n]
+            .iter_mut()
+            .zip(&self.lens)
+            .map(|(buf, &len)| libc::iovec {
+                iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+                iov_len: len.min(SLOT_LEN),
+            })
+            .collect();
+        // The generator's sockets are IPv4.
+        let mut headers = named_headers(&mut iovs, &mut self.peers, NameLen::V4);
+        // SAFETY: every header points at a buffer and a name that outlive the call.
+        unsafe {
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                headers.len() as libc::c_uint,
+                0,
+            );
+        }
+    }
+}
+
 /// One generator thread's share of the load.
 struct Generator {
     target: Target,
@@ -143,14 +301,15 @@ impl Generator {
         nonce
     }
 
-    fn send_one(&mut self) -> std::io::Result<()> {
+    /// The next request, for the next host in turn.
+    fn request(&mut self) -> Vec<u8> {
         let nonce = self.nonce();
         let idx = self.next_host;
         self.next_host = (self.next_host + 1) % self.names.len();
         let now = Time::now().as_micros();
         let time = now.max(self.last_time[idx] + 1);
         self.last_time[idx] = time;
-        let datagram = match self.target {
+        match self.target {
             Target::Dynip => {
                 wire::seal_report(&self.key, &nonce, &self.names[idx], Time::from_micros(time))
             }
@@ -159,16 +318,30 @@ impl Generator {
                 payload[14..14 + wire::NONCE_LEN].copy_from_slice(&nonce);
                 payload
             }
-        };
-        self.socket.send(&datagram).map(|_| ())
+        }
     }
 
-    /// Reads one answer; its send time, in ns since `epoch`.
-    fn receive_one(&mut self, buf: &mut [u8]) -> Option<u64> {
-        let len = self.socket.recv(buf).ok()?;
+    /// Sends `n` requests, [`BATCH`] per system call; returns how many went out.
+    fn send(&mut self, n: usize) -> usize {
+        let mut n_sent = 0;
+        while n_sent < n {
+            let datagrams: Vec<Vec<u8>> = (0..(n - n_sent).min(BATCH))
+                .map(|_| self.request())
+                .collect();
+            let n_out = send_connected(&self.socket, &datagrams);
+            n_sent += n_out;
+            if n_out < datagrams.len() {
+                break;
+            }
+        }
+        n_sent
+    }
+
+    /// An answer's send time, in ns since `epoch`; `None` if it is not a valid answer.
+    fn sent_at(&self, datagram: &[u8]) -> Option<u64> {
         let nonce = match self.target {
-            Target::Dynip => wire::open_ack(&self.key, &buf[..len]).ok()?.report_nonce,
-            Target::Echo => buf.get(14..14 + wire::NONCE_LEN)?.try_into().ok()?,
+            Target::Dynip => wire::open_ack(&self.key, datagram).ok()?.report_nonce,
+            Target::Echo => datagram.get(14..14 + wire::NONCE_LEN)?.try_into().ok()?,
         };
         Some(u64::from_be_bytes(nonce[..8].try_into().ok()?))
     }
@@ -176,31 +349,29 @@ impl Generator {
     /// Closed loop: keep `window` in flight until `stop`.
     fn closed_loop(mut self, window: usize, stop: &AtomicBool) -> Tally {
         let mut tally = Tally::default();
-        let mut buf = [0u8; 2048];
+        let mut slots = Slots::new();
         let mut in_flight = 0usize;
         while !stop.load(Ordering::Relaxed) {
-            while in_flight < window {
-                if self.send_one().is_ok() {
-                    tally.sent += 1;
-                    in_flight += 1;
-                } else {
-                    break;
-                }
-            }
-            match self.receive_one(&mut buf) {
-                Some(_) => {
-                    tally.answered += 1;
-                    in_flight -= 1;
-                }
+            let n_sent = self.send(window - in_flight);
+            tally.sent += n_sent as u64;
+            in_flight += n_sent;
+            let n_received = slots.receive(&self.socket);
+            if n_received == 0 {
                 // A lost datagram: give its slot back after the read time-out.
-                None => in_flight = in_flight.saturating_sub(window / 8 + 1),
+                in_flight = in_flight.saturating_sub(window / 8 + 1);
+            }
+            for idx in 0..n_received {
+                if self.sent_at(slots.datagram(idx)).is_some() {
+                    tally.answered += 1;
+                    in_flight = in_flight.saturating_sub(1);
+                }
             }
         }
         tally
     }
 
-    /// Open loop: `rate` per second, paced in 1 ms ticks, answers read by a second socket
-    /// handle; records every latency.
+    /// Open loop: `rate` per second, paced in 0.5 ms ticks, answers read by a second
+    /// socket handle; records every latency.
     fn open_loop(mut self, rate: f64, duration: Duration) -> Tally {
         let receiver = self.socket.try_clone().expect("clone of a UDP socket");
         let key = self.key.clone();
@@ -209,7 +380,7 @@ impl Generator {
         let stop = Arc::new(AtomicBool::new(false));
         let stop_reader = Arc::clone(&stop);
         let reader = std::thread::spawn(move || {
-            let mut reader = Generator {
+            let reader = Generator {
                 target,
                 socket: receiver,
                 key,
@@ -219,15 +390,18 @@ impl Generator {
                 counter: 0,
                 epoch,
             };
-            let mut buf = [0u8; 2048];
+            let mut slots = Slots::new();
             let mut tally = Tally::default();
             while !stop_reader.load(Ordering::Relaxed) {
-                if let Some(sent) = reader.receive_one(&mut buf) {
-                    let latency = epoch.elapsed().as_nanos() as u64 - sent;
-                    tally.answered += 1;
-                    tally
-                        .latencies_us
-                        .push((latency / 1000).min(u32::MAX as u64) as u32);
+                let n_received = slots.receive(&reader.socket);
+                let now = epoch.elapsed().as_nanos() as u64;
+                for idx in 0..n_received {
+                    if let Some(sent) = reader.sent_at(slots.datagram(idx)) {
+                        tally.answered += 1;
+                        tally
+                            .latencies_us
+                            .push(((now - sent) / 1000).min(u32::MAX as u64) as u32);
+                    }
                 }
             }
             tally
@@ -236,10 +410,8 @@ impl Generator {
         let mut sent = 0u64;
         while started.elapsed() < duration {
             let due = (started.elapsed().as_secs_f64() * rate) as u64;
-            while sent < due {
-                if self.send_one().is_ok() {
-                    sent += 1;
-                }
+            if due > sent {
+                sent += self.send((due - sent) as usize) as u64;
             }
             std::thread::sleep(Duration::from_micros(500));
         }
@@ -257,9 +429,18 @@ fn names(n_hosts: usize) -> Vec<Name> {
         .collect()
 }
 
-/// Runs `threads` closed-loop generators against `server` for `seconds`; returns answers
-/// per second, and datagrams sent per second.
-fn closed_loop(target: Target, server: SocketAddr, options: &Options) -> (f64, f64) {
+/// What one closed-loop run measured.
+struct Run {
+    /// Answers per second.
+    rate: f64,
+    /// Datagrams sent per second.
+    sent_rate: f64,
+    /// Answers in all, warm-up included.
+    answered: u64,
+}
+
+/// Runs `threads` closed-loop generators against `server` for `seconds`.
+fn closed_loop(target: Target, server: SocketAddr, options: &Options) -> Run {
     let epoch = Instant::now();
     let all_names = names(options.hosts);
     let share = options.hosts.div_ceil(options.threads);
@@ -286,24 +467,56 @@ fn closed_loop(target: Target, server: SocketAddr, options: &Options) -> (f64, f
         .collect();
     let answered: u64 = tallies.iter().map(|t| t.answered).sum();
     let sent: u64 = tallies.iter().map(|t| t.sent).sum();
-    (
-        answered as f64 / elapsed.as_secs_f64(),
-        sent as f64 / elapsed.as_secs_f64(),
-    )
+    Run {
+        rate: answered as f64 / elapsed.as_secs_f64(),
+        sent_rate: sent as f64 / elapsed.as_secs_f64(),
+        answered,
+    }
 }
 
-/// A plain UDP echo on loopback, until `stop`.
+/// CPU time a process has used so far (user and system, all threads), from
+/// `/proc/PID/stat`; zero where that cannot be read.
+fn cpu_time(pid: &str) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the whole line, in clock ticks.
+    let ticks: u64 = fields
+        .get(11..13)
+        .map(|times| times.iter().filter_map(|t| t.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / per_second)
+}
+
+/// Microseconds of CPU per answer.
+fn per_answer(cpu: Duration, answered: u64) -> f64 {
+    cpu.as_secs_f64() * 1e6 / answered.max(1) as f64
+}
+
+/// A plain UDP echo on loopback, until `stop`: [`BATCH`] datagrams per `recvmmsg` and
+/// per `sendmmsg`, as the server's loops.
 fn spawn_echo(stop: Arc<AtomicBool>) -> SocketAddr {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("echo socket");
+    socket2::SockRef::from(&socket)
+        .set_recv_buffer_size(4 << 20)
+        .expect("receive buffer");
     socket
         .set_read_timeout(Some(Duration::from_millis(50)))
         .expect("read timeout");
     let addr = socket.local_addr().expect("echo address");
     std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
+        let mut slots = Slots::new();
         while !stop.load(Ordering::Relaxed) {
-            if let Ok((len, peer)) = socket.recv_from(&mut buf) {
-                let _ = socket.send_to(&buf[..len], peer);
+            let n_received = slots.receive(&socket);
+            if n_received > 0 {
+                slots.echo(&socket, n_received);
             }
         }
     });
@@ -372,6 +585,26 @@ fn percentile(sorted: &[u32], fraction: f64) -> Duration {
     Duration::from_micros(u64::from(sorted[idx]))
 }
 
+/// p50, p90, p99, p99.9 and the maximum of sorted latencies, for printing.
+fn latency_tail(sorted: &[u32]) -> String {
+    [
+        (0.50, "p50"),
+        (0.90, "p90"),
+        (0.99, "p99"),
+        (0.999, "p99.9"),
+        (1.0, "max"),
+    ]
+    .iter()
+    .map(|&(fraction, label)| {
+        format!(
+            "{label} {:.2} ms",
+            percentile(sorted, fraction).as_secs_f64() * 1000.0
+        )
+    })
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
 fn main() -> ExitCode {
     let options = match parse_args() {
         Ok(options) => options,
@@ -387,11 +620,20 @@ fn main() -> ExitCode {
 
     let stop_echo = Arc::new(AtomicBool::new(false));
     let echo = spawn_echo(Arc::clone(&stop_echo));
-    let (echo_rate, echo_sent) = closed_loop(Target::Echo, echo, &options);
+    let before = cpu_time("self");
+    let echo_run = closed_loop(Target::Echo, echo, &options);
+    // The echo thread is in this process: the CPU is generator and echo together.
+    let echo_cpu = cpu_time("self").saturating_sub(before);
     stop_echo.store(true, Ordering::Relaxed);
+    let (echo_rate, echo_sent) = (echo_run.rate, echo_run.sent_rate);
 
     let server = start_server();
-    let (dynip_rate, dynip_sent) = closed_loop(Target::Dynip, server.addr, &options);
+    let server_pid = server.child.id().to_string();
+    let (generator_before, server_before) = (cpu_time("self"), cpu_time(&server_pid));
+    let dynip_run = closed_loop(Target::Dynip, server.addr, &options);
+    let generator_cpu = cpu_time("self").saturating_sub(generator_before);
+    let server_cpu = cpu_time(&server_pid).saturating_sub(server_before);
+    let (dynip_rate, dynip_sent) = (dynip_run.rate, dynip_run.sent_rate);
 
     let half = dynip_rate / 2.0;
     let generator = Generator::new(
@@ -406,8 +648,20 @@ fn main() -> ExitCode {
     latencies.sort_unstable();
     let p50 = percentile(&latencies, 0.50);
     let p99 = percentile(&latencies, 0.99);
+    let tail = latency_tail(&latencies);
     let lost = tally.sent.saturating_sub(tally.answered);
     drop(server);
+
+    // The same open loop against the echo: what the generator, the scheduler and loopback
+    // add to a latency by themselves.
+    let stop_echo = Arc::new(AtomicBool::new(false));
+    let echo = spawn_echo(Arc::clone(&stop_echo));
+    let generator = Generator::new(Target::Echo, echo, names(options.hosts), Instant::now())
+        .expect("generator socket");
+    let echo_tally = generator.open_loop(half, Duration::from_secs_f64(options.seconds));
+    stop_echo.store(true, Ordering::Relaxed);
+    let mut echo_latencies = echo_tally.latencies_us;
+    echo_latencies.sort_unstable();
 
     let ratio = dynip_rate / echo_rate;
     println!();
@@ -422,11 +676,22 @@ fn main() -> ExitCode {
     );
     println!("ratio dynip / echo: {ratio:.2}");
     println!(
+        "CPU per answer: echo and its generator {:.2} us; dynip server {:.2} us, its generator {:.2} us",
+        per_answer(echo_cpu, echo_run.answered),
+        per_answer(server_cpu, dynip_run.answered),
+        per_answer(generator_cpu, dynip_run.answered),
+    );
+    println!(
         "at half load ({half:.0}/s offered, open loop): p50 {:.2} ms, p99 {:.2} ms, {} of {} unanswered",
         p50.as_secs_f64() * 1000.0,
         p99.as_secs_f64() * 1000.0,
         lost,
         tally.sent
+    );
+    println!("  dynip latency: {tail}");
+    println!(
+        "  echo latency at the same rate: {}",
+        latency_tail(&echo_latencies)
     );
     if options.smoke {
         return if dynip_rate > 0.0 && echo_rate > 0.0 {
