@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::auth::Policy;
 use crate::config::ServerConfig;
@@ -124,14 +124,20 @@ impl Server {
         let generation = self.table.generation();
         let exporter = std::thread::Builder::new()
             .name("dynip-export".to_string())
-            .spawn(move || export::keep_current(&export_path, &export_table, &stop_rx, generation))
+            .spawn(move || {
+                yield_to_reports();
+                export::keep_current(&export_path, &export_table, &stop_rx, generation)
+            })
             .map_err(|e| Error::Internal(format!("cannot start the exporter: {e}")))?;
 
         let (stop_checkpoints, checkpoint_rx) = std::sync::mpsc::channel::<()>();
         let store_path = self.config.store_path.clone();
         let checkpointer = std::thread::Builder::new()
             .name("dynip-checkpoint".to_string())
-            .spawn(move || store::keep_checkpointed(&store_path, &checkpoint_rx))
+            .spawn(move || {
+                yield_to_reports();
+                store::keep_checkpointed(&store_path, &checkpoint_rx)
+            })
             .map_err(|e| Error::Internal(format!("cannot start the checkpointer: {e}")))?;
 
         let mut edges = JoinSet::new();
@@ -174,6 +180,22 @@ impl Server {
             }
             _ => Err(Error::Internal("a server thread panicked".to_string())),
         }
+    }
+}
+
+/// Background threads' CPU priority, as a nice value: below the receive loop and the
+/// writer, which hold a report's latency. On 2 cores the export's second of JSON
+/// serialising a large table competed with them for a core.
+const BACKGROUND_NICENESS: libc::c_int = 10;
+
+/// Lowers the calling thread's CPU priority to [`BACKGROUND_NICENESS`] (on Linux a nice
+/// value is per thread). Raising one's niceness needs no privilege; a failure only costs
+/// latency, so it is logged and ignored.
+fn yield_to_reports() {
+    // SAFETY: setpriority only reads its arguments; `who = 0` is the calling thread.
+    let res = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, BACKGROUND_NICENESS) };
+    if res != 0 {
+        debug!(error = %std::io::Error::last_os_error(), "cannot lower a background thread's priority");
     }
 }
 
