@@ -23,10 +23,12 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tracing::{debug, error, info};
 
+use crate::metrics::Metrics;
 use crate::name::Name;
 use crate::record::{Change, Record, Time};
 use crate::store::{HistoryRow, Store, Turn};
@@ -104,6 +106,21 @@ pub fn spawn(
     next_seq: i64,
     journal_records: u64,
 ) -> std::io::Result<(mpsc::Sender<Report>, JoinHandle<()>)> {
+    let metrics = Arc::new(Metrics::default());
+    spawn_measured(store, table, next_seq, journal_records, metrics)
+}
+
+/// As [`spawn`], recording each commit's batch size and latency in `metrics`.
+///
+/// # Errors
+/// When the OS cannot start a thread.
+pub fn spawn_measured(
+    store: Store,
+    table: Arc<Table>,
+    next_seq: i64,
+    journal_records: u64,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<(mpsc::Sender<Report>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE_LEN);
     let writer = Writer {
         store,
@@ -112,6 +129,7 @@ pub fn spawn(
         next_seq,
         journal_records,
         sweep: None,
+        metrics,
     };
     let handle = std::thread::Builder::new()
         .name("dynip-writer".to_string())
@@ -142,6 +160,7 @@ struct Writer {
     /// Records in the journal, not yet folded into the snapshot.
     journal_records: u64,
     sweep: Option<Sweep>,
+    metrics: Arc<Metrics>,
 }
 
 /// A batch's reports, decided: the records they change and their history, and which
@@ -224,7 +243,12 @@ impl Writer {
             snapshot: &snapshot,
             drop_journal_before,
         };
-        let outcome = match self.store.commit(&turn) {
+        let started = Instant::now();
+        let committed = self.store.commit(&turn);
+        if !batch.is_empty() {
+            self.metrics.committed(batch.len(), started.elapsed());
+        }
+        let outcome = match committed {
             Ok(n_dropped) => {
                 if !decided.records.is_empty() {
                     self.next_seq += 1;
