@@ -87,6 +87,8 @@ pub enum HttpError {
         path: PathBuf,
         source: rustls_pki_types::pem::Error,
     },
+    #[error("tls_cert {0} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")]
+    NoCert(PathBuf),
     #[error("cannot read tls_key {path}: {source}")]
     Key {
         path: PathBuf,
@@ -153,6 +155,9 @@ fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, HttpError
             path: files.cert.clone(),
             source,
         })?;
+    if certs.is_empty() {
+        return Err(HttpError::NoCert(files.cert.clone()));
+    }
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|source| HttpError::Key {
         path: files.key.clone(),
         source,

@@ -9,6 +9,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -556,4 +557,531 @@ fn sighup_applies_to_http() {
     });
     assert_eq!(update(addr, &new, "hostname=pc").1, "good 127.0.0.1\n");
     assert_eq!(update(addr, &old, "hostname=pc").1, "badauth\n");
+}
+
+/// `/metrics` after a few reports of each kind, checked by `promtool check metrics`.
+#[test]
+fn metrics_pass_promtool() {
+    let dir = Dir::new();
+    let key = test_key(60);
+    let server = start(&dir, &format!("key = {}\n", key.encode()));
+    let addr = server.addr;
+    update(addr, &key, "hostname=a&myip=192.0.2.1");
+    update(addr, &key, "hostname=b&myip=192.0.2.2,2001:db8::2");
+    update(addr, &test_key(1), "hostname=a");
+    // A signed UDP report too, and a datagram that is not one.
+    let peer = Peer::bind("127.0.0.1:0", server.process.target());
+    peer.report(&key, "udp-host");
+    server.process.send(b"\x00\x64\x79\x6e garbage");
+    let res = eventually("the garbage datagram to be counted", || {
+        let res = get(addr, "/metrics", &[]);
+        res.body
+            .contains("dynip_reports_refused_total{path=\"udp\",reason=\"malformed\"} 1")
+            .then_some(res)
+    });
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        res.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    for line in [
+        "dynip_reports_accepted_total{path=\"http\"} 3",
+        "dynip_reports_accepted_total{path=\"udp\"} 1",
+        "dynip_reports_refused_total{path=\"http\",reason=\"bad_auth\"} 1",
+        "dynip_hosts 3",
+    ] {
+        assert!(
+            res.body.lines().any(|l| l == line),
+            "no {line:?} in:\n{}",
+            res.body
+        );
+    }
+    let count = res
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix("dynip_commit_batch_size_count "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no batch count in:\n{}", res.body));
+    assert!((1..=4).contains(&count), "{count} commits for 4 reports");
+    dir.write("metrics.txt", &res.body);
+    let out = run_command(
+        Command::new("sh")
+            .arg("-c")
+            .arg("promtool check metrics < metrics.txt")
+            .current_dir(dir.path()),
+    );
+    assert_eq!(out.code, 0, "promtool: {out:?}\n{}", res.body);
+    assert_eq!(out.stdout.trim(), "", "promtool found problems: {out:?}");
+}
+
+/// A minimal JSON Schema check, for the subset `openapi.json` uses: `type`,
+/// `properties`, `required`, `additionalProperties: false`, `items`, `oneOf`, `$ref`
+/// into the document, `format: date-time`. Returns what does not match.
+fn schema_errors(doc: &Value, schema: &Value, value: &Value, at: &str) -> Vec<String> {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let target = resolve(doc, reference);
+        return schema_errors(doc, target, value, at);
+    }
+    if let Some(choices) = schema["oneOf"].as_array() {
+        let n_matching = choices
+            .iter()
+            .filter(|choice| schema_errors(doc, choice, value, at).is_empty())
+            .count();
+        return if n_matching == 1 {
+            Vec::new()
+        } else {
+            vec![format!("{at}: matches {n_matching} of oneOf: {value}")]
+        };
+    }
+    let mut errors = Vec::new();
+    let kind = schema["type"].as_str().unwrap_or("any");
+    let type_ok = match kind {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "boolean" => value.is_boolean(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "null" => value.is_null(),
+        _ => true,
+    };
+    if !type_ok {
+        return vec![format!("{at}: not {kind}: {value}")];
+    }
+    if schema["format"] == "date-time" {
+        let text = value.as_str().unwrap_or_default();
+        if chrono::DateTime::parse_from_rfc3339(text).is_err() {
+            errors.push(format!("{at}: not RFC 3339: {text:?}"));
+        }
+    }
+    if let Some(object) = value.as_object() {
+        let properties = schema["properties"].as_object();
+        for required in schema["required"].as_array().into_iter().flatten() {
+            let name = required.as_str().unwrap_or_default();
+            if !object.contains_key(name) {
+                errors.push(format!("{at}: missing {name}"));
+            }
+        }
+        for (name, field) in object {
+            match properties.and_then(|properties| properties.get(name)) {
+                Some(field_schema) => errors.extend(schema_errors(
+                    doc,
+                    field_schema,
+                    field,
+                    &format!("{at}.{name}"),
+                )),
+                None if schema["additionalProperties"] == false => {
+                    errors.push(format!("{at}: undocumented property {name}"))
+                }
+                None => {}
+            }
+        }
+    }
+    if let Some(items) = value.as_array() {
+        for (idx, item) in items.iter().enumerate() {
+            errors.extend(schema_errors(
+                doc,
+                &schema["items"],
+                item,
+                &format!("{at}[{idx}]"),
+            ));
+        }
+    }
+    errors
+}
+
+fn resolve<'a>(doc: &'a Value, reference: &str) -> &'a Value {
+    let path = reference
+        .strip_prefix("#/")
+        .unwrap_or_else(|| panic!("not a local $ref: {reference}"));
+    let target = path.split('/').fold(doc, |node, part| &node[part]);
+    assert!(!target.is_null(), "$ref {reference} points nowhere");
+    target
+}
+
+/// Checks a response against the description of `template`'s GET for its status.
+fn check_against(doc: &Value, template: &str, res: &Response) -> Value {
+    let mut response = &doc["paths"][template]["get"]["responses"][res.status.to_string()];
+    assert!(
+        !response.is_null(),
+        "{template}: status {} is not described: {res:?}",
+        res.status
+    );
+    if let Some(reference) = response["$ref"].as_str() {
+        response = resolve(doc, reference);
+    }
+    assert_eq!(
+        res.header("content-type"),
+        Some("application/json"),
+        "{res:?}"
+    );
+    let value: Value = serde_json::from_str(&res.body)
+        .unwrap_or_else(|e| panic!("{template}: not JSON ({e}): {res:?}"));
+    let schema = &response["content"]["application/json"]["schema"];
+    let errors = schema_errors(doc, schema, &value, "$");
+    assert!(errors.is_empty(), "{template} {}: {errors:#?}", res.status);
+    value
+}
+
+use serde_json::Value;
+
+#[test]
+fn the_api_follows_its_openapi_description() {
+    let dir = Dir::new();
+    let shared = test_key(61);
+    let own = test_key(62);
+    let server = start(
+        &dir,
+        &format!(
+            "key = {}\n[DynIP:Hosts]\nNas = {}\n",
+            shared.encode(),
+            own.encode()
+        ),
+    );
+    let addr = server.addr;
+    update(addr, &shared, "hostname=Kitchen-PC&myip=203.0.113.7");
+    update(
+        addr,
+        &shared,
+        "hostname=kitchen-pc&myip=198.51.100.7,2001:db8::7",
+    );
+    update(addr, &own, "hostname=nas&myip=192.0.2.9");
+    let doc_res = get(addr, "/api/v1/openapi.json", &[]);
+    assert_eq!(doc_res.status, 200);
+    let doc: Value = serde_json::from_str(&doc_res.body).expect("openapi.json is JSON");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let bearer = |key: &Key| format!("Bearer {}", key.encode());
+    let with = |path: &str, key: Option<&Key>| match key {
+        Some(key) => get(addr, path, &[("Authorization", &bearer(key))]),
+        None => get(addr, path, &[]),
+    };
+
+    let hosts = check_against(&doc, "/api/v1/hosts", &with("/api/v1/hosts", Some(&shared)));
+    let names: Vec<&str> = hosts["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|host| host["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Kitchen-PC", "nas"]);
+    let pc = check_against(
+        &doc,
+        "/api/v1/hosts/{name}",
+        &with("/api/v1/hosts/KITCHEN-PC", Some(&shared)),
+    );
+    assert_eq!(pc["host"], "Kitchen-PC");
+    assert_eq!(pc["ipv4"]["address"], "198.51.100.7");
+    assert_eq!(pc["ipv6"]["address"], "2001:db8::7");
+    assert_eq!(pc["stale"], false);
+    let history = check_against(
+        &doc,
+        "/api/v1/hosts/{name}/history",
+        &with("/api/v1/hosts/kitchen-pc/history", Some(&shared)),
+    );
+    let addresses: Vec<&str> = history["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|change| change["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(addresses, ["203.0.113.7", "198.51.100.7", "2001:db8::7"]);
+
+    // A per-host key reads its own host only.
+    let own_list = check_against(&doc, "/api/v1/hosts", &with("/api/v1/hosts", Some(&own)));
+    assert_eq!(own_list["hosts"].as_array().unwrap().len(), 1);
+    assert_eq!(own_list["hosts"][0]["host"], "nas");
+    check_against(
+        &doc,
+        "/api/v1/hosts/{name}",
+        &with("/api/v1/hosts/nas", Some(&own)),
+    );
+    let forbidden = with("/api/v1/hosts/kitchen-pc", Some(&own));
+    assert_eq!(forbidden.status, 403);
+    check_against(&doc, "/api/v1/hosts/{name}", &forbidden);
+    let forbidden = with("/api/v1/hosts/kitchen-pc/history", Some(&own));
+    assert_eq!(forbidden.status, 403);
+    check_against(&doc, "/api/v1/hosts/{name}/history", &forbidden);
+
+    // Errors are described too.
+    let missing = with("/api/v1/hosts/nobody", Some(&shared));
+    assert_eq!(missing.status, 404);
+    check_against(&doc, "/api/v1/hosts/{name}", &missing);
+    let bad = with("/api/v1/hosts/bad..name", Some(&shared));
+    assert_eq!(bad.status, 400);
+    check_against(&doc, "/api/v1/hosts/{name}", &bad);
+    for path in [
+        "/api/v1/hosts",
+        "/api/v1/hosts/nas",
+        "/api/v1/hosts/nas/history",
+    ] {
+        let template = match path {
+            "/api/v1/hosts" => "/api/v1/hosts",
+            "/api/v1/hosts/nas" => "/api/v1/hosts/{name}",
+            _ => "/api/v1/hosts/{name}/history",
+        };
+        for res in [with(path, None), with(path, Some(&test_key(2)))] {
+            assert_eq!(res.status, 401, "{path}: {res:?}");
+            assert_eq!(
+                res.header("www-authenticate"),
+                Some("Bearer realm=\"dynip\"")
+            );
+            check_against(&doc, template, &res);
+        }
+    }
+}
+
+/// Headless Chromium, as a person on a phone would open the page.
+fn chromium(dir: &Dir, args: &[&str]) -> Output {
+    let profile = dir.join("chromium-profile");
+    let mut all = vec![
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ];
+    let profile_arg = format!("--user-data-dir={}", profile.display());
+    all.push(&profile_arg);
+    all.extend_from_slice(args);
+    run("chromium", &all, dir.path())
+}
+
+#[test]
+fn the_status_page_shows_the_hosts_in_chromium() {
+    let dir = Dir::new();
+    let key = test_key(63);
+    let server = start(
+        &dir,
+        &format!(
+            "key = {}\npublic_status = yes\nstale_after = 2s\n",
+            key.encode()
+        ),
+    );
+    let addr = server.addr;
+    update(addr, &key, "hostname=old-router&myip=198.51.100.1");
+    let stale_from = Instant::now() + Duration::from_secs(3);
+    eventually("old-router to go stale", || {
+        (Instant::now() >= stale_from).then_some(())
+    });
+    update(
+        addr,
+        &key,
+        "hostname=kitchen-pc&myip=203.0.113.7,2001:db8::7",
+    );
+    let url = format!("http://{addr}/");
+    let dom = chromium(&dir, &["--dump-dom", &url]);
+    assert_eq!(dom.code, 0, "{dom:?}");
+    let html = &dom.stdout;
+    assert!(html.contains("<h1>dynip: 2 hosts</h1>"), "{html}");
+    assert!(
+        html.contains("<tr class=\"host\"><td><a href=\"/hosts/kitchen-pc\">kitchen-pc</a></td>"),
+        "{html}"
+    );
+    assert!(html.contains(">203.0.113.7</td>") && html.contains(">2001:db8::7</td>"));
+    assert!(
+        html.contains("<tr class=\"host stale\"><td><a href=\"/hosts/old-router\">old-router</a>"),
+        "{html}"
+    );
+    // A host's own page, its history.
+    let host = chromium(&dir, &["--dump-dom", &format!("{url}hosts/kitchen-pc")]);
+    assert!(host.stdout.contains("<h1>kitchen-pc</h1>"), "{host:?}");
+    assert!(host.stdout.contains(">2001:db8::7</td></tr>"), "{host:?}");
+    // A screenshot at a phone's width: a PNG is made.
+    let shot = dir.join("status.png");
+    let out = chromium(
+        &dir,
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=390,844",
+            &url,
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let png = std::fs::read(&shot).expect("a screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 1000,
+        "{} bytes",
+        png.len()
+    );
+}
+
+#[test]
+fn the_status_page_needs_credentials_unless_public() {
+    let dir = Dir::new();
+    let key = test_key(64);
+    let own = test_key(65);
+    let server = start(
+        &dir,
+        &format!(
+            "key = {}\n[DynIP:Hosts]\nnas = {}\n",
+            key.encode(),
+            own.encode()
+        ),
+    );
+    let addr = server.addr;
+    update(addr, &key, "hostname=pc&myip=203.0.113.7");
+    update(addr, &own, "hostname=nas&myip=192.0.2.9");
+    let res = get(addr, "/", &[]);
+    assert_eq!(res.status, 401);
+    assert!(res
+        .header("www-authenticate")
+        .unwrap_or_default()
+        .starts_with("Basic"));
+    let res = get(
+        addr,
+        "/",
+        &[("Authorization", &basic("me", &test_key(3).encode()))],
+    );
+    assert_eq!(res.status, 401);
+    let res = get(addr, "/", &[("Authorization", &basic("me", &key.encode()))]);
+    assert_eq!(res.status, 200);
+    assert!(res.body.contains(">pc</a>") && res.body.contains(">nas</a>"));
+    // A per-host key sees its own host only.
+    let res = get(addr, "/", &[("Authorization", &basic("me", &own.encode()))]);
+    assert!(
+        res.body.contains(">nas</a>") && !res.body.contains(">pc</a>"),
+        "{res:?}"
+    );
+    let res = get(
+        addr,
+        "/hosts/pc",
+        &[("Authorization", &basic("me", &own.encode()))],
+    );
+    assert_eq!(res.status, 403);
+}
+
+#[test]
+fn tls_with_a_generated_certificate() {
+    let dir = Dir::new();
+    let key = test_key(66);
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("generate a certificate");
+    dir.write("cert.pem", certified.cert.pem());
+    dir.write("key.pem", certified.key_pair.serialize_pem());
+    let server = start(
+        &dir,
+        &format!(
+            "key = {}\ntls_cert = cert.pem\ntls_key = key.pem\n",
+            key.encode()
+        ),
+    );
+    let addr = server.addr;
+    assert!(
+        !server.process.stderr_lines("listening https=").is_empty(),
+        "{}",
+        server.process.stderr_tail()
+    );
+    let url = format!(
+        "https://router:{}@127.0.0.1:{}/nic/update?hostname=tls-host&myip=203.0.113.70",
+        url_encoded(&key.encode()),
+        addr.port()
+    );
+    let out = run("curl", &["-sS", "--cacert", "cert.pem", &url], dir.path());
+    assert_eq!(out.stdout, "good 203.0.113.70\n", "{out:?}");
+    // Plain HTTP to the TLS port: no answer but a closed connection, and the server goes on.
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    assert!(!String::from_utf8_lossy(&bytes).contains("ok"), "{bytes:?}");
+    // Without the certificate, curl refuses the server: it is not a public CA's.
+    let out = run(
+        "curl",
+        &["-sS", &format!("https://127.0.0.1:{}/healthz", addr.port())],
+        dir.path(),
+    );
+    assert_ne!(out.code, 0, "{out:?}");
+    let out = run(
+        "curl",
+        &[
+            "-sS",
+            "--cacert",
+            "cert.pem",
+            &format!("https://127.0.0.1:{}/healthz", addr.port()),
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.stdout, "ok\n", "{out:?}");
+    assert_eq!(
+        listed_ipv4(&dir, "tls-host").as_deref(),
+        Some("203.0.113.70")
+    );
+}
+
+#[test]
+fn bad_tls_files_stop_the_server_with_exit_3() {
+    let dir = Dir::new();
+    dir.write("cert.pem", "not a certificate");
+    dir.write("key.pem", "not a key");
+    dir.server_config(
+        "127.0.0.1",
+        "http_listen = 127.0.0.1:0\ntls_cert = cert.pem\ntls_key = key.pem\n",
+    );
+    let out = dir.dynip(&["server", CONFIG]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("tls_cert cert.pem"), "{out:?}");
+}
+
+#[test]
+fn limits_and_time_outs() {
+    let dir = Dir::new();
+    let key = test_key(67);
+    let server = start(&dir, &format!("key = {}\n", key.encode()));
+    let addr = server.addr;
+    let auth = basic("router", &key.encode());
+    // A huge head: 431, nothing recorded.
+    let huge = format!(
+        "GET /nic/update?hostname=huge&myip=192.0.2.1 HTTP/1.1\r\nHost: x\r\n\
+         Authorization: {auth}\r\nX-Padding: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(32 * 1024)
+    );
+    let res = send_raw(addr, huge.as_bytes());
+    assert_eq!(res.status, 431, "{res:?}");
+    // A body: 413.
+    let body = format!(
+        "GET /nic/update?hostname=body&myip=192.0.2.1 HTTP/1.1\r\nHost: x\r\n\
+         Authorization: {auth}\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n{}",
+        "b".repeat(100_000)
+    );
+    let res = send_raw(addr, body.as_bytes());
+    assert_eq!(res.status, 413, "{res:?}");
+    // Not HTTP: 400.
+    let res = send_raw(addr, b"HELLO THERE\r\n\r\n");
+    assert_eq!(res.status, 400, "{res:?}");
+    // A query that is not UTF-8 when decoded, a name with a NUL: clear answers.
+    let res = get(
+        addr,
+        "/nic/update?hostname=%ff%fe&myip=192.0.2.1",
+        &[("Authorization", &auth)],
+    );
+    assert_eq!((res.status, res.body.as_str()), (200, "notfqdn\n"));
+    let res = get(
+        addr,
+        "/nic/update?hostname=a%00b&myip=192.0.2.1",
+        &[("Authorization", &auth)],
+    );
+    assert_eq!((res.status, res.body.as_str()), (200, "notfqdn\n"));
+    // A slow client: a head not finished in time is cut off.
+    let mut slow = TcpStream::connect(addr).expect("connect");
+    slow.write_all(b"GET /nic/update?hostname=slow HTTP/1.1\r\nHost: x\r\n")
+        .expect("send half a head");
+    slow.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let started = Instant::now();
+    let mut bytes = Vec::new();
+    let _ = slow.read_to_end(&mut bytes);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(4) && waited < TIMEOUT,
+        "closed after {waited:?}"
+    );
+    // Meanwhile and after, others are served.
+    let res = get(addr, "/healthz", &[]);
+    assert_eq!(res.body, "ok\n");
+    assert!(dir.hosts().is_empty(), "{:?}", dir.hosts());
 }
