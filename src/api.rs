@@ -24,6 +24,8 @@ pub struct HostJson {
     pub last_seen: String,
     /// The last report is older than `stale_after`.
     pub stale: bool,
+    /// The host said `offline=YES` in its last report.
+    pub offline: bool,
     pub ipv4: Option<SeenJson>,
     pub ipv6: Option<SeenJson>,
 }
@@ -83,6 +85,7 @@ pub fn host(name: &Name, record: &Record, now: Time, stale_after: Duration) -> H
         first_seen: record.first_seen.rfc3339(),
         last_seen: record.last_seen().rfc3339(),
         stale: is_stale(record.last_seen(), now, stale_after),
+        offline: record.offline,
         ipv4: record.v4.map(SeenJson::from),
         ipv6: record.v6.map(SeenJson::from),
     }
@@ -139,6 +142,7 @@ mod tests {
                 "first_seen": "1970-01-01T00:00:00Z",
                 "last_seen": "1970-01-01T00:00:00Z",
                 "stale": false,
+                "offline": false,
                 "ipv4": {
                     "address": "203.0.113.7",
                     "last_seen": "1970-01-01T00:00:00Z",

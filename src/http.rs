@@ -560,11 +560,10 @@ impl Shared {
                     continue;
                 }
             }
-            let unchanged = self
-                .edge
-                .table
-                .get(name)
-                .is_some_and(|entry| addrs.iter().all(|addr| has_addr(&entry.record, *addr)));
+            let unchanged = self.edge.table.get(name).is_some_and(|entry| {
+                entry.record.offline == update.offline
+                    && addrs.iter().all(|addr| has_addr(&entry.record, *addr))
+            });
             let mut waits = Vec::with_capacity(addrs.len());
             for addr in &addrs {
                 let (done, committed) = oneshot::channel();
@@ -573,6 +572,7 @@ impl Shared {
                     addr: *addr,
                     at,
                     signed_at: None,
+                    offline: update.offline,
                     done: Some(Box::new(move |outcome| {
                         // The request may have gone (client closed); nothing to tell then.
                         let _ = done.send(outcome);

@@ -23,7 +23,7 @@ h1{font-size:1.4rem}table{border-collapse:collapse;width:100%}\
 th,td{text-align:left;padding:.4rem .6rem;border-bottom:1px solid #ddd;vertical-align:top}\
 td.addr{font-family:ui-monospace,monospace;word-break:break-all}\
 tr.stale td{color:#888}.badge{font-size:.8rem;padding:.05rem .4rem;border-radius:.6rem}\
-.ok{background:#dfd;color:#060}.stale .badge{background:#fdd;color:#900}\
+.ok{background:#dfd;color:#060}.off{background:#eee;color:#555}.stale .badge{background:#fdd;color:#900}\
 .muted{color:#777;font-size:.9rem}a{color:#036}\
 @media (max-width:40rem){thead{display:none}table,tbody,tr,td{display:block;width:auto}\
 tr{border:1px solid #ddd;border-radius:.4rem;margin:.6rem 0;padding:.3rem}\
@@ -75,8 +75,8 @@ pub fn page(rows: &[Row<'_>], n_hosts: usize, now: Time, stale_after: Duration) 
                 v6 = row.record.v6.map_or("–".to_string(), |seen| seen.addr.to_string()),
                 at = last_seen.rfc3339(),
                 ago = ago(last_seen, now),
-                badge = if stale { "" } else { " ok" },
-                status = if stale { "stale" } else { "ok" },
+                badge = badge_class(row.record, stale),
+                status = status_word(row.record, stale),
             );
         }
         body.push_str("</tbody>\n</table>\n");
@@ -122,8 +122,8 @@ pub fn host_page(
         class = if stale { " class=\"stale\"" } else { "" },
         at = last_seen.rfc3339(),
         ago = ago(last_seen, now),
-        badge = if stale { "" } else { " ok" },
-        status = if stale { "stale" } else { "ok" },
+        badge = badge_class(record, stale),
+        status = status_word(record, stale),
         first = record.first_seen.rfc3339(),
     );
     body.push_str(
@@ -138,6 +138,25 @@ pub fn host_page(
     }
     body.push_str("</tbody>\n</table>\n");
     document(&format!("dynip: {name}"), &body)
+}
+
+/// A host's state in a word: `stale` (no report for `stale_after`), `offline` (it said
+/// so), or `ok`.
+fn status_word(record: &Record, stale: bool) -> &'static str {
+    match (stale, record.offline) {
+        (true, _) => "stale",
+        (false, true) => "offline",
+        (false, false) => "ok",
+    }
+}
+
+/// The badge's extra class for [`status_word`]: stale badges take the row's colours.
+fn badge_class(record: &Record, stale: bool) -> &'static str {
+    match status_word(record, stale) {
+        "ok" => " ok",
+        "offline" => " off",
+        _ => "",
+    }
 }
 
 fn document(title: &str, body: &str) -> String {

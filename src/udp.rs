@@ -420,6 +420,7 @@ impl Receiver {
                     addr,
                     at,
                     signed_at: None,
+                    offline: false,
                     done: None,
                 };
                 self.edge.metrics.accepted(Path::Udp);
@@ -478,6 +479,7 @@ impl Receiver {
             addr,
             at,
             signed_at: Some(signed.time),
+            offline: false,
             done: Some(done),
         }))
     }

@@ -58,6 +58,9 @@ pub struct Report {
     pub at: Time,
     /// For a signed report, the client's time in it: the replay rule's input.
     pub signed_at: Option<Time>,
+    /// The report says the host is going offline (dyndns2 `offline=YES`); any other
+    /// report brings it back.
+    pub offline: bool,
     /// Called after the commit (`Ok`) or with why the report was not committed; `None`
     /// for reports nobody waits on (the original's datagrams).
     pub done: Option<Done>,
@@ -90,6 +93,7 @@ impl std::fmt::Debug for Report {
             .field("addr", &self.addr)
             .field("at", &self.at)
             .field("signed_at", &self.signed_at)
+            .field("offline", &self.offline)
             .field("waited_on", &self.done.is_some())
             .finish()
     }
@@ -349,6 +353,7 @@ impl Writer {
             if report.signed_at.is_some() {
                 record.signed_at = report.signed_at;
             }
+            record.offline = report.offline;
             pending.insert(report.name.clone(), (slot, record));
             if change == Change::NewAddress {
                 history.push(HistoryRow {

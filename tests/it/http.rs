@@ -1082,3 +1082,48 @@ fn limits_and_time_outs() {
     assert_eq!(res.body, "ok\n");
     assert!(dir.hosts().is_empty(), "{:?}", dir.hosts());
 }
+
+#[test]
+fn offline_lasts_until_the_next_report_and_across_restarts() {
+    let dir = Dir::new();
+    let key = test_key(68);
+    let mut server = start(
+        &dir,
+        &format!("key = {}\npublic_status = yes\n", key.encode()),
+    );
+    let bearer = format!("Bearer {}", key.encode());
+    let offline_of = |addr: SocketAddr| -> Value {
+        let res = get(addr, "/api/v1/hosts/laptop", &[("Authorization", &bearer)]);
+        assert_eq!(res.status, 200, "{res:?}");
+        let host: Value = serde_json::from_str(&res.body).expect("JSON");
+        host["offline"].clone()
+    };
+    assert_eq!(
+        update(server.addr, &key, "hostname=laptop&myip=203.0.113.5"),
+        (200, "good 203.0.113.5\n".to_string())
+    );
+    assert_eq!(offline_of(server.addr), false);
+    // Going offline at the same address is a change, not a nochg.
+    assert_eq!(
+        update(
+            server.addr,
+            &key,
+            "hostname=laptop&myip=203.0.113.5&offline=YES"
+        ),
+        (200, "good 203.0.113.5\n".to_string())
+    );
+    assert_eq!(offline_of(server.addr), true);
+    let page = get(server.addr, "/", &[]);
+    assert!(page.body.contains(">offline</span>"), "{page:?}");
+    assert_eq!(server.process.terminate(), 0);
+    let server = start(
+        &dir,
+        &format!("key = {}\npublic_status = yes\n", key.encode()),
+    );
+    assert_eq!(offline_of(server.addr), true, "offline after a restart");
+    assert_eq!(
+        update(server.addr, &key, "hostname=laptop&myip=203.0.113.5"),
+        (200, "good 203.0.113.5\n".to_string())
+    );
+    assert_eq!(offline_of(server.addr), false);
+}
