@@ -42,7 +42,7 @@ fn parse_args() -> Result<Options, String> {
     let mut options = Options {
         seconds: if smoke { 0.5 } else { 5.0 },
         threads: 2,
-        connections: 64,
+        connections: 128,
         hosts: 10_000,
         smoke,
     };
@@ -194,6 +194,25 @@ fn closed_loop(target: Target, server: SocketAddr, options: &Options) -> f64 {
     n_answered as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The CPU time (user and system, all threads) the process `pid` has used so far, from
+/// `/proc/PID/stat` (in clock ticks of 10 ms).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |idx: usize| {
+        fields
+            .get(idx)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
 struct Server {
     child: Child,
     addr: SocketAddr,
@@ -262,16 +281,35 @@ fn main() -> ExitCode {
         options.threads, options.connections, options.hosts, options.seconds
     );
     let server = start_server();
+    let pid = server.child.id();
+    let cpu_before = cpu_time(pid);
+    let started = Instant::now();
     let healthz = closed_loop(Target::Healthz, server.addr, &options);
+    let healthz_cpu =
+        (cpu_time(pid) - cpu_before).as_secs_f64() / (healthz * started.elapsed().as_secs_f64());
+    let cpu_before = cpu_time(pid);
+    let started = Instant::now();
     let updates = closed_loop(Target::Update, server.addr, &options);
+    let updates_cpu =
+        (cpu_time(pid) - cpu_before).as_secs_f64() / (updates * started.elapsed().as_secs_f64());
     drop(server);
     let ratio = updates / healthz;
     println!();
-    println!("{:<44} {:>12}", "", "answers/s");
-    println!("{:<44} {:>12.0}", "GET /healthz (baseline)", healthz);
     println!(
-        "{:<44} {:>12.0}",
-        "GET /nic/update, committed before `good`", updates
+        "{:<44} {:>12} {:>16}",
+        "", "answers/s", "server CPU µs/answer"
+    );
+    println!(
+        "{:<44} {:>12.0} {:>16.1}",
+        "GET /healthz (baseline)",
+        healthz,
+        healthz_cpu * 1e6
+    );
+    println!(
+        "{:<44} {:>12.0} {:>16.1}",
+        "GET /nic/update, committed before `good`",
+        updates,
+        updates_cpu * 1e6
     );
     println!("ratio updates / healthz: {ratio:.2}");
     if options.smoke {
