@@ -21,8 +21,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Path as UrlPath, RawQuery, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path as UrlPath, RawQuery, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::request::Parts;
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -335,6 +336,63 @@ fn router(shared: Arc<Shared>) -> Router {
 
 type SharedState = State<Arc<Shared>>;
 
+/// The client's address ([`Shared::client_addr`]): the connection's source, or the
+/// client behind a trusted proxy.
+struct Client(IpAddr);
+
+impl FromRequestParts<Arc<Shared>> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        shared: &Arc<Shared>,
+    ) -> Result<Client, Self::Rejection> {
+        // Every connection's requests carry its peer (`serve_connection`).
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |info| info.0);
+        Ok(Client(shared.client_addr(peer, &parts.headers)))
+    }
+}
+
+/// A reader of the API: the scope of the key given as the bearer token.
+struct ApiReader(Scope);
+
+impl FromRequestParts<Arc<Shared>> for ApiReader {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        shared: &Arc<Shared>,
+    ) -> Result<ApiReader, Response> {
+        let Ok(Client(client)) = Client::from_request_parts(parts, shared).await;
+        shared
+            .reader(client, &parts.headers, false)
+            .map(ApiReader)
+            .map_err(|()| api_unauthorized())
+    }
+}
+
+/// A reader of the status page: the scope of the key given as the Basic password, or
+/// everything with `public_status`.
+struct PageReader(Scope);
+
+impl FromRequestParts<Arc<Shared>> for PageReader {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        shared: &Arc<Shared>,
+    ) -> Result<PageReader, Response> {
+        let Ok(Client(client)) = Client::from_request_parts(parts, shared).await;
+        shared
+            .reader(client, &parts.headers, shared.edge.public_status)
+            .map(PageReader)
+            .map_err(|()| page_unauthorized())
+    }
+}
+
 fn text(status: StatusCode, body: String) -> Response {
     (
         status,
@@ -356,23 +414,13 @@ async fn healthz() -> Response {
 }
 
 /// The caller's address, plain, for clients that detect their address here.
-async fn myip(
-    State(shared): SharedState,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let client = shared.client_addr(peer, &headers);
+async fn myip(Client(client): Client) -> Response {
     text(StatusCode::OK, format!("{client}\n"))
 }
 
 /// The caller's address in checkip.dyndns.org's form, which every dyndns2 client's
 /// address-detection parser reads.
-async fn checkip(
-    State(shared): SharedState,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let client = shared.client_addr(peer, &headers);
+async fn checkip(Client(client): Client) -> Response {
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"))],
         format!(
@@ -396,11 +444,10 @@ async fn metrics(State(shared): SharedState) -> Response {
 
 async fn update(
     State(shared): SharedState,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Client(client): Client,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let client = shared.client_addr(peer, &headers);
     let reply = shared
         .update(client, &headers, query.as_deref().unwrap_or(""))
         .await;
@@ -853,15 +900,7 @@ async fn openapi() -> Response {
         .into_response()
 }
 
-async fn api_hosts(
-    State(shared): SharedState,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let client = shared.client_addr(peer, &headers);
-    let Ok(scope) = shared.reader(client, &headers, false) else {
-        return api_unauthorized();
-    };
+async fn api_hosts(State(shared): SharedState, ApiReader(scope): ApiReader) -> Response {
     let (hosts, _) = shared.hosts(&scope, usize::MAX);
     let now = Time::now();
     let stale_after = shared.edge.stale_after;
@@ -874,14 +913,9 @@ async fn api_hosts(
 
 async fn api_host(
     State(shared): SharedState,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    ApiReader(scope): ApiReader,
     UrlPath(name): UrlPath<String>,
 ) -> Response {
-    let client = shared.client_addr(peer, &headers);
-    let Ok(scope) = shared.reader(client, &headers, false) else {
-        return api_unauthorized();
-    };
     match shared.lookup(&scope, &name) {
         Ok((name, record)) => json(
             StatusCode::OK,
@@ -893,14 +927,9 @@ async fn api_host(
 
 async fn api_history(
     State(shared): SharedState,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    ApiReader(scope): ApiReader,
     UrlPath(name): UrlPath<String>,
 ) -> Response {
-    let client = shared.client_addr(peer, &headers);
-    let Ok(scope) = shared.reader(client, &headers, false) else {
-        return api_unauthorized();
-    };
     let name = match shared.lookup(&scope, &name) {
         Ok((name, _)) => name,
         Err(e) => return lookup_error(e),
@@ -940,15 +969,7 @@ fn page_unauthorized() -> Response {
     response
 }
 
-async fn status_page(
-    State(shared): SharedState,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    let client = shared.client_addr(peer, &headers);
-    let Ok(scope) = shared.reader(client, &headers, shared.edge.public_status) else {
-        return page_unauthorized();
-    };
+async fn status_page(State(shared): SharedState, PageReader(scope): PageReader) -> Response {
     let (hosts, n_hosts) = shared.hosts(&scope, status::MAX_HOSTS_SHOWN);
     let rows: Vec<status::Row<'_>> = hosts
         .iter()
@@ -964,14 +985,9 @@ async fn status_page(
 
 async fn host_page(
     State(shared): SharedState,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    PageReader(scope): PageReader,
     UrlPath(name): UrlPath<String>,
 ) -> Response {
-    let client = shared.client_addr(peer, &headers);
-    let Ok(scope) = shared.reader(client, &headers, shared.edge.public_status) else {
-        return page_unauthorized();
-    };
     let (name, record) = match shared.lookup(&scope, &name) {
         Ok(found) => found,
         Err(Lookup::BadName(reason)) => {
