@@ -194,6 +194,29 @@ fn closed_loop(target: Target, server: SocketAddr, options: &Options) -> f64 {
     n_answered as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The server's commits so far and the reports they held, from its `/metrics`.
+fn commits(server: SocketAddr) -> (u64, f64) {
+    let Ok(mut connection) = Connection::open(server) else {
+        return (0, 0.0);
+    };
+    let request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    if connection.stream.write_all(request.as_bytes()).is_err() {
+        return (0, 0.0);
+    }
+    let body = connection.read_response().unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        value("dynip_commit_batch_size_count ") as u64,
+        value("dynip_commit_batch_size_sum "),
+    )
+}
+
 /// The CPU time (user and system, all threads) the process `pid` has used so far, from
 /// `/proc/PID/stat` (in clock ticks of 10 ms).
 fn cpu_time(pid: u32) -> Duration {
@@ -292,6 +315,7 @@ fn main() -> ExitCode {
     let updates = closed_loop(Target::Update, server.addr, &options);
     let updates_cpu =
         (cpu_time(pid) - cpu_before).as_secs_f64() / (updates * started.elapsed().as_secs_f64());
+    let (n_commits, n_committed) = commits(server.addr);
     drop(server);
     let ratio = updates / healthz;
     println!();
@@ -312,6 +336,10 @@ fn main() -> ExitCode {
         updates_cpu * 1e6
     );
     println!("ratio updates / healthz: {ratio:.2}");
+    println!(
+        "commits: {n_commits}, {:.1} reports each on average",
+        n_committed / n_commits.max(1) as f64
+    );
     if options.smoke {
         return if updates > 0.0 && healthz > 0.0 {
             ExitCode::SUCCESS
