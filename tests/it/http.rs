@@ -1127,3 +1127,42 @@ fn offline_lasts_until_the_next_report_and_across_restarts() {
     );
     assert_eq!(offline_of(server.addr), false);
 }
+
+#[test]
+fn allow_from_applies_to_http() {
+    let dir = Dir::new();
+    let key = test_key(69);
+    let server = start(
+        &dir,
+        &format!("key = {}\nallow_from = 192.0.2.0/24\n", key.encode()),
+    );
+    assert_eq!(
+        update(server.addr, &key, "hostname=pc&myip=192.0.2.1"),
+        (200, "badauth\n".to_string())
+    );
+    assert!(dir.hosts().is_empty());
+}
+
+#[test]
+fn http_listens_on_ipv6() {
+    if !ipv6_loopback_works() {
+        eprintln!("no IPv6 loopback here; skipping");
+        return;
+    }
+    let dir = Dir::new();
+    let key = test_key(70);
+    dir.server_config(
+        "127.0.0.1",
+        &format!("http_listen = [::1]:0\nkey = {}\n", key.encode()),
+    );
+    let process = ServerProcess::start(&dir);
+    let addr = http_addr(&process);
+    assert!(addr.is_ipv6(), "{addr}");
+    let res = get(addr, "/myip", &[]);
+    assert_eq!(res.body, "::1\n");
+    assert_eq!(
+        update(addr, &key, "hostname=six"),
+        (200, "good ::1\n".to_string())
+    );
+    assert_eq!(listed_ipv6(&dir, "six").as_deref(), Some("::1"));
+}
