@@ -1166,3 +1166,31 @@ fn http_listens_on_ipv6() {
     );
     assert_eq!(listed_ipv6(&dir, "six").as_deref(), Some("::1"));
 }
+
+/// `good` means committed: after a `kill -9` right after the answers, every host answered
+/// `good` is in the store.
+#[test]
+fn good_means_committed_even_after_kill_9() {
+    let dir = Dir::new();
+    let key = test_key(71);
+    let mut server = start(&dir, &format!("key = {}\n", key.encode()));
+    let mut answered = Vec::new();
+    for idx in 0..50 {
+        let (status, body) = update(
+            server.addr,
+            &key,
+            &format!("hostname=h{idx}&myip=198.51.100.{idx}"),
+        );
+        assert_eq!(
+            (status, body.as_str()),
+            (200, format!("good 198.51.100.{idx}\n").as_str())
+        );
+        answered.push(format!("h{idx}"));
+    }
+    server.process.kill9();
+    let hosts = dir.list();
+    for host in &answered {
+        let ipv4 = hosts.get(host).map(|h| h["ipv4"]["address"].clone());
+        assert!(ipv4.is_some(), "{host} answered good but not in the store");
+    }
+}
