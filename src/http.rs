@@ -676,10 +676,8 @@ impl Shared {
             };
             match committed {
                 Ok(Ok(_)) => self.edge.metrics.accepted(Path::Http),
-                Ok(Err(Refused::CommitFailed)) => {
-                    self.refuse(client, Reason::CommitFailed, &"commit failed");
-                    answer = Answer::DnsErr;
-                }
+                // An unsigned report is never refused as a replay; either way it was
+                // not committed.
                 Ok(Err(refused)) => {
                     self.refuse(client, Reason::CommitFailed, &refused);
                     answer = Answer::DnsErr;
