@@ -31,6 +31,16 @@ pub enum Scope {
     Hosts(Vec<Name>),
 }
 
+impl Scope {
+    /// Whether a key of this scope may report (or read) `name`.
+    pub fn covers(&self, name: &Name) -> bool {
+        match self {
+            Scope::Any => true,
+            Scope::Hosts(names) => names.contains(name),
+        }
+    }
+}
+
 /// Why a datagram is refused before it reaches the writer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -58,6 +68,10 @@ pub struct Policy {
     keyed_hosts: HashSet<Name>,
     accepts_unsigned: bool,
     allow_from: Option<Vec<IpNet>>,
+    /// Each key's text (as the config writes it) → its scope, for HTTP, which gets keys
+    /// as passwords: a hash lookup, where parsing the key would cost an HKDF derivation
+    /// per request.
+    passwords: HashMap<String, Scope>,
 }
 
 impl Policy {
@@ -75,7 +89,12 @@ impl Policy {
         if let Some(key) = &config.key {
             keys.insert(key.id(), (Arc::new(key.clone()), Scope::Any));
         }
+        let passwords = keys
+            .values()
+            .map(|(key, scope)| (key.encode(), scope.clone()))
+            .collect();
         Policy {
+            passwords,
             keys,
             keyed_hosts: config.hosts.iter().map(|(name, _)| name.clone()).collect(),
             accepts_unsigned: config.accepts_unsigned(),
@@ -110,6 +129,18 @@ impl Policy {
         } else {
             Ok(())
         }
+    }
+
+    /// The scope of the key written as `password` (its base64 text, as in the config):
+    /// how HTTP authenticates (dyndns2's Basic password, the API's bearer token).
+    pub fn scope_of_password(&self, password: &str) -> Option<&Scope> {
+        self.passwords.get(password.trim())
+    }
+
+    /// Whether no key of any kind is configured: then there is nothing to authenticate
+    /// readers with, and anyone may already report any name.
+    pub fn has_no_keys(&self) -> bool {
+        self.keys.is_empty()
     }
 
     /// The key a datagram names.
@@ -272,6 +303,15 @@ mod tests {
             Err(Refusal::UnsignedForKeyedHost(pc.clone()))
         );
         assert_eq!(open.admit_unsigned(&Name::parse("tv").unwrap()), Ok(()));
+        assert_eq!(policy.scope_of_password(KEY), Some(&Scope::Any));
+        assert_eq!(
+            policy.scope_of_password(OTHER),
+            Some(&Scope::Hosts(vec![pc.clone()]))
+        );
+        assert_eq!(policy.scope_of_password(&stranger.encode()), None);
+        assert_eq!(policy.scope_of_password("not a key"), None);
+        assert!(!policy.has_no_keys());
+        assert!(Policy::new(&config("")).has_no_keys());
         let (_, scope) = open.key(host.id()).unwrap();
         assert_eq!(
             check_signed(

@@ -72,8 +72,9 @@
 //! and one field; a new section is one row in `SECTIONS` and one `read_section` call.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::IpNet;
 
@@ -146,6 +147,24 @@ key = {KEY}
 # Where reports may come from: addresses or networks, separated by commas.
 # Default: anywhere.
 ;allow_from = 192.0.2.0/24, 2001:db8::/32
+
+# HTTP: dyndns2 updates from routers, ddclient and inadyn (/nic/update), the JSON
+# API (/api/v1/), the status page (/) and /metrics. Default: off.
+;http_listen = 0.0.0.0:8080
+
+# HTTPS instead of HTTP on http_listen: a PEM certificate chain and its private key.
+# dyndns2 sends the key as its password in every request: use HTTPS beyond a LAN.
+;tls_cert = /etc/dynip/cert.pem
+;tls_key = /etc/dynip/key.pem
+
+# Reverse proxies whose X-Forwarded-For header is believed. Default: none.
+;trusted_proxies = 127.0.0.1, ::1
+
+# Show the status page at / without credentials. Default: no.
+;public_status = no
+
+# Mark a host stale on the status page when its last report is older than this.
+;stale_after = 1h
 
 [DynIP:Hosts]
 # Per-host keys: NAME = KEY. A name listed here may only be reported with its
@@ -229,7 +248,31 @@ pub struct ServerConfig {
     pub allow_from: Option<Vec<IpNet>>,
     /// `[DynIP:Hosts]`: per-host keys. NAME may only be reported with its key.
     pub hosts: Vec<(Name, Key)>,
+    /// `http_listen`: where the HTTP face listens (dyndns2, the API, the status page,
+    /// `/metrics`). `None`: no HTTP at all, as in the original.
+    pub http_listen: Option<SocketAddr>,
+    /// `tls_cert` and `tls_key`: PEM files; with both, `http_listen` speaks HTTPS only
+    /// (dyndns2 sends its password in every request). The caller reads the files.
+    pub tls: Option<TlsFiles>,
+    /// `trusted_proxies`: the proxies whose `X-Forwarded-For` is believed. `None`: no
+    /// proxy's, the connection's source address is the client's.
+    pub trusted_proxies: Option<Vec<IpNet>>,
+    /// `public_status`: the status page at `/` without credentials. Default no.
+    pub public_status: bool,
+    /// `stale_after`: a host whose last report is older than this is marked stale.
+    pub stale_after: Duration,
 }
+
+/// The certificate chain and private key files of `tls_cert` and `tls_key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `stale_after` when the file names none: an hour, twelve times the usual cron interval
+/// of five minutes, so one missed report or a short outage does not mark a host.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(60 * 60);
 
 impl ServerConfig {
     /// Whether unsigned (original) datagrams are accepted: as `allow_unsigned` says, else
@@ -252,6 +295,11 @@ impl Default for ServerConfig {
             allow_unsigned: None,
             allow_from: None,
             hosts: Vec::new(),
+            http_listen: None,
+            tls: None,
+            trusted_proxies: None,
+            public_status: false,
+            stale_after: DEFAULT_STALE_AFTER,
         }
     }
 }
@@ -334,6 +382,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
         server.store_path = default_store_path(&server.client_log_path);
     }
     server.hosts = read_hosts(&ini)?;
+    check_tls(&ini, &server)?;
     let client = read_section(&ini, CLIENT_SECTION, CLIENT_KEYS)?;
     Ok(Config {
         server,
@@ -378,6 +427,12 @@ const SERVER_KEYS: &[Setting<ServerConfig>] = &[
     Setting { name: "key",             apply: |c, v| set(&mut c.key, key(v)) },
     Setting { name: "allow_unsigned",  apply: |c, v| set(&mut c.allow_unsigned, boolean(v).map(Some)) },
     Setting { name: "allow_from",      apply: |c, v| set(&mut c.allow_from, networks(v)) },
+    Setting { name: "http_listen",     apply: |c, v| set(&mut c.http_listen, listen_addr(v)) },
+    Setting { name: "tls_cert",        apply: |c, v| set_tls(c, v, |tls, path| tls.cert = path) },
+    Setting { name: "tls_key",         apply: |c, v| set_tls(c, v, |tls, path| tls.key = path) },
+    Setting { name: "trusted_proxies", apply: |c, v| set(&mut c.trusted_proxies, networks(v)) },
+    Setting { name: "public_status",   apply: |c, v| set(&mut c.public_status, boolean(v)) },
+    Setting { name: "stale_after",     apply: |c, v| set(&mut c.stale_after, duration(v)) },
 ];
 
 /// The keys of `[DynIP:Client]`. A new key is one row here and one field.
@@ -571,6 +626,66 @@ fn bind_host(value: &str) -> Result<BindHost, &'static str> {
         return Err("not \"*\", an IP address or a host name");
     }
     Ok(BindHost::Name(value.to_owned()))
+}
+
+/// `http_listen`: `ADDR:PORT`, an IPv6 address in brackets (`[::]:8080`). Port 0 is
+/// allowed (any free port, logged as `listening http=ADDR`).
+fn listen_addr(value: &str) -> Result<Option<SocketAddr>, &'static str> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value
+        .parse::<SocketAddr>()
+        .map(Some)
+        .map_err(|_| "not ADDRESS:PORT (e.g. 0.0.0.0:8080, [::]:8080, 127.0.0.1:8080)")
+}
+
+/// `tls_cert` or `tls_key`: a path, kept until both are read ([`check_tls`] checks that
+/// neither is alone).
+fn set_tls(
+    config: &mut ServerConfig,
+    value: &str,
+    put: fn(&mut TlsFiles, PathBuf),
+) -> Result<(), &'static str> {
+    let path = path(value)?;
+    let tls = config.tls.get_or_insert_with(|| TlsFiles {
+        cert: PathBuf::new(),
+        key: PathBuf::new(),
+    });
+    put(tls, path);
+    Ok(())
+}
+
+/// `tls_cert` without `tls_key`, or the other way round, is an error naming the one given.
+fn check_tls(ini: &Ini, server: &ServerConfig) -> Result<(), ConfigError> {
+    let Some(tls) = &server.tls else {
+        return Ok(());
+    };
+    let (given, value) = if tls.key.as_os_str().is_empty() {
+        ("tls_cert", &tls.cert)
+    } else if tls.cert.as_os_str().is_empty() {
+        ("tls_key", &tls.key)
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::Value {
+        section: SERVER_SECTION.to_owned(),
+        key: given.to_owned(),
+        value: quoted(&value.to_string_lossy()),
+        from_default: ini
+            .get(SERVER_SECTION, given)
+            .is_some_and(|found| found.from_default),
+        reason: "tls_cert and tls_key go together: set both, or neither",
+    })
+}
+
+/// A duration such as `1h`, `90s` or `2h 30m` (humantime's syntax), longer than zero.
+fn duration(value: &str) -> Result<Duration, &'static str> {
+    match humantime::parse_duration(value) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(_) => Err("must be longer than zero"),
+        Err(_) => Err("not a duration (e.g. 1h, 30m, 90s, 2h 30m)"),
+    }
 }
 
 /// A port number, at least `min` (0 or 1, the two ranges the messages name).
@@ -936,6 +1051,11 @@ mod tests {
                     allow_unsigned,
                     allow_from,
                     hosts,
+                    http_listen,
+                    tls,
+                    trusted_proxies,
+                    public_status,
+                    stale_after,
                 },
             client:
                 ClientConfig {
@@ -986,6 +1106,27 @@ mod tests {
             allow_from,
         );
         field("server.hosts", *hosts != server.hosts, hosts);
+        field(
+            "server.http_listen",
+            *http_listen != server.http_listen,
+            http_listen,
+        );
+        field("server.tls", *tls != server.tls, tls);
+        field(
+            "server.trusted_proxies",
+            *trusted_proxies != server.trusted_proxies,
+            trusted_proxies,
+        );
+        field(
+            "server.public_status",
+            *public_status != server.public_status,
+            public_status,
+        );
+        field(
+            "server.stale_after",
+            *stale_after != server.stale_after,
+            stale_after,
+        );
         field("client.key", *client_key != client.key, client_key);
         field(
             "client.server_hostname",
@@ -1565,6 +1706,37 @@ warning: unknown key "bar" in [DynIP:Server], ignored
 warning: unknown section [Foo], ignored
 warning: unknown key "server_ip" in [DynIP:Client], ignored
 "#,
+        );
+    }
+
+    #[test]
+    fn http_keys() {
+        check(
+            "[DynIP:Server]\nhttp_listen = [::]:8080\ntls_cert = c.pem\ntls_key = k.pem\n\
+             trusted_proxies = 127.0.0.1, ::1\npublic_status = yes\nstale_after = 2h 30m\n",
+            r#"
+server.http_listen = Some([::]:8080)
+server.tls = Some(TlsFiles { cert: "c.pem", key: "k.pem" })
+server.trusted_proxies = Some([127.0.0.1/32, ::1/128])
+server.public_status = true
+server.stale_after = 9000s
+"#,
+        );
+        check(
+            "[DynIP:Server]\nhttp_listen = localhost:80\n",
+            "error: [DynIP:Server] http_listen = \"localhost:80\": not ADDRESS:PORT (e.g. 0.0.0.0:8080, [::]:8080, 127.0.0.1:8080)",
+        );
+        check(
+            "[DynIP:Server]\ntls_key = k.pem\n",
+            "error: [DynIP:Server] tls_key = \"k.pem\": tls_cert and tls_key go together: set both, or neither",
+        );
+        check(
+            "[DynIP:Server]\nstale_after = 0s\n",
+            "error: [DynIP:Server] stale_after = \"0s\": must be longer than zero",
+        );
+        check(
+            "[DynIP:Server]\nstale_after = soon\n",
+            "error: [DynIP:Server] stale_after = \"soon\": not a duration (e.g. 1h, 30m, 90s, 2h 30m)",
         );
     }
 

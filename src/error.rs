@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use crate::config::ConfigError;
 use crate::export::ExportError;
+use crate::http::HttpError;
 use crate::name::NameError;
 use crate::store::StoreError;
 
@@ -71,6 +72,8 @@ pub enum Error {
     },
     #[error("{0}")]
     Internal(String),
+    #[error(transparent)]
+    Http(#[from] HttpError),
 }
 
 impl Error {
@@ -88,6 +91,7 @@ impl Error {
             Error::InitExists(_) | Error::InitWrite { .. } => 8,
             Error::UnknownHost(_) | Error::BadName { .. } => 9,
             Error::NoAck { .. } => 10,
+            Error::Http(_) => 3,
         }
     }
 }

@@ -12,10 +12,15 @@
 //!   - [`wire`]: datagram bytes ⇄ reports and acknowledgements.
 //!   - [`key`]: keys and what is derived from them.
 //!   - [`record`]: one host's state and how a report changes it.
+//!   - [`dyndns`]: the dyndns2 protocol's queries, credentials and answers.
+//!   - [`api`]: the JSON API's documents and its OpenAPI description.
+//!   - [`status`]: the status page's HTML.
+//!   - [`metrics`]: counters and histograms in Prometheus's text format.
 //! - State:
 //!   - [`table`]: the in-memory table every read uses.
 //! - Edges:
 //!   - [`udp`]: the report sockets and their receive loop.
+//!   - [`http`]: dyndns2, the API, the status page and `/metrics` over HTTP(S).
 //!   - [`store`]: the SQLite store (only it knows SQL).
 //!   - [`writer`]: the store's one writer thread (group commit, compaction).
 //!   - [`export`]: the original's JSON file, imported and kept as a live export.
@@ -24,16 +29,21 @@
 //!   - [`cli`]: the commands.
 //!   - [`error`]: the crate's error and its exit codes.
 
+pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod dyndns;
 pub mod error;
 pub mod export;
+pub mod http;
 pub mod key;
+pub mod metrics;
 pub mod name;
 pub mod record;
 pub mod server;
+pub mod status;
 pub mod store;
 pub mod table;
 pub mod udp;

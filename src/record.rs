@@ -76,6 +76,9 @@ pub struct Record {
     /// The client's time in the last signed report accepted for this host: a signed
     /// report must carry a later one (the replay rule). `None`: never a signed report.
     pub signed_at: Option<Time>,
+    /// The host's last report said it is offline (dyndns2 `offline=YES`): it stops
+    /// answering (in DNS) until it reports again. Any other report clears it.
+    pub offline: bool,
 }
 
 /// What a report did to a record's address, for the history.
@@ -95,6 +98,7 @@ impl Record {
             v4: None,
             v6: None,
             signed_at: None,
+            offline: false,
         };
         record.apply(addr, at);
         record
@@ -102,6 +106,7 @@ impl Record {
 
     /// Applies one report from `addr` at `at`. An IPv4-mapped IPv6 address counts as IPv4.
     pub fn apply(&mut self, addr: IpAddr, at: Time) -> Change {
+        self.offline = false;
         match addr.to_canonical() {
             IpAddr::V4(addr) => see(&mut self.v4, addr, at),
             IpAddr::V6(addr) => see(&mut self.v6, addr, at),
@@ -192,6 +197,7 @@ mod tests {
                 v4: v4("198.51.100.1", 30, 30),
                 v6: None,
                 signed_at: None,
+                offline: false,
             },
         );
         check(
@@ -210,6 +216,7 @@ mod tests {
                     last_change: Time(20),
                 }),
                 signed_at: None,
+                offline: false,
             },
         );
     }
@@ -224,6 +231,7 @@ mod tests {
                 v4: v4("203.0.113.7", 20, 10),
                 v6: None,
                 signed_at: None,
+                offline: false,
             },
         );
     }

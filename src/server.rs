@@ -17,11 +17,12 @@ use crate::auth::Policy;
 use crate::config::ServerConfig;
 use crate::error::Error;
 use crate::export;
+use crate::metrics::Metrics;
 use crate::name::Name;
 use crate::record::Record;
 use crate::store::{self, HistoryRow, Loaded, Store};
 use crate::table::Table;
-use crate::{udp, writer};
+use crate::{http, udp, writer};
 
 /// A server that has checked its files, loaded its table and bound its sockets, ready to
 /// [`run`](Server::run).
@@ -34,6 +35,9 @@ pub struct Server {
     table: Arc<Table>,
     udp: Vec<std::net::UdpSocket>,
     policy: Arc<watch::Sender<Arc<Policy>>>,
+    /// The HTTP listener, when `http_listen` is set.
+    http: Option<http::Listener>,
+    metrics: Arc<Metrics>,
 }
 
 /// Replaces the keys and rules in force (SIGHUP), without stopping anything.
@@ -77,6 +81,7 @@ impl Server {
         );
         let policy = Arc::new(watch::Sender::new(Arc::new(Policy::new(config))));
         let udp = udp::bind(&config.server_ip, config.server_port)?;
+        let http = http::bind(config)?;
         export::write(&config.client_log_path, &table)?;
         Ok(Server {
             config: config.clone(),
@@ -86,6 +91,8 @@ impl Server {
             table,
             udp,
             policy,
+            http,
+            metrics: Arc::new(Metrics::default()),
         })
     }
 
@@ -102,6 +109,16 @@ impl Server {
             .collect()
     }
 
+    /// The address the HTTP listener is bound to, when `http_listen` is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(http::Listener::local_addr)
+    }
+
+    /// The server's counters, for modules that add their own families.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
     /// The in-memory table, for readers in the same process.
     pub fn table(&self) -> Arc<Table> {
         Arc::clone(&self.table)
@@ -114,9 +131,14 @@ impl Server {
     /// When a thread cannot be started, or the final export fails.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let table = Arc::clone(&self.table);
-        let (reports, writer) =
-            writer::spawn(self.store, table, self.next_seq, self.journal_records)
-                .map_err(|e| Error::Internal(format!("cannot start the writer: {e}")))?;
+        let (reports, writer) = writer::spawn_measured(
+            self.store,
+            table,
+            self.next_seq,
+            self.journal_records,
+            Arc::clone(&self.metrics),
+        )
+        .map_err(|e| Error::Internal(format!("cannot start the writer: {e}")))?;
 
         let (stop_export, stop_rx) = std::sync::mpsc::channel::<()>();
         let export_path = self.config.client_log_path.clone();
@@ -145,11 +167,26 @@ impl Server {
             reports: reports.clone(),
             policy: self.policy.subscribe(),
             shutdown: shutdown.clone(),
+            metrics: Arc::clone(&self.metrics),
         };
         for socket in self.udp {
             edges.spawn(udp::serve(socket, edge.clone()));
         }
         drop(edge);
+        if let Some(listener) = self.http {
+            let edge = http::Edge {
+                reports: reports.clone(),
+                policy: self.policy.subscribe(),
+                table: Arc::clone(&self.table),
+                metrics: Arc::clone(&self.metrics),
+                shutdown: shutdown.clone(),
+                store_path: self.config.store_path.clone(),
+                trusted_proxies: self.config.trusted_proxies.clone(),
+                public_status: self.config.public_status,
+                stale_after: self.config.stale_after,
+            };
+            edges.spawn(http::serve(listener, edge));
+        }
         drop(reports);
         while let Some(res) = edges.join_next().await {
             match res {

@@ -28,8 +28,10 @@ use crate::table::Entry;
 
 /// `PRAGMA application_id`: "dyni" in ASCII, so `file(1)` and we can tell our stores.
 const APPLICATION_ID: i64 = 0x6479_6e69;
-/// `PRAGMA user_version`: the schema this build writes and reads.
-const SCHEMA_VERSION: i64 = 1;
+/// `PRAGMA user_version`: the schema this build writes and reads. Version 2 added
+/// `hosts.offline`; a version-1 store is read as it is, and migrated when the server
+/// opens it (one `ALTER TABLE`, no rewrite).
+const SCHEMA_VERSION: i64 = 2;
 /// Page cache of the writer's connection, in KiB: large enough that a compaction chunk's
 /// pages stay cached between the read and the write of the B-tree, small against the
 /// per-host memory budget (300 bytes × 1,000,000 hosts).
@@ -51,7 +53,8 @@ CREATE TABLE hosts (
     first_seen INTEGER NOT NULL,
     ipv4 TEXT, ipv4_last_seen INTEGER, ipv4_last_change INTEGER,
     ipv6 TEXT, ipv6_last_seen INTEGER, ipv6_last_change INTEGER,
-    signed_at INTEGER
+    signed_at INTEGER,
+    offline INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE journal (
     seq INTEGER PRIMARY KEY,
@@ -75,7 +78,7 @@ const INSERT_HISTORY: &str =
     "INSERT INTO history (name, name_key, at, address) VALUES (?1, ?2, ?3, ?4)";
 
 const RECORD_COLUMNS: &str = "name, seq, first_seen, ipv4, ipv4_last_seen, ipv4_last_change, \
-                              ipv6, ipv6_last_seen, ipv6_last_change, signed_at";
+                              ipv6, ipv6_last_seen, ipv6_last_change, signed_at, offline";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -158,6 +161,8 @@ pub const DROP_ENTRIES_PER_TURN: i64 = 16;
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// A version-1 store, opened read-only: it has no `offline` column (none is offline).
+    before_offline: bool,
 }
 
 impl Store {
@@ -173,6 +178,7 @@ impl Store {
         let mut store = Store::connect(path, flags)?;
         if store.check_header()? {
             store.check_pages()?;
+            store.migrate()?;
         } else {
             store.create()?;
         }
@@ -196,10 +202,11 @@ impl Store {
             return Err(StoreError::Missing(path.to_path_buf()));
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let store = Store::connect(path, flags)?;
+        let mut store = Store::connect(path, flags)?;
         if !store.check_header()? {
             return Err(StoreError::Missing(path.to_path_buf()));
         }
+        store.before_offline = store.version()? < 2;
         Ok(store)
     }
 
@@ -211,6 +218,7 @@ impl Store {
         let store = Store {
             conn,
             path: path.to_path_buf(),
+            before_offline: false,
         };
         store
             .conn
@@ -246,6 +254,24 @@ impl Store {
             });
         }
         Ok(true)
+    }
+
+    fn version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(|source| self.classify(source))
+    }
+
+    /// Brings an older schema up to this one, in one transaction.
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        if self.version()? >= SCHEMA_VERSION {
+            return Ok(());
+        }
+        let tx = self.conn.transaction().map_err(|e| sql(&self.path, e))?;
+        tx.execute_batch("ALTER TABLE hosts ADD COLUMN offline INTEGER NOT NULL DEFAULT 0")
+            .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
+            .and_then(|()| tx.commit())
+            .map_err(|e| sql(&self.path, e))
     }
 
     fn check_pages(&self) -> Result<(), StoreError> {
@@ -298,7 +324,14 @@ impl Store {
         let mut snapshot = Vec::new();
         let mut statement = self
             .conn
-            .prepare(&format!("SELECT {RECORD_COLUMNS} FROM hosts"))
+            .prepare(&if self.before_offline {
+                format!(
+                    "SELECT {}, 0 FROM hosts",
+                    RECORD_COLUMNS.trim_end_matches(", offline")
+                )
+            } else {
+                format!("SELECT {RECORD_COLUMNS} FROM hosts")
+            })
             .map_err(|source| self.classify(source))?;
         let mut rows = statement.query([]).map_err(|e| self.classify(e))?;
         while let Some(row) = rows.next().map_err(|e| self.classify(e))? {
@@ -366,11 +399,13 @@ impl Store {
                 Err(detail) => return Ok(Err(format!("host {name}: {detail}"))),
             };
             let signed_at = row.get::<_, Option<i64>>(9)?.map(Time::from_micros);
+            let offline = row.get::<_, i64>(10)? != 0;
             let record = Record {
                 first_seen,
                 v4,
                 v6,
                 signed_at,
+                offline,
             };
             let dirty = false;
             Ok(Ok((name, Entry { record, seq, dirty })))
@@ -559,11 +594,13 @@ fn sql(path: &Path, source: rusqlite::Error) -> StoreError {
 const HAS_V4: u8 = 1;
 const HAS_V6: u8 = 2;
 const HAS_SIGNED: u8 = 4;
+const OFFLINE: u8 = 8;
 
 /// Encodes records for one journal entry: per record, the name's length (1 byte) and
 /// bytes, `first_seen`, a flags byte, then the IPv4 address (4 bytes) with its last-seen
 /// and last-change times, the IPv6 address (16 bytes) with its two times, and
-/// `signed_at`, each only if present. Times are i64 microseconds, big-endian.
+/// `signed_at`, each only if present (the flags say which, and whether the host is
+/// offline). Times are i64 microseconds, big-endian.
 fn encode_records(records: &[(Name, Entry)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(records.len() * 64);
     for (name, entry) in records {
@@ -575,7 +612,8 @@ fn encode_records(records: &[(Name, Entry)]) -> Vec<u8> {
         out.extend_from_slice(&record.first_seen.as_micros().to_be_bytes());
         let flags = record.v4.map_or(0, |_| HAS_V4)
             | record.v6.map_or(0, |_| HAS_V6)
-            | record.signed_at.map_or(0, |_| HAS_SIGNED);
+            | record.signed_at.map_or(0, |_| HAS_SIGNED)
+            | if record.offline { OFFLINE } else { 0 };
         out.push(flags);
         if let Some(seen) = record.v4 {
             encode_seen(
@@ -643,7 +681,7 @@ fn decode_records(mut blob: &[u8]) -> Result<Vec<(Name, Record)>, String> {
         let name = Name::parse(name).map_err(|e| format!("bad host name {name:?}: {e}"))?;
         let first_seen = time(&mut blob)?;
         let flags = take(&mut blob, 1)?[0];
-        if flags & !(HAS_V4 | HAS_V6 | HAS_SIGNED) != 0 {
+        if flags & !(HAS_V4 | HAS_V6 | HAS_SIGNED | OFFLINE) != 0 {
             return Err(format!("unknown flags {flags:#x}"));
         }
         let v4 = seen::<Ipv4Addr, 4>(&mut blob, flags & HAS_V4 != 0)?;
@@ -660,6 +698,7 @@ fn decode_records(mut blob: &[u8]) -> Result<Vec<(Name, Record)>, String> {
                 v4,
                 v6,
                 signed_at,
+                offline: flags & OFFLINE != 0,
             },
         ));
     }
@@ -680,7 +719,7 @@ fn insert_history(tx: &rusqlite::Transaction<'_>, history: &[HistoryRow]) -> rus
 }
 
 fn insert_sql(verb: &str) -> String {
-    format!("{verb} ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
+    format!("{verb} ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)")
 }
 
 /// One family's three columns: address, last seen, last change (all NULL when absent).
@@ -716,6 +755,7 @@ fn bind_record(
         v6.1,
         v6.2,
         record.signed_at.map(Time::as_micros),
+        record.offline,
     ])?;
     Ok(())
 }
@@ -759,7 +799,8 @@ mod tests {
         let mut both = Record::new("203.0.113.7".parse().unwrap(), Time::from_micros(-5));
         both.apply("2001:db8::1".parse().unwrap(), Time::from_micros(i64::MAX));
         both.signed_at = Some(Time::from_micros(42));
-        let v6_only = Record::new("::1".parse().unwrap(), Time::from_micros(1));
+        let mut v6_only = Record::new("::1".parse().unwrap(), Time::from_micros(1));
+        v6_only.offline = true;
         let records = vec![
             (Name::parse("kitchen-pc").unwrap(), entry(both)),
             (Name::parse(&"k".repeat(63)).unwrap(), entry(v6_only)),
@@ -770,6 +811,51 @@ mod tests {
             .map(|(name, entry)| (name.clone(), entry.record))
             .collect();
         assert_eq!(decoded, expect);
+    }
+
+    #[test]
+    fn offline_survives_in_the_snapshot_and_old_stores_are_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dynip.sqlite3");
+        let mut offline = Record::new("203.0.113.7".parse().unwrap(), Time::from_micros(1));
+        offline.offline = true;
+        let online = Record::new("203.0.113.8".parse().unwrap(), Time::from_micros(2));
+        let hosts = vec![
+            (Name::parse("away").unwrap(), offline),
+            (Name::parse("home").unwrap(), online),
+        ];
+        let offline_of = |store: &Store| -> Vec<(String, bool)> {
+            let loaded = store.load().unwrap().hosts;
+            loaded
+                .iter()
+                .map(|(name, entry)| (name.to_string(), entry.record.offline))
+                .collect()
+        };
+        {
+            let mut store = Store::open(&path).unwrap();
+            store.import(&hosts, &[]).unwrap();
+            assert_eq!(
+                offline_of(&store),
+                [("away".to_string(), true), ("home".to_string(), false)]
+            );
+            // As a store of version 1 was: no offline column.
+            store
+                .conn
+                .execute_batch("ALTER TABLE hosts DROP COLUMN offline; PRAGMA user_version = 1;")
+                .unwrap();
+        }
+        let old = Store::open_read_only(&path).unwrap();
+        assert_eq!(
+            offline_of(&old),
+            [("away".to_string(), false), ("home".to_string(), false)]
+        );
+        drop(old);
+        let migrated = Store::open(&path).unwrap();
+        assert_eq!(migrated.version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(
+            offline_of(&migrated),
+            [("away".to_string(), false), ("home".to_string(), false)]
+        );
     }
 
     #[test]

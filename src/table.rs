@@ -95,6 +95,13 @@ impl Table {
         self.find(name).map(|(_, entry)| entry)
     }
 
+    /// The entry of `name` with the name as the table spells it (as first reported).
+    pub fn get_named(&self, name: &Name) -> Option<(Name, Entry)> {
+        let hosts = self.read();
+        let (spelled, &slot) = hosts.index.get_key_value(name)?;
+        Some((spelled.clone(), *hosts.entry(slot)))
+    }
+
     /// The entry of `name` and where it lives, for [`Table::update_found`].
     pub fn find(&self, name: &Name) -> Option<(Slot, Entry)> {
         let hosts = self.read();

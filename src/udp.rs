@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 use crate::auth::{self, Limiter, Policy};
 use crate::config::BindHost;
 use crate::error::Error;
+use crate::metrics::{Metrics, Path, Reason};
 use crate::record::Time;
 use crate::wire::{self, Ack, Incoming, Kind};
 use crate::writer::{Committed, Done, Refused, Report};
@@ -116,6 +117,7 @@ pub struct Edge {
     /// The keys and rules in force; replaced whole on SIGHUP.
     pub policy: watch::Receiver<Arc<Policy>>,
     pub shutdown: CancellationToken,
+    pub metrics: Arc<Metrics>,
 }
 
 /// An acknowledgement, sealed, waiting to be sent to `peer`.
@@ -421,6 +423,7 @@ impl Receiver {
     fn refuse(&mut self, peer: SocketAddr, reason: String) -> Option<Report> {
         self.limiter
             .charge(peer.ip().to_canonical(), Instant::now());
+        self.edge.metrics.refused(Path::Udp, Reason::Malformed);
         debug!(%peer, %reason, "dropping datagram");
         None
     }
@@ -437,6 +440,8 @@ impl Receiver {
         match res {
             Ok(report) => report,
             Err(reason) => {
+                let metric = Reason::of_udp_message(&reason);
+                self.edge.metrics.refused(Path::Udp, metric);
                 debug!(%peer, %reason, "dropping datagram");
                 None
             }
@@ -467,8 +472,10 @@ impl Receiver {
                     addr,
                     at,
                     signed_at: None,
+                    offline: false,
                     done: None,
                 };
+                self.edge.metrics.accepted(Path::Udp);
                 return Ok(Some(report));
             }
             Ok(Incoming::Sealed {
@@ -499,9 +506,15 @@ impl Receiver {
         let acks = self.acks.clone();
         let nonces = Arc::clone(&self.nonces);
         let report_nonce = signed.nonce;
+        let metrics = Arc::clone(&self.edge.metrics);
         // Sealed on the writer thread, which has time between commits; the receive loop
         // only sends.
         let done: Done = Box::new(move |outcome: Result<Committed, Refused>| {
+            match outcome {
+                Ok(_) => metrics.accepted(Path::Udp),
+                Err(Refused::Replayed) => metrics.refused(Path::Udp, Reason::Replayed),
+                Err(Refused::CommitFailed) => metrics.refused(Path::Udp, Reason::CommitFailed),
+            }
             if let Ok(committed) = outcome {
                 let ack = Ack {
                     report_nonce,
@@ -517,6 +530,7 @@ impl Receiver {
             addr,
             at,
             signed_at: Some(signed.time),
+            offline: false,
             done: Some(done),
         }))
     }

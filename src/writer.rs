@@ -23,10 +23,12 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tracing::{debug, error, info};
 
+use crate::metrics::Metrics;
 use crate::name::Name;
 use crate::record::{Change, Record, Time};
 use crate::store::{HistoryRow, Store, Turn};
@@ -62,6 +64,9 @@ pub struct Report {
     pub at: Time,
     /// For a signed report, the client's time in it: the replay rule's input.
     pub signed_at: Option<Time>,
+    /// The report says the host is going offline (dyndns2 `offline=YES`); any other
+    /// report brings it back.
+    pub offline: bool,
     /// Called after the commit (`Ok`) or with why the report was not committed; `None`
     /// for reports nobody waits on (the original's datagrams).
     pub done: Option<Done>,
@@ -94,6 +99,7 @@ impl std::fmt::Debug for Report {
             .field("addr", &self.addr)
             .field("at", &self.at)
             .field("signed_at", &self.signed_at)
+            .field("offline", &self.offline)
             .field("waited_on", &self.done.is_some())
             .finish()
     }
@@ -110,6 +116,21 @@ pub fn spawn(
     next_seq: i64,
     journal_records: u64,
 ) -> std::io::Result<(mpsc::Sender<Report>, JoinHandle<()>)> {
+    let metrics = Arc::new(Metrics::default());
+    spawn_measured(store, table, next_seq, journal_records, metrics)
+}
+
+/// As [`spawn`], recording each commit's batch size and latency in `metrics`.
+///
+/// # Errors
+/// When the OS cannot start a thread.
+pub fn spawn_measured(
+    store: Store,
+    table: Arc<Table>,
+    next_seq: i64,
+    journal_records: u64,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<(mpsc::Sender<Report>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE_LEN);
     let writer = Writer {
         store,
@@ -118,6 +139,7 @@ pub fn spawn(
         next_seq,
         journal_records,
         sweep: None,
+        metrics,
     };
     let handle = std::thread::Builder::new()
         .name("dynip-writer".to_string())
@@ -153,6 +175,7 @@ struct Writer {
     /// Records in the journal, not yet folded into the snapshot.
     journal_records: u64,
     sweep: Option<Sweep>,
+    metrics: Arc<Metrics>,
 }
 
 /// A batch's reports, decided: the records they change and their history, and which
@@ -237,7 +260,12 @@ impl Writer {
             snapshot: &snapshot,
             drop_journal_before,
         };
-        let outcome = match self.store.commit(&turn) {
+        let started = Instant::now();
+        let committed = self.store.commit(&turn);
+        if !batch.is_empty() {
+            self.metrics.committed(batch.len(), started.elapsed());
+        }
+        let outcome = match committed {
             Ok(n_dropped) => {
                 if !decided.records.is_empty() {
                     self.next_seq += 1;
@@ -338,6 +366,7 @@ impl Writer {
             if report.signed_at.is_some() {
                 record.signed_at = report.signed_at;
             }
+            record.offline = report.offline;
             pending.insert(report.name.clone(), (slot, record));
             if change == Change::NewAddress {
                 history.push(HistoryRow {

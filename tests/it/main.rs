@@ -14,6 +14,8 @@
 //! - [`commands`]: `init`, the server's exit codes, `demo`, flags.
 //! - [`signed`]: version 1: signed reports, acknowledgements, replays, forgeries, keys,
 //!   `allow_from`, the rate limit, SIGHUP, `add-host`.
+//! - [`http`]: the HTTP face: dyndns2 with the real ddclient and inadyn, every answer
+//!   code, router URL forms, the API, the status page, `/metrics`, TLS, limits.
 
 mod client;
 mod commands;
@@ -21,5 +23,6 @@ mod durability;
 mod files;
 mod garbage;
 mod harness;
+mod http;
 mod report;
 mod signed;

@@ -1,0 +1,372 @@
+//! Counters the edges and the writer keep, rendered in Prometheus's text format.
+//!
+//! Owns [`Metrics`]: lock-free counters and histograms, shared by `Arc` between the
+//! edges (reports accepted and refused, by path and reason) and the writer (commit batch
+//! sizes and latency). Other modules add their own families with
+//! [`Metrics::add_family`]. Rendering is pure text; serving it is `http`'s.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+use std::time::Duration;
+
+/// The way a report came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    Udp,
+    Http,
+}
+
+impl Path {
+    const ALL: [Path; 2] = [Path::Udp, Path::Http];
+
+    fn label(self) -> &'static str {
+        match self {
+            Path::Udp => "udp",
+            Path::Http => "http",
+        }
+    }
+}
+
+/// Why a report was refused: the `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A datagram or request that is not a report (bad bytes, a bad name, a bad address).
+    Malformed,
+    /// The source is outside `allow_from`.
+    NotAllowed,
+    /// The source sent too much that did not authenticate.
+    RateLimited,
+    /// Unsigned, or without credentials, where a key is required.
+    Unsigned,
+    /// A key the server does not know.
+    UnknownKey,
+    /// A datagram whose tag does not verify, or a password that is no key.
+    BadAuth,
+    /// A per-host key used for another name.
+    WrongHost,
+    /// A signed report whose client clock is too far off.
+    Skew,
+    /// A signed report not later than the host's last.
+    Replayed,
+    /// Too many names in one dyndns2 request.
+    TooManyHosts,
+    /// The store could not commit it.
+    CommitFailed,
+    /// The server could not take it (shutting down).
+    Unavailable,
+}
+
+impl Reason {
+    const ALL: [Reason; 12] = [
+        Reason::Malformed,
+        Reason::NotAllowed,
+        Reason::RateLimited,
+        Reason::Unsigned,
+        Reason::UnknownKey,
+        Reason::BadAuth,
+        Reason::WrongHost,
+        Reason::Skew,
+        Reason::Replayed,
+        Reason::TooManyHosts,
+        Reason::CommitFailed,
+        Reason::Unavailable,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Reason::Malformed => "malformed",
+            Reason::NotAllowed => "not_allowed",
+            Reason::RateLimited => "rate_limited",
+            Reason::Unsigned => "unsigned",
+            Reason::UnknownKey => "unknown_key",
+            Reason::BadAuth => "bad_auth",
+            Reason::WrongHost => "wrong_host",
+            Reason::Skew => "skew",
+            Reason::Replayed => "replayed",
+            Reason::TooManyHosts => "too_many_hosts",
+            Reason::CommitFailed => "commit_failed",
+            Reason::Unavailable => "unavailable",
+        }
+    }
+
+    /// Whether this reason can happen on `path` (only those are rendered, at zero too).
+    fn applies_to(self, path: Path) -> bool {
+        match self {
+            Reason::UnknownKey | Reason::Skew | Reason::Replayed => path == Path::Udp,
+            Reason::TooManyHosts | Reason::Unavailable => path == Path::Http,
+            _ => true,
+        }
+    }
+
+    /// The reason of a refused datagram, from the message the UDP edge logs: the edge
+    /// keeps its refusals as text (they go to the log), and the messages are those of
+    /// `auth::Refusal` and `wire::DecodeError`, pinned by a test here.
+    pub fn of_udp_message(message: &str) -> Reason {
+        const PREFIXES: [(&str, Reason); 8] = [
+            ("source not in allow_from", Reason::NotAllowed),
+            ("rate-limited", Reason::RateLimited),
+            ("unsigned", Reason::Unsigned),
+            ("unknown key", Reason::UnknownKey),
+            ("does not authenticate", Reason::BadAuth),
+            ("a per-host key used for", Reason::WrongHost),
+            ("client clock", Reason::Skew),
+            ("replayed", Reason::Replayed),
+        ];
+        PREFIXES
+            .iter()
+            .find(|(prefix, _)| message.starts_with(prefix))
+            .map_or(Reason::Malformed, |&(_, reason)| reason)
+    }
+}
+
+/// Upper bounds of the batch size buckets: powers of two up to the writer's largest batch.
+const BATCH_BUCKETS: [f64; 13] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+];
+/// Upper bounds of the commit latency buckets, in seconds: one fsync is about 0.2 ms
+/// here, a sweep's chunk a few milliseconds, a slow disk tens of them.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// A Prometheus histogram of fixed buckets, lock-free.
+struct Histogram<const N: usize> {
+    bounds: &'static [f64; N],
+    /// Per bucket (not cumulative), plus one for above the last bound.
+    counts: [AtomicU64; N],
+    above: AtomicU64,
+    /// The sum of observations, in millionths of the unit (µs, or millionths of a report).
+    sum_micros: AtomicU64,
+}
+
+impl<const N: usize> Histogram<N> {
+    fn new(bounds: &'static [f64; N]) -> Histogram<N> {
+        Histogram {
+            bounds,
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            above: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, value: f64) {
+        match self.bounds.iter().position(|bound| value <= *bound) {
+            Some(idx) => self.counts[idx].fetch_add(1, Ordering::Relaxed),
+            None => self.above.fetch_add(1, Ordering::Relaxed),
+        };
+        self.sum_micros
+            .fetch_add((value * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            cumulative += count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.above.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
+/// Renders more families into the exposition (another module's counters).
+pub type Family = Box<dyn Fn(&mut String) + Send + Sync>;
+
+/// The server's counters. One per server, shared by `Arc`.
+pub struct Metrics {
+    accepted: [AtomicU64; 2],
+    refused: [[AtomicU64; Reason::ALL.len()]; 2],
+    batch_size: Histogram<{ BATCH_BUCKETS.len() }>,
+    commit_seconds: Histogram<{ LATENCY_BUCKETS.len() }>,
+    families: RwLock<Vec<Family>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            accepted: std::array::from_fn(|_| AtomicU64::new(0)),
+            refused: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            batch_size: Histogram::new(&BATCH_BUCKETS),
+            commit_seconds: Histogram::new(&LATENCY_BUCKETS),
+            families: RwLock::new(Vec::new()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// A report committed.
+    pub fn accepted(&self, path: Path) {
+        self.accepted[path as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A report refused, and why.
+    pub fn refused(&self, path: Path, reason: Reason) {
+        let idx = Reason::ALL
+            .iter()
+            .position(|known| *known == reason)
+            .unwrap_or(0);
+        self.refused[path as usize][idx].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One commit of `n_reports` reports that took `took`.
+    pub fn committed(&self, n_reports: usize, took: Duration) {
+        self.batch_size.observe(n_reports as f64);
+        self.commit_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Adds a family rendered after the built-in ones, on every scrape: `render` appends
+    /// complete `# HELP`/`# TYPE`/sample lines to the string it is given.
+    pub fn add_family(&self, render: Family) {
+        self.families
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(render);
+    }
+
+    /// The exposition in Prometheus's text format (version 0.0.4), with `n_hosts` as the
+    /// number of hosts known.
+    pub fn render(&self, n_hosts: usize) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str(
+            "# HELP dynip_reports_accepted_total Reports committed to the store, by the way they came in.\n\
+             # TYPE dynip_reports_accepted_total counter\n",
+        );
+        for path in Path::ALL {
+            let n = self.accepted[path as usize].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "dynip_reports_accepted_total{{path=\"{}\"}} {n}",
+                path.label()
+            );
+        }
+        out.push_str(
+            "# HELP dynip_reports_refused_total Reports refused, by the way they came in and why.\n\
+             # TYPE dynip_reports_refused_total counter\n",
+        );
+        for path in Path::ALL {
+            for (idx, reason) in Reason::ALL.iter().enumerate() {
+                if !reason.applies_to(path) {
+                    continue;
+                }
+                let n = self.refused[path as usize][idx].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "dynip_reports_refused_total{{path=\"{}\",reason=\"{}\"}} {n}",
+                    path.label(),
+                    reason.label()
+                );
+            }
+        }
+        let _ = write!(
+            out,
+            "# HELP dynip_hosts Hosts known.\n# TYPE dynip_hosts gauge\ndynip_hosts {n_hosts}\n"
+        );
+        self.batch_size.render(
+            &mut out,
+            "dynip_commit_batch_size",
+            "Reports per store commit (group commit).",
+        );
+        self.commit_seconds.render(
+            &mut out,
+            "dynip_commit_duration_seconds",
+            "Time to commit one batch to the store.",
+        );
+        for family in self
+            .families
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+        {
+            family(&mut out);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Refusal;
+    use crate::key::KeyId;
+    use crate::name::Name;
+    use crate::wire::DecodeError;
+
+    #[test]
+    fn renders_counters_and_histograms() {
+        let metrics = Metrics::default();
+        metrics.accepted(Path::Http);
+        metrics.accepted(Path::Http);
+        metrics.refused(Path::Udp, Reason::BadAuth);
+        metrics.committed(3, Duration::from_micros(300));
+        metrics.committed(5000, Duration::from_secs(2));
+        metrics.add_family(Box::new(|out: &mut String| {
+            out.push_str("# HELP x_total X.\n# TYPE x_total counter\nx_total 7\n");
+        }));
+        let text = metrics.render(42);
+        for line in [
+            "dynip_reports_accepted_total{path=\"http\"} 2",
+            "dynip_reports_accepted_total{path=\"udp\"} 0",
+            "dynip_reports_refused_total{path=\"udp\",reason=\"bad_auth\"} 1",
+            "dynip_reports_refused_total{path=\"http\",reason=\"bad_auth\"} 0",
+            "dynip_hosts 42",
+            "dynip_commit_batch_size_bucket{le=\"2\"} 0",
+            "dynip_commit_batch_size_bucket{le=\"4\"} 1",
+            "dynip_commit_batch_size_bucket{le=\"4096\"} 1",
+            "dynip_commit_batch_size_bucket{le=\"+Inf\"} 2",
+            "dynip_commit_batch_size_sum 5003",
+            "dynip_commit_batch_size_count 2",
+            "dynip_commit_duration_seconds_bucket{le=\"0.0005\"} 1",
+            "dynip_commit_duration_seconds_sum 2.0003",
+            "x_total 7",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in:\n{text}"
+            );
+        }
+        assert!(!text.contains("path=\"udp\",reason=\"too_many_hosts\""));
+        assert!(!text.contains("path=\"http\",reason=\"replayed\""));
+    }
+
+    #[test]
+    fn udp_messages_map_to_their_reasons() {
+        let name = Name::parse("pc").unwrap();
+        let cases: Vec<(String, Reason)> = vec![
+            (Refusal::NotAllowed.to_string(), Reason::NotAllowed),
+            (Refusal::RateLimited.to_string(), Reason::RateLimited),
+            (Refusal::Unsigned.to_string(), Reason::Unsigned),
+            (
+                Refusal::UnsignedForKeyedHost(name.clone()).to_string(),
+                Reason::Unsigned,
+            ),
+            (
+                Refusal::UnknownKey(KeyId([0; 8])).to_string(),
+                Reason::UnknownKey,
+            ),
+            (DecodeError::Unauthentic.to_string(), Reason::BadAuth),
+            (Refusal::WrongHost { name }.to_string(), Reason::WrongHost),
+            (Refusal::Skew { skew_secs: 400 }.to_string(), Reason::Skew),
+            (
+                crate::writer::Refused::Replayed.to_string(),
+                Reason::Replayed,
+            ),
+            (DecodeError::Empty.to_string(), Reason::Malformed),
+            (DecodeError::BadBody.to_string(), Reason::Malformed),
+        ];
+        for (message, reason) in cases {
+            assert_eq!(Reason::of_udp_message(&message), reason, "{message:?}");
+        }
+    }
+}
