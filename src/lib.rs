@@ -12,6 +12,7 @@
 //!   - [`wire`]: datagram bytes ⇄ reports and acknowledgements.
 //!   - [`key`]: keys and what is derived from them.
 //!   - [`record`]: one host's state and how a report changes it.
+//!   - [`zone`]: DNS query bytes -> answer bytes for `dns_zone`.
 //! - State:
 //!   - [`table`]: the in-memory table every read uses.
 //! - Edges:
@@ -19,6 +20,7 @@
 //!   - [`store`]: the SQLite store (only it knows SQL).
 //!   - [`writer`]: the store's one writer thread (group commit, compaction).
 //!   - [`export`]: the original's JSON file, imported and kept as a live export.
+//!   - [`dns`]: the DNS sockets (UDP, TCP), transfers, NOTIFY, rate limits, counters.
 //! - Wiring:
 //!   - [`server`]: start-up and shutdown.
 //!   - [`cli`]: the commands.
@@ -39,5 +41,6 @@ pub mod table;
 pub mod udp;
 pub mod wire;
 pub mod writer;
+pub mod zone;
 
 pub use error::Error;
