@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::config::ConfigError;
+use crate::dns::DnsError;
 use crate::export::ExportError;
 use crate::name::NameError;
 use crate::store::StoreError;
@@ -71,6 +72,8 @@ pub enum Error {
     },
     #[error("{0}")]
     Internal(String),
+    #[error(transparent)]
+    Dns(#[from] DnsError),
 }
 
 impl Error {
@@ -88,6 +91,8 @@ impl Error {
             Error::InitExists(_) | Error::InitWrite { .. } => 8,
             Error::UnknownHost(_) | Error::BadName { .. } => 9,
             Error::NoAck { .. } => 10,
+            Error::Dns(DnsError::Bind { .. }) => 7,
+            Error::Dns(DnsError::Zone(_)) => 3,
         }
     }
 }

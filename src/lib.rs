@@ -30,6 +30,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod dns;
 pub mod error;
 pub mod export;
 pub mod key;

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::auth::Policy;
 use crate::config::ServerConfig;
+use crate::dns::Dns;
 use crate::error::Error;
 use crate::export;
 use crate::name::Name;
@@ -34,6 +35,8 @@ pub struct Server {
     table: Arc<Table>,
     udp: Vec<std::net::UdpSocket>,
     policy: Arc<watch::Sender<Arc<Policy>>>,
+    /// The DNS face, when `dns_listen` is set.
+    dns: Option<Dns>,
 }
 
 /// Replaces the keys and rules in force (SIGHUP), without stopping anything.
@@ -76,6 +79,10 @@ impl Server {
             "store loaded"
         );
         let policy = Arc::new(watch::Sender::new(Arc::new(Policy::new(config))));
+        let dns = match config.dns.listen {
+            Some(listen) => Some(Dns::bind(&config.dns, listen, config.stale_after)?),
+            None => None,
+        };
         let udp = udp::bind(&config.server_ip, config.server_port)?;
         export::write(&config.client_log_path, &table)?;
         Ok(Server {
@@ -86,7 +93,13 @@ impl Server {
             table,
             udp,
             policy,
+            dns,
         })
+    }
+
+    /// The DNS face's counters, when it is on (for `/metrics`).
+    pub fn dns_counters(&self) -> Option<Arc<crate::dns::Counters>> {
+        self.dns.as_ref().map(Dns::counters)
     }
 
     /// A handle to replace the keys and rules in force while the server runs.
@@ -145,6 +158,9 @@ impl Server {
         }
         drop(edge);
         drop(reports);
+        if let Some(dns) = self.dns {
+            edges.spawn(dns.serve(Arc::clone(&self.table), shutdown.clone()));
+        }
         while let Some(res) = edges.join_next().await {
             match res {
                 Ok(Ok(())) => {}

@@ -457,6 +457,22 @@ impl Zone {
         messages
     }
 
+    /// A NOTIFY (RFC 1996) of `serial`: the apex's SOA in the question and the answer.
+    pub fn notify(&self, id: u16, serial: u32) -> Vec<u8> {
+        let mut message = Message::new();
+        message
+            .set_id(id)
+            .set_message_type(MessageType::Query)
+            .set_op_code(OpCode::Notify)
+            .set_authoritative(true)
+            .add_query(Query::query(self.origin.clone(), RecordType::SOA))
+            .add_answer(self.soa_record(serial));
+        let mut bytes = Vec::with_capacity(128);
+        // A question and one SOA of valid names always encode.
+        let _ = message.emit(&mut BinEncoder::new(&mut bytes));
+        bytes
+    }
+
     /// The query name relative to the apex, lowercase labels joined by dots (empty at the
     /// apex); `None` outside the zone.
     fn relative(&self, name: &DnsName) -> Option<String> {
@@ -591,6 +607,24 @@ fn encode_within(mut response: Message, limit: usize, out: &mut Vec<u8>) -> Repl
     // Only a question longer than the limit gets here; such a query gets no answer.
     out.clear();
     Reply::Drop
+}
+
+/// Replaces an encoded answer with its truncated form (header, question and OPT, TC set);
+/// `false` when it does not decode.
+pub fn truncate_answer(answer: &mut Vec<u8>) -> bool {
+    let Ok(message) = Message::from_vec(answer) else {
+        return false;
+    };
+    encode(&message.truncate(), answer)
+}
+
+/// Whether `bytes` answer our NOTIFY `id` (a response with opcode NOTIFY and that id).
+pub fn acknowledges_notify(bytes: &[u8], id: u16) -> bool {
+    Header::read(&mut BinDecoder::new(bytes)).is_ok_and(|header| {
+        header.id() == id
+            && header.message_type() == MessageType::Response
+            && header.op_code() == OpCode::Notify
+    })
 }
 
 fn encode(message: &Message, out: &mut Vec<u8>) -> bool {
@@ -867,6 +901,22 @@ mod tests {
         // SOA, NS, 3000 hosts, the glue of ns.dyn.example.com., SOA.
         assert_eq!(records.len(), 3000 + 4);
         assert!(messages.iter().all(|bytes| bytes.len() < 65_535));
+    }
+
+    #[test]
+    fn notify_carries_the_serial() {
+        let zone = zone(|_| {});
+        let bytes = zone.notify(77, 12);
+        let message = Message::from_vec(&bytes).unwrap();
+        assert_eq!(message.op_code(), OpCode::Notify);
+        assert_eq!(message.queries()[0].query_type(), RecordType::SOA);
+        assert!(message.answers()[0].to_string().contains(" 12 "));
+        let mut answer = message.clone();
+        answer.set_message_type(MessageType::Response);
+        let answer = answer.to_vec().unwrap();
+        assert!(acknowledges_notify(&answer, 77));
+        assert!(!acknowledges_notify(&answer, 78));
+        assert!(!acknowledges_notify(&bytes, 77), "the NOTIFY itself");
     }
 
     proptest! {
