@@ -12,11 +12,13 @@
 //!   imported once.
 //! - [`client`]: the client's exit codes and `--every`.
 //! - [`commands`]: `init`, the server's exit codes, `demo`, flags.
+//! - [`dns`]: the DNS face with the real `dig` and `kdig`.
 //! - [`signed`]: version 1: signed reports, acknowledgements, replays, forgeries, keys,
 //!   `allow_from`, the rate limit, SIGHUP, `add-host`.
 
 mod client;
 mod commands;
+mod dns;
 mod durability;
 mod files;
 mod garbage;
