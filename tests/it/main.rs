@@ -13,6 +13,7 @@
 //! - [`client`]: the client's exit codes and `--every`.
 //! - [`commands`]: `init`, the server's exit codes, `demo`, flags.
 //! - [`dns`]: the DNS face with the real `dig` and `kdig`.
+//! - [`secondary`]: a real NSD secondary transfers the zone and follows NOTIFY.
 //! - [`signed`]: version 1: signed reports, acknowledgements, replays, forgeries, keys,
 //!   `allow_from`, the rate limit, SIGHUP, `add-host`.
 
@@ -24,4 +25,5 @@ mod files;
 mod garbage;
 mod harness;
 mod report;
+mod secondary;
 mod signed;
