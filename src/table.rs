@@ -114,6 +114,12 @@ impl Table {
         Some((slot, *hosts.entry(slot)))
     }
 
+    /// The entry at `slot` (from [`Table::find`]): a reader that keeps slots skips the
+    /// walk of the index (slots stay valid for the table's life).
+    pub fn entry_at(&self, slot: Slot) -> Entry {
+        *self.read().entry(slot)
+    }
+
     pub fn len(&self) -> usize {
         self.read().entries.len()
     }
