@@ -270,6 +270,10 @@ pub struct DnsConfig {
     /// `dns_rate_limit`, default 100: UDP responses per second per source network (/24
     /// for IPv4, /56 for IPv6) before responses are dropped or truncated. 0: no limit.
     pub rate_limit: u32,
+    /// `dns_threads`, default 1: UDP threads, each with its own `SO_REUSEPORT` socket.
+    /// One measured fastest on 2 cores shared with the load generator
+    /// (`docs/BENCHMARKS.md`); more suit machines with cores to spare.
+    pub threads: usize,
 }
 
 impl Default for DnsConfig {
@@ -289,6 +293,7 @@ impl Default for DnsConfig {
             notify: Vec::new(),
             hide_stale: false,
             rate_limit: 100,
+            threads: 1,
         }
     }
 }
@@ -468,6 +473,7 @@ const SERVER_KEYS: &[Setting<ServerConfig>] = &[
     Setting { name: "dns_transfer_to", apply: |c, v| set(&mut c.dns.transfer_to, networks(v)) },
     Setting { name: "dns_notify",      apply: |c, v| set(&mut c.dns.notify, socket_addrs(v, 53)) },
     Setting { name: "dns_hide_stale",  apply: |c, v| set(&mut c.dns.hide_stale, boolean(v)) },
+    Setting { name: "dns_threads",     apply: |c, v| set(&mut c.dns.threads, match v.parse() { Ok(n @ 1..=64) => Ok(n), _ => Err("not a number of threads (1-64)") }) },
     Setting { name: "dns_rate_limit",  apply: |c, v| set(&mut c.dns.rate_limit, v.parse().map_err(|_| "not a number of responses per second (0: no limit)")) },
 ];
 
@@ -1868,7 +1874,7 @@ warning: unknown key "server_ip" in [DynIP:Client], ignored
              dns_ttl = 30\ndns_ns = ns1.example.net, ns2.dyn.example.com\n\
              dns_soa_contact = admin@example.com\ndns_soa_refresh = 10m\n\
              dns_transfer_to = 127.0.0.1, 192.0.2.0/24\ndns_notify = 127.0.0.1:5300 [::1]\n\
-             dns_hide_stale = yes\ndns_rate_limit = 0\n",
+             dns_hide_stale = yes\ndns_rate_limit = 0\ndns_threads = 2\n",
         );
         assert_eq!(read.listen, Some("127.0.0.1:5353".parse().unwrap()));
         assert_eq!(read.zone.as_deref(), Some("dyn.example.com"));
@@ -1886,6 +1892,7 @@ warning: unknown key "server_ip" in [DynIP:Client], ignored
         );
         assert!(read.hide_stale);
         assert_eq!(read.rate_limit, 0);
+        assert_eq!(read.threads, 2);
         let stale = parse("[DynIP:Server]\nstale_after = 90m\n").unwrap();
         assert_eq!(stale.server.stale_after, Duration::from_secs(5400));
         check(

@@ -2,7 +2,7 @@
 //! UDP rate limit, and the counters.
 //!
 //! Owns the I/O around [`zone`](crate::zone), which decides every answer: UDP is served by
-//! [`UDP_THREADS`] OS threads, each with its own `SO_REUSEPORT` socket, reading and
+//! `dns_threads` OS threads, each with its own `SO_REUSEPORT` socket, reading and
 //! answering up to [`BATCH`] queries per `recvmmsg`/`sendmmsg` and reading the table
 //! under its read lock (the writer holds the write lock only to swap records in); TCP and
 //! NOTIFY are tasks on the async runtime. Must not write the table or the store.
@@ -32,9 +32,6 @@ use crate::record::Time;
 use crate::table::Table;
 use crate::zone::{self, Reply, Transport, Zone, ZoneError};
 
-/// UDP sockets (and threads) on `dns_listen`: one per core of the 2-core machines this
-/// was measured on; the kernel spreads queries over them by source (`SO_REUSEPORT`).
-pub const UDP_THREADS: usize = 2;
 /// Queries per `recvmmsg` (and answers per `sendmmsg`): past 32 a system call's cost is
 /// already spread thin, and a batch stays within the L1 cache.
 pub const BATCH: usize = 32;
@@ -230,10 +227,11 @@ impl Dns {
         stale_after: Duration,
     ) -> Result<Dns, DnsError> {
         let zone = Zone::new(config, stale_after)?;
-        let (udp, tcp) = bind_all(listen).map_err(|source| DnsError::Bind {
-            addr: listen,
-            source,
-        })?;
+        let (udp, tcp) =
+            bind_all(listen, config.threads.max(1)).map_err(|source| DnsError::Bind {
+                addr: listen,
+                source,
+            })?;
         Ok(Dns {
             zone: Arc::new(zone),
             udp,
@@ -319,7 +317,10 @@ fn serial(table: &Table) -> u32 {
     table.address_seq() as u32
 }
 
-fn bind_all(listen: SocketAddr) -> std::io::Result<(Vec<UdpSocket>, std::net::TcpListener)> {
+fn bind_all(
+    listen: SocketAddr,
+    n_threads: usize,
+) -> std::io::Result<(Vec<UdpSocket>, std::net::TcpListener)> {
     // With port 0 the first UDP socket picks the port, and TCP may find it taken: try
     // again with another.
     let mut last_error = None;
@@ -335,7 +336,7 @@ fn bind_all(listen: SocketAddr) -> std::io::Result<(Vec<UdpSocket>, std::net::Tc
             Err(e) => return Err(e),
         };
         let mut udp = vec![first];
-        for _ in 1..UDP_THREADS {
+        for _ in 1..n_threads {
             udp.push(udp_socket(addr)?);
         }
         return Ok((udp, tcp));

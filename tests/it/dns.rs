@@ -406,7 +406,8 @@ fn the_rate_limit_drops_or_truncates_past_the_rate_per_network() {
 #[test]
 fn bytes_that_are_not_queries_never_stop_the_server() {
     let dir = Dir::new();
-    let (mut server, dns) = start(&dir, "dns_rate_limit = 0\n");
+    // Two UDP threads: each socket of the pair must survive.
+    let (mut server, dns) = start(&dir, "dns_rate_limit = 0\ndns_threads = 2\n");
     server.send(b"survivor");
     server.wait_committed("survivor", 1);
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
