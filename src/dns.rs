@@ -263,6 +263,8 @@ impl Dns {
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         let local = self.local_addr()?;
+        let interior = Arc::new(Interior::default());
+        interior.rebuild(&table);
         info!("listening dns={local}");
         let mut threads = Vec::new();
         for (idx, socket) in self.udp.into_iter().enumerate() {
@@ -273,6 +275,7 @@ impl Dns {
                 limiter: Limiter::new(self.rate_limit),
                 shutdown: shutdown.clone(),
                 slots: Default::default(),
+                interior: Arc::clone(&interior),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("dynip-dns-{idx}"))
@@ -285,7 +288,13 @@ impl Dns {
             table: Arc::clone(&table),
             counters: Arc::clone(&self.counters),
             transfer_to: self.transfer_to,
+            interior: Arc::clone(&interior),
         });
+        tasks.spawn(keep_interior(
+            interior,
+            Arc::clone(&table),
+            shutdown.clone(),
+        ));
         self.tcp.set_nonblocking(true)?;
         let listener = TcpListener::from_std(self.tcp)?;
         tasks.spawn(accept(listener, shared, shutdown.clone()));
@@ -378,6 +387,7 @@ struct UdpServer {
     shutdown: CancellationToken,
     /// Where each name answered so far lives in the table.
     slots: Slots,
+    interior: Arc<Interior>,
 }
 
 impl UdpServer {
@@ -425,8 +435,11 @@ impl UdpServer {
             let serial = serial(&self.table);
             let mut counts = Counts::default();
             outgoing.clear();
-            let (table, known) = (&self.table, &self.slots);
-            let lookup = |name: &crate::name::Name| lookup(table, known, name);
+            let hosts = UdpHosts {
+                table: &self.table,
+                slots: &self.slots,
+                interior: &self.interior,
+            };
             for (idx, &(len, peer)) in received.iter().enumerate() {
                 let Some(peer) = peer else { continue };
                 let answer = &mut answers[idx];
@@ -435,7 +448,7 @@ impl UdpServer {
                     Transport::Udp,
                     serial,
                     now,
-                    lookup,
+                    &hosts,
                     answer,
                 );
                 let Reply::Answer {
@@ -485,6 +498,86 @@ fn lookup(table: &Table, slots: &Slots, name: &crate::name::Name) -> Option<crat
     let (slot, entry) = table.find(name)?;
     slots.borrow_mut().insert(name.clone(), slot);
     Some(entry.record)
+}
+
+/// The names a UDP thread answers from.
+struct UdpHosts<'a> {
+    table: &'a Table,
+    slots: &'a Slots,
+    interior: &'a Interior,
+}
+
+impl zone::Hosts for UdpHosts<'_> {
+    fn record(&self, name: &crate::name::Name) -> Option<crate::record::Record> {
+        lookup(self.table, self.slots, name)
+    }
+
+    fn has_below(&self, relative: &str) -> bool {
+        self.interior.contains(relative)
+    }
+}
+
+/// The names a TCP connection answers from.
+struct TcpHosts<'a>(&'a TcpShared);
+
+impl zone::Hosts for TcpHosts<'_> {
+    fn record(&self, name: &crate::name::Name) -> Option<crate::record::Record> {
+        self.0.table.get(name).map(|entry| entry.record)
+    }
+
+    fn has_below(&self, relative: &str) -> bool {
+        self.0.interior.contains(relative)
+    }
+}
+
+/// The zone's empty non-terminals: `garage` while `pi.garage` is a host. Rebuilt when a
+/// host is added (the serial moves), at most once per [`NOTIFY_EVERY`]; read only for
+/// names that are not hosts.
+#[derive(Debug, Default)]
+struct Interior(std::sync::RwLock<std::collections::HashSet<String>>);
+
+impl Interior {
+    fn contains(&self, relative: &str) -> bool {
+        let names = self
+            .0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        !names.is_empty() && names.contains(relative)
+    }
+
+    fn rebuild(&self, table: &Table) {
+        let mut names = std::collections::HashSet::new();
+        for (name, _) in all_hosts(table) {
+            let folded = name.folded();
+            for (idx, _) in folded.match_indices('.') {
+                names.insert(folded[idx + 1..].to_owned());
+            }
+        }
+        *self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = names;
+    }
+}
+
+async fn keep_interior(interior: Arc<Interior>, table: Arc<Table>, shutdown: CancellationToken) {
+    let mut seen = table.address_seq();
+    let mut ticks = tokio::time::interval(NOTIFY_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let seq = table.address_seq();
+        if seq == seen {
+            continue;
+        }
+        seen = seq;
+        let (interior, table) = (Arc::clone(&interior), Arc::clone(&table));
+        // A walk of the whole table: not on the runtime's one thread.
+        let _ = tokio::task::spawn_blocking(move || interior.rebuild(&table)).await;
+    }
 }
 
 /// A UDP thread's map of names to where they live in the table.
@@ -617,6 +710,7 @@ struct TcpShared {
     table: Arc<Table>,
     counters: Arc<Counters>,
     transfer_to: Vec<IpNet>,
+    interior: Arc<Interior>,
 }
 
 async fn accept(listener: TcpListener, shared: Arc<TcpShared>, shutdown: CancellationToken) {
@@ -686,13 +780,13 @@ async fn connection(
             Err(_) => return Ok(()),
         }
         let now = Time::now();
-        let lookup = |name: &crate::name::Name| shared.table.get(name).map(|entry| entry.record);
+        let hosts = TcpHosts(shared);
         let reply = shared.zone.respond(
             &query,
             Transport::Tcp,
             serial(&shared.table),
             now,
-            lookup,
+            &hosts,
             &mut answer,
         );
         match reply {

@@ -7,7 +7,7 @@
 //! the zone, FORMERR for what does not parse, and the messages of a zone transfer. Parsing
 //! and building is hickory-proto's.
 //!
-//! Pure: the caller passes the query, the serial, the time and a lookup into the table;
+//! Pure: the caller passes the query, the serial, the time and the hosts ([`Hosts`]);
 //! no sockets, clock or logging. Sockets, transfers' access rules, rate limits and
 //! counters are `dns`'s.
 
@@ -31,6 +31,15 @@ const PLAIN_UDP_PAYLOAD: usize = 512;
 /// A transfer message is cut once its records may exceed this many bytes, well under the
 /// 65,535 a TCP message can hold even before name compression.
 const TRANSFER_MESSAGE_BYTES: usize = 16_384;
+
+/// What the zone answers from: the hosts' records.
+pub trait Hosts {
+    /// The record of the host named `name`.
+    fn record(&self, name: &Name) -> Option<Record>;
+    /// Whether some host's name ends in `.NAME` (`relative` is lowercase): then `NAME`
+    /// is an empty non-terminal, answered NODATA, not NXDOMAIN (RFC 8020).
+    fn has_below(&self, relative: &str) -> bool;
+}
 
 /// How the query came, which decides the size limit and whether a transfer may start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,14 +195,14 @@ impl Zone {
         DnsRecord::from_rdata(self.origin.clone(), self.negative_ttl, RData::SOA(soa))
     }
 
-    /// Answers one query into `out` (cleared first). `lookup` finds a host's record.
+    /// Answers one query into `out` (cleared first), from `hosts`.
     pub fn respond(
         &self,
         query: &[u8],
         transport: Transport,
         serial: u32,
         now: Time,
-        lookup: impl Fn(&Name) -> Option<Record>,
+        hosts: &impl Hosts,
         out: &mut Vec<u8>,
     ) -> Reply {
         out.clear();
@@ -321,8 +330,8 @@ impl Zone {
                 _ => {}
             }
         } else {
-            let (v4, v6) = self.addresses(&relative, now, &lookup);
-            found = v4.is_some() || v6.is_some();
+            let (v4, v6) = self.addresses(&relative, now, hosts);
+            found = v4.is_some() || v6.is_some() || hosts.has_below(&relative.to_ascii_lowercase());
             let ttl = self.ttl;
             match qtype {
                 RecordType::A => {
@@ -511,12 +520,12 @@ impl Zone {
         &self,
         relative: &str,
         now: Time,
-        lookup: &impl Fn(&Name) -> Option<Record>,
+        hosts: &impl Hosts,
     ) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
         let Ok(name) = Name::parse(relative) else {
             return (None, None);
         };
-        if let Some(record) = lookup(&name) {
+        if let Some(record) = hosts.record(&name) {
             return self.visible(&record, now);
         }
         let glue = self.glue.iter().find(|(glue, _, _)| glue == name.folded());
@@ -649,6 +658,17 @@ mod tests {
         Zone::new(&config, Duration::from_secs(3600)).unwrap()
     }
 
+    impl Hosts for BTreeMap<Name, Record> {
+        fn record(&self, name: &Name) -> Option<Record> {
+            self.get(name).copied()
+        }
+
+        fn has_below(&self, relative: &str) -> bool {
+            let suffix = format!(".{relative}");
+            self.keys().any(|name| name.folded().ends_with(&suffix))
+        }
+    }
+
     fn hosts() -> BTreeMap<Name, Record> {
         let mut hosts = BTreeMap::new();
         let mut pc = Record::new("203.0.113.7".parse().unwrap(), Time::from_micros(1_000_000));
@@ -659,6 +679,7 @@ mod tests {
             Time::from_micros(1_000_000),
         );
         hosts.insert(Name::parse("old").unwrap(), v4_only);
+        hosts.insert(Name::parse("pi.Garage").unwrap(), v4_only);
         hosts
     }
 
@@ -685,7 +706,7 @@ mod tests {
             transport,
             7,
             Time::from_micros(now_secs * 1_000_000),
-            |name| hosts.get(name).copied(),
+            &hosts,
             &mut out,
         );
         match reply {
@@ -768,6 +789,12 @@ mod tests {
             &format!("No Error aa q=[dyn.example.com. A] an=[] ns=[{SOA}] ad=[] edns=None"),
         );
         check("kitchen-pc.dyn.example.com.", RecordType::ANY, "No Error aa q=[kitchen-pc.dyn.example.com. ANY] an=[kitchen-pc.dyn.example.com. A 203.0.113.7] ns=[] ad=[] edns=None");
+        check(
+            "GARAGE.dyn.example.com.",
+            RecordType::A,
+            &format!("No Error aa q=[GARAGE.dyn.example.com. A] an=[] ns=[{SOA}] ad=[] edns=None"),
+        );
+        check("pi.garage.dyn.example.com.", RecordType::A, "No Error aa q=[pi.garage.dyn.example.com. A] an=[pi.garage.dyn.example.com. A 198.51.100.1] ns=[] ad=[] edns=None");
         check(
             "example.com.",
             RecordType::A,
@@ -926,7 +953,7 @@ mod tests {
             let hosts = hosts();
             let mut out = Vec::new();
             for transport in [Transport::Udp, Transport::Tcp] {
-                let reply = zone.respond(&bytes, transport, 1, Time::from_micros(0), |name| hosts.get(name).copied(), &mut out);
+                let reply = zone.respond(&bytes, transport, 1, Time::from_micros(0), &hosts, &mut out);
                 if let Reply::Answer { .. } = reply {
                     prop_assert!(Message::from_vec(&out).is_ok());
                     prop_assert!(transport == Transport::Tcp || out.len() <= usize::from(MAX_UDP_PAYLOAD));
@@ -942,7 +969,7 @@ mod tests {
             let at = idx % bytes.len();
             bytes[at] = byte;
             let mut out = Vec::new();
-            let _ = zone.respond(&bytes, Transport::Udp, 1, Time::from_micros(0), |name| hosts.get(name).copied(), &mut out);
+            let _ = zone.respond(&bytes, Transport::Udp, 1, Time::from_micros(0), &hosts, &mut out);
         }
     }
 }

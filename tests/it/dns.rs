@@ -491,3 +491,32 @@ impl TcpListenerGuard {
         self.0.local_addr().expect("its address")
     }
 }
+
+#[test]
+fn a_dotted_host_makes_its_parent_an_empty_non_terminal() {
+    let dir = Dir::new();
+    let (mut server, dns) = start(&dir, "");
+    let before = dig(&dir, dns, &["garage.dyn.example.com", "A"]);
+    assert_eq!(before.status, "NXDOMAIN", "{}", before.text);
+    server.send(b"pi.garage");
+    server.wait_committed("pi.garage", 1);
+    let host = dig(&dir, dns, &["pi.garage.dyn.example.com", "A"]);
+    assert_eq!(
+        host.answer,
+        ["pi.garage.dyn.example.com. 60 IN A 127.0.0.1"],
+        "{}",
+        host.text
+    );
+    // RFC 8020: NXDOMAIN would tell resolvers (QNAME minimisation asks for the parent
+    // first) that nothing exists below it.
+    let parent = eventually("garage to become an empty non-terminal", || {
+        let answer = kdig(&dir, dns, &["Garage.dyn.example.com", "A"]);
+        (answer.status == "NOERROR").then_some(answer)
+    });
+    assert!(
+        parent.answer.is_empty() && parent.authority[0].contains(" SOA "),
+        "{}",
+        parent.text
+    );
+    assert_eq!(server.terminate(), 0);
+}
