@@ -816,6 +816,7 @@ async fn connection(
                     write_message(&mut stream, &answer).await?;
                     continue;
                 }
+                let qtype = query.query_type();
                 let zone = Arc::clone(&shared.zone);
                 let table = Arc::clone(&shared.table);
                 // Reading and encoding 100,000 hosts takes tens of milliseconds: not on
@@ -835,7 +836,7 @@ async fn connection(
                 shared.counters.transfers.fetch_add(1, Ordering::Relaxed);
                 shared.counters.responses[rcode_index(ResponseCode::NoError)]
                     .fetch_add(1, Ordering::Relaxed);
-                info!(%peer, serial, n_messages = messages.len(), "zone transferred");
+                info!(%peer, serial, n_messages = messages.len(), qtype = %qtype, "zone transferred");
             }
         }
     }

@@ -81,6 +81,17 @@ impl Drop for Nsd {
 
 #[test]
 fn nsd_transfers_the_zone_hears_notify_and_answers_new_addresses() {
+    follows_the_zone("AXFR ");
+}
+
+/// NSD asks for IXFR first when `request-xfr` names no protocol; dynip answers with the
+/// whole zone, as RFC 1995 allows.
+#[test]
+fn nsd_asking_for_ixfr_gets_the_whole_zone() {
+    follows_the_zone("");
+}
+
+fn follows_the_zone(protocol: &str) {
     let dir = Dir::new();
     // NSD's port is only known once it is chosen; dynip must know it to notify.
     let nsd_port = free_port();
@@ -100,7 +111,7 @@ fn nsd_transfers_the_zone_hears_notify_and_answers_new_addresses() {
         dir.path(),
         nsd_port,
         &format!(
-            "  zonefile: \"{ZONE}.zone\"\n  request-xfr: AXFR 127.0.0.1@{} NOKEY\n  allow-notify: 127.0.0.1 NOKEY\n",
+            "  zonefile: \"{ZONE}.zone\"\n  request-xfr: {protocol}127.0.0.1@{} NOKEY\n  allow-notify: 127.0.0.1 NOKEY\n",
             primary.port()
         ),
     );
@@ -159,6 +170,14 @@ fn nsd_transfers_the_zone_hears_notify_and_answers_new_addresses() {
         "{}",
         server.stderr_tail()
     );
+    if protocol.is_empty() {
+        let asked = server.stderr_lines("qtype=IXFR");
+        assert!(
+            !asked.is_empty(),
+            "NSD asked for IXFR\n{}",
+            server.stderr_tail()
+        );
+    }
     let nxdomain = ask(&dir, "dig", nsd.addr, &["gamma.dyn.example.com", "A"]);
     assert_eq!(nxdomain.status, "NXDOMAIN", "{}", nxdomain.text);
 
