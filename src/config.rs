@@ -261,6 +261,67 @@ pub struct ServerConfig {
     pub public_status: bool,
     /// `stale_after`: a host whose last report is older than this is marked stale.
     pub stale_after: Duration,
+    /// The `dns_*` keys: the DNS responder.
+    pub dns: DnsConfig,
+}
+
+/// The `dns_*` keys of `[DynIP:Server]`: the authoritative DNS responder for `dns_zone`.
+/// Off unless `dns_listen` is set (which then needs `dns_zone`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// `dns_listen`: `ADDR:PORT` for UDP and TCP. `None`: no DNS.
+    pub listen: Option<SocketAddr>,
+    /// `dns_zone`: the zone, lowercase, without the final dot (`dyn.example.com`).
+    pub zone: Option<String>,
+    /// `dns_ttl`, default 60 s: the TTL of host records.
+    pub ttl: Duration,
+    /// `dns_ns`: the apex NS names, absolute, lowercase. Empty: `ns.ZONE`.
+    pub ns: Vec<String>,
+    /// `dns_soa_contact`: the SOA's mailbox as a name (`hostmaster.example.com`; an
+    /// address with `@` is converted). `None`: `hostmaster.ZONE`.
+    pub soa_contact: Option<String>,
+    /// `dns_soa_refresh`, `dns_soa_retry`, `dns_soa_expire`, `dns_soa_minimum`: the SOA
+    /// timers (the minimum is also the TTL of negative answers).
+    pub soa_refresh: Duration,
+    pub soa_retry: Duration,
+    pub soa_expire: Duration,
+    pub soa_minimum: Duration,
+    /// `dns_transfer_to`: who may transfer the zone (AXFR over TCP). `None`: nobody.
+    pub transfer_to: Option<Vec<IpNet>>,
+    /// `dns_notify`: where to send NOTIFY when the zone changes (port 53 unless given).
+    pub notify: Vec<SocketAddr>,
+    /// `dns_hide_stale`, default no: stop answering for addresses not reported for
+    /// `stale_after`.
+    pub hide_stale: bool,
+    /// `dns_rate_limit`, default 100: UDP responses per second per source network (/24
+    /// for IPv4, /56 for IPv6) before responses are dropped or truncated. 0: no limit.
+    pub rate_limit: u32,
+    /// `dns_threads`, default 1: UDP threads, each with its own `SO_REUSEPORT` socket.
+    /// One measured fastest on 2 cores shared with the load generator
+    /// (`docs/BENCHMARKS.md`); more suit machines with cores to spare.
+    pub threads: usize,
+}
+
+impl Default for DnsConfig {
+    fn default() -> DnsConfig {
+        DnsConfig {
+            listen: None,
+            zone: None,
+            ttl: Duration::from_secs(60),
+            ns: Vec::new(),
+            soa_contact: None,
+            // Secondaries also hear NOTIFY at once; the refresh is for lost NOTIFYs.
+            soa_refresh: Duration::from_secs(300),
+            soa_retry: Duration::from_secs(60),
+            soa_expire: Duration::from_secs(7 * 24 * 3600),
+            soa_minimum: Duration::from_secs(60),
+            transfer_to: None,
+            notify: Vec::new(),
+            hide_stale: false,
+            rate_limit: 100,
+            threads: 1,
+        }
+    }
 }
 
 /// The certificate chain and private key files of `tls_cert` and `tls_key`.
@@ -300,6 +361,7 @@ impl Default for ServerConfig {
             trusted_proxies: None,
             public_status: false,
             stale_after: DEFAULT_STALE_AFTER,
+            dns: DnsConfig::default(),
         }
     }
 }
@@ -383,6 +445,19 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
     }
     server.hosts = read_hosts(&ini)?;
     check_tls(&ini, &server)?;
+    if server.dns.listen.is_some() && server.dns.zone.is_none() {
+        let found = ini.get(SERVER_SECTION, "dns_listen");
+        return Err(ConfigError::Value {
+            section: SERVER_SECTION.to_owned(),
+            key: "dns_listen".to_owned(),
+            value: found
+                .as_ref()
+                .map(|found| quoted(found.value))
+                .unwrap_or_default(),
+            from_default: found.is_some_and(|found| found.from_default),
+            reason: "needs dns_zone, the zone to answer for (e.g. dns_zone = dyn.example.com)",
+        });
+    }
     let client = read_section(&ini, CLIENT_SECTION, CLIENT_KEYS)?;
     Ok(Config {
         server,
@@ -432,7 +507,21 @@ const SERVER_KEYS: &[Setting<ServerConfig>] = &[
     Setting { name: "tls_key",         apply: |c, v| set_tls(c, v, |tls, path| tls.key = path) },
     Setting { name: "trusted_proxies", apply: |c, v| set(&mut c.trusted_proxies, networks(v)) },
     Setting { name: "public_status",   apply: |c, v| set(&mut c.public_status, boolean(v)) },
-    Setting { name: "stale_after",     apply: |c, v| set(&mut c.stale_after, duration(v)) },
+    Setting { name: "stale_after",     apply: |c, v| set(&mut c.stale_after, positive_duration(v)) },
+    Setting { name: "dns_listen",      apply: |c, v| set(&mut c.dns.listen, socket_addr(v, None).map(Some)) },
+    Setting { name: "dns_zone",        apply: |c, v| set(&mut c.dns.zone, domain(v).map(Some)) },
+    Setting { name: "dns_ttl",         apply: |c, v| set(&mut c.dns.ttl, duration(v)) },
+    Setting { name: "dns_ns",          apply: |c, v| set(&mut c.dns.ns, domains(v)) },
+    Setting { name: "dns_soa_contact", apply: |c, v| set(&mut c.dns.soa_contact, mailbox(v).map(Some)) },
+    Setting { name: "dns_soa_refresh", apply: |c, v| set(&mut c.dns.soa_refresh, duration(v)) },
+    Setting { name: "dns_soa_retry",   apply: |c, v| set(&mut c.dns.soa_retry, duration(v)) },
+    Setting { name: "dns_soa_expire",  apply: |c, v| set(&mut c.dns.soa_expire, duration(v)) },
+    Setting { name: "dns_soa_minimum", apply: |c, v| set(&mut c.dns.soa_minimum, duration(v)) },
+    Setting { name: "dns_transfer_to", apply: |c, v| set(&mut c.dns.transfer_to, networks(v)) },
+    Setting { name: "dns_notify",      apply: |c, v| set(&mut c.dns.notify, socket_addrs(v, 53)) },
+    Setting { name: "dns_hide_stale",  apply: |c, v| set(&mut c.dns.hide_stale, boolean(v)) },
+    Setting { name: "dns_threads",     apply: |c, v| set(&mut c.dns.threads, match v.parse() { Ok(n @ 1..=64) => Ok(n), _ => Err("not a number of threads (1-64)") }) },
+    Setting { name: "dns_rate_limit",  apply: |c, v| set(&mut c.dns.rate_limit, v.parse().map_err(|_| "not a number of responses per second (0: no limit)")) },
 ];
 
 /// The keys of `[DynIP:Client]`. A new key is one row here and one field.
@@ -604,6 +693,79 @@ fn networks(value: &str) -> Result<Option<Vec<IpNet>>, &'static str> {
     Ok(Some(networks))
 }
 
+/// A duration: a number of seconds (`60`, as DNS timers are written) or humantime
+/// (`90s`, `5m`, `1h 30m`, `1w`).
+fn duration(value: &str) -> Result<Duration, &'static str> {
+    if let Ok(secs) = value.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(value).map_err(|_| "not a duration (e.g. 60, 90s, 5m, 1h, 1w)")
+}
+
+/// `ADDR:PORT` (IPv6 in brackets), or a bare address with `default_port`.
+fn socket_addr(value: &str, default_port: Option<u16>) -> Result<SocketAddr, &'static str> {
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bare = value
+        .strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(value);
+    match (bare.parse::<IpAddr>(), default_port) {
+        (Ok(ip), Some(port)) => Ok(SocketAddr::new(ip, port)),
+        _ if default_port.is_some() => {
+            Err("not an address or ADDR:PORT (e.g. 192.0.2.1, [2001:db8::1]:5353)")
+        }
+        _ => Err("not ADDR:PORT (e.g. 127.0.0.1:53, [::]:53)"),
+    }
+}
+
+/// Addresses (`ADDR` or `ADDR:PORT`), separated by commas or whitespace.
+fn socket_addrs(value: &str, default_port: u16) -> Result<Vec<SocketAddr>, &'static str> {
+    value
+        .split(|c: char| c == ',' || c.is_ascii_whitespace())
+        .filter(|item| !item.is_empty())
+        .map(|item| socket_addr(item, Some(default_port)))
+        .collect()
+}
+
+/// A domain name: labels of letters, digits, `-` and `_`, 1-63 bytes each, at most 253
+/// bytes, a final dot allowed; lowercased, without the final dot.
+fn domain(value: &str) -> Result<String, &'static str> {
+    let name = value.strip_suffix('.').unwrap_or(value);
+    let good_label = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(good_label) {
+        return Err("not a domain name (e.g. dyn.example.com)");
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// Domain names, separated by commas or whitespace.
+fn domains(value: &str) -> Result<Vec<String>, &'static str> {
+    value
+        .split(|c: char| c == ',' || c.is_ascii_whitespace())
+        .filter(|item| !item.is_empty())
+        .map(domain)
+        .collect()
+}
+
+/// The SOA's mailbox: a name, or a mail address whose `@` becomes a dot.
+fn mailbox(value: &str) -> Result<String, &'static str> {
+    let name = match value.split_once('@') {
+        Some((local, host)) if !local.contains('.') => format!("{local}.{host}"),
+        Some(_) => {
+            return Err("a mail address whose local part has no dot (e.g. hostmaster@example.com)")
+        }
+        None => value.to_owned(),
+    };
+    domain(&name).map_err(|_| "not a mail address or a name (e.g. hostmaster@example.com)")
+}
+
 /// `server_ip`: `*` or empty for all addresses, an IP literal (IPv6 with or without
 /// brackets), or a name for the caller to resolve.
 fn bind_host(value: &str) -> Result<BindHost, &'static str> {
@@ -679,12 +841,11 @@ fn check_tls(ini: &Ini, server: &ServerConfig) -> Result<(), ConfigError> {
     })
 }
 
-/// A duration such as `1h`, `90s` or `2h 30m` (humantime's syntax), longer than zero.
-fn duration(value: &str) -> Result<Duration, &'static str> {
-    match humantime::parse_duration(value) {
-        Ok(duration) if !duration.is_zero() => Ok(duration),
-        Ok(_) => Err("must be longer than zero"),
-        Err(_) => Err("not a duration (e.g. 1h, 30m, 90s, 2h 30m)"),
+/// A [`duration`] longer than zero (`stale_after`).
+fn positive_duration(value: &str) -> Result<Duration, &'static str> {
+    match duration(value)? {
+        duration if duration.is_zero() => Err("must be longer than zero"),
+        duration => Ok(duration),
     }
 }
 
@@ -1056,6 +1217,7 @@ mod tests {
                     trusted_proxies,
                     public_status,
                     stale_after,
+                    dns,
                 },
             client:
                 ClientConfig {
@@ -1127,6 +1289,7 @@ mod tests {
             *stale_after != server.stale_after,
             stale_after,
         );
+        field("server.dns", *dns != server.dns, dns);
         field("client.key", *client_key != client.key, client_key);
         field(
             "client.server_hostname",
@@ -1736,7 +1899,7 @@ server.stale_after = 9000s
         );
         check(
             "[DynIP:Server]\nstale_after = soon\n",
-            "error: [DynIP:Server] stale_after = \"soon\": not a duration (e.g. 1h, 30m, 90s, 2h 30m)",
+            "error: [DynIP:Server] stale_after = \"soon\": not a duration (e.g. 60, 90s, 5m, 1h, 1w)",
         );
     }
 
@@ -1858,5 +2021,52 @@ server.stale_after = 9000s
             "[DynIP:Server]\nkey = {KEY}\nallow_unsigned = yes\n"
         )));
         assert!(!accepts("[DynIP:Server]\nallow_unsigned = no\n"));
+    }
+
+    #[test]
+    fn dns_keys_read_and_refuse() {
+        let dns = |text: &str| parse(text).unwrap().server.dns;
+        let read = dns(
+            "[DynIP:Server]\ndns_listen = 127.0.0.1:5353\ndns_zone = Dyn.Example.COM.\n\
+             dns_ttl = 30\ndns_ns = ns1.example.net, ns2.dyn.example.com\n\
+             dns_soa_contact = admin@example.com\ndns_soa_refresh = 10m\n\
+             dns_transfer_to = 127.0.0.1, 192.0.2.0/24\ndns_notify = 127.0.0.1:5300 [::1]\n\
+             dns_hide_stale = yes\ndns_rate_limit = 0\ndns_threads = 2\n",
+        );
+        assert_eq!(read.listen, Some("127.0.0.1:5353".parse().unwrap()));
+        assert_eq!(read.zone.as_deref(), Some("dyn.example.com"));
+        assert_eq!(read.ttl, Duration::from_secs(30));
+        assert_eq!(read.ns, ["ns1.example.net", "ns2.dyn.example.com"]);
+        assert_eq!(read.soa_contact.as_deref(), Some("admin.example.com"));
+        assert_eq!(read.soa_refresh, Duration::from_secs(600));
+        assert_eq!(read.transfer_to.map(|nets| nets.len()), Some(2));
+        assert_eq!(
+            read.notify,
+            [
+                "127.0.0.1:5300".parse::<SocketAddr>().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
+        assert!(read.hide_stale);
+        assert_eq!(read.rate_limit, 0);
+        assert_eq!(read.threads, 2);
+        let stale = parse("[DynIP:Server]\nstale_after = 90m\n").unwrap();
+        assert_eq!(stale.server.stale_after, Duration::from_secs(5400));
+        check(
+            "[DynIP:Server]\ndns_listen = 127.0.0.1:53\n",
+            "error: [DynIP:Server] dns_listen = \"127.0.0.1:53\": needs dns_zone, the zone to answer for (e.g. dns_zone = dyn.example.com)",
+        );
+        check(
+            "[DynIP:Server]\ndns_listen = 127.0.0.1\n",
+            "error: [DynIP:Server] dns_listen = \"127.0.0.1\": not ADDR:PORT (e.g. 127.0.0.1:53, [::]:53)",
+        );
+        check(
+            "[DynIP:Server]\ndns_zone = bad..zone\n",
+            "error: [DynIP:Server] dns_zone = \"bad..zone\": not a domain name (e.g. dyn.example.com)",
+        );
+        check(
+            "[DynIP:Server]\ndns_ttl = soon\n",
+            "error: [DynIP:Server] dns_ttl = \"soon\": not a duration (e.g. 60, 90s, 5m, 1h, 1w)",
+        );
     }
 }

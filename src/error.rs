@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::config::ConfigError;
+use crate::dns::DnsError;
 use crate::export::ExportError;
 use crate::http::HttpError;
 use crate::name::NameError;
@@ -74,6 +75,8 @@ pub enum Error {
     Internal(String),
     #[error(transparent)]
     Http(#[from] HttpError),
+    #[error(transparent)]
+    Dns(#[from] DnsError),
 }
 
 impl Error {
@@ -92,6 +95,8 @@ impl Error {
             Error::UnknownHost(_) | Error::BadName { .. } => 9,
             Error::NoAck { .. } => 10,
             Error::Http(_) => 3,
+            Error::Dns(DnsError::Bind { .. }) => 7,
+            Error::Dns(DnsError::Zone(_)) => 3,
         }
     }
 }

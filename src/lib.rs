@@ -16,6 +16,7 @@
 //!   - [`api`]: the JSON API's documents and its OpenAPI description.
 //!   - [`status`]: the status page's HTML.
 //!   - [`metrics`]: counters and histograms in Prometheus's text format.
+//!   - [`zone`]: DNS query bytes -> answer bytes for `dns_zone`.
 //! - State:
 //!   - [`table`]: the in-memory table every read uses.
 //! - Edges:
@@ -24,6 +25,7 @@
 //!   - [`store`]: the SQLite store (only it knows SQL).
 //!   - [`writer`]: the store's one writer thread (group commit, compaction).
 //!   - [`export`]: the original's JSON file, imported and kept as a live export.
+//!   - [`dns`]: the DNS sockets (UDP, TCP), transfers, NOTIFY, rate limits, counters.
 //! - Wiring:
 //!   - [`server`]: start-up and shutdown.
 //!   - [`cli`]: the commands.
@@ -34,6 +36,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod dns;
 pub mod dyndns;
 pub mod error;
 pub mod export;
@@ -49,5 +52,6 @@ pub mod table;
 pub mod udp;
 pub mod wire;
 pub mod writer;
+pub mod zone;
 
 pub use error::Error;

@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Policy;
 use crate::config::ServerConfig;
+use crate::dns::Dns;
 use crate::error::Error;
 use crate::export;
 use crate::metrics::Metrics;
@@ -38,6 +39,8 @@ pub struct Server {
     /// The HTTP listener, when `http_listen` is set.
     http: Option<http::Listener>,
     metrics: Arc<Metrics>,
+    /// The DNS face, when `dns_listen` is set.
+    dns: Option<Dns>,
 }
 
 /// Replaces the keys and rules in force (SIGHUP), without stopping anything.
@@ -80,6 +83,10 @@ impl Server {
             "store loaded"
         );
         let policy = Arc::new(watch::Sender::new(Arc::new(Policy::new(config))));
+        let dns = match config.dns.listen {
+            Some(listen) => Some(Dns::bind(&config.dns, listen, config.stale_after)?),
+            None => None,
+        };
         let udp = udp::bind(&config.server_ip, config.server_port)?;
         let http = http::bind(config)?;
         export::write(&config.client_log_path, &table)?;
@@ -93,7 +100,13 @@ impl Server {
             policy,
             http,
             metrics: Arc::new(Metrics::default()),
+            dns,
         })
+    }
+
+    /// The DNS face's counters, when it is on (for `/metrics`).
+    pub fn dns_counters(&self) -> Option<Arc<crate::dns::Counters>> {
+        self.dns.as_ref().map(Dns::counters)
     }
 
     /// A handle to replace the keys and rules in force while the server runs.
@@ -188,6 +201,9 @@ impl Server {
             edges.spawn(http::serve(listener, edge));
         }
         drop(reports);
+        if let Some(dns) = self.dns {
+            edges.spawn(dns.serve(Arc::clone(&self.table), shutdown.clone()));
+        }
         while let Some(res) = edges.join_next().await {
             match res {
                 Ok(Ok(())) => {}

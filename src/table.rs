@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use crate::name::Name;
@@ -68,11 +68,16 @@ pub struct Table {
     /// Bumped on every change, so a reader can tell whether anything happened since it
     /// last looked (the export does).
     generation: AtomicU64,
+    /// The journal sequence number of the newest write that changed an address or added
+    /// a host (at load, the newest of any entry): the DNS zone's serial. It only rises,
+    /// also across restarts, since every entry keeps its `seq` in the store.
+    address_seq: AtomicI64,
 }
 
 impl Table {
     pub fn new(loaded: BTreeMap<Name, Entry>) -> Table {
         let entries: Vec<Entry> = loaded.values().copied().collect();
+        let address_seq = entries.iter().map(|entry| entry.seq).max().unwrap_or(0);
         // Collected from sorted names, the index is built with full nodes.
         let index: BTreeMap<Name, Slot> = loaded
             .into_keys()
@@ -88,7 +93,14 @@ impl Table {
         Table {
             hosts: RwLock::new(hosts),
             generation: AtomicU64::new(0),
+            address_seq: AtomicI64::new(address_seq),
         }
+    }
+
+    /// The journal sequence number of the newest write that changed an address or added a
+    /// host: rises with every change DNS can see, never goes back.
+    pub fn address_seq(&self) -> i64 {
+        self.address_seq.load(Ordering::Acquire)
     }
 
     pub fn get(&self, name: &Name) -> Option<Entry> {
@@ -107,6 +119,12 @@ impl Table {
         let hosts = self.read();
         let slot = *hosts.index.get(name)?;
         Some((slot, *hosts.entry(slot)))
+    }
+
+    /// The entry at `slot` (from [`Table::find`]): a reader that keeps slots skips the
+    /// walk of the index (slots stay valid for the table's life).
+    pub fn entry_at(&self, slot: Slot) -> Entry {
+        *self.read().entry(slot)
     }
 
     pub fn len(&self) -> usize {
@@ -143,13 +161,24 @@ impl Table {
     /// place: the writer's way in, after its commit.
     pub fn update_found(&self, entries: impl IntoIterator<Item = (Option<Slot>, Name, Entry)>) {
         let mut hosts = self.write();
+        let mut address_seq = None;
         for (slot, name, entry) in entries {
             match slot {
-                Some(slot) => *hosts.entry_mut(slot) = entry,
+                Some(slot) => {
+                    let current = hosts.entry_mut(slot);
+                    if addresses(&current.record) != addresses(&entry.record) {
+                        address_seq = address_seq.max(Some(entry.seq));
+                    }
+                    *current = entry;
+                }
                 None => {
+                    address_seq = address_seq.max(Some(entry.seq));
                     hosts.insert(name, entry);
                 }
             }
+        }
+        if let Some(seq) = address_seq {
+            self.address_seq.fetch_max(seq, Ordering::AcqRel);
         }
         self.generation.fetch_add(1, Ordering::Release);
     }
@@ -209,6 +238,14 @@ impl Table {
     }
 }
 
+/// What DNS answers from a record: its address of each family.
+fn addresses(record: &Record) -> (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>) {
+    (
+        record.v4.map(|seen| seen.addr),
+        record.v6.map(|seen| seen.addr),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,5 +302,25 @@ mod tests {
         table.mark_clean(&[(slot_a, 1), (slot_b, 1)]);
         assert!(!table.get(&a).unwrap().dirty);
         assert!(table.get(&b).unwrap().dirty);
+    }
+
+    #[test]
+    fn address_seq_follows_address_changes_only() {
+        let table = table(&[("a", true)]);
+        assert_eq!(table.address_seq(), 1);
+        let a = Name::parse("a").unwrap();
+        let (slot, mut same) = table.find(&a).unwrap();
+        same.seq = 2;
+        same.record
+            .apply("203.0.113.7".parse().unwrap(), Time::from_micros(5));
+        table.update_found([(Some(slot), a.clone(), same)]);
+        assert_eq!(table.address_seq(), 1, "a report of the same address");
+        let mut moved = same;
+        moved.seq = 3;
+        moved
+            .record
+            .apply("2001:db8::1".parse().unwrap(), Time::from_micros(6));
+        table.update_found([(Some(slot), a, moved)]);
+        assert_eq!(table.address_seq(), 3, "a new address");
     }
 }

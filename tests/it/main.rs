@@ -12,6 +12,8 @@
 //!   imported once.
 //! - [`client`]: the client's exit codes and `--every`.
 //! - [`commands`]: `init`, the server's exit codes, `demo`, flags.
+//! - [`dns`]: the DNS face with the real `dig` and `kdig`.
+//! - [`secondary`]: a real NSD secondary transfers the zone and follows NOTIFY.
 //! - [`signed`]: version 1: signed reports, acknowledgements, replays, forgeries, keys,
 //!   `allow_from`, the rate limit, SIGHUP, `add-host`.
 //! - [`http`]: the HTTP face: dyndns2 with the real ddclient and inadyn, every answer
@@ -19,10 +21,12 @@
 
 mod client;
 mod commands;
+mod dns;
 mod durability;
 mod files;
 mod garbage;
 mod harness;
 mod http;
 mod report;
+mod secondary;
 mod signed;

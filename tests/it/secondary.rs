@@ -1,0 +1,208 @@
+//! A real secondary (NSD, Debian's `nsd`) follows the zone: it transfers it over AXFR,
+//! hears NOTIFY after a report, transfers again, and answers the new address itself.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+use crate::dns::{ask, dns_addr, serial, ZONE};
+use crate::harness::*;
+
+/// A port free for both UDP and TCP on 127.0.0.1 when asked (NSD binds it itself).
+fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+        let port = udp.local_addr().expect("its address").port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// NSD as a non-daemon child (`nsd -d`) with its config, zone files and state in `dir`,
+/// never dropping privileges (`username: ""`), killed on drop.
+pub struct Nsd {
+    child: Child,
+    pub addr: SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl Nsd {
+    /// NSD on `127.0.0.1@port`; `zone_config` goes under `zone:` (after `name:`).
+    pub fn start_on(dir: &Path, port: u16, zone_config: &str) -> Nsd {
+        let state = dir.join("nsd");
+        std::fs::create_dir_all(&state).expect("NSD's directory");
+        let state = state.display();
+        let config = format!(
+            "server:\n  ip-address: 127.0.0.1@{port}\n  port: {port}\n  username: \"\"\n  chroot: \"\"\n\
+             \x20 zonesdir: \"{state}\"\n  database: \"\"\n  zonelistfile: \"{state}/zone.list\"\n\
+             \x20 xfrdfile: \"{state}/xfrd.state\"\n  xfrdir: \"{state}\"\n  pidfile: \"{state}/nsd.pid\"\n\
+             \x20 logfile: \"{state}/nsd.log\"\n  verbosity: 2\n  server-count: 1\n  tcp-count: 10\n\
+             \x20 reuseport: no\n\
+             remote-control:\n  control-enable: no\n\
+             zone:\n  name: \"{ZONE}\"\n{zone_config}"
+        );
+        let config_path = dir.join("nsd.conf");
+        std::fs::write(&config_path, config).expect("write nsd.conf");
+        let nsd = if Path::new("/usr/sbin/nsd").exists() {
+            "/usr/sbin/nsd"
+        } else {
+            "nsd"
+        };
+        let child = command(nsd, dir)
+            .args(["-d", "-c"])
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn nsd (Debian package nsd): {e}"));
+        Nsd {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            log: dir.join("nsd").join("nsd.log"),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Nsd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- nsd log ---\n{}", self.log());
+        }
+    }
+}
+
+#[test]
+fn nsd_transfers_the_zone_hears_notify_and_answers_new_addresses() {
+    follows_the_zone("AXFR ");
+}
+
+/// NSD asks for IXFR first when `request-xfr` names no protocol; dynip answers with the
+/// whole zone, as RFC 1995 allows.
+#[test]
+fn nsd_asking_for_ixfr_gets_the_whole_zone() {
+    follows_the_zone("");
+}
+
+fn follows_the_zone(protocol: &str) {
+    let dir = Dir::new();
+    // NSD's port is only known once it is chosen; dynip must know it to notify.
+    let nsd_port = free_port();
+    dir.server_config(
+        "127.0.0.1",
+        &format!(
+            "dns_listen = 127.0.0.1:0\ndns_zone = {ZONE}\ndns_transfer_to = 127.0.0.1/32\n\
+             dns_notify = 127.0.0.1:{nsd_port}\n"
+        ),
+    );
+    let mut server = ServerProcess::start(&dir);
+    let primary = dns_addr(&server);
+    server.send(b"alpha");
+    server.wait_committed("alpha", 1);
+
+    let nsd = Nsd::start_on(
+        dir.path(),
+        nsd_port,
+        &format!(
+            "  zonefile: \"{ZONE}.zone\"\n  request-xfr: {protocol}127.0.0.1@{} NOKEY\n  allow-notify: 127.0.0.1 NOKEY\n",
+            primary.port()
+        ),
+    );
+    let first = eventually("NSD to answer alpha after its first transfer", || {
+        let answer = ask(&dir, "dig", nsd.addr, &["alpha.dyn.example.com", "A"]);
+        (answer.answer.len() == 1).then_some(answer)
+    });
+    assert_eq!(
+        first.answer,
+        ["alpha.dyn.example.com. 60 IN A 127.0.0.1"],
+        "{}",
+        first.text
+    );
+    assert!(
+        first.has_flag("aa"),
+        "NSD answers authoritatively\n{}",
+        first.text
+    );
+    let serial_before = serial(&ask(&dir, "dig", nsd.addr, &[ZONE, "SOA"]));
+
+    // A new host and a moved one: NSD's refresh is 300 s, so only a NOTIFY brings them
+    // within the wait.
+    server.send_from("127.0.0.2:0", b"beta");
+    server.send_from("127.0.0.3:0", b"alpha");
+    server.wait_committed("beta", 1);
+    server.wait_committed("alpha", 2);
+    let beta = eventually("NSD to answer beta after a NOTIFY", || {
+        let answer = ask(&dir, "kdig", nsd.addr, &["beta.dyn.example.com", "A"]);
+        (answer.answer.len() == 1).then_some(answer)
+    });
+    assert_eq!(
+        beta.answer,
+        ["beta.dyn.example.com. 60 IN A 127.0.0.2"],
+        "{}",
+        beta.text
+    );
+    let alpha = ask(&dir, "dig", nsd.addr, &["alpha.dyn.example.com", "A"]);
+    assert_eq!(
+        alpha.answer,
+        ["alpha.dyn.example.com. 60 IN A 127.0.0.3"],
+        "{}",
+        alpha.text
+    );
+    let serial_after = serial(&ask(&dir, "dig", nsd.addr, &[ZONE, "SOA"]));
+    assert!(
+        serial_after > serial_before,
+        "{serial_before} -> {serial_after}"
+    );
+    assert!(
+        !server.stderr_lines("notify acknowledged").is_empty(),
+        "{}",
+        server.stderr_tail()
+    );
+    assert!(
+        server.stderr_lines("zone transferred").len() >= 2,
+        "{}",
+        server.stderr_tail()
+    );
+    if protocol.is_empty() {
+        let asked = server.stderr_lines("qtype=IXFR");
+        assert!(
+            !asked.is_empty(),
+            "NSD asked for IXFR\n{}",
+            server.stderr_tail()
+        );
+    }
+    let nxdomain = ask(&dir, "dig", nsd.addr, &["gamma.dyn.example.com", "A"]);
+    assert_eq!(nxdomain.status, "NXDOMAIN", "{}", nxdomain.text);
+
+    // Nobody outside dns_transfer_to gets the zone.
+    let out = run(
+        "dig",
+        &[
+            "@127.0.0.1",
+            "-p",
+            &primary.port().to_string(),
+            "-b",
+            "127.0.0.9",
+            "+time=2",
+            "+tries=1",
+            ZONE,
+            "AXFR",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.stdout.contains("Transfer failed") || out.stdout.contains("REFUSED"),
+        "{out:?}"
+    );
+    assert!(!out.stdout.contains("alpha"), "{out:?}");
+    assert!(!server.stderr_lines("zone transfer refused").is_empty());
+    drop(nsd);
+    assert_eq!(server.terminate(), 0);
+}
