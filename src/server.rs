@@ -90,6 +90,13 @@ impl Server {
         let udp = udp::bind(&config.server_ip, config.server_port)?;
         let http = http::bind(config)?;
         export::write(&config.client_log_path, &table)?;
+        let metrics = Arc::new(Metrics::default());
+        if let Some(dns) = &dns {
+            let counters = dns.counters();
+            metrics.add_family(Box::new(move |out: &mut String| {
+                counters.render_prometheus(out)
+            }));
+        }
         Ok(Server {
             config: config.clone(),
             store,
@@ -99,14 +106,9 @@ impl Server {
             udp,
             policy,
             http,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             dns,
         })
-    }
-
-    /// The DNS face's counters, when it is on (for `/metrics`).
-    pub fn dns_counters(&self) -> Option<Arc<crate::dns::Counters>> {
-        self.dns.as_ref().map(Dns::counters)
     }
 
     /// A handle to replace the keys and rules in force while the server runs.

@@ -68,8 +68,9 @@ pub struct Table {
     /// Bumped on every change, so a reader can tell whether anything happened since it
     /// last looked (the export does).
     generation: AtomicU64,
-    /// The journal sequence number of the newest write that changed an address or added
-    /// a host (at load, the newest of any entry): the DNS zone's serial. It only rises,
+    /// The journal sequence number of the newest write that changed an address, added a
+    /// host or took one offline or back (at load, the newest of any entry): the DNS zone's
+    /// serial. It only rises,
     /// also across restarts, since every entry keeps its `seq` in the store.
     address_seq: AtomicI64,
 }
@@ -166,7 +167,7 @@ impl Table {
             match slot {
                 Some(slot) => {
                     let current = hosts.entry_mut(slot);
-                    if addresses(&current.record) != addresses(&entry.record) {
+                    if dns_view(&current.record) != dns_view(&entry.record) {
                         address_seq = address_seq.max(Some(entry.seq));
                     }
                     *current = entry;
@@ -239,10 +240,12 @@ impl Table {
 }
 
 /// What DNS answers from a record: its address of each family.
-fn addresses(record: &Record) -> (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>) {
+/// What DNS answers from a record: its addresses, unless it went offline.
+fn dns_view(record: &Record) -> (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>, bool) {
     (
         record.v4.map(|seen| seen.addr),
         record.v6.map(|seen| seen.addr),
+        record.offline,
     )
 }
 

@@ -536,9 +536,13 @@ impl Zone {
         }
     }
 
-    /// A record's addresses that DNS shows: all, or with `dns_hide_stale` those
+    /// A record's addresses that DNS shows: none while the host is offline (dyndns2
+    /// `offline=YES`, until it reports again); else all, or with `dns_hide_stale` those
     /// reported within `stale_after`.
     fn visible(&self, record: &Record, now: Time) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
+        if record.offline {
+            return (None, None);
+        }
         let fresh = |last_seen: Time| {
             self.hide_after
                 .is_none_or(|after| now.as_micros().saturating_sub(last_seen.as_micros()) <= after)
@@ -680,6 +684,9 @@ mod tests {
         );
         hosts.insert(Name::parse("old").unwrap(), v4_only);
         hosts.insert(Name::parse("pi.Garage").unwrap(), v4_only);
+        let mut away = v4_only;
+        away.offline = true;
+        hosts.insert(Name::parse("away").unwrap(), away);
         hosts
     }
 
@@ -878,6 +885,13 @@ mod tests {
             answer(&zone, &two.to_vec().unwrap(), Transport::Udp, 3),
             "Form Error q=[] an=[] ns=[] ad=[] edns=None"
         );
+    }
+
+    #[test]
+    fn an_offline_host_does_not_answer() {
+        let zone = zone(|_| {});
+        let q = query("away.dyn.example.com.", RecordType::A, None);
+        assert!(answer(&zone, &q, Transport::Udp, 3).starts_with("Non-Existent Domain"));
     }
 
     #[test]

@@ -518,3 +518,68 @@ fn a_dotted_host_makes_its_parent_an_empty_non_terminal() {
     );
     assert_eq!(server.terminate(), 0);
 }
+
+/// The DNS counters are served at `/metrics` beside the HTTP face's, and the whole
+/// exposition still passes `promtool check metrics`.
+#[test]
+fn dns_counters_are_served_at_metrics() {
+    let dir = Dir::new();
+    let (server, dns) = start(&dir, "http_listen = 127.0.0.1:0\n");
+    let http = crate::http::http_addr(&server);
+    server.send(b"kitchen-pc");
+    server.wait_committed("kitchen-pc", 1);
+    assert_eq!(
+        dig(&dir, dns, &["kitchen-pc.dyn.example.com", "A"]).status,
+        "NOERROR"
+    );
+    assert_eq!(
+        dig(&dir, dns, &["nobody.dyn.example.com", "A"]).status,
+        "NXDOMAIN"
+    );
+    assert_eq!(dig(&dir, dns, &["example.org", "A"]).status, "REFUSED");
+    let body = crate::http::get(http, "/metrics", &[]).body;
+    for line in [
+        "dynip_dns_responses_total{rcode=\"NOERROR\"} 1",
+        "dynip_dns_responses_total{rcode=\"NXDOMAIN\"} 1",
+        "dynip_dns_responses_total{rcode=\"REFUSED\"} 1",
+    ] {
+        assert!(body.lines().any(|l| l == line), "no {line:?} in:\n{body}");
+    }
+    dir.write("metrics.txt", &body);
+    let out = run_command(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg("promtool check metrics < metrics.txt")
+            .current_dir(dir.path()),
+    );
+    assert_eq!(out.code, 0, "promtool: {out:?}\n{body}");
+    assert_eq!(out.stdout.trim(), "", "promtool found problems: {out:?}");
+}
+
+/// A host that said `offline=YES` over dyndns2 stops answering, and the zone's serial
+/// rises so that secondaries hear of it; its next report brings it back.
+#[test]
+fn an_offline_host_stops_answering_until_it_reports_again() {
+    let dir = Dir::new();
+    let key = test_key(61);
+    let (server, dns) = start(
+        &dir,
+        &format!("http_listen = 127.0.0.1:0\nkey = {}\n", key.encode()),
+    );
+    let http = crate::http::http_addr(&server);
+    let name = "away.dyn.example.com";
+    let good = crate::http::update(http, &key, "hostname=away&myip=192.0.2.7");
+    assert_eq!(good, (200, "good 192.0.2.7\n".to_owned()));
+    assert_eq!(dig(&dir, dns, &[name, "A"]).answer.len(), 1);
+    let before = serial(&dig(&dir, dns, &["dyn.example.com", "SOA"]));
+    let (status, _) = crate::http::update(http, &key, "hostname=away&myip=192.0.2.7&offline=YES");
+    assert_eq!(status, 200);
+    let gone = dig(&dir, dns, &[name, "A"]);
+    assert_eq!(gone.status, "NXDOMAIN", "{}", gone.text);
+    let after = serial(&dig(&dir, dns, &["dyn.example.com", "SOA"]));
+    assert!(after > before, "serial {before} -> {after}");
+    crate::http::update(http, &key, "hostname=away&myip=192.0.2.7");
+    let back = dig(&dir, dns, &[name, "A"]);
+    assert_eq!(back.status, "NOERROR", "{}", back.text);
+    assert_eq!(back.answer.len(), 1, "{}", back.text);
+}
