@@ -166,6 +166,21 @@ key = {KEY}
 # Mark a host stale on the status page when its last report is older than this.
 ;stale_after = 1h
 
+# DNS: answer HOST.ZONE (A, AAAA) and the zone's SOA and NS, over UDP and TCP, for
+# the zone delegated to this server. Default: off. dns_listen needs dns_zone.
+;dns_listen = 0.0.0.0:53
+;dns_zone = dyn.example.com
+# The TTL of host records.
+;dns_ttl = 60
+# The apex's NS names (default ns.ZONE) and the SOA's contact (hostmaster.ZONE).
+;dns_ns = ns1.example.com, ns2.example.com
+;dns_soa_contact = hostmaster@example.com
+# Secondaries (NSD, Knot, BIND) that may transfer the zone, and where to NOTIFY.
+;dns_transfer_to = 192.0.2.53
+;dns_notify = 192.0.2.53
+# Stop answering for addresses not reported for stale_after. Default: no.
+;dns_hide_stale = no
+
 [DynIP:Hosts]
 # Per-host keys: NAME = KEY. A name listed here may only be reported with its
 # own key (or the shared key). "dynip add-host CONFIG NAME" mints one and prints
