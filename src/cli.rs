@@ -23,7 +23,7 @@ use crate::config::{self, BindHost, ClientConfig, Config, ServerConfig};
 use crate::error::Error;
 use crate::key::{Key, KEY_LEN};
 use crate::name::Name;
-use crate::record::{Record, Seen};
+use crate::record::{Record, Time};
 use crate::server::{PolicyHandle, Server};
 use crate::store::Store;
 
@@ -431,11 +431,12 @@ fn open_store(path: &Path) -> Result<Store, Error> {
 }
 
 fn list(path: &Path, json: bool) -> Result<(), Error> {
-    let store = open_store(path)?;
+    let config = load_config(path)?;
+    let store = Store::open_read_only(&config.server.store_path)?;
     let hosts = store.load()?.hosts;
     let hosts = hosts.iter().map(|(name, entry)| (name, &entry.record));
     let out = if json {
-        list_json(hosts)
+        list_json(hosts, config.server.stale_after)
     } else {
         list_table(hosts)
     };
@@ -491,42 +492,14 @@ fn list_table<'a>(hosts: impl Iterator<Item = (&'a Name, &'a Record)>) -> String
     out
 }
 
-/// One host in `list --json`, fields in the order people read them.
-#[derive(serde::Serialize)]
-struct HostJson<'a> {
-    host: &'a str,
-    first_seen: String,
-    last_seen: String,
-    ipv4: Option<SeenJson>,
-    ipv6: Option<SeenJson>,
-}
-
-#[derive(serde::Serialize)]
-struct SeenJson {
-    address: String,
-    last_seen: String,
-    last_change: String,
-}
-
-impl<A: std::fmt::Display> From<Seen<A>> for SeenJson {
-    fn from(seen: Seen<A>) -> SeenJson {
-        SeenJson {
-            address: seen.addr.to_string(),
-            last_seen: seen.last_seen.rfc3339(),
-            last_change: seen.last_change.rfc3339(),
-        }
-    }
-}
-
-fn list_json<'a>(hosts: impl Iterator<Item = (&'a Name, &'a Record)>) -> String {
-    let hosts: Vec<HostJson<'_>> = hosts
-        .map(|(name, record)| HostJson {
-            host: name.as_str(),
-            first_seen: record.first_seen.rfc3339(),
-            last_seen: record.last_seen().rfc3339(),
-            ipv4: record.v4.map(SeenJson::from),
-            ipv6: record.v6.map(SeenJson::from),
-        })
+/// `list --json`: the API's host documents (`api::host`), as an array.
+fn list_json<'a>(
+    hosts: impl Iterator<Item = (&'a Name, &'a Record)>,
+    stale_after: std::time::Duration,
+) -> String {
+    let now = Time::now();
+    let hosts: Vec<crate::api::HostJson> = hosts
+        .map(|(name, record)| crate::api::host(name, record, now, stale_after))
         .collect();
     to_json(&hosts)
 }

@@ -578,6 +578,9 @@ fn an_offline_host_stops_answering_until_it_reports_again() {
     assert_eq!(gone.status, "NXDOMAIN", "{}", gone.text);
     let after = serial(&dig(&dir, dns, &["dyn.example.com", "SOA"]));
     assert!(after > before, "serial {before} -> {after}");
+    let listed = &dir.list()["away"];
+    assert_eq!(listed["offline"], true, "list --json: {listed}");
+    assert_eq!(listed["stale"], false, "list --json: {listed}");
     crate::http::update(http, &key, "hostname=away&myip=192.0.2.7");
     let back = dig(&dir, dns, &[name, "A"]);
     assert_eq!(back.status, "NOERROR", "{}", back.text);
