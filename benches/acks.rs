@@ -16,10 +16,9 @@
 //! without `--bench` (as `cargo test --benches` does) it is a short smoke run. Bounded in
 //! time and count; only 127.0.0.1 is ever addressed.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +27,9 @@ use dynip::key::Key;
 use dynip::name::Name;
 use dynip::record::Time;
 use dynip::wire;
+
+mod common;
+use common::{bench_key, cpu_time, Server};
 
 /// The targets.
 const TARGET_RATE: f64 = 100_000.0;
@@ -68,15 +70,6 @@ fn parse_args() -> Result<Options, String> {
         }
     }
     Ok(options)
-}
-
-/// The test-vector key of docs/PROTOCOL.md.
-fn bench_key() -> Key {
-    let mut secret = [0u8; 32];
-    for (idx, byte) in secret.iter_mut().enumerate() {
-        *byte = idx as u8;
-    }
-    Key::from_bytes(secret)
 }
 
 /// What a generator thread sends and how it reads the answers.
@@ -474,27 +467,6 @@ fn closed_loop(target: Target, server: SocketAddr, options: &Options) -> Run {
     }
 }
 
-/// CPU time a process has used so far (user and system, all threads), from
-/// `/proc/PID/stat`; zero where that cannot be read.
-fn cpu_time(pid: &str) -> Duration {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return Duration::ZERO;
-    };
-    // The fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    // utime and stime are fields 14 and 15 of the whole line, in clock ticks.
-    let ticks: u64 = fields
-        .get(11..13)
-        .map(|times| times.iter().filter_map(|t| t.parse::<u64>().ok()).sum())
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_micros(ticks * 1_000_000 / per_second)
-}
-
 /// Microseconds of CPU per answer.
 fn per_answer(cpu: Duration, answered: u64) -> f64 {
     cpu.as_secs_f64() * 1e6 / answered.max(1) as f64
@@ -523,58 +495,21 @@ fn spawn_echo(stop: Arc<AtomicBool>) -> SocketAddr {
     addr
 }
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server() -> Server {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("dynip.conf");
-    std::fs::write(
+/// The real server, `key` set, store in a temp dir (dropped after the server).
+fn start_server(dir: &tempfile::TempDir) -> Server {
+    let config = format!(
+        "[DynIP:Server]\nserver_ip = 127.0.0.1\nserver_port = 0\nclient_log_path = {}\nkey = {}\n",
+        dir.path().join("dynip.json").display(),
+        bench_key().encode()
+    );
+    Server::start(
+        dir.path(),
         &config,
-        format!(
-            "[DynIP:Server]\nserver_ip = 127.0.0.1\nserver_port = 0\nclient_log_path = {}\nkey = {}\n",
-            dir.path().join("dynip.json").display(),
-            bench_key().encode()
-        ),
+        "udp",
+        "warn,dynip::udp=info",
+        Duration::from_secs(30),
+        false,
     )
-    .expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dynip"))
-        .args(["server"])
-        .arg(&config)
-        .env("RUST_LOG", "warn,dynip::udp=info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("dynip server");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("listening udp=").nth(1) {
-                if let (Some(tx), Ok(addr)) = (tx.take(), addr.trim().parse::<SocketAddr>()) {
-                    let _ = tx.send(addr);
-                }
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the server's listening line");
-    Server {
-        child,
-        addr,
-        _dir: dir,
-    }
 }
 
 fn percentile(sorted: &[u32], fraction: f64) -> Duration {
@@ -627,8 +562,9 @@ fn main() -> ExitCode {
     stop_echo.store(true, Ordering::Relaxed);
     let (echo_rate, echo_sent) = (echo_run.rate, echo_run.sent_rate);
 
-    let server = start_server();
-    let server_pid = server.child.id().to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(&dir);
+    let server_pid = server.pid().to_string();
     let (generator_before, server_before) = (cpu_time("self"), cpu_time(&server_pid));
     let dynip_run = closed_loop(Target::Dynip, server.addr, &options);
     let generator_cpu = cpu_time("self").saturating_sub(generator_before);

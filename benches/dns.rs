@@ -13,11 +13,14 @@
 //! without `--bench` (as `cargo test --benches` does) it is a short smoke run with 1,000
 //! hosts. Only 127.0.0.1 is ever addressed.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::Server;
 
 const ZONE: &str = "dyn.example.com";
 /// The issue's target: dynip's rate at least this many times NSD's.
@@ -105,7 +108,7 @@ fn write_file(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result
 }
 
 /// dynip with `hosts` imported from an original-format JSON file, DNS on a free port.
-fn start_dynip(dir: &Path, hosts: usize) -> (Running, SocketAddr) {
+fn start_dynip(dir: &Path, hosts: usize) -> Server {
     let json = dir.join("dynip.json");
     write_file(&json, |out| {
         out.write_all(b"{")?;
@@ -120,42 +123,20 @@ fn start_dynip(dir: &Path, hosts: usize) -> (Running, SocketAddr) {
         }
         out.write_all(b"}")
     });
-    let config = dir.join("dynip.conf");
-    std::fs::write(
+    let config = format!(
+        "[DynIP:Server]\nserver_ip = 127.0.0.1\nserver_port = 0\nclient_log_path = {}\n\
+         dns_listen = 127.0.0.1:0\ndns_zone = {ZONE}\ndns_rate_limit = 0\n",
+        json.display()
+    );
+    // Importing 100,000 hosts takes a few seconds before the server listens.
+    Server::start(
+        dir,
         &config,
-        format!(
-            "[DynIP:Server]\nserver_ip = 127.0.0.1\nserver_port = 0\nclient_log_path = {}\n\
-             dns_listen = 127.0.0.1:0\ndns_zone = {ZONE}\ndns_rate_limit = 0\n",
-            json.display()
-        ),
+        "dns",
+        "warn,dynip::dns=info",
+        Duration::from_secs(120),
+        true,
     )
-    .expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dynip"))
-        .arg("server")
-        .arg(&config)
-        .current_dir(dir)
-        .env("RUST_LOG", "warn,dynip::dns=info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("dynip server");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("listening dns=").nth(1) {
-                if let (Some(tx), Ok(addr)) = (tx.take(), addr.trim().parse::<SocketAddr>()) {
-                    let _ = tx.send(addr);
-                }
-            } else if !line.contains("imported") {
-                eprintln!("dynip: {line}");
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("dynip's listening dns= line");
-    (Running(child), addr)
 }
 
 /// NSD serving the same hosts from a zone file, as a non-daemon child.
@@ -316,7 +297,8 @@ fn main() -> ExitCode {
 
     let started = Instant::now();
     let (nsd, nsd_addr) = start_nsd(dir.path(), options.hosts);
-    let (dynip, dynip_addr) = start_dynip(dir.path(), options.hosts);
+    let dynip = start_dynip(dir.path(), options.hosts);
+    let dynip_addr = dynip.addr;
     wait_answering(nsd_addr, options.hosts, "nsd");
     wait_answering(dynip_addr, options.hosts, "dynip");
     println!("both loaded in {:.1} s", started.elapsed().as_secs_f64());

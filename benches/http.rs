@@ -16,13 +16,15 @@
 //! Run without `--bench` (as `cargo test --benches` does) it is a short smoke run.
 //! Bounded in time and count; only 127.0.0.1 is ever addressed.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use dynip::key::Key;
+
+mod common;
+use common::{bench_key, cpu_time, Server};
 
 /// The issue's targets.
 const TARGET_RATE: f64 = 50_000.0;
@@ -62,15 +64,6 @@ fn parse_args() -> Result<Options, String> {
         }
     }
     Ok(options)
-}
-
-/// The test-vector key of docs/PROTOCOL.md.
-fn bench_key() -> Key {
-    let mut secret = [0u8; 32];
-    for (idx, byte) in secret.iter_mut().enumerate() {
-        *byte = idx as u8;
-    }
-    Key::from_bytes(secret)
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -217,78 +210,22 @@ fn commits(server: SocketAddr) -> (u64, f64) {
     )
 }
 
-/// The CPU time (user and system, all threads) the process `pid` has used so far, from
-/// `/proc/PID/stat` (in clock ticks of 10 ms).
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command name (which is in parentheses and may hold spaces).
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |idx: usize| {
-        fields
-            .get(idx)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
-}
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server() -> Server {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("dynip.conf");
-    std::fs::write(
+/// The real server with `http_listen`, `key` set, store in `dir`.
+fn start_server(dir: &tempfile::TempDir) -> Server {
+    let config = format!(
+        "[DynIP:Server]\nserver_ip = 127.0.0.1\nserver_port = 0\nhttp_listen = 127.0.0.1:0\n\
+         client_log_path = {}\nkey = {}\n",
+        dir.path().join("dynip.json").display(),
+        bench_key().encode()
+    );
+    Server::start(
+        dir.path(),
         &config,
-        format!(
-            "[DynIP:Server]\nserver_ip = 127.0.0.1\nserver_port = 0\nhttp_listen = 127.0.0.1:0\n\
-             client_log_path = {}\nkey = {}\n",
-            dir.path().join("dynip.json").display(),
-            bench_key().encode()
-        ),
+        "http",
+        "warn,dynip::http=info",
+        Duration::from_secs(30),
+        false,
     )
-    .expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dynip"))
-        .args(["server"])
-        .arg(&config)
-        .env("RUST_LOG", "warn,dynip::http=info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("dynip server");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("listening http=").nth(1) {
-                if let (Some(tx), Ok(addr)) = (tx.take(), addr.trim().parse::<SocketAddr>()) {
-                    let _ = tx.send(addr);
-                }
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the server's listening line");
-    Server {
-        child,
-        addr,
-        _dir: dir,
-    }
 }
 
 fn main() -> ExitCode {
@@ -303,18 +240,19 @@ fn main() -> ExitCode {
         "dyndns2 over keep-alive: {} generator threads, {} connections each, {} hosts, {:.1} s windows",
         options.threads, options.connections, options.hosts, options.seconds
     );
-    let server = start_server();
-    let pid = server.child.id();
-    let cpu_before = cpu_time(pid);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(&dir);
+    let pid = server.pid().to_string();
+    let cpu_before = cpu_time(&pid);
     let started = Instant::now();
     let healthz = closed_loop(Target::Healthz, server.addr, &options);
     let healthz_cpu =
-        (cpu_time(pid) - cpu_before).as_secs_f64() / (healthz * started.elapsed().as_secs_f64());
-    let cpu_before = cpu_time(pid);
+        (cpu_time(&pid) - cpu_before).as_secs_f64() / (healthz * started.elapsed().as_secs_f64());
+    let cpu_before = cpu_time(&pid);
     let started = Instant::now();
     let updates = closed_loop(Target::Update, server.addr, &options);
     let updates_cpu =
-        (cpu_time(pid) - cpu_before).as_secs_f64() / (updates * started.elapsed().as_secs_f64());
+        (cpu_time(&pid) - cpu_before).as_secs_f64() / (updates * started.elapsed().as_secs_f64());
     let (n_commits, n_committed) = commits(server.addr);
     drop(server);
     let ratio = updates / healthz;
