@@ -268,26 +268,20 @@ impl Zone {
                 None => PLAIN_UDP_PAYLOAD,
             },
         };
-        let Some(relative) = self.relative(question.name()) else {
-            return self.error(
-                request.id(),
-                OpCode::Query,
-                Some(question.clone()),
-                edns,
-                ResponseCode::Refused,
-                out,
-            );
+        // Outside the zone, or not class IN: never an open resolver.
+        let relative = match self.relative(question.name()) {
+            Some(relative) if question.query_class() == DNSClass::IN => relative,
+            _ => {
+                return self.error(
+                    request.id(),
+                    OpCode::Query,
+                    Some(question.clone()),
+                    edns,
+                    ResponseCode::Refused,
+                    out,
+                )
+            }
         };
-        if question.query_class() != DNSClass::IN {
-            return self.error(
-                request.id(),
-                OpCode::Query,
-                Some(question.clone()),
-                edns,
-                ResponseCode::Refused,
-                out,
-            );
-        }
         let qtype = question.query_type();
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
             if transport == Transport::Tcp && relative.is_empty() {
