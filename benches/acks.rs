@@ -29,7 +29,7 @@ use dynip::record::Time;
 use dynip::wire;
 
 mod common;
-use common::{bench_key, cpu_time, Server};
+use common::{bench_key, cpu_time, Args, Server};
 
 /// The targets.
 const TARGET_RATE: f64 = 100_000.0;
@@ -45,31 +45,17 @@ struct Options {
 }
 
 fn parse_args() -> Result<Options, String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let smoke = !args.iter().any(|arg| arg == "--bench");
-    let mut options = Options {
-        seconds: if smoke { 0.5 } else { 5.0 },
-        threads: 2,
-        window: 128,
-        hosts: 10_000,
-        smoke,
-    };
-    let mut args = args.iter().filter(|arg| *arg != "--bench");
-    while let Some(arg) = args.next() {
-        let mut value = || {
-            args.next()
-                .ok_or_else(|| format!("{arg} needs a value"))
-                .cloned()
-        };
-        match arg.as_str() {
-            "--seconds" => options.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?,
-            "--threads" => options.threads = value()?.parse().map_err(|e| format!("--threads: {e}"))?,
-            "--window" => options.window = value()?.parse().map_err(|e| format!("--window: {e}"))?,
-            "--hosts" => options.hosts = value()?.parse().map_err(|e| format!("--hosts: {e}"))?,
-            other => return Err(format!("unknown argument {other:?}; usage: cargo bench --bench acks -- [--seconds S] [--threads T] [--window W] [--hosts H]")),
-        }
-    }
-    Ok(options)
+    let args = Args::parse(
+        &["seconds", "threads", "window", "hosts"],
+        "cargo bench --bench acks -- [--seconds S] [--threads T] [--window W] [--hosts H]",
+    )?;
+    Ok(Options {
+        seconds: args.get("seconds", if args.smoke { 0.5 } else { 5.0 })?,
+        threads: args.get("threads", 2)?,
+        window: args.get("window", 128)?,
+        hosts: args.get("hosts", 10_000)?,
+        smoke: args.smoke,
+    })
 }
 
 /// What a generator thread sends and how it reads the answers.

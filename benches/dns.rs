@@ -20,7 +20,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::Server;
+use common::{Args, Server};
 
 const ZONE: &str = "dyn.example.com";
 /// The issue's target: dynip's rate at least this many times NSD's.
@@ -35,33 +35,18 @@ struct Options {
 }
 
 fn parse_args() -> Result<Options, String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let smoke = !args.iter().any(|arg| arg == "--bench");
-    let mut options = Options {
-        seconds: if smoke { 1 } else { 10 },
-        hosts: if smoke { 1_000 } else { 100_000 },
-        rounds: if smoke { 1 } else { 2 },
-        clients: 10,
+    let args = Args::parse(
+        &["seconds", "hosts", "rounds", "clients"],
+        "cargo bench --bench dns -- [--seconds S] [--hosts H] [--rounds R] [--clients C]",
+    )?;
+    let smoke = args.smoke;
+    Ok(Options {
+        seconds: args.get("seconds", if smoke { 1 } else { 10 })?,
+        hosts: args.get("hosts", if smoke { 1_000 } else { 100_000 })?,
+        rounds: args.get("rounds", if smoke { 1 } else { 2 })?.max(1),
+        clients: args.get("clients", 10)?,
         smoke,
-    };
-    let mut args = args.iter().filter(|arg| *arg != "--bench");
-    while let Some(arg) = args.next() {
-        let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
-        let number = |what: &str| value.parse::<usize>().map_err(|e| format!("{what}: {e}"));
-        match arg.as_str() {
-            "--seconds" => options.seconds = number("--seconds")? as u32,
-            "--hosts" => options.hosts = number("--hosts")?,
-            "--rounds" => options.rounds = number("--rounds")?.max(1),
-            "--clients" => options.clients = number("--clients")? as u32,
-            other => {
-                return Err(format!(
-                    "unknown argument {other:?}; usage: cargo bench --bench dns -- \
-                     [--seconds S] [--hosts H] [--rounds R] [--clients C]"
-                ))
-            }
-        }
-    }
-    Ok(options)
+    })
 }
 
 fn host(idx: usize) -> String {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 
 mod common;
-use common::{bench_key, cpu_time, Server};
+use common::{bench_key, cpu_time, Args, Server};
 
 /// The targets.
 const TARGET_RATE: f64 = 50_000.0;
@@ -39,31 +39,17 @@ struct Options {
 }
 
 fn parse_args() -> Result<Options, String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let smoke = !args.iter().any(|arg| arg == "--bench");
-    let mut options = Options {
-        seconds: if smoke { 0.5 } else { 5.0 },
-        threads: 2,
-        connections: 128,
-        hosts: 10_000,
-        smoke,
-    };
-    let mut args = args.iter().filter(|arg| *arg != "--bench");
-    while let Some(arg) = args.next() {
-        let mut value = || {
-            args.next()
-                .ok_or_else(|| format!("{arg} needs a value"))
-                .cloned()
-        };
-        match arg.as_str() {
-            "--seconds" => options.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?,
-            "--threads" => options.threads = value()?.parse().map_err(|e| format!("--threads: {e}"))?,
-            "--connections" => options.connections = value()?.parse().map_err(|e| format!("--connections: {e}"))?,
-            "--hosts" => options.hosts = value()?.parse().map_err(|e| format!("--hosts: {e}"))?,
-            other => return Err(format!("unknown argument {other:?}; usage: cargo bench --bench http -- [--seconds S] [--threads T] [--connections C] [--hosts H]")),
-        }
-    }
-    Ok(options)
+    let args = Args::parse(
+        &["seconds", "threads", "connections", "hosts"],
+        "cargo bench --bench http -- [--seconds S] [--threads T] [--connections C] [--hosts H]",
+    )?;
+    Ok(Options {
+        seconds: args.get("seconds", if args.smoke { 0.5 } else { 5.0 })?,
+        threads: args.get("threads", 2)?,
+        connections: args.get("connections", 128)?,
+        hosts: args.get("hosts", 10_000)?,
+        smoke: args.smoke,
+    })
 }
 
 #[derive(Clone, Copy, PartialEq)]

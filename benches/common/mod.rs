@@ -109,3 +109,53 @@ pub fn cpu_time(pid: &str) -> Duration {
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_micros(ticks * 1_000_000 / per_second)
 }
+
+/// A bench's command line: `--bench` (a full run: `cargo bench` passes it; without it, as
+/// `cargo test --benches` runs a bench, a short smoke run) and `--NAME VALUE` pairs.
+pub struct Args {
+    pub smoke: bool,
+    values: Vec<(String, String)>,
+}
+
+impl Args {
+    /// Reads the process's arguments; `names` are the options the bench takes (without
+    /// `--`), `usage` what to say when another is given.
+    ///
+    /// # Errors
+    /// An unknown option, or one without a value.
+    pub fn parse(names: &[&str], usage: &str) -> Result<Args, String> {
+        let mut smoke = true;
+        let mut values = Vec::new();
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            if arg == "--bench" {
+                smoke = false;
+                continue;
+            }
+            match arg.strip_prefix("--") {
+                Some(name) if names.contains(&name) => {
+                    let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
+                    values.push((name.to_owned(), value));
+                }
+                _ => return Err(format!("unknown argument {arg:?}; usage: {usage}")),
+            }
+        }
+        Ok(Args { smoke, values })
+    }
+
+    /// The last value given for `--name`, or `default`.
+    ///
+    /// # Errors
+    /// A value that does not parse as a `T`.
+    pub fn get<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, String>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.values.iter().rev().find(|(given, _)| given == name) {
+            Some((_, value)) => value
+                .parse()
+                .map_err(|e| format!("--{name} {value:?}: {e}")),
+            None => Ok(default),
+        }
+    }
+}
