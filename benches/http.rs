@@ -12,7 +12,8 @@
 //! connections send requests of the same size, answered without touching the writer:
 //! what HTTP itself costs on this machine with this generator.
 //!
-//! `cargo bench --bench http [-- --seconds S --threads T --connections C --hosts H]`.
+//! `cargo bench --bench http [-- --seconds S --threads T --connections C --hosts H --rounds R]`:
+//! S seconds against each target, in R windows that alternate between the two.
 //! Run without `--bench` (as `cargo test --benches` does) it is a short smoke run.
 //! Bounded in time and count; only 127.0.0.1 is ever addressed.
 
@@ -35,19 +36,21 @@ struct Options {
     threads: usize,
     connections: usize,
     hosts: usize,
+    rounds: usize,
     smoke: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
     let args = Args::parse(
-        &["seconds", "threads", "connections", "hosts"],
-        "cargo bench --bench http -- [--seconds S] [--threads T] [--connections C] [--hosts H]",
+        &["seconds", "threads", "connections", "hosts", "rounds"],
+        "cargo bench --bench http -- [--seconds S] [--threads T] [--connections C] [--hosts H] [--rounds R]",
     )?;
     Ok(Options {
-        seconds: args.get("seconds", if args.smoke { 0.5 } else { 5.0 })?,
+        seconds: args.get("seconds", if args.smoke { 0.5 } else { 10.0 })?,
         threads: args.get("threads", 2)?,
         connections: args.get("connections", 128)?,
         hosts: args.get("hosts", 10_000)?,
+        rounds: args.get("rounds", if args.smoke { 1 } else { 5 })?,
         smoke: args.smoke,
     })
 }
@@ -111,22 +114,53 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|window| window == needle)
 }
 
-/// Runs the closed loop against `target` for `seconds`; returns answers per second.
-fn closed_loop(target: Target, server: SocketAddr, options: &Options) -> f64 {
+/// What the windows against one target added up to.
+#[derive(Default)]
+struct Tally {
+    n_answered: u64,
+    elapsed: Duration,
+    server_cpu: Duration,
+}
+
+impl Tally {
+    fn rate(&self) -> f64 {
+        self.n_answered as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn cpu_per_answer(&self) -> f64 {
+        self.server_cpu.as_secs_f64() / self.n_answered.max(1) as f64
+    }
+}
+
+/// Runs the closed loop against `target` for `seconds`, adding to `tally`. `counters`
+/// holds each generator thread's request counter, carried from window to window so that
+/// every update is still a new address for its host.
+fn closed_loop(
+    target: Target,
+    server: &Server,
+    options: &Options,
+    seconds: f64,
+    counters: &mut [u64],
+    tally: &mut Tally,
+) {
     let auth = base64::engine::general_purpose::STANDARD
         .encode(format!("router:{}", bench_key().encode()));
-    let deadline = Instant::now() + Duration::from_secs_f64(options.seconds);
+    let server_addr = server.addr;
+    let pid = server.pid().to_string();
+    let cpu_before = cpu_time(&pid);
     let started = Instant::now();
-    let threads: Vec<_> = (0..options.threads)
-        .map(|thread_idx| {
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let threads: Vec<_> = counters
+        .iter()
+        .map(|&first| {
             let auth = auth.clone();
             let (n_threads, n_connections, n_hosts) =
                 (options.threads, options.connections, options.hosts);
-            std::thread::spawn(move || -> u64 {
+            std::thread::spawn(move || -> (u64, u64) {
                 let mut connections: Vec<Connection> = (0..n_connections)
-                    .map(|_| Connection::open(server).expect("connect to the server"))
+                    .map(|_| Connection::open(server_addr).expect("connect to the server"))
                     .collect();
-                let mut counter = thread_idx as u64;
+                let mut counter = first;
                 let mut n_answered = 0u64;
                 let mut request = Vec::with_capacity(512);
                 let mut expected: Vec<String> = vec![String::new(); n_connections];
@@ -162,15 +196,17 @@ fn closed_loop(target: Target, server: SocketAddr, options: &Options) -> f64 {
                         n_answered += 1;
                     }
                 }
-                n_answered
+                (n_answered, counter)
             })
         })
         .collect();
-    let n_answered: u64 = threads
-        .into_iter()
-        .map(|thread| thread.join().expect("generator thread"))
-        .sum();
-    n_answered as f64 / started.elapsed().as_secs_f64()
+    for (thread, counter) in threads.into_iter().zip(counters.iter_mut()) {
+        let (n_answered, next) = thread.join().expect("generator thread");
+        tally.n_answered += n_answered;
+        *counter = next;
+    }
+    tally.elapsed += started.elapsed();
+    tally.server_cpu += cpu_time(&pid) - cpu_before;
 }
 
 /// The server's commits so far and the reports they held, from its `/metrics`.
@@ -223,24 +259,39 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "dyndns2 over keep-alive: {} generator threads, {} connections each, {} hosts, {:.1} s windows",
-        options.threads, options.connections, options.hosts, options.seconds
+        "dyndns2 over keep-alive: {} generator threads, {} connections each, {} hosts, \
+         {:.1} s per target in {} alternating windows",
+        options.threads, options.connections, options.hosts, options.seconds, options.rounds
     );
     let dir = tempfile::tempdir().expect("temp dir");
     let server = start_server(&dir);
-    let pid = server.pid().to_string();
-    let cpu_before = cpu_time(&pid);
-    let started = Instant::now();
-    let healthz = closed_loop(Target::Healthz, server.addr, &options);
-    let healthz_cpu =
-        (cpu_time(&pid) - cpu_before).as_secs_f64() / (healthz * started.elapsed().as_secs_f64());
-    let cpu_before = cpu_time(&pid);
-    let started = Instant::now();
-    let updates = closed_loop(Target::Update, server.addr, &options);
-    let updates_cpu =
-        (cpu_time(&pid) - cpu_before).as_secs_f64() / (updates * started.elapsed().as_secs_f64());
+    // Windows against the two targets alternate, so that a change in the machine's speed
+    // during the run (a shared VM's neighbours) weighs on both alike.
+    let window = options.seconds / options.rounds.max(1) as f64;
+    let mut counters: Vec<u64> = (0..options.threads as u64).collect();
+    let (mut healthz, mut updates) = (Tally::default(), Tally::default());
+    for _ in 0..options.rounds.max(1) {
+        closed_loop(
+            Target::Healthz,
+            &server,
+            &options,
+            window,
+            &mut counters,
+            &mut healthz,
+        );
+        closed_loop(
+            Target::Update,
+            &server,
+            &options,
+            window,
+            &mut counters,
+            &mut updates,
+        );
+    }
     let (n_commits, n_committed) = commits(server.addr);
     drop(server);
+    let (healthz_cpu, updates_cpu) = (healthz.cpu_per_answer(), updates.cpu_per_answer());
+    let (healthz, updates) = (healthz.rate(), updates.rate());
     let ratio = updates / healthz;
     println!();
     println!(
