@@ -444,6 +444,20 @@ fn router_url_forms() {
     );
     let out = run("curl", &["-sS", &url], dir.path());
     assert_eq!(out.stdout, "good 198.51.100.1\n", "{out:?}");
+    // The full form of the DynDNS specification, as built-in DynDNS clients send it:
+    // `system`, `wildcard`, `mx` and `backmx` are accepted and ignored.
+    assert_eq!(
+        update(
+            addr,
+            &key,
+            "system=dyndns&hostname=classic.example&myip=198.51.100.9&wildcard=NOCHG&mx=NOCHG&backmx=NOCHG"
+        ),
+        (200, "good 198.51.100.9\n".to_string())
+    );
+    assert_eq!(
+        listed_ipv4(&dir, "classic.example").as_deref(),
+        Some("198.51.100.9")
+    );
     // Credentials in the query, for routers that send no header.
     let res = get(
         addr,
