@@ -202,6 +202,55 @@ struct Shared {
     /// A read-only connection to the store, for histories (the table has none), opened
     /// on first use.
     history: Mutex<Option<Store>>,
+    outcomes: Arc<Outcomes>,
+}
+
+/// What the writer decided on a report, for the request waiting on it.
+type Outcome = Result<Committed, Refused>;
+
+/// Outcomes on their way from the writer's thread to the requests waiting for them. The
+/// writer queues a commit's outcomes here and wakes the relay task once; the relay hands
+/// them to the requests on the runtime's own thread. Waking each request from the
+/// writer's thread cost one system call and one run-queue lock per report (measured:
+/// updates took 2.3 times the server CPU of `/healthz`).
+#[derive(Default)]
+struct Outcomes {
+    pending: Mutex<Vec<(oneshot::Sender<Outcome>, Outcome)>>,
+    ready: tokio::sync::Notify,
+}
+
+impl Outcomes {
+    fn push(&self, done: oneshot::Sender<Outcome>, outcome: Outcome) {
+        let was_empty = {
+            let mut pending = self.lock();
+            pending.push((done, outcome));
+            pending.len() == 1
+        };
+        if was_empty {
+            self.ready.notify_one();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(oneshot::Sender<Outcome>, Outcome)>> {
+        // A push cannot panic while holding the lock, so a poisoned queue still holds
+        // whole outcomes.
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Hands queued outcomes to their requests, for as long as the server serves.
+    async fn relay(self: Arc<Self>) {
+        let mut batch = Vec::new();
+        loop {
+            self.ready.notified().await;
+            batch.append(&mut self.lock());
+            for (done, outcome) in batch.drain(..) {
+                // The request may have gone (client closed); nothing to tell then.
+                let _ = done.send(outcome);
+            }
+        }
+    }
 }
 
 /// Serves HTTP on `listener` until `shutdown`, then lets open requests finish (for at
@@ -219,10 +268,13 @@ pub async fn serve(listener: Listener, edge: Edge) -> std::io::Result<()> {
     };
     info!("listening {proto}={local}");
     let shutdown = edge.shutdown.clone();
+    let outcomes = Arc::new(Outcomes::default());
+    let relay = tokio::spawn(Arc::clone(&outcomes).relay());
     let router = router(Arc::new(Shared {
         edge,
         limiter: Mutex::new(Limiter::new(FAILURES_PER_SEC, FAILURE_BURST)),
         history: Mutex::new(None),
+        outcomes,
     }));
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = JoinSet::new();
@@ -275,6 +327,7 @@ pub async fn serve(listener: Listener, edge: Edge) -> std::io::Result<()> {
         );
         connections.shutdown().await;
     }
+    relay.abort();
     Ok(())
 }
 
@@ -614,16 +667,14 @@ impl Shared {
             let mut waits = Vec::with_capacity(addrs.len());
             for addr in &addrs {
                 let (done, committed) = oneshot::channel();
+                let outcomes = Arc::clone(&self.outcomes);
                 let report = Report {
                     name: name.clone(),
                     addr: *addr,
                     at,
                     signed_at: None,
                     offline: update.offline,
-                    done: Some(Box::new(move |outcome| {
-                        // The request may have gone (client closed); nothing to tell then.
-                        let _ = done.send(outcome);
-                    })),
+                    done: Some(Box::new(move |outcome| outcomes.push(done, outcome))),
                 };
                 if self.edge.reports.send(report).await.is_err() {
                     break;
@@ -654,7 +705,7 @@ impl Shared {
     async fn wait(
         &self,
         client: IpAddr,
-        waits: Vec<oneshot::Receiver<Result<Committed, Refused>>>,
+        waits: Vec<oneshot::Receiver<Outcome>>,
         n_addrs: usize,
         unchanged: bool,
         addrs: &[IpAddr],
@@ -800,7 +851,7 @@ enum Lookup {
 enum Pending {
     Answered(Answer),
     Waiting {
-        waits: Vec<oneshot::Receiver<Result<Committed, Refused>>>,
+        waits: Vec<oneshot::Receiver<Outcome>>,
         n_addrs: usize,
         unchanged: bool,
     },
