@@ -35,10 +35,9 @@
 /// allocates a request's state on its thread and the writer frees much of it on its own,
 /// which sends glibc through its slow paths (`malloc_consolidate`, `unlink_chunk`): 16%
 /// of the HTTP thread's samples were in the allocator during dyndns2 updates, 5% during
-/// `/healthz`. In
-/// three interleaved pairs of `cargo bench --bench http` runs, mimalloc took 54-60 µs of
-/// server CPU per update against glibc's 62-64, and a ratio to `/healthz` of 0.53-0.57
-/// against 0.50-0.52.
+/// `/healthz`. In three interleaved pairs of `cargo bench --bench http` runs, mimalloc
+/// took 54-60 µs of server CPU per update against glibc's 62-64, and a ratio to
+/// `/healthz` of 0.53-0.57 against 0.50-0.52.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
