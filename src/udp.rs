@@ -29,7 +29,7 @@ use crate::error::Error;
 use crate::metrics::{Metrics, Path, Reason};
 use crate::record::Time;
 use crate::wire::{self, Ack, Incoming, Kind};
-use crate::writer::{Committed, Done, Refused, Report};
+use crate::writer::{Committed, Done, Handoff, Refused, Report};
 
 /// Receive buffer size asked of the kernel: about 20 ms of datagrams at 100,000 reports/s
 /// with Linux's per-datagram overhead, to ride out a commit. The kernel caps it at
@@ -127,40 +127,8 @@ struct PendingAck {
 }
 
 /// Acknowledgements sealed on the writer thread, waiting for their receive loop to send
-/// them. The writer only pushes (a lock and a vector push); only the first push into an
-/// empty queue wakes the loop, so a commit of thousands of reports costs one wake-up, not
-/// one system call and one thread switch per acknowledgement.
-#[derive(Default)]
-struct AckQueue {
-    pending: std::sync::Mutex<Vec<PendingAck>>,
-    ready: tokio::sync::Notify,
-}
-
-impl AckQueue {
-    fn push(&self, ack: PendingAck) {
-        let was_empty = {
-            let mut pending = self.lock();
-            pending.push(ack);
-            pending.len() == 1
-        };
-        if was_empty {
-            self.ready.notify_one();
-        }
-    }
-
-    /// Moves every queued acknowledgement to the end of `into`.
-    fn take(&self, into: &mut Vec<PendingAck>) {
-        into.append(&mut self.lock());
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PendingAck>> {
-        // A push cannot panic while holding the lock, so a poisoned queue still holds
-        // whole acknowledgements.
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
+/// them: one wake-up of the loop per commit.
+type AckQueue = Handoff<PendingAck>;
 
 /// What an acknowledgement's `Done` callback holds: the queue, and a token whose drop
 /// tells the loop, at shutdown, that no more acknowledgements can come.
@@ -198,7 +166,7 @@ pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<(
         tokio::select! {
             biased;
             () = edge.shutdown.cancelled() => break,
-            () = queue.ready.notified() => {}
+            () = queue.ready() => {}
             () = std::future::ready(()), if acks.has_pending() => {}
             res = socket.readable() => res?,
         }
@@ -245,7 +213,7 @@ pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<(
     drop(edge);
     loop {
         tokio::select! {
-            () = queue.ready.notified() => acks.send_queued(&queue, &socket, usize::MAX),
+            () = queue.ready() => acks.send_queued(&queue, &socket, usize::MAX),
             None = all_gone.recv() => break,
         }
     }
