@@ -271,22 +271,12 @@ fn main() -> ExitCode {
     let mut counters: Vec<u64> = (0..options.threads as u64).collect();
     let (mut healthz, mut updates) = (Tally::default(), Tally::default());
     for _ in 0..options.rounds.max(1) {
-        closed_loop(
-            Target::Healthz,
-            &server,
-            &options,
-            window,
-            &mut counters,
-            &mut healthz,
-        );
-        closed_loop(
-            Target::Update,
-            &server,
-            &options,
-            window,
-            &mut counters,
-            &mut updates,
-        );
+        for (target, tally) in [
+            (Target::Healthz, &mut healthz),
+            (Target::Update, &mut updates),
+        ] {
+            closed_loop(target, &server, &options, window, &mut counters, tally);
+        }
     }
     let (n_commits, n_committed) = commits(server.addr);
     drop(server);

@@ -53,7 +53,7 @@ use crate::record::{Record, Time};
 use crate::status;
 use crate::store::{Store, StoreError};
 use crate::table::Table;
-use crate::writer::{Committed, Handoff, Refused, Report};
+use crate::writer::{Handoff, Outcome, Report};
 
 /// The largest request head (request line and headers). A router's update URL with its
 /// headers is well under 1 KiB; browsers send a few KiB of cookies at most.
@@ -204,9 +204,6 @@ struct Shared {
     history: Mutex<Option<Store>>,
     outcomes: Arc<Outcomes>,
 }
-
-/// What the writer decided on a report, for the request waiting on it.
-type Outcome = Result<Committed, Refused>;
 
 /// Outcomes on their way from the writer's thread to the requests waiting for them. The
 /// writer queues a commit's outcomes here and wakes the relay task once; the relay hands

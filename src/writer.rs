@@ -74,7 +74,10 @@ pub struct Report {
 
 /// What the edge that received a report does once the writer has decided on it (send an
 /// acknowledgement, answer a request). Called on the writer thread: it must not block.
-pub type Done = Box<dyn FnOnce(Result<Committed, Refused>) + Send>;
+pub type Done = Box<dyn FnOnce(Outcome) + Send>;
+
+/// What the writer decided on a report.
+pub type Outcome = Result<Committed, Refused>;
 
 /// What `Done` callbacks hand from the writer thread to an edge's task: the writer only
 /// pushes (a lock and a vector push), and only the first push into an empty queue wakes
