@@ -21,7 +21,7 @@ use crate::export;
 use crate::metrics::Metrics;
 use crate::name::Name;
 use crate::record::Record;
-use crate::store::{self, HistoryRow, Loaded, Store};
+use crate::store::{self, HistoryRow, Loaded, Progress, Store};
 use crate::table::Table;
 use crate::{http, udp, writer};
 
@@ -30,9 +30,8 @@ use crate::{http, udp, writer};
 pub struct Server {
     config: ServerConfig,
     store: Store,
-    /// Where the writer continues the journal (from [`Loaded`]).
-    next_seq: i64,
-    journal_records: u64,
+    /// Where the writer goes on from (from [`Loaded`]).
+    progress: Progress,
     table: Arc<Table>,
     udp: Vec<std::net::UdpSocket>,
     policy: Arc<watch::Sender<Arc<Policy>>>,
@@ -71,11 +70,7 @@ impl Server {
         }
         // A million imported hosts are over 100 MiB: gone before the table is loaded.
         drop(imported);
-        let Loaded {
-            hosts,
-            next_seq,
-            journal_records,
-        } = store.load()?;
+        let Loaded { hosts, progress } = store.load()?;
         let table = Arc::new(Table::new(hosts));
         info!(
             hosts = table.len(),
@@ -100,8 +95,7 @@ impl Server {
         Ok(Server {
             config: config.clone(),
             store,
-            next_seq,
-            journal_records,
+            progress,
             table,
             udp,
             policy,
@@ -146,14 +140,9 @@ impl Server {
     /// When a thread cannot be started, or the final export fails.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let table = Arc::clone(&self.table);
-        let (reports, writer) = writer::spawn_measured(
-            self.store,
-            table,
-            self.next_seq,
-            self.journal_records,
-            Arc::clone(&self.metrics),
-        )
-        .map_err(|e| Error::Internal(format!("cannot start the writer: {e}")))?;
+        let (reports, writer) =
+            writer::spawn_measured(self.store, table, self.progress, Arc::clone(&self.metrics))
+                .map_err(|e| Error::Internal(format!("cannot start the writer: {e}")))?;
 
         let (stop_export, stop_rx) = std::sync::mpsc::channel::<()>();
         let export_path = self.config.client_log_path.clone();

@@ -29,9 +29,9 @@ use crate::table::Entry;
 /// `PRAGMA application_id`: "dyni" in ASCII, so `file(1)` and we can tell our stores.
 const APPLICATION_ID: i64 = 0x6479_6e69;
 /// `PRAGMA user_version`: the schema this build writes and reads. Version 2 added
-/// `hosts.offline`; a version-1 store is read as it is, and migrated when the server
-/// opens it (one `ALTER TABLE`, no rewrite).
-const SCHEMA_VERSION: i64 = 2;
+/// `hosts.offline`, version 3 `history_log`; an older store is read as it is, and
+/// migrated when the server opens it (an `ALTER TABLE` or a `CREATE TABLE`, no rewrite).
+const SCHEMA_VERSION: i64 = 3;
 /// Page cache of the writer's connection, in KiB: large enough that a compaction chunk's
 /// pages stay cached between the read and the write of the B-tree, small against the
 /// per-host memory budget (300 bytes × 1,000,000 hosts).
@@ -69,13 +69,33 @@ CREATE TABLE history (
     address TEXT NOT NULL
 );
 CREATE INDEX history_by_name ON history (name_key, at);
+CREATE TABLE history_log (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    name_key TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    address TEXT NOT NULL
+);
 INSERT INTO meta (key, value) VALUES ('reports', 0);
 ";
 
+/// History rows are written twice. A commit appends its rows to `history_log`, which has
+/// no index, so they fill its last page: an indexed insert dirtied one random page of
+/// `history_by_name` per row, 4 KiB written per report (a third of the writer's time).
+/// The compaction sweep, which walks the hosts in name order, settles each host's logged
+/// rows into `history` as it writes the host's snapshot row, so the index is written in
+/// name order, several rows per page; at the end of a sweep the log rows from before it
+/// began are dropped. A row can be in both tables for a while (settled, not yet
+/// dropped): the same `id` in both, read once.
+///
 /// `name_key` is the name as compared ([`Name::folded`]): SQLite's `NOCASE` folds ASCII
 /// only, and names are compared with full Unicode lowercase.
 const INSERT_HISTORY: &str =
-    "INSERT INTO history (name, name_key, at, address) VALUES (?1, ?2, ?3, ?4)";
+    "INSERT INTO history (id, name, name_key, at, address) VALUES (?1, ?2, ?3, ?4, ?5)";
+const LOG_HISTORY: &str =
+    "INSERT INTO history_log (id, name, name_key, at, address) VALUES (?1, ?2, ?3, ?4, ?5)";
+const SETTLE_HISTORY: &str = "INSERT OR IGNORE INTO history (id, name, name_key, at, address) \
+                              SELECT id, name, name_key, at, address FROM history_log WHERE id = ?1";
 
 const RECORD_COLUMNS: &str = "name, seq, first_seen, ipv4, ipv4_last_seen, ipv4_last_change, \
                               ipv6, ipv6_last_seen, ipv6_last_change, signed_at, offline";
@@ -123,10 +143,20 @@ impl StoreError {
 #[derive(Debug)]
 pub struct Loaded {
     pub hosts: BTreeMap<Name, Entry>,
+    pub progress: Progress,
+}
+
+/// Where the writer goes on from: what the journal and the history log hold.
+#[derive(Debug, Default)]
+pub struct Progress {
     /// The next journal sequence number to use.
     pub next_seq: i64,
     /// Records in the journal, not yet folded into the snapshot.
     pub journal_records: u64,
+    /// The next history row's `id`.
+    pub next_history_id: i64,
+    /// Rows of `history_log` not yet settled into `history`, oldest first.
+    pub unsettled: Vec<(Name, i64)>,
 }
 
 /// One address change, for the history.
@@ -137,6 +167,13 @@ pub struct HistoryRow {
     pub addr: IpAddr,
 }
 
+/// An address change as the writer logs it, with the `id` it gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedChange {
+    pub id: i64,
+    pub change: HistoryRow,
+}
+
 /// What one turn of the writer commits, in one transaction.
 #[derive(Debug, Default)]
 pub struct Turn<'a> {
@@ -144,25 +181,41 @@ pub struct Turn<'a> {
     pub seq: i64,
     /// The records the turn's reports changed, for the journal.
     pub records: &'a [(Name, Entry)],
-    pub history: &'a [HistoryRow],
+    /// The turn's address changes, for `history_log`.
+    pub history: &'a [LoggedChange],
     /// Reports committed by the turn (some may have changed the same record).
     pub n_reports: u64,
     /// A chunk of the compaction sweep: records to write into the snapshot.
     pub snapshot: &'a [(Name, Entry)],
-    /// Drop up to [`DROP_ENTRIES_PER_TURN`] journal entries below this sequence number
-    /// (the end of a sweep).
-    pub drop_journal_before: Option<i64>,
+    /// Logged history rows of the chunk's hosts, in the chunk's order: copied into
+    /// `history`.
+    pub settle: &'a [i64],
+    /// Drop up to [`DROP_ENTRIES_PER_TURN`] journal entries below this sequence number,
+    /// and up to [`DROP_LOG_ROWS_PER_TURN`] log rows below this history id (the end of
+    /// a sweep).
+    pub drop_before: Option<DropBefore>,
+}
+
+/// What the end of a sweep may drop: everything it folded or settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropBefore {
+    pub seq: i64,
+    pub history_id: i64,
 }
 
 /// Journal entries a turn may drop: each holds up to a batch of records, so dropping is
 /// spread over turns instead of holding one commit for a whole journal's worth.
 pub const DROP_ENTRIES_PER_TURN: i64 = 16;
+/// History log rows a turn may drop (about 40 bytes each).
+pub const DROP_LOG_ROWS_PER_TURN: i64 = 8192;
 
 pub struct Store {
     conn: Connection,
     path: PathBuf,
     /// A version-1 store, opened read-only: it has no `offline` column (none is offline).
     before_offline: bool,
+    /// A store from before version 3, opened read-only: it has no `history_log`.
+    before_log: bool,
 }
 
 impl Store {
@@ -206,7 +259,9 @@ impl Store {
         if !store.check_header()? {
             return Err(StoreError::Missing(path.to_path_buf()));
         }
-        store.before_offline = store.version()? < 2;
+        let version = store.version()?;
+        store.before_offline = version < 2;
+        store.before_log = version < 3;
         Ok(store)
     }
 
@@ -219,6 +274,7 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             before_offline: false,
+            before_log: false,
         };
         store
             .conn
@@ -264,11 +320,20 @@ impl Store {
 
     /// Brings an older schema up to this one, in one transaction.
     fn migrate(&mut self) -> Result<(), StoreError> {
-        if self.version()? >= SCHEMA_VERSION {
+        let version = self.version()?;
+        if version >= SCHEMA_VERSION {
             return Ok(());
         }
+        let mut steps = String::new();
+        if version < 2 {
+            steps.push_str("ALTER TABLE hosts ADD COLUMN offline INTEGER NOT NULL DEFAULT 0;");
+        }
+        steps.push_str(
+            "CREATE TABLE history_log (id INTEGER PRIMARY KEY, name TEXT NOT NULL, \
+             name_key TEXT NOT NULL, at INTEGER NOT NULL, address TEXT NOT NULL);",
+        );
         let tx = self.conn.transaction().map_err(|e| sql(&self.path, e))?;
-        tx.execute_batch("ALTER TABLE hosts ADD COLUMN offline INTEGER NOT NULL DEFAULT 0")
+        tx.execute_batch(&steps)
             .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
             .and_then(|()| tx.commit())
             .map_err(|e| sql(&self.path, e))
@@ -375,11 +440,49 @@ impl Store {
             .query_row("SELECT max(seq) FROM hosts", [], |row| row.get(0))
             .map_err(|source| self.classify(source))?;
         next_seq = next_seq.max(last_snapshot_seq.unwrap_or(0) + 1);
+        let (next_history_id, unsettled) = self.unsettled_history()?;
         Ok(Loaded {
             hosts,
-            next_seq,
-            journal_records,
+            progress: Progress {
+                next_seq,
+                journal_records,
+                next_history_id,
+                unsettled,
+            },
         })
+    }
+
+    /// The next history id, and the logged rows not yet settled into `history`.
+    fn unsettled_history(&self) -> Result<(i64, Vec<(Name, i64)>), StoreError> {
+        let settled_max: Option<i64> = self
+            .conn
+            .query_row("SELECT max(id) FROM history", [], |row| row.get(0))
+            .map_err(|source| self.classify(source))?;
+        if self.before_log {
+            return Ok((settled_max.unwrap_or(0) + 1, Vec::new()));
+        }
+        let logged_max: Option<i64> = self
+            .conn
+            .query_row("SELECT max(id) FROM history_log", [], |row| row.get(0))
+            .map_err(|source| self.classify(source))?;
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT id, name FROM history_log AS log \
+                 WHERE NOT EXISTS (SELECT 1 FROM history WHERE history.id = log.id) ORDER BY id",
+            )
+            .map_err(|source| self.classify(source))?;
+        let mut rows = statement.query([]).map_err(|e| self.classify(e))?;
+        let mut unsettled = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.classify(e))? {
+            let id: i64 = row.get(0).map_err(|e| self.classify(e))?;
+            let name: String = row.get(1).map_err(|e| self.classify(e))?;
+            let name = Name::parse(&name)
+                .map_err(|_| self.corrupt(format!("bad host name {name:?} in the history log")))?;
+            unsettled.push((name, id));
+        }
+        let next_id = settled_max.max(logged_max).unwrap_or(0) + 1;
+        Ok((next_id, unsettled))
     }
 
     fn decode_row(&self, row: &Row<'_>) -> Result<(Name, Entry), StoreError> {
@@ -441,7 +544,8 @@ impl Store {
                 };
                 bind_record(&mut insert_host, name, &entry).map_err(|e| sql(path, e))?;
             }
-            insert_history(&tx, history).map_err(|e| sql(path, e))?;
+            insert_history(&tx, INSERT_HISTORY, history.iter().map(|row| (None, row)))
+                .map_err(|e| sql(path, e))?;
         }
         tx.commit().map_err(|e| sql(path, e))
     }
@@ -466,7 +570,19 @@ impl Store {
                     encode_records(turn.records)
                 ])?;
             }
-            insert_history(&tx, turn.history)?;
+            insert_history(
+                &tx,
+                LOG_HISTORY,
+                turn.history
+                    .iter()
+                    .map(|logged| (Some(logged.id), &logged.change)),
+            )?;
+            if !turn.settle.is_empty() {
+                let mut settle = tx.prepare_cached(SETTLE_HISTORY)?;
+                for &id in turn.settle {
+                    settle.execute([id])?;
+                }
+            }
             if turn.n_reports > 0 {
                 tx.prepare_cached("UPDATE meta SET value = value + ?1 WHERE key = 'reports'")?
                     .execute([turn.n_reports as i64])?;
@@ -478,16 +594,22 @@ impl Store {
                 }
             }
             let mut n_dropped = 0u64;
-            if let Some(before) = turn.drop_journal_before {
+            if let Some(before) = turn.drop_before {
                 let mut delete = tx.prepare_cached(
                     "DELETE FROM journal WHERE seq IN \
                      (SELECT seq FROM journal WHERE seq < ?1 ORDER BY seq LIMIT ?2) \
                      RETURNING n_records",
                 )?;
-                let mut rows = delete.query(params![before, DROP_ENTRIES_PER_TURN])?;
+                let mut rows = delete.query(params![before.seq, DROP_ENTRIES_PER_TURN])?;
                 while let Some(row) = rows.next()? {
                     n_dropped += row.get::<_, i64>(0)? as u64;
                 }
+                // A prefix of the rowids: the log's first pages, freed in order.
+                tx.prepare_cached(
+                    "DELETE FROM history_log WHERE id IN \
+                     (SELECT id FROM history_log WHERE id < ?1 ORDER BY id LIMIT ?2)",
+                )?
+                .execute(params![before.history_id, DROP_LOG_ROWS_PER_TURN])?;
             }
             Ok(n_dropped)
         })()
@@ -496,15 +618,16 @@ impl Store {
         Ok(n_dropped)
     }
 
-    /// Whether journal entries below `seq` remain.
+    /// Whether journal entries or log rows below `before` remain.
     ///
     /// # Errors
     /// On a failed query.
-    pub fn has_journal_before(&self, seq: i64) -> Result<bool, StoreError> {
+    pub fn has_before(&self, before: DropBefore) -> Result<bool, StoreError> {
         self.conn
             .query_row(
-                "SELECT EXISTS (SELECT 1 FROM journal WHERE seq < ?1)",
-                [seq],
+                "SELECT EXISTS (SELECT 1 FROM journal WHERE seq < ?1) \
+                 OR EXISTS (SELECT 1 FROM history_log WHERE id < ?2)",
+                [before.seq, before.history_id],
                 |row| row.get(0),
             )
             .map_err(|e| sql(&self.path, e))
@@ -515,9 +638,19 @@ impl Store {
     /// # Errors
     /// On a failed query or a row that does not decode.
     pub fn history(&self, name: &Name) -> Result<Vec<(Time, IpAddr)>, StoreError> {
+        // The log has no index: this scans it, about as many rows as the journal holds
+        // records (a sweep starts when those outnumber the hosts, or 65,536).
+        let query = if self.before_log {
+            "SELECT at, address FROM history WHERE name_key = ?1 ORDER BY at, id"
+        } else {
+            "SELECT at, address FROM \
+             (SELECT id, at, address FROM history WHERE name_key = ?1 \
+              UNION SELECT id, at, address FROM history_log WHERE name_key = ?1) \
+             ORDER BY at, id"
+        };
         let mut statement = self
             .conn
-            .prepare("SELECT at, address FROM history WHERE name_key = ?1 ORDER BY at, id")
+            .prepare_cached(query)
             .map_err(|source| self.classify(source))?;
         let mut rows = statement
             .query([name.folded()])
@@ -705,10 +838,17 @@ fn decode_records(mut blob: &[u8]) -> Result<Vec<(Name, Record)>, String> {
     Ok(records)
 }
 
-fn insert_history(tx: &rusqlite::Transaction<'_>, history: &[HistoryRow]) -> rusqlite::Result<()> {
-    let mut statement = tx.prepare_cached(INSERT_HISTORY)?;
-    for change in history {
+/// Inserts history rows with `sql` ([`INSERT_HISTORY`] or [`LOG_HISTORY`]); an `id` of
+/// `None` lets SQLite choose.
+fn insert_history<'r>(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &str,
+    rows: impl IntoIterator<Item = (Option<i64>, &'r HistoryRow)>,
+) -> rusqlite::Result<()> {
+    let mut statement = tx.prepare_cached(sql)?;
+    for (id, change) in rows {
         statement.execute(params![
+            id,
             change.name.as_str(),
             change.name.folded(),
             change.at.as_micros(),
@@ -841,7 +981,10 @@ mod tests {
             // As a store of version 1 was: no offline column.
             store
                 .conn
-                .execute_batch("ALTER TABLE hosts DROP COLUMN offline; PRAGMA user_version = 1;")
+                .execute_batch(
+                    "ALTER TABLE hosts DROP COLUMN offline; DROP TABLE history_log; \
+                     PRAGMA user_version = 1;",
+                )
                 .unwrap();
         }
         let old = Store::open_read_only(&path).unwrap();
@@ -856,6 +999,102 @@ mod tests {
             offline_of(&migrated),
             [("away".to_string(), false), ("home".to_string(), false)]
         );
+    }
+
+    #[test]
+    fn history_is_read_whole_while_logged_settled_and_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dynip.sqlite3");
+        let pc = Name::parse("PC").unwrap();
+        let change = |id: i64, addr: &str| LoggedChange {
+            id,
+            change: HistoryRow {
+                name: pc.clone(),
+                at: Time::from_micros(id * 10),
+                addr: addr.parse().unwrap(),
+            },
+        };
+        let expected: Vec<(Time, IpAddr)> = ["203.0.113.1", "203.0.113.2", "2001:db8::3"]
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                (
+                    Time::from_micros((i as i64 + 1) * 10),
+                    addr.parse().unwrap(),
+                )
+            })
+            .collect();
+        let mut store = Store::open(&path).unwrap();
+        let logged = [
+            change(1, "203.0.113.1"),
+            change(2, "203.0.113.2"),
+            change(3, "2001:db8::3"),
+        ];
+        store
+            .commit(&Turn {
+                seq: 1,
+                history: &logged[..2],
+                ..Turn::default()
+            })
+            .unwrap();
+        store
+            .commit(&Turn {
+                seq: 2,
+                history: &logged[2..],
+                ..Turn::default()
+            })
+            .unwrap();
+        let folded = Name::parse("pc").unwrap();
+        assert_eq!(store.history(&folded).unwrap(), expected, "from the log");
+        let progress = store.load().unwrap().progress;
+        assert_eq!(progress.next_history_id, 4);
+        assert_eq!(
+            progress.unsettled,
+            [(pc.clone(), 1), (pc.clone(), 2), (pc.clone(), 3)]
+        );
+
+        // Two rows settled: in both tables, read once.
+        store
+            .commit(&Turn {
+                seq: 3,
+                settle: &[1, 2],
+                ..Turn::default()
+            })
+            .unwrap();
+        assert_eq!(store.history(&pc).unwrap(), expected, "settled in part");
+        assert_eq!(store.load().unwrap().progress.unsettled, [(pc.clone(), 3)]);
+
+        // The end of a sweep that began before row 3: rows 1 and 2 leave the log.
+        let before = DropBefore {
+            seq: 3,
+            history_id: 3,
+        };
+        assert!(store.has_before(before).unwrap());
+        store
+            .commit(&Turn {
+                seq: 4,
+                drop_before: Some(before),
+                ..Turn::default()
+            })
+            .unwrap();
+        assert!(!store.has_before(before).unwrap());
+        assert_eq!(store.history(&pc).unwrap(), expected, "after the drop");
+        drop(store);
+
+        // A store from before the log: its history is read from the indexed table alone.
+        let store = Store::open(&path).unwrap();
+        store
+            .conn
+            .execute_batch("DROP TABLE history_log; PRAGMA user_version = 2;")
+            .unwrap();
+        drop(store);
+        let old = Store::open_read_only(&path).unwrap();
+        assert_eq!(old.history(&pc).unwrap(), expected[..2]);
+        assert_eq!(old.load().unwrap().progress.next_history_id, 3);
+        drop(old);
+        let migrated = Store::open(&path).unwrap();
+        assert_eq!(migrated.version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(migrated.history(&pc).unwrap(), expected[..2]);
     }
 
     #[test]

@@ -31,7 +31,7 @@ use tracing::{debug, error, info};
 use crate::metrics::Metrics;
 use crate::name::Name;
 use crate::record::{Change, Record, Time};
-use crate::store::{HistoryRow, Store, Turn};
+use crate::store::{DropBefore, HistoryRow, LoggedChange, Progress, Store, Turn};
 use crate::table::{Entry, Slot, Table};
 
 /// The most reports in one transaction. At 100,000 reports/s a full batch is 40 ms of
@@ -158,19 +158,18 @@ impl std::fmt::Debug for Report {
     }
 }
 
-/// Starts the writer thread, continuing the journal at `next_seq` with `journal_records`
-/// records not yet folded into the snapshot.
+/// Starts the writer thread, going on from where the store's journal and history log
+/// left off.
 ///
 /// # Errors
 /// When the OS cannot start a thread.
 pub fn spawn(
     store: Store,
     table: Arc<Table>,
-    next_seq: i64,
-    journal_records: u64,
+    progress: Progress,
 ) -> std::io::Result<(mpsc::Sender<Report>, JoinHandle<()>)> {
     let metrics = Arc::new(Metrics::default());
-    spawn_measured(store, table, next_seq, journal_records, metrics)
+    spawn_measured(store, table, progress, metrics)
 }
 
 /// As [`spawn`], recording each commit's batch size and latency in `metrics`.
@@ -180,17 +179,22 @@ pub fn spawn(
 pub fn spawn_measured(
     store: Store,
     table: Arc<Table>,
-    next_seq: i64,
-    journal_records: u64,
+    progress: Progress,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<(mpsc::Sender<Report>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE_LEN);
+    let mut unsettled: HashMap<Name, Vec<i64>> = HashMap::new();
+    for (name, id) in progress.unsettled {
+        unsettled.entry(name).or_default().push(id);
+    }
     let writer = Writer {
         store,
         table,
         rx,
-        next_seq,
-        journal_records,
+        next_seq: progress.next_seq,
+        journal_records: progress.journal_records,
+        next_history_id: progress.next_history_id,
+        unsettled,
         sweep: None,
         metrics,
     };
@@ -206,16 +210,18 @@ fn sweep_chunk(n_reports: usize) -> usize {
 }
 
 struct Sweep {
-    /// Journal entries below this were written before the sweep began: every host they
-    /// touch was dirty then and is written by the sweep, so they can go when it ends.
-    start_seq: i64,
+    /// Journal entries and history log rows below these were written before the sweep
+    /// began: every host they touch was dirty then and is written (and its log rows
+    /// settled) by the sweep, so they can go when it ends.
+    start: DropBefore,
     phase: Phase,
 }
 
 enum Phase {
     /// Writing dirty records; the next chunk starts after this name.
     Scan { after: Option<Name> },
-    /// Every dirty record is written: dropping the journal entries below `start_seq`.
+    /// Every dirty record is written: dropping the journal entries and log rows below
+    /// `start`.
     Drop,
 }
 
@@ -227,6 +233,11 @@ struct Writer {
     next_seq: i64,
     /// Records in the journal, not yet folded into the snapshot.
     journal_records: u64,
+    /// The next history row's id.
+    next_history_id: i64,
+    /// Each host's history log rows not yet settled into `history`: the sweep settles
+    /// them when it writes the host.
+    unsettled: HashMap<Name, Vec<i64>>,
     sweep: Option<Sweep>,
     metrics: Arc<Metrics>,
 }
@@ -237,7 +248,7 @@ struct Decided {
     records: Vec<(Name, Entry)>,
     /// Where each record's host lives in the table (`None`: a new host).
     slots: Vec<Option<Slot>>,
-    history: Vec<HistoryRow>,
+    history: Vec<LoggedChange>,
     refused: Vec<bool>,
 }
 
@@ -274,7 +285,10 @@ impl Writer {
                     "compaction sweep starts"
                 );
                 self.sweep = Some(Sweep {
-                    start_seq: self.next_seq,
+                    start: DropBefore {
+                        seq: self.next_seq,
+                        history_id: self.next_history_id,
+                    },
                     phase: Phase::Scan { after: None },
                 });
             }
@@ -297,11 +311,17 @@ impl Writer {
             ),
             _ => (Vec::new(), Vec::new(), None),
         };
-        let drop_journal_before = match &self.sweep {
+        let settle: Vec<i64> = snapshot
+            .iter()
+            .filter_map(|(name, _)| self.unsettled.get(name))
+            .flatten()
+            .copied()
+            .collect();
+        let drop_before = match &self.sweep {
             Some(Sweep {
-                start_seq,
+                start,
                 phase: Phase::Drop,
-            }) => Some(*start_seq),
+            }) => Some(*start),
             _ => None,
         };
         let n_committed = decided.refused.iter().filter(|&&refused| !refused).count();
@@ -311,7 +331,8 @@ impl Writer {
             history: &decided.history,
             n_reports: n_committed as u64,
             snapshot: &snapshot,
-            drop_journal_before,
+            settle: &settle,
+            drop_before,
         };
         let started = Instant::now();
         let committed = self.store.commit(&turn);
@@ -322,6 +343,16 @@ impl Writer {
             Ok(n_dropped) => {
                 if !decided.records.is_empty() {
                     self.next_seq += 1;
+                }
+                for (name, _) in &snapshot {
+                    self.unsettled.remove(name);
+                }
+                self.next_history_id += decided.history.len() as i64;
+                for logged in decided.history {
+                    self.unsettled
+                        .entry(logged.change.name)
+                        .or_default()
+                        .push(logged.id);
                 }
                 self.journal_records =
                     (self.journal_records + decided.records.len() as u64).saturating_sub(n_dropped);
@@ -369,7 +400,7 @@ impl Writer {
                 Some(name) => *after = Some(name),
                 None => sweep.phase = Phase::Drop,
             },
-            Phase::Drop => match self.store.has_journal_before(sweep.start_seq) {
+            Phase::Drop => match self.store.has_before(sweep.start) {
                 Ok(true) => {}
                 Ok(false) => {
                     debug!(
@@ -422,10 +453,13 @@ impl Writer {
             record.offline = report.offline;
             pending.insert(report.name.clone(), (slot, record));
             if change == Change::NewAddress {
-                history.push(HistoryRow {
-                    name: report.name.clone(),
-                    at: report.at,
-                    addr: report.addr.to_canonical(),
+                history.push(LoggedChange {
+                    id: self.next_history_id + history.len() as i64,
+                    change: HistoryRow {
+                        name: report.name.clone(),
+                        at: report.at,
+                        addr: report.addr.to_canonical(),
+                    },
                 });
             }
         }

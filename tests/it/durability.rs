@@ -231,6 +231,8 @@ fn compaction_after_a_restart_keeps_hosts_that_did_not_report_since() {
     server.wait_committed("quiet-host", 1);
     assert_eq!(server.terminate(), 0);
     let quiet = dir.list()["quiet-host"].clone();
+    let quiet_history = dir.history("quiet-host");
+    assert_eq!(quiet_history.len(), 1, "{quiet_history:?}");
 
     // Enough reports from other hosts to start a compaction sweep; --debug says when the
     // sweep is done.
@@ -270,6 +272,11 @@ fn compaction_after_a_restart_keeps_hosts_that_did_not_report_since() {
         Some(&quiet),
         "quiet-host lost by the compaction"
     );
+    // Its history row was logged before the restart and settled by the sweep after it;
+    // the busy hosts' rows were logged and settled in this run: each is read once.
+    assert_eq!(dir.history("quiet-host"), quiet_history);
+    assert_eq!(dir.history("busy-0").len(), 1);
+    assert_eq!(dir.history(&format!("busy-{}", N_NAMES - 1)).len(), 1);
     // The store agrees with the JSON file the server wrote from memory at shutdown.
     let export = dir.export().expect("the JSON file");
     assert_eq!(
@@ -285,6 +292,7 @@ fn compaction_after_a_restart_keeps_hosts_that_did_not_report_since() {
 
     let mut server = ServerProcess::start(&dir);
     assert_eq!(dir.list(), hosts, "after a restart");
+    assert_eq!(dir.history("quiet-host"), quiet_history, "after a restart");
     assert!(dir.exported_hosts().contains("quiet-host"));
     assert_eq!(server.terminate(), 0);
 }
