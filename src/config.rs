@@ -163,6 +163,10 @@ key = {KEY}
 # Show the status page at / without credentials. Default: no.
 ;public_status = no
 
+# Serve /metrics without credentials. With no, Prometheus must send the key (as a
+# bearer token or a Basic password). Default: yes.
+;public_metrics = yes
+
 # Mark a host stale on the status page when its last report is older than this.
 ;stale_after = 1h
 
@@ -274,6 +278,8 @@ pub struct ServerConfig {
     pub trusted_proxies: Option<Vec<IpNet>>,
     /// `public_status`: the status page at `/` without credentials. Default no.
     pub public_status: bool,
+    /// `public_metrics`: `/metrics` without credentials. Default yes.
+    pub public_metrics: bool,
     /// `stale_after`: a host whose last report is older than this is marked stale.
     pub stale_after: Duration,
     /// The `dns_*` keys: the DNS responder.
@@ -375,6 +381,7 @@ impl Default for ServerConfig {
             tls: None,
             trusted_proxies: None,
             public_status: false,
+            public_metrics: true,
             stale_after: DEFAULT_STALE_AFTER,
             dns: DnsConfig::default(),
         }
@@ -522,6 +529,7 @@ const SERVER_KEYS: &[Setting<ServerConfig>] = &[
     Setting { name: "tls_key",         apply: |c, v| set_tls(c, v, |tls, path| tls.key = path) },
     Setting { name: "trusted_proxies", apply: |c, v| set(&mut c.trusted_proxies, networks(v)) },
     Setting { name: "public_status",   apply: |c, v| set(&mut c.public_status, boolean(v)) },
+    Setting { name: "public_metrics",  apply: |c, v| set(&mut c.public_metrics, boolean(v)) },
     Setting { name: "stale_after",     apply: |c, v| set(&mut c.stale_after, positive_duration(v)) },
     Setting { name: "dns_listen",      apply: |c, v| set(&mut c.dns.listen, socket_addr(v, None).map(Some)) },
     Setting { name: "dns_zone",        apply: |c, v| set(&mut c.dns.zone, domain(v).map(Some)) },
@@ -1231,6 +1239,7 @@ mod tests {
                     tls,
                     trusted_proxies,
                     public_status,
+                    public_metrics,
                     stale_after,
                     dns,
                 },
@@ -1298,6 +1307,11 @@ mod tests {
             "server.public_status",
             *public_status != server.public_status,
             public_status,
+        );
+        field(
+            "server.public_metrics",
+            *public_metrics != server.public_metrics,
+            public_metrics,
         );
         field(
             "server.stale_after",

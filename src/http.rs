@@ -191,6 +191,7 @@ pub struct Edge {
     pub store_path: PathBuf,
     pub trusted_proxies: Option<Vec<IpNet>>,
     pub public_status: bool,
+    pub public_metrics: bool,
     pub stale_after: Duration,
 }
 
@@ -454,7 +455,33 @@ async fn checkip(Client(client): Client) -> Response {
         .into_response()
 }
 
-async fn metrics(State(shared): SharedState) -> Response {
+/// The counters, to anyone with `public_metrics`, else to the shared key only (a per-host
+/// key reads its own host, not the whole server's figures).
+async fn metrics(
+    State(shared): SharedState,
+    Client(client): Client,
+    headers: HeaderMap,
+) -> Response {
+    if !shared.edge.public_metrics {
+        match shared.reader(client, &headers, false) {
+            Ok(Scope::Any) => {}
+            Ok(_) => {
+                return text(
+                    StatusCode::FORBIDDEN,
+                    "/metrics needs the server's key, not a host's\n".to_string(),
+                )
+            }
+            Err(()) => {
+                return challenge(
+                    text(
+                        StatusCode::UNAUTHORIZED,
+                        "/metrics needs the server's key as the bearer token\n".to_string(),
+                    ),
+                    "Bearer realm=\"dynip\"",
+                )
+            }
+        }
+    }
     let body = shared.edge.metrics.render(shared.edge.table.len());
     (
         [(
@@ -887,15 +914,13 @@ fn json_error(status: StatusCode, message: &str) -> Response {
 }
 
 fn api_unauthorized() -> Response {
-    let mut response = json_error(
-        StatusCode::UNAUTHORIZED,
-        "a key of this server is needed as the bearer token",
-    );
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"dynip\""),
-    );
-    response
+    challenge(
+        json_error(
+            StatusCode::UNAUTHORIZED,
+            "a key of this server is needed as the bearer token",
+        ),
+        "Bearer realm=\"dynip\"",
+    )
 }
 
 fn lookup_error(error: Lookup) -> Response {
@@ -978,14 +1003,20 @@ fn html(body: String) -> Response {
 }
 
 fn page_unauthorized() -> Response {
-    let mut response = text(
-        StatusCode::UNAUTHORIZED,
-        "the status page needs a key of this server as the password\n".to_string(),
-    );
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Basic realm=\"dynip\", charset=\"UTF-8\""),
-    );
+    challenge(
+        text(
+            StatusCode::UNAUTHORIZED,
+            "the status page needs a key of this server as the password\n".to_string(),
+        ),
+        "Basic realm=\"dynip\", charset=\"UTF-8\"",
+    )
+}
+
+/// `response` with a `WWW-Authenticate` challenge.
+fn challenge(mut response: Response, scheme: &'static str) -> Response {
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(scheme));
     response
 }
 

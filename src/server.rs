@@ -187,6 +187,7 @@ impl Server {
                 store_path: self.config.store_path.clone(),
                 trusted_proxies: self.config.trusted_proxies.clone(),
                 public_status: self.config.public_status,
+                public_metrics: self.config.public_metrics,
                 stale_after: self.config.stale_after,
             };
             edges.spawn(http::serve(listener, edge));

@@ -628,6 +628,68 @@ fn metrics_pass_promtool() {
     assert_eq!(out.stdout.trim(), "", "promtool found problems: {out:?}");
 }
 
+/// With `public_metrics = no`, `/metrics` answers the shared key only: `401` with a
+/// challenge without credentials or with a wrong key, `403` for a host's key.
+#[test]
+fn metrics_can_require_the_key() {
+    let dir = Dir::new();
+    let (key, nas_key) = (test_key(61), test_key(62));
+    let server = start(
+        &dir,
+        &format!(
+            "key = {}
+public_metrics = no
+[DynIP:Hosts]
+nas = {}
+",
+            key.encode(),
+            nas_key.encode()
+        ),
+    );
+    let addr = server.addr;
+    let anonymous = get(addr, "/metrics", &[]);
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
+    assert_eq!(
+        anonymous.header("www-authenticate"),
+        Some("Bearer realm=\"dynip\"")
+    );
+    assert!(!anonymous.body.contains("dynip_hosts"), "{anonymous:?}");
+    let bearer = |key: &str| format!("Bearer {key}");
+    let wrong = get(
+        addr,
+        "/metrics",
+        &[("authorization", &bearer(&test_key(63).encode()))],
+    );
+    assert_eq!(wrong.status, 401, "{wrong:?}");
+    let host = get(
+        addr,
+        "/metrics",
+        &[("authorization", &bearer(&nas_key.encode()))],
+    );
+    assert_eq!(host.status, 403, "{host:?}");
+    let scraped = get(
+        addr,
+        "/metrics",
+        &[("authorization", &bearer(&key.encode()))],
+    );
+    assert_eq!(scraped.status, 200, "{scraped:?}");
+    assert!(
+        scraped.body.lines().any(|line| line == "dynip_hosts 0"),
+        "{scraped:?}"
+    );
+    // Prometheus's basic_auth: the key as the password.
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("prometheus:{}", key.encode()))
+    );
+    assert_eq!(
+        get(addr, "/metrics", &[("authorization", &basic)]).status,
+        200
+    );
+    // /healthz stays open, for load balancers.
+    assert_eq!(get(addr, "/healthz", &[]).status, 200);
+}
+
 /// A minimal JSON Schema check, for the subset `openapi.json` uses: `type`,
 /// `properties`, `required`, `additionalProperties: false`, `items`, `oneOf`, `$ref`
 /// into the document, `format: date-time`. Returns what does not match.
