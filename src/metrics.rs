@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
 
+use crate::auth::Refusal;
+use crate::wire::DecodeError;
+
 /// The way a report came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
@@ -98,25 +101,29 @@ impl Reason {
             _ => true,
         }
     }
+}
 
-    /// The reason of a refused datagram, from the message the UDP edge logs: the edge
-    /// keeps its refusals as text (they go to the log), and the messages are those of
-    /// `auth::Refusal` and `wire::DecodeError`, pinned by a test here.
-    pub fn of_udp_message(message: &str) -> Reason {
-        const PREFIXES: [(&str, Reason); 8] = [
-            ("source not in allow_from", Reason::NotAllowed),
-            ("rate-limited", Reason::RateLimited),
-            ("unsigned", Reason::Unsigned),
-            ("unknown key", Reason::UnknownKey),
-            ("does not authenticate", Reason::BadAuth),
-            ("a per-host key used for", Reason::WrongHost),
-            ("client clock", Reason::Skew),
-            ("replayed", Reason::Replayed),
-        ];
-        PREFIXES
-            .iter()
-            .find(|(prefix, _)| message.starts_with(prefix))
-            .map_or(Reason::Malformed, |&(_, reason)| reason)
+impl From<&Refusal> for Reason {
+    fn from(refusal: &Refusal) -> Reason {
+        match refusal {
+            Refusal::NotAllowed => Reason::NotAllowed,
+            Refusal::RateLimited => Reason::RateLimited,
+            Refusal::Unsigned | Refusal::UnsignedForKeyedHost(_) => Reason::Unsigned,
+            Refusal::UnknownKey(_) => Reason::UnknownKey,
+            Refusal::WrongHost { .. } => Reason::WrongHost,
+            Refusal::Skew { .. } => Reason::Skew,
+        }
+    }
+}
+
+/// A datagram that does not decode is malformed, unless it decodes but does not
+/// authenticate.
+impl From<&DecodeError> for Reason {
+    fn from(error: &DecodeError) -> Reason {
+        match error {
+            DecodeError::Unauthentic => Reason::BadAuth,
+            _ => Reason::Malformed,
+        }
     }
 }
 
@@ -298,10 +305,8 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Refusal;
     use crate::key::KeyId;
     use crate::name::Name;
-    use crate::wire::DecodeError;
 
     #[test]
     fn renders_counters_and_histograms() {
@@ -341,32 +346,29 @@ mod tests {
     }
 
     #[test]
-    fn udp_messages_map_to_their_reasons() {
+    fn refusals_and_decode_errors_map_to_their_reasons() {
         let name = Name::parse("pc").unwrap();
-        let cases: Vec<(String, Reason)> = vec![
-            (Refusal::NotAllowed.to_string(), Reason::NotAllowed),
-            (Refusal::RateLimited.to_string(), Reason::RateLimited),
-            (Refusal::Unsigned.to_string(), Reason::Unsigned),
+        let refusals = [
+            (Refusal::NotAllowed, Reason::NotAllowed),
+            (Refusal::RateLimited, Reason::RateLimited),
+            (Refusal::Unsigned, Reason::Unsigned),
             (
-                Refusal::UnsignedForKeyedHost(name.clone()).to_string(),
+                Refusal::UnsignedForKeyedHost(name.clone()),
                 Reason::Unsigned,
             ),
-            (
-                Refusal::UnknownKey(KeyId([0; 8])).to_string(),
-                Reason::UnknownKey,
-            ),
-            (DecodeError::Unauthentic.to_string(), Reason::BadAuth),
-            (Refusal::WrongHost { name }.to_string(), Reason::WrongHost),
-            (Refusal::Skew { skew_secs: 400 }.to_string(), Reason::Skew),
-            (
-                crate::writer::Refused::Replayed.to_string(),
-                Reason::Replayed,
-            ),
-            (DecodeError::Empty.to_string(), Reason::Malformed),
-            (DecodeError::BadBody.to_string(), Reason::Malformed),
+            (Refusal::UnknownKey(KeyId([0; 8])), Reason::UnknownKey),
+            (Refusal::WrongHost { name }, Reason::WrongHost),
+            (Refusal::Skew { skew_secs: 400 }, Reason::Skew),
         ];
-        for (message, reason) in cases {
-            assert_eq!(Reason::of_udp_message(&message), reason, "{message:?}");
+        for (refusal, reason) in refusals {
+            assert_eq!(Reason::from(&refusal), reason, "{refusal}");
+        }
+        for (error, reason) in [
+            (DecodeError::Unauthentic, Reason::BadAuth),
+            (DecodeError::Empty, Reason::Malformed),
+            (DecodeError::BadBody, Reason::Malformed),
+        ] {
+            assert_eq!(Reason::from(&error), reason, "{error}");
         }
     }
 }

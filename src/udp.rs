@@ -28,7 +28,7 @@ use crate::config::BindHost;
 use crate::error::Error;
 use crate::metrics::{Metrics, Path, Reason};
 use crate::record::Time;
-use crate::wire::{self, Ack, Incoming, Kind};
+use crate::wire::{self, Ack, DecodeError, Incoming, Kind};
 use crate::writer::{Committed, Done, Handoff, Refused, Report};
 
 /// Receive buffer size asked of the kernel: about 20 ms of datagrams at 100,000 reports/s
@@ -386,6 +386,30 @@ struct Receiver {
     limiter: Limiter,
 }
 
+/// Why a datagram is dropped: its reason for the metrics, and what the log says.
+struct Dropped {
+    reason: Reason,
+    detail: String,
+}
+
+impl From<auth::Refusal> for Dropped {
+    fn from(refusal: auth::Refusal) -> Dropped {
+        Dropped {
+            reason: Reason::from(&refusal),
+            detail: refusal.to_string(),
+        }
+    }
+}
+
+impl From<DecodeError> for Dropped {
+    fn from(error: DecodeError) -> Dropped {
+        Dropped {
+            reason: Reason::from(&error),
+            detail: error.to_string(),
+        }
+    }
+}
+
 impl Receiver {
     /// Drops a datagram refused before decoding, charging its source.
     fn refuse(&mut self, peer: SocketAddr, reason: String) -> Option<Report> {
@@ -403,14 +427,13 @@ impl Receiver {
         let res = policy
             .admit(addr)
             .and_then(|()| self.limiter.check(addr, now))
-            .map_err(|refusal| refusal.to_string())
+            .map_err(Dropped::from)
             .and_then(|()| self.decode(&policy, datagram, peer));
         match res {
             Ok(report) => report,
-            Err(reason) => {
-                let metric = Reason::of_udp_message(&reason);
-                self.edge.metrics.refused(Path::Udp, metric);
-                debug!(%peer, %reason, "dropping datagram");
+            Err(Dropped { reason, detail }) => {
+                self.edge.metrics.refused(Path::Udp, reason);
+                debug!(%peer, reason = %detail, "dropping datagram");
                 None
             }
         }
@@ -422,18 +445,18 @@ impl Receiver {
         policy: &Policy,
         datagram: &[u8],
         peer: SocketAddr,
-    ) -> Result<Option<Report>, String> {
+    ) -> Result<Option<Report>, Dropped> {
         let addr = peer.ip().to_canonical();
         let at = Time::now();
-        let unauthenticated = |limiter: &mut Limiter, reason: String| {
+        let unauthenticated = |limiter: &mut Limiter, dropped: Dropped| {
             limiter.charge(addr, Instant::now());
-            Err(reason)
+            Err(dropped)
         };
         let (key, scope, signed) = match wire::peek(datagram) {
-            Err(e) => return unauthenticated(&mut self.limiter, e.to_string()),
+            Err(e) => return unauthenticated(&mut self.limiter, Dropped::from(e)),
             Ok(Incoming::Legacy(name)) => {
                 if let Err(refusal) = policy.admit_unsigned(&name) {
-                    return unauthenticated(&mut self.limiter, refusal.to_string());
+                    return unauthenticated(&mut self.limiter, Dropped::from(refusal));
                 }
                 let report = Report {
                     name,
@@ -451,7 +474,10 @@ impl Receiver {
             }) => {
                 return unauthenticated(
                     &mut self.limiter,
-                    "an acknowledgement, not a report".to_string(),
+                    Dropped {
+                        reason: Reason::Malformed,
+                        detail: "an acknowledgement, not a report".to_string(),
+                    },
                 )
             }
             Ok(Incoming::Sealed {
@@ -460,16 +486,17 @@ impl Receiver {
             }) => {
                 let (key, scope) = match policy.key(key_id) {
                     Ok(found) => found,
-                    Err(refusal) => return unauthenticated(&mut self.limiter, refusal.to_string()),
+                    Err(refusal) => {
+                        return unauthenticated(&mut self.limiter, Dropped::from(refusal))
+                    }
                 };
                 match wire::open_report(key, datagram) {
                     Ok(signed) => (Arc::clone(key), scope, signed),
-                    Err(e) => return unauthenticated(&mut self.limiter, e.to_string()),
+                    Err(e) => return unauthenticated(&mut self.limiter, Dropped::from(e)),
                 }
             }
         };
-        auth::check_signed(scope, &signed.name, signed.time, at)
-            .map_err(|refusal| refusal.to_string())?;
+        auth::check_signed(scope, &signed.name, signed.time, at).map_err(Dropped::from)?;
         // The replay rule is the writer's to decide, in arrival order.
         let acks = self.acks.clone();
         let nonces = Arc::clone(&self.nonces);
