@@ -11,11 +11,12 @@
 //!
 //! Each commit also carries a step of folding the journal into the snapshot, in the same
 //! transaction (one fsync): a sweep walks the table in name order, writes the entries
-//! changed since the last sweep a chunk per turn, and when it reaches the end drops the
-//! journal entries from before it began, a few per turn. Each chunk touches neighbouring
-//! pages of the snapshot, so a sweep rewrites the snapshot about once, sequentially, and
-//! no turn holds up reports for long (one `DELETE` of a whole journal took 0.3–0.4 s at
-//! 1,000,000 hosts).
+//! changed since the last sweep a chunk per turn (with those hosts' address changes,
+//! settled from the history log into the history), and when it reaches the end drops the
+//! journal entries and log rows from before it began, a few per turn. Each chunk touches
+//! neighbouring pages of the snapshot, so a sweep rewrites the snapshot about once,
+//! sequentially, and no turn holds up reports for long (one `DELETE` of a whole journal
+//! took 0.3–0.4 s at 1,000,000 hosts).
 //!
 //! The writer exits when the last sender is dropped, after committing what was queued.
 
