@@ -798,14 +798,21 @@ impl Shared {
 
     /// The hosts `scope` may read, in name order, at most `limit`; and how many that is
     /// in all.
-    fn hosts(&self, scope: &Scope, limit: usize) -> (Vec<(Name, Record)>, usize) {
+    /// Up to `limit` hosts of `scope` in name order, after `after`; and how many `scope`
+    /// covers in all.
+    fn hosts(
+        &self,
+        scope: &Scope,
+        after: Option<&Name>,
+        limit: usize,
+    ) -> (Vec<(Name, Record)>, usize) {
         match scope {
             Scope::Any => {
                 let n_hosts = self.edge.table.len();
                 let hosts = self
                     .edge
                     .table
-                    .chunk_after(None, limit)
+                    .chunk_after(after, limit)
                     .into_iter()
                     .map(|(name, entry)| (name, entry.record))
                     .collect();
@@ -821,6 +828,7 @@ impl Shared {
                     .collect();
                 hosts.sort_by(|a, b| a.0.cmp(&b.0));
                 let n_hosts = hosts.len();
+                hosts.retain(|(name, _)| after.is_none_or(|after| name > after));
                 hosts.truncate(limit);
                 (hosts, n_hosts)
             }
@@ -946,7 +954,7 @@ async fn openapi() -> Response {
 }
 
 async fn api_hosts(State(shared): SharedState, ApiReader(scope): ApiReader) -> Response {
-    let (hosts, _) = shared.hosts(&scope, usize::MAX);
+    let (hosts, _) = shared.hosts(&scope, None, usize::MAX);
     let now = Time::now();
     let stale_after = shared.edge.stale_after;
     let hosts = hosts
@@ -1020,15 +1028,46 @@ fn challenge(mut response: Response, scheme: &'static str) -> Response {
     response
 }
 
-async fn status_page(State(shared): SharedState, PageReader(scope): PageReader) -> Response {
-    let (hosts, n_hosts) = shared.hosts(&scope, status::MAX_HOSTS_SHOWN);
+/// The status page: the first [`status::MAX_HOSTS_SHOWN`] hosts, or with `?after=NAME`
+/// those after NAME (the page's "next" link).
+async fn status_page(
+    State(shared): SharedState,
+    PageReader(scope): PageReader,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let after = form_urlencoded::parse(query.as_deref().unwrap_or("").as_bytes())
+        .find(|(key, _)| key == "after")
+        .map(|(_, value)| Name::parse(&value));
+    let after = match after {
+        None => None,
+        Some(Ok(name)) => Some(name),
+        Some(Err(e)) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("after: not a host name: {e}\n"),
+            )
+        }
+    };
+    // One more than a page, to know whether there is a next one.
+    let (mut hosts, n_hosts) = shared.hosts(&scope, after.as_ref(), status::MAX_HOSTS_SHOWN + 1);
+    let more = hosts.len() > status::MAX_HOSTS_SHOWN;
+    hosts.truncate(status::MAX_HOSTS_SHOWN);
     let rows: Vec<status::Row<'_>> = hosts
         .iter()
         .map(|(name, record)| status::Row { name, record })
         .collect();
+    let page = status::Page {
+        n_hosts,
+        after: after.as_ref(),
+        next: if more {
+            hosts.last().map(|(name, _)| name)
+        } else {
+            None
+        },
+    };
     html(status::page(
         &rows,
-        n_hosts,
+        &page,
         Time::now(),
         shared.edge.stale_after,
     ))

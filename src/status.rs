@@ -36,8 +36,20 @@ pub struct Row<'a> {
     pub record: &'a Record,
 }
 
-/// The page at `/`: `rows` (in name order), of `n_hosts` in all.
-pub fn page(rows: &[Row<'_>], n_hosts: usize, now: Time, stale_after: Duration) -> String {
+/// Where a page of the list is among all the hosts.
+pub struct Page<'a> {
+    /// Hosts the reader may see, in all.
+    pub n_hosts: usize,
+    /// The page starts after this host (`None`: the first page).
+    pub after: Option<&'a Name>,
+    /// The last host shown, when more follow it.
+    pub next: Option<&'a Name>,
+}
+
+/// The page at `/`: `rows` (in name order), where `page` says.
+pub fn page(rows: &[Row<'_>], at: &Page<'_>, now: Time, stale_after: Duration) -> String {
+    let page = at;
+    let n_hosts = page.n_hosts;
     let n_stale = rows
         .iter()
         .filter(|row| is_stale(row.record.last_seen(), now, stale_after))
@@ -45,9 +57,18 @@ pub fn page(rows: &[Row<'_>], n_hosts: usize, now: Time, stale_after: Duration) 
     let mut body = String::new();
     let _ = write!(
         body,
-        "<h1>dynip: {n_hosts} host{}</h1>\n<p class=\"muted\">{} reported within {}; \
+        "<h1>dynip: {n_hosts} host{}</h1>\n<p class=\"muted\">{}{} reported within {}; \
          {n_stale} stale. As of {}.</p>\n",
         if n_hosts == 1 { "" } else { "s" },
+        match page.after {
+            Some(after) => format!(
+                "The {} hosts after {}: ",
+                rows.len(),
+                escape(after.as_str())
+            ),
+            None if rows.len() < n_hosts => format!("The first {}: ", rows.len()),
+            None => String::new(),
+        },
         rows.len() - n_stale,
         humantime::format_duration(stale_after),
         now.rfc3339(),
@@ -80,14 +101,26 @@ pub fn page(rows: &[Row<'_>], n_hosts: usize, now: Time, stale_after: Duration) 
             );
         }
         body.push_str("</tbody>\n</table>\n");
-        if n_hosts > rows.len() {
-            let _ = writeln!(
+    }
+    if page.after.is_some() || page.next.is_some() {
+        body.push_str("<p>");
+        if page.after.is_some() {
+            body.push_str("<a href=\"/\">First page</a>");
+        }
+        if let Some(next) = page.next {
+            let _ = write!(
                 body,
-                "<p class=\"muted\">The first {} of {n_hosts} hosts; \
-                 <a href=\"/api/v1/hosts\">/api/v1/hosts</a> lists all.</p>",
-                rows.len()
+                "{}<a href=\"/?after={}\" rel=\"next\">Next {MAX_HOSTS_SHOWN} →</a>",
+                if page.after.is_some() { " · " } else { "" },
+                escape(
+                    &form_urlencoded::byte_serialize(next.as_str().as_bytes()).collect::<String>()
+                )
             );
         }
+        body.push_str(
+            " <span class=\"muted\">(<a href=\"/api/v1/hosts\">/api/v1/hosts</a> lists \
+             all)</span></p>\n",
+        );
     }
     document("dynip", &body)
 }
@@ -234,9 +267,16 @@ mod tests {
                 record: &old_record,
             },
         ];
-        let html = page(&rows, 2, secs(7200), Duration::from_secs(3600));
+        let all = Page {
+            n_hosts: 2,
+            after: None,
+            next: None,
+        };
+        let html = page(&rows, &all, secs(7200), Duration::from_secs(3600));
         assert!(html.contains("<h1>dynip: 2 hosts</h1>"), "{html}");
         assert!(html.contains("1 reported within 1h; 1 stale."), "{html}");
+        assert!(!html.contains("rel=\"next\""), "{html}");
+        assert!(!html.contains("First page"), "{html}");
         assert!(html.contains(
             "<tr class=\"host\"><td><a href=\"/hosts/fresh\">fresh</a></td>\
              <td class=\"addr\" data-label=\"IPv4\">203.0.113.7</td>"
@@ -246,6 +286,38 @@ mod tests {
         assert!(html.contains(">3 min ago</time>"));
         assert!(html.contains(">2 h ago</time>"));
         assert!(!html.contains("<script"));
+    }
+
+    #[test]
+    fn links_the_pages_of_a_long_list() {
+        let (a, b) = (Name::parse("a").unwrap(), Name::parse("Straße").unwrap());
+        let record = Record::new("203.0.113.7".parse().unwrap(), secs(7000));
+        let rows = [Row {
+            name: &b,
+            record: &record,
+        }];
+        let middle = Page {
+            n_hosts: 3000,
+            after: Some(&a),
+            next: Some(&b),
+        };
+        let html = page(&rows, &middle, secs(7200), Duration::from_secs(3600));
+        assert!(html.contains("<h1>dynip: 3000 hosts</h1>"), "{html}");
+        assert!(html.contains("The 1 hosts after a: 1 reported"), "{html}");
+        assert!(html.contains("<a href=\"/\">First page</a>"), "{html}");
+        assert!(
+            html.contains("<a href=\"/?after=Stra%C3%9Fe\" rel=\"next\">Next 1000 →</a>"),
+            "{html}"
+        );
+        let first = Page {
+            n_hosts: 3000,
+            after: None,
+            next: Some(&b),
+        };
+        let html = page(&rows, &first, secs(7200), Duration::from_secs(3600));
+        assert!(html.contains("The first 1: 1 reported"), "{html}");
+        assert!(!html.contains("First page"), "{html}");
+        assert!(html.contains("rel=\"next\""), "{html}");
     }
 
     #[test]

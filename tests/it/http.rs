@@ -1025,6 +1025,45 @@ fn the_status_page_needs_credentials_unless_public() {
     assert_eq!(res.status, 403);
 }
 
+/// More hosts than a page holds: the page links the next one, which starts after the
+/// last host shown, and the last page links back to the first.
+#[test]
+fn the_status_page_pages_through_a_long_list() {
+    let dir = Dir::new();
+    let server = start(&dir, "");
+    // Unsigned datagrams (no key is set), 1,005 names that sort as numbered.
+    for i in 0..1005 {
+        server.process.send(format!("host-{i:04}").as_bytes());
+    }
+    eventually("1,005 committed reports", || {
+        (server.process.n_committed() >= 1005).then_some(())
+    });
+    let first = get(server.addr, "/", &[]);
+    assert_eq!(first.status, 200);
+    assert!(
+        first.body.contains("<h1>dynip: 1005 hosts</h1>"),
+        "{first:?}"
+    );
+    assert_eq!(first.body.matches("<tr class=\"host").count(), 1000);
+    assert!(first.body.contains(">host-0999</a>"));
+    assert!(!first.body.contains(">host-1000</a>"));
+    assert!(
+        first
+            .body
+            .contains("<a href=\"/?after=host-0999\" rel=\"next\">Next 1000 →</a>"),
+        "{}",
+        first.body
+    );
+    let last = get(server.addr, "/?after=host-0999", &[]);
+    assert_eq!(last.status, 200);
+    assert_eq!(last.body.matches("<tr class=\"host").count(), 5);
+    assert!(last.body.contains(">host-1000</a>") && last.body.contains(">host-1004</a>"));
+    assert!(last.body.contains("<a href=\"/\">First page</a>"));
+    assert!(!last.body.contains("rel=\"next\""));
+    let bad = get(server.addr, "/?after=..", &[]);
+    assert_eq!(bad.status, 400, "{bad:?}");
+}
+
 #[test]
 fn tls_with_a_generated_certificate() {
     let dir = Dir::new();
