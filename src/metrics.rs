@@ -191,6 +191,8 @@ pub struct Metrics {
     refused: [[AtomicU64; Reason::ALL.len()]; 2],
     batch_size: Histogram<{ BATCH_BUCKETS.len() }>,
     commit_seconds: Histogram<{ LATENCY_BUCKETS.len() }>,
+    journal_records: AtomicU64,
+    unsettled_history: AtomicU64,
     families: RwLock<Vec<Family>>,
 }
 
@@ -201,6 +203,8 @@ impl Default for Metrics {
             refused: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             batch_size: Histogram::new(&BATCH_BUCKETS),
             commit_seconds: Histogram::new(&LATENCY_BUCKETS),
+            journal_records: AtomicU64::new(0),
+            unsettled_history: AtomicU64::new(0),
             families: RwLock::new(Vec::new()),
         }
     }
@@ -231,6 +235,16 @@ impl Metrics {
     pub fn committed(&self, n_reports: usize, took: Duration) {
         self.batch_size.observe(n_reports as f64);
         self.commit_seconds.observe(took.as_secs_f64());
+    }
+
+    /// What the compaction has still to fold: records in the journal, and history log rows
+    /// not yet settled. Both fall back after each sweep; a backlog that only grows means
+    /// the compaction has stopped.
+    pub fn backlog(&self, journal_records: u64, unsettled_history: u64) {
+        self.journal_records
+            .store(journal_records, Ordering::Relaxed);
+        self.unsettled_history
+            .store(unsettled_history, Ordering::Relaxed);
     }
 
     /// Adds a family rendered after the built-in ones, on every scrape: `render` appends
@@ -278,7 +292,13 @@ impl Metrics {
         }
         let _ = write!(
             out,
-            "# HELP dynip_hosts Hosts known.\n# TYPE dynip_hosts gauge\ndynip_hosts {n_hosts}\n"
+            "# HELP dynip_hosts Hosts known.\n# TYPE dynip_hosts gauge\ndynip_hosts {n_hosts}\n\
+             # HELP dynip_journal_records Records in the store's journal, not yet folded into the snapshot.\n\
+             # TYPE dynip_journal_records gauge\ndynip_journal_records {}\n\
+             # HELP dynip_history_unsettled Address changes in the history log, not yet settled into the history.\n\
+             # TYPE dynip_history_unsettled gauge\ndynip_history_unsettled {}\n",
+            self.journal_records.load(Ordering::Relaxed),
+            self.unsettled_history.load(Ordering::Relaxed),
         );
         self.batch_size.render(
             &mut out,

@@ -188,6 +188,8 @@ pub fn spawn_measured(
     for (name, id) in progress.unsettled {
         unsettled.entry(name).or_default().push(id);
     }
+    let n_unsettled = unsettled.values().map(|ids| ids.len() as u64).sum();
+    metrics.backlog(progress.journal_records, n_unsettled);
     let writer = Writer {
         store,
         table,
@@ -195,6 +197,7 @@ pub fn spawn_measured(
         next_seq: progress.next_seq,
         journal_records: progress.journal_records,
         next_history_id: progress.next_history_id,
+        n_unsettled,
         unsettled,
         sweep: None,
         metrics,
@@ -239,6 +242,8 @@ struct Writer {
     /// Each host's history log rows not yet settled into `history`: the sweep settles
     /// them when it writes the host.
     unsettled: HashMap<Name, Vec<i64>>,
+    /// The ids in `unsettled`.
+    n_unsettled: u64,
     sweep: Option<Sweep>,
     metrics: Arc<Metrics>,
 }
@@ -348,6 +353,8 @@ impl Writer {
                 for (name, _) in &snapshot {
                     self.unsettled.remove(name);
                 }
+                self.n_unsettled =
+                    self.n_unsettled + decided.history.len() as u64 - settle.len() as u64;
                 self.next_history_id += decided.history.len() as i64;
                 for logged in decided.history {
                     self.unsettled
@@ -357,6 +364,7 @@ impl Writer {
                 }
                 self.journal_records =
                     (self.journal_records + decided.records.len() as u64).saturating_sub(n_dropped);
+                self.metrics.backlog(self.journal_records, self.n_unsettled);
                 let updates = decided.slots.into_iter().zip(decided.records);
                 self.table
                     .update_found(updates.map(|(slot, (name, entry))| (slot, name, entry)));

@@ -603,6 +603,8 @@ fn metrics_pass_promtool() {
         "dynip_reports_accepted_total{path=\"udp\"} 1",
         "dynip_reports_refused_total{path=\"http\",reason=\"bad_auth\"} 1",
         "dynip_hosts 3",
+        // Four address changes logged (b has two), no sweep yet to settle them.
+        "dynip_history_unsettled 4",
     ] {
         assert!(
             res.body.lines().any(|l| l == line),
@@ -617,6 +619,14 @@ fn metrics_pass_promtool() {
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap_or_else(|| panic!("no batch count in:\n{}", res.body));
     assert!((1..=4).contains(&count), "{count} commits for 4 reports");
+    // A record per host per commit: b's two addresses may have come in one or two.
+    let journal = res
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix("dynip_journal_records "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no journal gauge in:\n{}", res.body));
+    assert!((3..=4).contains(&journal), "{journal} journal records");
     dir.write("metrics.txt", &res.body);
     let out = run_command(
         Command::new("sh")
