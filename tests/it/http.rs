@@ -612,20 +612,17 @@ fn metrics_pass_promtool() {
             res.body
         );
     }
-    let count = res
-        .body
-        .lines()
-        .find_map(|line| line.strip_prefix("dynip_commit_batch_size_count "))
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("no batch count in:\n{}", res.body));
+    let value = |name: &str| -> u64 {
+        res.body
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{}", res.body))
+    };
+    let count = value("dynip_commit_batch_size_count");
     assert!((1..=4).contains(&count), "{count} commits for 4 reports");
     // A record per host per commit: b's two addresses may have come in one or two.
-    let journal = res
-        .body
-        .lines()
-        .find_map(|line| line.strip_prefix("dynip_journal_records "))
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("no journal gauge in:\n{}", res.body));
+    let journal = value("dynip_journal_records");
     assert!((3..=4).contains(&journal), "{journal} journal records");
     dir.write("metrics.txt", &res.body);
     let out = run_command(
