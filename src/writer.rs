@@ -55,6 +55,21 @@ const SWEEP_SCAN_PER_CHUNK_ENTRY: usize = 32;
 /// fewer than this many): the journal stays at most about twice the snapshot, and every
 /// report costs at most one journal row and one snapshot row.
 const SWEEP_MIN_JOURNAL: u64 = 65_536;
+/// A sweep also starts once this many history log rows per host are unsettled (but not
+/// for fewer than [`SWEEP_MIN_JOURNAL`]): the writer holds each one's id in memory, about
+/// 135 bytes a host with one, so a fleet that changes address all at once starts a sweep
+/// at an eighth of its hosts (17 bytes a host at 1,000,000) instead of holding them all
+/// until the journal outgrows the table. Changes that come during the sweep, for hosts
+/// it has passed, still wait for the next one.
+const SWEEP_UNSETTLED_PER_HOST: f64 = 0.125;
+
+/// Whether a compaction sweep is due: the journal outgrew the table, or the history log
+/// rows the writer keeps in memory grew past their share.
+fn sweep_due(journal_records: u64, n_unsettled: u64, n_hosts: usize) -> bool {
+    let n_hosts = n_hosts as u64;
+    journal_records > SWEEP_MIN_JOURNAL.max(n_hosts)
+        || n_unsettled > SWEEP_MIN_JOURNAL.max((n_hosts as f64 * SWEEP_UNSETTLED_PER_HOST) as u64)
+}
 
 /// One report for the writer.
 pub struct Report {
@@ -284,7 +299,7 @@ impl Writer {
             }
             self.turn(batch);
             if self.sweep.is_none()
-                && self.journal_records > SWEEP_MIN_JOURNAL.max(self.table.len() as u64)
+                && sweep_due(self.journal_records, self.n_unsettled, self.table.len())
             {
                 debug!(
                     journal_records = self.journal_records,
@@ -484,5 +499,22 @@ impl Writer {
             history,
             refused,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_is_due_when_the_journal_or_the_unsettled_history_outgrows_its_share() {
+        // Few hosts: 65,536 of either.
+        assert!(!sweep_due(65_536, 65_536, 10));
+        assert!(sweep_due(65_537, 0, 10));
+        assert!(sweep_due(0, 65_537, 10));
+        // 1,000,000 hosts: a journal record each, or an unsettled change per eight.
+        assert!(!sweep_due(1_000_000, 125_000, 1_000_000));
+        assert!(sweep_due(1_000_001, 0, 1_000_000));
+        assert!(sweep_due(0, 125_001, 1_000_000));
     }
 }
