@@ -296,3 +296,85 @@ fn compaction_after_a_restart_keeps_hosts_that_did_not_report_since() {
     assert!(dir.exported_hosts().contains("quiet-host"));
     assert_eq!(server.terminate(), 0);
 }
+
+/// A store that cannot grow (the file size limit, as on a full disk): updates past it
+/// are answered `dnserr`, never `good`; the server keeps running; and after a restart
+/// without the limit every host answered `good` is there, with its address and history.
+#[test]
+fn a_full_disk_refuses_reports_and_loses_none_it_acknowledged() {
+    let dir = Dir::new();
+    let key = test_key(70);
+    dir.server_config(
+        "127.0.0.1",
+        &format!("http_listen = 127.0.0.1:0\nkey = {}\n", key.encode()),
+    );
+    // 2,048 blocks a file (1 MiB in dash's 512-byte blocks, 2 MiB in bash's), and EFBIG
+    // instead of SIGXFSZ past it.
+    let limited = format!("trap '' XFSZ; ulimit -f 2048; exec {DYNIP} -v server {CONFIG}");
+    let mut server = ServerProcess::spawn(&dir, "sh", &["-c", &limited]);
+    let addr = crate::http::http_addr(&server);
+    // Until the store has refused 50 updates: commits fail while the log or the file is
+    // at the limit, and may succeed again once a checkpoint lets the log start over.
+    let mut good = Vec::new();
+    let mut n_refused = 0;
+    for i in 0..20_000u32 {
+        let host = format!("host-{i}");
+        let ip = std::net::Ipv4Addr::from(0xc612_0000 | (i & 0x1_ffff));
+        let (status, body) = crate::http::update(addr, &key, &format!("hostname={host}&myip={ip}"));
+        assert_eq!(status, 200, "{body}");
+        match body.trim() {
+            answer if answer == format!("good {ip}") => good.push((host, ip.to_string())),
+            "dnserr" => n_refused += 1,
+            other => panic!("unexpected answer {other:?} for {host}"),
+        }
+        if n_refused == 50 {
+            break;
+        }
+    }
+    assert_eq!(
+        n_refused,
+        50,
+        "the store never filled up ({} good)",
+        good.len()
+    );
+    assert!(!good.is_empty(), "nothing fitted");
+    assert!(server.is_running(), "the server stopped at a full store");
+    assert!(
+        server
+            .stderr()
+            .iter()
+            .any(|line| line.contains("commit failed")),
+        "no ERROR line for the failed commits"
+    );
+    // The checkpointer copies the log into the file, the log starts over, and commits
+    // succeed again: the writer does not stay broken after a failure.
+    let started = Instant::now();
+    loop {
+        let (_, body) = crate::http::update(addr, &key, "hostname=later&myip=192.0.2.1");
+        match body.trim() {
+            "good 192.0.2.1" => break,
+            "dnserr" if started.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => panic!("no recovery after a full log: {other:?}"),
+        }
+    }
+    good.push(("later".to_string(), "192.0.2.1".to_string()));
+    assert_eq!(server.terminate(), 0);
+
+    let server = ServerProcess::start(&dir);
+    let hosts = dir.list();
+    for (host, ip) in &good {
+        assert_eq!(
+            hosts.get(host).map(|h| h["ipv4"]["address"].as_str()),
+            Some(Some(ip.as_str())),
+            "{host} was answered good and is gone"
+        );
+    }
+    for (host, ip) in [good.first(), good.last()].into_iter().flatten() {
+        let history = dir.history(host);
+        assert_eq!(history.len(), 1, "{host}: {history:?}");
+        assert_eq!(&history[0].1, ip, "{host}");
+    }
+    drop(server);
+}
