@@ -106,6 +106,17 @@ impl Answer {
 
 /// Runs `program` (`dig` or `kdig`) against `server` with `args`; one try, 2 s.
 pub fn ask(dir: &Dir, program: &str, server: SocketAddr, args: &[&str]) -> Answer {
+    try_ask(dir, program, server, args).unwrap_or_else(|out| panic!("{program}: {out:?}"))
+}
+
+/// As [`ask`], with what the program printed when it could not ask (a server not
+/// listening yet, say).
+pub fn try_ask(
+    dir: &Dir,
+    program: &str,
+    server: SocketAddr,
+    args: &[&str],
+) -> Result<Answer, Output> {
     let at = format!("@{}", server.ip());
     let port = server.port().to_string();
     let mut all = vec![at.as_str(), "-p", port.as_str(), "+time=2", "+tries=1"];
@@ -117,8 +128,10 @@ pub fn ask(dir: &Dir, program: &str, server: SocketAddr, args: &[&str]) -> Answe
     }
     all.extend_from_slice(args);
     let out = run(program, &all, dir.path());
-    assert_eq!(out.code, 0, "{program} {all:?}: {out:?}");
-    Answer::parse(&out.stdout)
+    if out.code != 0 {
+        return Err(out);
+    }
+    Ok(Answer::parse(&out.stdout))
 }
 
 fn dig(dir: &Dir, server: SocketAddr, args: &[&str]) -> Answer {
