@@ -432,6 +432,10 @@ impl Writer {
                         "compaction sweep done"
                     );
                     self.sweep = None;
+                    // After a burst of changes (a fleet renumbered) the map would keep
+                    // its buckets for good; what is left in it now is what came during
+                    // the sweep.
+                    self.unsettled.shrink_to_fit();
                 }
                 Err(e) => {
                     error!(error = %e, "compaction stopped; the journal keeps every report");
