@@ -12,7 +12,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
@@ -265,6 +265,7 @@ impl Dns {
         let local = self.local_addr()?;
         let interior = Arc::new(Interior::default());
         interior.rebuild(&table);
+        let limiter = Arc::new(Mutex::new(Limiter::new(self.rate_limit)));
         info!("listening dns={local}");
         let mut threads = Vec::new();
         for (idx, socket) in self.udp.into_iter().enumerate() {
@@ -272,7 +273,7 @@ impl Dns {
                 zone: Arc::clone(&self.zone),
                 table: Arc::clone(&table),
                 counters: Arc::clone(&self.counters),
-                limiter: Limiter::new(self.rate_limit),
+                limiter: Arc::clone(&limiter),
                 shutdown: shutdown.clone(),
                 slots: Default::default(),
                 interior: Arc::clone(&interior),
@@ -383,7 +384,8 @@ struct UdpServer {
     zone: Arc<Zone>,
     table: Arc<Table>,
     counters: Arc<Counters>,
-    limiter: Limiter,
+    /// Shared by the UDP threads, taken once per batch.
+    limiter: Arc<Mutex<Limiter>>,
     shutdown: CancellationToken,
     /// Where each name answered so far lives in the table.
     slots: Slots,
@@ -391,7 +393,7 @@ struct UdpServer {
 }
 
 impl UdpServer {
-    fn run(mut self, socket: &UdpSocket) {
+    fn run(self, socket: &UdpSocket) {
         let fd = socket.as_raw_fd();
         let mut slots = vec![[0u8; SLOT]; BATCH];
         let mut answers: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
@@ -399,6 +401,8 @@ impl UdpServer {
         let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
         let mut received: Vec<(usize, Option<SocketAddr>)> = Vec::with_capacity(BATCH);
         let mut outgoing: Vec<(usize, SockaddrStorage)> = Vec::with_capacity(BATCH);
+        let mut answered: Vec<(usize, SocketAddr, ResponseCode, bool)> = Vec::with_capacity(BATCH);
+        let mut verdicts: Vec<Verdict> = Vec::with_capacity(BATCH);
         while !self.shutdown.is_cancelled() {
             received.clear();
             {
@@ -440,26 +444,39 @@ impl UdpServer {
                 slots: &self.slots,
                 interior: &self.interior,
             };
+            answered.clear();
             for (idx, &(len, peer)) in received.iter().enumerate() {
                 let Some(peer) = peer else { continue };
-                let answer = &mut answers[idx];
                 let reply = self.zone.respond(
                     &slots[idx][..len],
                     Transport::Udp,
                     serial,
                     now,
                     &hosts,
-                    answer,
+                    &mut answers[idx],
                 );
-                let Reply::Answer {
-                    rcode,
-                    mut truncated,
-                } = reply
-                else {
+                let Reply::Answer { rcode, truncated } = reply else {
                     counts.dropped_malformed += 1;
                     continue;
                 };
-                match self.limiter.check(peer.ip(), now) {
+                answered.push((idx, peer, rcode, truncated));
+            }
+            // One lock for the batch, held only for the buckets' arithmetic.
+            verdicts.clear();
+            {
+                let mut limiter = self
+                    .limiter
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                verdicts.extend(
+                    answered
+                        .iter()
+                        .map(|&(_, peer, _, _)| limiter.check(peer.ip(), now)),
+                );
+            }
+            for (&(idx, peer, rcode, mut truncated), &verdict) in answered.iter().zip(&verdicts) {
+                let answer = &mut answers[idx];
+                match verdict {
                     Verdict::Send => {}
                     Verdict::Drop => {
                         counts.dropped_rate_limited += 1;
@@ -665,9 +682,9 @@ enum Verdict {
 }
 
 /// Response rate limiting per source network (/24 for IPv4, /56 for IPv6): a token
-/// bucket of `rate` responses per second, holding at most one second's worth. One per
-/// UDP thread: the kernel sends a source's datagrams to one socket, so a source meets
-/// one bucket (a network spread over both sockets gets up to twice the rate).
+/// bucket of `rate` responses per second, holding at most one second's worth. One for
+/// all the UDP threads: the kernel sends one source address and port to one socket, but
+/// a network's many ports reach every socket.
 struct Limiter {
     rate: u32,
     buckets: HashMap<u128, Bucket>,

@@ -414,6 +414,48 @@ fn the_rate_limit_drops_or_truncates_past_the_rate_per_network() {
     assert_eq!(server.terminate(), 0);
 }
 
+/// With two UDP threads, a network that queries from many ports reaches both sockets,
+/// and still gets one budget: the threads share their buckets.
+#[test]
+fn the_rate_limit_is_one_budget_across_udp_threads() {
+    let dir = Dir::new();
+    let (mut server, dns) = start(&dir, "dns_rate_limit = 20\ndns_threads = 2\n");
+    server.send(b"target");
+    server.wait_committed("target", 1);
+    // 40 sockets, 5 queries each: the kernel spreads the ports over the two sockets.
+    let sockets: Vec<UdpSocket> = (0..40)
+        .map(|_| {
+            let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+            socket
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .expect("timeout");
+            socket
+        })
+        .collect();
+    for (n, socket) in sockets.iter().enumerate() {
+        for id in 0..5 {
+            socket
+                .send_to(&query("target.dyn.example.com.", (n * 5 + id) as u16), dns)
+                .expect("send");
+        }
+    }
+    // The answers are all in the sockets' buffers by then.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut n_full = 0;
+    let mut buf = [0u8; 2048];
+    for socket in &sockets {
+        while let Ok((len, _)) = socket.recv_from(&mut buf) {
+            let message = Message::from_vec(&buf[..len]).expect("an answer decodes");
+            if !message.truncated() {
+                n_full += 1;
+            }
+        }
+    }
+    // One burst of 20 and a little refill; a budget per thread would have let about 40.
+    assert!((20..=30).contains(&n_full), "{n_full} full answers of 200");
+    assert_eq!(server.terminate(), 0);
+}
+
 #[test]
 fn bytes_that_are_not_queries_never_stop_the_server() {
     let dir = Dir::new();
