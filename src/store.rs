@@ -206,8 +206,9 @@ pub struct DropBefore {
 /// Journal entries a turn may drop: each holds up to a batch of records, so dropping is
 /// spread over turns instead of holding one commit for a whole journal's worth.
 pub const DROP_ENTRIES_PER_TURN: i64 = 16;
-/// History log rows a turn may drop (about 40 bytes each).
-pub const DROP_LOG_ROWS_PER_TURN: i64 = 8192;
+/// History log rows a turn may drop: deleting 1,024 took 0.4 ms beside the commit here,
+/// 8,192 took 3.4 ms, which every report of that turn would have waited.
+pub const DROP_LOG_ROWS_PER_TURN: i64 = 1024;
 
 pub struct Store {
     conn: Connection,
