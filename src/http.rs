@@ -796,8 +796,6 @@ impl Shared {
         res.unwrap_or_else(|e| Err(StoreError::Missing(PathBuf::from(e.to_string()))))
     }
 
-    /// The hosts `scope` may read, in name order, at most `limit`; and how many that is
-    /// in all.
     /// Up to `limit` hosts of `scope` in name order, after `after`; and how many `scope`
     /// covers in all.
     fn hosts(
