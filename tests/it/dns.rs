@@ -364,16 +364,26 @@ pub fn query(name: &str, id: u16) -> Vec<u8> {
     message.to_vec().expect("a query encodes")
 }
 
+/// The server with `extra` config, once it knows the host `target`.
+fn start_with_target(dir: &Dir, extra: &str) -> (ServerProcess, SocketAddr) {
+    let (server, dns) = start(dir, extra);
+    server.send(b"target");
+    server.wait_committed("target", 1);
+    (server, dns)
+}
+
+/// A client socket on 127.0.0.1 whose reads wait at most `timeout`.
+fn client_socket(timeout: Duration) -> UdpSocket {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.set_read_timeout(Some(timeout)).expect("timeout");
+    socket
+}
+
 #[test]
 fn the_rate_limit_drops_or_truncates_past_the_rate_per_network() {
     let dir = Dir::new();
-    let (mut server, dns) = start(&dir, "dns_rate_limit = 10\n");
-    server.send(b"target");
-    server.wait_committed("target", 1);
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .expect("timeout");
+    let (mut server, dns) = start_with_target(&dir, "dns_rate_limit = 10\n");
+    let socket = client_socket(Duration::from_millis(300));
     let n_sent = 100;
     for id in 0..n_sent {
         socket
@@ -419,18 +429,10 @@ fn the_rate_limit_drops_or_truncates_past_the_rate_per_network() {
 #[test]
 fn the_rate_limit_is_one_budget_across_udp_threads() {
     let dir = Dir::new();
-    let (mut server, dns) = start(&dir, "dns_rate_limit = 20\ndns_threads = 2\n");
-    server.send(b"target");
-    server.wait_committed("target", 1);
+    let (mut server, dns) = start_with_target(&dir, "dns_rate_limit = 20\ndns_threads = 2\n");
     // 40 sockets, 5 queries each: the kernel spreads the ports over the two sockets.
     let sockets: Vec<UdpSocket> = (0..40)
-        .map(|_| {
-            let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-            socket
-                .set_read_timeout(Some(Duration::from_millis(50)))
-                .expect("timeout");
-            socket
-        })
+        .map(|_| client_socket(Duration::from_millis(50)))
         .collect();
     for (n, socket) in sockets.iter().enumerate() {
         for id in 0..5 {
