@@ -46,10 +46,9 @@ pub struct Page<'a> {
     pub next: Option<&'a Name>,
 }
 
-/// The page at `/`: `rows` (in name order), where `page` says.
-pub fn page(rows: &[Row<'_>], at: &Page<'_>, now: Time, stale_after: Duration) -> String {
-    let page = at;
-    let n_hosts = page.n_hosts;
+/// The page at `/`: `rows` (in name order), where `place` says among all the hosts.
+pub fn page(rows: &[Row<'_>], place: &Page<'_>, now: Time, stale_after: Duration) -> String {
+    let n_hosts = place.n_hosts;
     let n_stale = rows
         .iter()
         .filter(|row| is_stale(row.record.last_seen(), now, stale_after))
@@ -60,7 +59,7 @@ pub fn page(rows: &[Row<'_>], at: &Page<'_>, now: Time, stale_after: Duration) -
         "<h1>dynip: {n_hosts} host{}</h1>\n<p class=\"muted\">{}{} reported within {}; \
          {n_stale} stale. As of {}.</p>\n",
         if n_hosts == 1 { "" } else { "s" },
-        match page.after {
+        match place.after {
             Some(after) => format!(
                 "The {} hosts after {}: ",
                 rows.len(),
@@ -102,16 +101,16 @@ pub fn page(rows: &[Row<'_>], at: &Page<'_>, now: Time, stale_after: Duration) -
         }
         body.push_str("</tbody>\n</table>\n");
     }
-    if page.after.is_some() || page.next.is_some() {
+    if place.after.is_some() || place.next.is_some() {
         body.push_str("<p>");
-        if page.after.is_some() {
+        if place.after.is_some() {
             body.push_str("<a href=\"/\">First page</a>");
         }
-        if let Some(next) = page.next {
+        if let Some(next) = place.next {
             let _ = write!(
                 body,
                 "{}<a href=\"/?after={}\" rel=\"next\">Next {MAX_HOSTS_SHOWN} →</a>",
-                if page.after.is_some() { " · " } else { "" },
+                if place.after.is_some() { " · " } else { "" },
                 escape(
                     &form_urlencoded::byte_serialize(next.as_str().as_bytes()).collect::<String>()
                 )

@@ -69,6 +69,10 @@ CREATE TABLE history (
     address TEXT NOT NULL
 );
 CREATE INDEX history_by_name ON history (name_key, at);
+INSERT INTO meta (key, value) VALUES ('reports', 0);
+";
+/// Version 3's table, in new stores and in migrated ones alike.
+const HISTORY_LOG: &str = "
 CREATE TABLE history_log (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
@@ -76,7 +80,6 @@ CREATE TABLE history_log (
     at INTEGER NOT NULL,
     address TEXT NOT NULL
 );
-INSERT INTO meta (key, value) VALUES ('reports', 0);
 ";
 
 /// History rows are written twice. A commit appends its rows to `history_log`, which has
@@ -329,10 +332,7 @@ impl Store {
         if version < 2 {
             steps.push_str("ALTER TABLE hosts ADD COLUMN offline INTEGER NOT NULL DEFAULT 0;");
         }
-        steps.push_str(
-            "CREATE TABLE history_log (id INTEGER PRIMARY KEY, name TEXT NOT NULL, \
-             name_key TEXT NOT NULL, at INTEGER NOT NULL, address TEXT NOT NULL);",
-        );
+        steps.push_str(HISTORY_LOG);
         let tx = self.conn.transaction().map_err(|e| sql(&self.path, e))?;
         tx.execute_batch(&steps)
             .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
@@ -354,6 +354,7 @@ impl Store {
     fn create(&mut self) -> Result<(), StoreError> {
         let tx = self.conn.transaction().map_err(|e| sql(&self.path, e))?;
         tx.execute_batch(SCHEMA)
+            .and_then(|()| tx.execute_batch(HISTORY_LOG))
             .and_then(|()| tx.pragma_update(None, "application_id", APPLICATION_ID))
             .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
             .and_then(|()| tx.commit())
