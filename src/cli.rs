@@ -25,7 +25,7 @@ use crate::key::{Key, KEY_LEN};
 use crate::name::Name;
 use crate::record::{Record, Time};
 use crate::server::{PolicyHandle, Server};
-use crate::store::Store;
+use crate::store::{Store, Unsettled};
 
 /// Logging flags, shared by every command (the original's `-v` and `--debug`).
 #[derive(Args, Debug, Clone, Copy)]
@@ -517,7 +517,7 @@ fn history(path: &Path, host: &str, json: bool) -> Result<(), Error> {
         source,
     })?;
     let store = open_store(path)?;
-    let changes = store.history(&name)?;
+    let changes = store.history(&name, Unsettled::Journal)?;
     if changes.is_empty() {
         return Err(Error::UnknownHost(host.to_string()));
     }

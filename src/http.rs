@@ -51,9 +51,9 @@ use crate::metrics::{Metrics, Path, Reason};
 use crate::name::Name;
 use crate::record::{Record, Time};
 use crate::status;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Unsettled};
 use crate::table::Table;
-use crate::writer::{Handoff, Outcome, Report};
+use crate::writer::{Handoff, Outcome, Recent, Report};
 
 /// The largest request head (request line and headers). A router's update URL with its
 /// headers is well under 1 KiB; browsers send a few KiB of cookies at most.
@@ -189,6 +189,8 @@ pub struct Edge {
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
     pub store_path: PathBuf,
+    /// The address changes not yet in the store's `history`.
+    pub recent: Arc<Recent>,
     pub trusted_proxies: Option<Vec<IpNet>>,
     pub public_status: bool,
     pub public_metrics: bool,
@@ -788,7 +790,10 @@ impl Shared {
                 *store = Some(Store::open_read_only(&shared.edge.store_path)?);
             }
             match store.as_ref() {
-                Some(store) => store.history(&name),
+                Some(store) => {
+                    let recent = shared.edge.recent.of(&name);
+                    store.history(&name, Unsettled::Given(&recent))
+                }
                 None => Ok(Vec::new()),
             }
         })

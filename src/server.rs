@@ -23,6 +23,7 @@ use crate::name::Name;
 use crate::record::Record;
 use crate::store::{self, HistoryRow, Loaded, Progress, Store};
 use crate::table::Table;
+use crate::writer::Recent;
 use crate::{http, udp, writer};
 
 /// A server that has checked its files, loaded its table and bound its sockets, ready to
@@ -140,9 +141,15 @@ impl Server {
     /// When a thread cannot be started, or the final export fails.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let table = Arc::clone(&self.table);
-        let (reports, writer) =
-            writer::spawn_measured(self.store, table, self.progress, Arc::clone(&self.metrics))
-                .map_err(|e| Error::Internal(format!("cannot start the writer: {e}")))?;
+        let recent = Arc::new(Recent::default());
+        let (reports, writer) = writer::spawn(
+            self.store,
+            table,
+            self.progress,
+            Arc::clone(&recent),
+            Arc::clone(&self.metrics),
+        )
+        .map_err(|e| Error::Internal(format!("cannot start the writer: {e}")))?;
 
         let (stop_export, stop_rx) = std::sync::mpsc::channel::<()>();
         let export_path = self.config.client_log_path.clone();
@@ -185,6 +192,7 @@ impl Server {
                 metrics: Arc::clone(&self.metrics),
                 shutdown: shutdown.clone(),
                 store_path: self.config.store_path.clone(),
+                recent,
                 trusted_proxies: self.config.trusted_proxies.clone(),
                 public_status: self.config.public_status,
                 public_metrics: self.config.public_metrics,

@@ -29,9 +29,10 @@ use crate::table::Entry;
 /// `PRAGMA application_id`: "dyni" in ASCII, so `file(1)` and we can tell our stores.
 const APPLICATION_ID: i64 = 0x6479_6e69;
 /// `PRAGMA user_version`: the schema this build writes and reads. Version 2 added
-/// `hosts.offline`, version 3 `history_log`; an older store is read as it is, and
-/// migrated when the server opens it (an `ALTER TABLE` or a `CREATE TABLE`, no rewrite).
-const SCHEMA_VERSION: i64 = 3;
+/// `hosts.offline`, version 3 `history_log`, version 4 replaced that table with
+/// `journal.changes`; an older store is read as it is, and migrated when the server opens
+/// it (an `ALTER TABLE`, and for version 3 its log rows copied into `history`).
+const SCHEMA_VERSION: i64 = 4;
 /// Page cache of the writer's connection, in KiB: large enough that a compaction chunk's
 /// pages stay cached between the read and the write of the B-tree, small against the
 /// per-host memory budget (300 bytes × 1,000,000 hosts).
@@ -59,7 +60,8 @@ CREATE TABLE hosts (
 CREATE TABLE journal (
     seq INTEGER PRIMARY KEY,
     n_records INTEGER NOT NULL,
-    records BLOB NOT NULL
+    records BLOB NOT NULL,
+    changes BLOB
 );
 CREATE TABLE history (
     id INTEGER PRIMARY KEY,
@@ -71,34 +73,31 @@ CREATE TABLE history (
 CREATE INDEX history_by_name ON history (name_key, at);
 INSERT INTO meta (key, value) VALUES ('reports', 0);
 ";
-/// Version 3's table, in new stores and in migrated ones alike.
-const HISTORY_LOG: &str = "
-CREATE TABLE history_log (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    name_key TEXT NOT NULL,
-    at INTEGER NOT NULL,
-    address TEXT NOT NULL
-);
+/// From version 3 to 4: the log's rows, settled or not, go into `history`.
+const MIGRATE_LOG: &str = "
+INSERT OR IGNORE INTO history (id, name, name_key, at, address)
+    SELECT id, name, name_key, at, address FROM history_log;
+DROP TABLE history_log;
 ";
 
-/// History rows are written twice. A commit appends its rows to `history_log`, which has
-/// no index, so they fill its last page: an indexed insert dirtied one random page of
-/// `history_by_name` per row, 4 KiB written per report (a third of the writer's time).
-/// The compaction sweep, which walks the hosts in name order, settles each host's logged
-/// rows into `history` as it writes the host's snapshot row, so the index is written in
-/// name order, several rows per page; at the end of a sweep the log rows from before it
-/// began are dropped. A row can be in both tables for a while (settled, not yet
-/// dropped): the same `id` in both, read once.
+/// Each address change is written twice. A commit writes its changes into its journal
+/// entry (`journal.changes`, encoded as below): a few bytes beside the records, where an
+/// indexed insert per change dirtied one random page of `history_by_name`, 4 KiB written
+/// per report (a third of the writer's time), and a row per change in an unindexed log
+/// still cost a sixth. The compaction sweep, which walks the hosts in name order, settles
+/// each host's changes into `history` as it writes the host's snapshot row, so the index
+/// is written in name order, several rows per page; the journal entry goes at the end of
+/// the sweep. The writer keeps the unsettled changes in memory (see `writer`), and the
+/// server's readers add them to what `history` holds; a reader without the server (`dynip
+/// history`) decodes them from the journal. A change can be in both for a while (settled,
+/// its journal entry not yet dropped): the same `id`, read once.
 ///
 /// `name_key` is the name as compared ([`Name::folded`]): SQLite's `NOCASE` folds ASCII
 /// only, and names are compared with full Unicode lowercase.
 const INSERT_HISTORY: &str =
     "INSERT INTO history (id, name, name_key, at, address) VALUES (?1, ?2, ?3, ?4, ?5)";
-const LOG_HISTORY: &str =
-    "INSERT INTO history_log (id, name, name_key, at, address) VALUES (?1, ?2, ?3, ?4, ?5)";
-const SETTLE_HISTORY: &str = "INSERT OR IGNORE INTO history (id, name, name_key, at, address) \
-                              SELECT id, name, name_key, at, address FROM history_log WHERE id = ?1";
+const SETTLE_HISTORY: &str =
+    "INSERT OR IGNORE INTO history (id, name, name_key, at, address) VALUES (?1, ?2, ?3, ?4, ?5)";
 
 const RECORD_COLUMNS: &str = "name, seq, first_seen, ipv4, ipv4_last_seen, ipv4_last_change, \
                               ipv6, ipv6_last_seen, ipv6_last_change, signed_at, offline";
@@ -158,8 +157,18 @@ pub struct Progress {
     pub journal_records: u64,
     /// The next history row's `id`.
     pub next_history_id: i64,
-    /// Rows of `history_log` not yet settled into `history`, oldest first.
-    pub unsettled: Vec<(Name, i64)>,
+    /// Address changes in the journal not yet settled into `history`, oldest first.
+    pub unsettled: Vec<LoggedChange>,
+}
+
+/// Where a history read finds the changes not yet settled into `history`.
+#[derive(Debug, Clone, Copy)]
+pub enum Unsettled<'a> {
+    /// In the journal: for a reader beside the server, or without one (`dynip history`).
+    Journal,
+    /// Given: the host's changes the server's writer holds in memory (a subset of the
+    /// journal's, so the journal need not be read).
+    Given(&'a [LoggedChange]),
 }
 
 /// One address change, for the history.
@@ -170,7 +179,7 @@ pub struct HistoryRow {
     pub addr: IpAddr,
 }
 
-/// An address change as the writer logs it, with the `id` it gave it.
+/// An address change as the writer journals it, with the `id` it gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggedChange {
     pub id: i64,
@@ -184,42 +193,34 @@ pub struct Turn<'a> {
     pub seq: i64,
     /// The records the turn's reports changed, for the journal.
     pub records: &'a [(Name, Entry)],
-    /// The turn's address changes, for `history_log`.
+    /// The turn's address changes, for its journal entry.
     pub history: &'a [LoggedChange],
     /// Reports committed by the turn (some may have changed the same record).
     pub n_reports: u64,
     /// A chunk of the compaction sweep: records to write into the snapshot.
     pub snapshot: &'a [(Name, Entry)],
-    /// Logged history rows of the chunk's hosts, in the chunk's order: copied into
-    /// `history`.
-    pub settle: &'a [i64],
-    /// Drop up to [`DROP_ENTRIES_PER_TURN`] journal entries below this sequence number,
-    /// and up to [`DROP_LOG_ROWS_PER_TURN`] log rows below this history id (the end of
-    /// a sweep).
-    pub drop_before: Option<DropBefore>,
-}
-
-/// What the end of a sweep may drop: everything it folded or settled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DropBefore {
-    pub seq: i64,
-    pub history_id: i64,
+    /// Unsettled address changes of the chunk's hosts, in the chunk's order: written
+    /// into `history`.
+    pub settle: &'a [LoggedChange],
+    /// Drop up to [`DROP_ENTRIES_PER_TURN`] journal entries below this sequence number
+    /// (the end of a sweep: everything in them is folded and settled).
+    pub drop_before: Option<i64>,
 }
 
 /// Journal entries a turn may drop: each holds up to a batch of records, so dropping is
 /// spread over turns instead of holding one commit for a whole journal's worth.
 pub const DROP_ENTRIES_PER_TURN: i64 = 16;
-/// History log rows a turn may drop: deleting 1,024 took 0.4 ms beside the commit here,
-/// 8,192 took 3.4 ms, which every report of that turn would have waited.
-pub const DROP_LOG_ROWS_PER_TURN: i64 = 1024;
 
 pub struct Store {
     conn: Connection,
     path: PathBuf,
     /// A version-1 store, opened read-only: it has no `offline` column (none is offline).
     before_offline: bool,
-    /// A store from before version 3, opened read-only: it has no `history_log`.
-    before_log: bool,
+    /// A store from before version 4, opened read-only: its journal has no changes.
+    before_changes: bool,
+    /// A store of version 3, opened read-only: changes not yet settled are in
+    /// `history_log`.
+    has_log: bool,
 }
 
 impl Store {
@@ -265,7 +266,8 @@ impl Store {
         }
         let version = store.version()?;
         store.before_offline = version < 2;
-        store.before_log = version < 3;
+        store.before_changes = version < 4;
+        store.has_log = version == 3;
         Ok(store)
     }
 
@@ -278,7 +280,8 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             before_offline: false,
-            before_log: false,
+            before_changes: false,
+            has_log: false,
         };
         store
             .conn
@@ -332,7 +335,10 @@ impl Store {
         if version < 2 {
             steps.push_str("ALTER TABLE hosts ADD COLUMN offline INTEGER NOT NULL DEFAULT 0;");
         }
-        steps.push_str(HISTORY_LOG);
+        if version == 3 {
+            steps.push_str(MIGRATE_LOG);
+        }
+        steps.push_str("ALTER TABLE journal ADD COLUMN changes BLOB;");
         let tx = self.conn.transaction().map_err(|e| sql(&self.path, e))?;
         tx.execute_batch(&steps)
             .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
@@ -354,7 +360,6 @@ impl Store {
     fn create(&mut self) -> Result<(), StoreError> {
         let tx = self.conn.transaction().map_err(|e| sql(&self.path, e))?;
         tx.execute_batch(SCHEMA)
-            .and_then(|()| tx.execute_batch(HISTORY_LOG))
             .and_then(|()| tx.pragma_update(None, "application_id", APPLICATION_ID))
             .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
             .and_then(|()| tx.commit())
@@ -408,15 +413,31 @@ impl Store {
 
         let mut next_seq = 1;
         let mut journal_records = 0;
+        let settled_max: Option<i64> = self
+            .conn
+            .query_row("SELECT max(id) FROM history", [], |row| row.get(0))
+            .map_err(|source| self.classify(source))?;
+        let mut next_history_id = settled_max.unwrap_or(0) + 1;
+        let mut unsettled = Vec::new();
         let mut statement = self
             .conn
-            .prepare("SELECT seq, records FROM journal ORDER BY seq")
+            .prepare(self.journal_query())
             .map_err(|source| self.classify(source))?;
         let mut rows = statement.query([]).map_err(|e| self.classify(e))?;
         while let Some(row) = rows.next().map_err(|e| self.classify(e))? {
             let seq: i64 = row.get(0).map_err(|e| self.classify(e))?;
             let blob: Vec<u8> = row.get(1).map_err(|e| self.classify(e))?;
+            let changes: Option<Vec<u8>> = row.get(2).map_err(|e| self.classify(e))?;
             next_seq = seq + 1;
+            if let Some(changes) = changes {
+                let changes = decode_changes(&changes).map_err(|detail| {
+                    self.corrupt(format!("journal entry {seq}'s changes: {detail}"))
+                })?;
+                if let Some(last) = changes.iter().map(|logged| logged.id).max() {
+                    next_history_id = next_history_id.max(last + 1);
+                }
+                unsettled.extend(self.not_settled(changes)?);
+            }
             let records = decode_records(&blob)
                 .map_err(|detail| self.corrupt(format!("journal entry {seq}: {detail}")))?;
             for (name, record) in records {
@@ -442,7 +463,6 @@ impl Store {
             .query_row("SELECT max(seq) FROM hosts", [], |row| row.get(0))
             .map_err(|source| self.classify(source))?;
         next_seq = next_seq.max(last_snapshot_seq.unwrap_or(0) + 1);
-        let (next_history_id, unsettled) = self.unsettled_history()?;
         Ok(Loaded {
             hosts,
             progress: Progress {
@@ -454,37 +474,36 @@ impl Store {
         })
     }
 
-    /// The next history id, and the logged rows not yet settled into `history`.
-    fn unsettled_history(&self) -> Result<(i64, Vec<(Name, i64)>), StoreError> {
-        let settled_max: Option<i64> = self
-            .conn
-            .query_row("SELECT max(id) FROM history", [], |row| row.get(0))
-            .map_err(|source| self.classify(source))?;
-        if self.before_log {
-            return Ok((settled_max.unwrap_or(0) + 1, Vec::new()));
+    /// The journal's entries in order: sequence number, records, changes (`NULL` before
+    /// version 4).
+    fn journal_query(&self) -> &'static str {
+        if self.before_changes {
+            "SELECT seq, records, NULL FROM journal ORDER BY seq"
+        } else {
+            "SELECT seq, records, changes FROM journal ORDER BY seq"
         }
-        let logged_max: Option<i64> = self
-            .conn
-            .query_row("SELECT max(id) FROM history_log", [], |row| row.get(0))
-            .map_err(|source| self.classify(source))?;
+    }
+
+    /// Those of one journal entry's `changes` that are not in `history` yet.
+    fn not_settled(&self, changes: Vec<LoggedChange>) -> Result<Vec<LoggedChange>, StoreError> {
+        let (Some(first), Some(last)) = (
+            changes.iter().map(|logged| logged.id).min(),
+            changes.iter().map(|logged| logged.id).max(),
+        ) else {
+            return Ok(changes);
+        };
         let mut statement = self
             .conn
-            .prepare(
-                "SELECT id, name FROM history_log AS log \
-                 WHERE NOT EXISTS (SELECT 1 FROM history WHERE history.id = log.id) ORDER BY id",
-            )
+            .prepare_cached("SELECT id FROM history WHERE id BETWEEN ?1 AND ?2")
             .map_err(|source| self.classify(source))?;
-        let mut rows = statement.query([]).map_err(|e| self.classify(e))?;
-        let mut unsettled = Vec::new();
-        while let Some(row) = rows.next().map_err(|e| self.classify(e))? {
-            let id: i64 = row.get(0).map_err(|e| self.classify(e))?;
-            let name: String = row.get(1).map_err(|e| self.classify(e))?;
-            let name = Name::parse(&name)
-                .map_err(|_| self.corrupt(format!("bad host name {name:?} in the history log")))?;
-            unsettled.push((name, id));
-        }
-        let next_id = settled_max.max(logged_max).unwrap_or(0) + 1;
-        Ok((next_id, unsettled))
+        let settled = statement
+            .query_map([first, last], |row| row.get::<_, i64>(0))
+            .and_then(Iterator::collect::<rusqlite::Result<std::collections::HashSet<i64>>>)
+            .map_err(|source| self.classify(source))?;
+        Ok(changes
+            .into_iter()
+            .filter(|logged| !settled.contains(&logged.id))
+            .collect())
     }
 
     fn decode_row(&self, row: &Row<'_>) -> Result<(Name, Entry), StoreError> {
@@ -562,29 +581,26 @@ impl Store {
         let path = &self.path;
         let tx = self.conn.transaction().map_err(|e| sql(path, e))?;
         let n_dropped = (|| -> rusqlite::Result<u64> {
-            if !turn.records.is_empty() {
+            if !turn.records.is_empty() || !turn.history.is_empty() {
+                let changes = (!turn.history.is_empty()).then(|| encode_changes(turn.history));
                 tx.prepare_cached(
-                    "INSERT INTO journal (seq, n_records, records) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO journal (seq, n_records, records, changes) \
+                     VALUES (?1, ?2, ?3, ?4)",
                 )?
                 .execute(params![
                     turn.seq,
                     turn.records.len() as i64,
-                    encode_records(turn.records)
+                    encode_records(turn.records),
+                    changes
                 ])?;
             }
             insert_history(
                 &tx,
-                LOG_HISTORY,
-                turn.history
+                SETTLE_HISTORY,
+                turn.settle
                     .iter()
                     .map(|logged| (Some(logged.id), &logged.change)),
             )?;
-            if !turn.settle.is_empty() {
-                let mut settle = tx.prepare_cached(SETTLE_HISTORY)?;
-                for &id in turn.settle {
-                    settle.execute([id])?;
-                }
-            }
             if turn.n_reports > 0 {
                 tx.prepare_cached("UPDATE meta SET value = value + ?1 WHERE key = 'reports'")?
                     .execute([turn.n_reports as i64])?;
@@ -602,16 +618,10 @@ impl Store {
                      (SELECT seq FROM journal WHERE seq < ?1 ORDER BY seq LIMIT ?2) \
                      RETURNING n_records",
                 )?;
-                let mut rows = delete.query(params![before.seq, DROP_ENTRIES_PER_TURN])?;
+                let mut rows = delete.query(params![before, DROP_ENTRIES_PER_TURN])?;
                 while let Some(row) = rows.next()? {
                     n_dropped += row.get::<_, i64>(0)? as u64;
                 }
-                // A prefix of the rowids: the log's first pages, freed in order.
-                tx.prepare_cached(
-                    "DELETE FROM history_log WHERE id IN \
-                     (SELECT id FROM history_log WHERE id < ?1 ORDER BY id LIMIT ?2)",
-                )?
-                .execute(params![before.history_id, DROP_LOG_ROWS_PER_TURN])?;
             }
             Ok(n_dropped)
         })()
@@ -620,35 +630,35 @@ impl Store {
         Ok(n_dropped)
     }
 
-    /// Whether journal entries or log rows below `before` remain.
+    /// Whether journal entries below `before` remain.
     ///
     /// # Errors
     /// On a failed query.
-    pub fn has_before(&self, before: DropBefore) -> Result<bool, StoreError> {
+    pub fn has_before(&self, before: i64) -> Result<bool, StoreError> {
         self.conn
             .query_row(
-                "SELECT EXISTS (SELECT 1 FROM journal WHERE seq < ?1) \
-                 OR EXISTS (SELECT 1 FROM history_log WHERE id < ?2)",
-                [before.seq, before.history_id],
+                "SELECT EXISTS (SELECT 1 FROM journal WHERE seq < ?1)",
+                [before],
                 |row| row.get(0),
             )
             .map_err(|e| sql(&self.path, e))
     }
 
-    /// A host's address changes, oldest first.
+    /// A host's address changes, oldest first: those in `history`, and those not yet
+    /// settled there, from `unsettled`.
     ///
     /// # Errors
     /// On a failed query or a row that does not decode.
-    pub fn history(&self, name: &Name) -> Result<Vec<(Time, IpAddr)>, StoreError> {
-        // The log has no index: this scans it, about as many rows as the journal holds
-        // records (a sweep starts when those outnumber the hosts, or 65,536).
-        let query = if self.before_log {
-            "SELECT at, address FROM history WHERE name_key = ?1 ORDER BY at, id"
+    pub fn history(
+        &self,
+        name: &Name,
+        unsettled: Unsettled<'_>,
+    ) -> Result<Vec<(Time, IpAddr)>, StoreError> {
+        let query = if self.has_log {
+            "SELECT id, at, address FROM history WHERE name_key = ?1 \
+             UNION SELECT id, at, address FROM history_log WHERE name_key = ?1"
         } else {
-            "SELECT at, address FROM \
-             (SELECT id, at, address FROM history WHERE name_key = ?1 \
-              UNION SELECT id, at, address FROM history_log WHERE name_key = ?1) \
-             ORDER BY at, id"
+            "SELECT id, at, address FROM history WHERE name_key = ?1"
         };
         let mut statement = self
             .conn
@@ -657,16 +667,49 @@ impl Store {
         let mut rows = statement
             .query([name.folded()])
             .map_err(|source| self.classify(source))?;
-        let mut changes = Vec::new();
+        let mut changes = BTreeMap::new();
         while let Some(row) = rows.next().map_err(|e| self.classify(e))? {
-            let at: i64 = row.get(0).map_err(|e| self.classify(e))?;
-            let address: String = row.get(1).map_err(|e| self.classify(e))?;
+            let id: i64 = row.get(0).map_err(|e| self.classify(e))?;
+            let at: i64 = row.get(1).map_err(|e| self.classify(e))?;
+            let address: String = row.get(2).map_err(|e| self.classify(e))?;
             let addr = address
                 .parse()
                 .map_err(|_| self.corrupt(format!("bad address {address:?} in history")))?;
-            changes.push((Time::from_micros(at), addr));
+            changes.insert(id, (Time::from_micros(at), addr));
         }
-        Ok(changes)
+        let mut add = |logged: &LoggedChange| {
+            if logged.change.name == *name {
+                changes.insert(logged.id, (logged.change.at, logged.change.addr));
+            }
+        };
+        match unsettled {
+            Unsettled::Given(given) => given.iter().for_each(add),
+            Unsettled::Journal if self.before_changes => {}
+            Unsettled::Journal => {
+                // Every entry's changes: as many as the journal holds records at most
+                // (a sweep starts when those outnumber the hosts, or 65,536).
+                let mut statement = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT seq, changes FROM journal WHERE changes IS NOT NULL ORDER BY seq",
+                    )
+                    .map_err(|source| self.classify(source))?;
+                let mut rows = statement.query([]).map_err(|e| self.classify(e))?;
+                while let Some(row) = rows.next().map_err(|e| self.classify(e))? {
+                    let seq: i64 = row.get(0).map_err(|e| self.classify(e))?;
+                    let blob: Vec<u8> = row.get(1).map_err(|e| self.classify(e))?;
+                    decode_changes(&blob)
+                        .map_err(|detail| {
+                            self.corrupt(format!("journal entry {seq}'s changes: {detail}"))
+                        })?
+                        .iter()
+                        .for_each(&mut add);
+                }
+            }
+        }
+        let mut changes: Vec<(i64, (Time, IpAddr))> = changes.into_iter().collect();
+        changes.sort_by_key(|&(id, (at, _))| (at, id));
+        Ok(changes.into_iter().map(|(_, change)| change).collect())
     }
 
     fn sql(&self, source: rusqlite::Error) -> StoreError {
@@ -781,18 +824,6 @@ fn encode_seen(out: &mut Vec<u8>, octets: &[u8], last_seen: Time, last_change: T
 
 /// Reads what [`encode_records`] wrote.
 fn decode_records(mut blob: &[u8]) -> Result<Vec<(Name, Record)>, String> {
-    fn take<'a>(blob: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
-        if blob.len() < n {
-            return Err("truncated record".to_string());
-        }
-        let (head, rest) = blob.split_at(n);
-        *blob = rest;
-        Ok(head)
-    }
-    fn time(blob: &mut &[u8]) -> Result<Time, String> {
-        let bytes: [u8; 8] = take(blob, 8)?.try_into().map_err(|_| "bad time")?;
-        Ok(Time::from_micros(i64::from_be_bytes(bytes)))
-    }
     /// One family's address and times, when `present`.
     fn seen<A: From<[u8; N]>, const N: usize>(
         blob: &mut &[u8],
@@ -811,9 +842,7 @@ fn decode_records(mut blob: &[u8]) -> Result<Vec<(Name, Record)>, String> {
     }
     let mut records = Vec::new();
     while !blob.is_empty() {
-        let name_len = usize::from(take(&mut blob, 1)?[0]);
-        let name = std::str::from_utf8(take(&mut blob, name_len)?).map_err(|_| "name not UTF-8")?;
-        let name = Name::parse(name).map_err(|e| format!("bad host name {name:?}: {e}"))?;
+        let name = name(&mut blob)?;
         let first_seen = time(&mut blob)?;
         let flags = take(&mut blob, 1)?[0];
         if flags & !(HAS_V4 | HAS_V6 | HAS_SIGNED | OFFLINE) != 0 {
@@ -840,7 +869,76 @@ fn decode_records(mut blob: &[u8]) -> Result<Vec<(Name, Record)>, String> {
     Ok(records)
 }
 
-/// Inserts history rows with `sql` ([`INSERT_HISTORY`] or [`LOG_HISTORY`]); an `id` of
+/// Encodes a turn's address changes for its journal entry: per change, its history id
+/// (i64), the name's length (1 byte) and bytes, the time (i64 microseconds), and the
+/// address's length (4 or 16) and octets; integers big-endian.
+fn encode_changes(changes: &[LoggedChange]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(changes.len() * 48);
+    for LoggedChange { id, change } in changes {
+        out.extend_from_slice(&id.to_be_bytes());
+        let name = change.name.as_str().as_bytes();
+        // A Name is at most 253 bytes.
+        out.push(name.len() as u8);
+        out.extend_from_slice(name);
+        out.extend_from_slice(&change.at.as_micros().to_be_bytes());
+        match change.addr {
+            IpAddr::V4(addr) => {
+                out.push(4);
+                out.extend_from_slice(&addr.octets());
+            }
+            IpAddr::V6(addr) => {
+                out.push(16);
+                out.extend_from_slice(&addr.octets());
+            }
+        }
+    }
+    out
+}
+
+/// Decodes what [`encode_changes`] wrote.
+fn decode_changes(mut blob: &[u8]) -> Result<Vec<LoggedChange>, String> {
+    let mut changes = Vec::new();
+    while !blob.is_empty() {
+        let id: [u8; 8] = take(&mut blob, 8)?.try_into().map_err(|_| "bad id")?;
+        let name = name(&mut blob)?;
+        let at = time(&mut blob)?;
+        let addr = match take(&mut blob, 1)?[0] {
+            4 => IpAddr::from(<[u8; 4]>::try_from(take(&mut blob, 4)?).map_err(|_| "bad address")?),
+            16 => {
+                IpAddr::from(<[u8; 16]>::try_from(take(&mut blob, 16)?).map_err(|_| "bad address")?)
+            }
+            len => return Err(format!("bad address length {len}")),
+        };
+        changes.push(LoggedChange {
+            id: i64::from_be_bytes(id),
+            change: HistoryRow { name, at, addr },
+        });
+    }
+    Ok(changes)
+}
+
+fn take<'a>(blob: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+    if blob.len() < n {
+        return Err("truncated record".to_string());
+    }
+    let (head, rest) = blob.split_at(n);
+    *blob = rest;
+    Ok(head)
+}
+
+fn time(blob: &mut &[u8]) -> Result<Time, String> {
+    let bytes: [u8; 8] = take(blob, 8)?.try_into().map_err(|_| "bad time")?;
+    Ok(Time::from_micros(i64::from_be_bytes(bytes)))
+}
+
+/// A host name: its length (1 byte) and bytes.
+fn name(blob: &mut &[u8]) -> Result<Name, String> {
+    let len = usize::from(take(blob, 1)?[0]);
+    let name = std::str::from_utf8(take(blob, len)?).map_err(|_| "name not UTF-8")?;
+    Name::parse(name).map_err(|e| format!("bad host name {name:?}: {e}"))
+}
+
+/// Inserts history rows with `sql` ([`INSERT_HISTORY`] or [`SETTLE_HISTORY`]); an `id` of
 /// `None` lets SQLite choose.
 fn insert_history<'r>(
     tx: &rusqlite::Transaction<'_>,
@@ -984,8 +1082,8 @@ mod tests {
             store
                 .conn
                 .execute_batch(
-                    "ALTER TABLE hosts DROP COLUMN offline; DROP TABLE history_log; \
-                     PRAGMA user_version = 1;",
+                    "ALTER TABLE hosts DROP COLUMN offline; ALTER TABLE journal DROP COLUMN \
+                     changes; PRAGMA user_version = 1;",
                 )
                 .unwrap();
         }
@@ -1004,7 +1102,7 @@ mod tests {
     }
 
     #[test]
-    fn history_is_read_whole_while_logged_settled_and_dropped() {
+    fn history_is_read_whole_while_journaled_settled_and_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dynip.sqlite3");
         let pc = Name::parse("PC").unwrap();
@@ -1016,22 +1114,16 @@ mod tests {
                 addr: addr.parse().unwrap(),
             },
         };
-        let expected: Vec<(Time, IpAddr)> = ["203.0.113.1", "203.0.113.2", "2001:db8::3"]
-            .iter()
-            .enumerate()
-            .map(|(i, addr)| {
-                (
-                    Time::from_micros((i as i64 + 1) * 10),
-                    addr.parse().unwrap(),
-                )
-            })
-            .collect();
-        let mut store = Store::open(&path).unwrap();
         let logged = [
             change(1, "203.0.113.1"),
             change(2, "203.0.113.2"),
             change(3, "2001:db8::3"),
         ];
+        let expected: Vec<(Time, IpAddr)> = logged
+            .iter()
+            .map(|logged| (logged.change.at, logged.change.addr))
+            .collect();
+        let mut store = Store::open(&path).unwrap();
         store
             .commit(&Turn {
                 seq: 1,
@@ -1047,56 +1139,136 @@ mod tests {
             })
             .unwrap();
         let folded = Name::parse("pc").unwrap();
-        assert_eq!(store.history(&folded).unwrap(), expected, "from the log");
+        let journal = Unsettled::Journal;
+        assert_eq!(
+            store.history(&folded, journal).unwrap(),
+            expected,
+            "from the journal"
+        );
+        assert_eq!(
+            store.history(&pc, Unsettled::Given(&[])).unwrap(),
+            [],
+            "none settled"
+        );
         let progress = store.load().unwrap().progress;
         assert_eq!(progress.next_history_id, 4);
-        assert_eq!(
-            progress.unsettled,
-            [(pc.clone(), 1), (pc.clone(), 2), (pc.clone(), 3)]
-        );
+        assert_eq!(progress.unsettled, logged);
 
-        // Two rows settled: in both tables, read once.
+        // Two changes settled: in `history` and in the journal, read once.
         store
             .commit(&Turn {
                 seq: 3,
-                settle: &[1, 2],
+                settle: &logged[..2],
                 ..Turn::default()
             })
             .unwrap();
-        assert_eq!(store.history(&pc).unwrap(), expected, "settled in part");
-        assert_eq!(store.load().unwrap().progress.unsettled, [(pc.clone(), 3)]);
+        assert_eq!(
+            store.history(&pc, journal).unwrap(),
+            expected,
+            "settled in part"
+        );
+        let given = Unsettled::Given(&logged[2..]);
+        assert_eq!(
+            store.history(&pc, given).unwrap(),
+            expected,
+            "the rest given"
+        );
+        assert_eq!(store.load().unwrap().progress.unsettled, logged[2..]);
 
-        // The end of a sweep that began before row 3: rows 1 and 2 leave the log.
-        let before = DropBefore {
-            seq: 3,
-            history_id: 3,
-        };
-        assert!(store.has_before(before).unwrap());
+        // The end of a sweep that began before entry 2: entry 1, all settled, goes.
+        assert!(store.has_before(2).unwrap());
         store
             .commit(&Turn {
                 seq: 4,
-                drop_before: Some(before),
+                drop_before: Some(2),
                 ..Turn::default()
             })
             .unwrap();
-        assert!(!store.has_before(before).unwrap());
-        assert_eq!(store.history(&pc).unwrap(), expected, "after the drop");
+        assert!(!store.has_before(2).unwrap());
+        assert_eq!(
+            store.history(&pc, journal).unwrap(),
+            expected,
+            "after the drop"
+        );
+        assert_eq!(store.load().unwrap().progress.next_history_id, 4);
         drop(store);
+
+        // A store of version 3: the unsettled change in `history_log`.
+        let store = Store::open(&path).unwrap();
+        store
+            .conn
+            .execute_batch(
+                "CREATE TABLE history_log (id INTEGER PRIMARY KEY, name TEXT NOT NULL, \
+                 name_key TEXT NOT NULL, at INTEGER NOT NULL, address TEXT NOT NULL); \
+                 INSERT INTO history_log VALUES (3, 'PC', 'pc', 30, '2001:db8::3'); \
+                 DELETE FROM journal; ALTER TABLE journal DROP COLUMN changes; \
+                 PRAGMA user_version = 3;",
+            )
+            .unwrap();
+        drop(store);
+        let old = Store::open_read_only(&path).unwrap();
+        assert_eq!(old.history(&pc, journal).unwrap(), expected, "version 3");
+        drop(old);
+        let migrated = Store::open(&path).unwrap();
+        assert_eq!(migrated.version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(
+            migrated.history(&pc, Unsettled::Given(&[])).unwrap(),
+            expected
+        );
+        assert_eq!(migrated.load().unwrap().progress.next_history_id, 4);
+        drop(migrated);
 
         // A store from before the log: its history is read from the indexed table alone.
         let store = Store::open(&path).unwrap();
         store
             .conn
-            .execute_batch("DROP TABLE history_log; PRAGMA user_version = 2;")
+            .execute_batch(
+                "DELETE FROM history WHERE id = 3; ALTER TABLE journal DROP COLUMN changes; \
+                 PRAGMA user_version = 2;",
+            )
             .unwrap();
         drop(store);
         let old = Store::open_read_only(&path).unwrap();
-        assert_eq!(old.history(&pc).unwrap(), expected[..2]);
+        assert_eq!(old.history(&pc, journal).unwrap(), expected[..2]);
         assert_eq!(old.load().unwrap().progress.next_history_id, 3);
         drop(old);
         let migrated = Store::open(&path).unwrap();
         assert_eq!(migrated.version().unwrap(), SCHEMA_VERSION);
-        assert_eq!(migrated.history(&pc).unwrap(), expected[..2]);
+        assert_eq!(migrated.history(&pc, journal).unwrap(), expected[..2]);
+    }
+
+    #[test]
+    fn journal_changes_round_trip_and_damaged_ones_are_errors() {
+        let changes = vec![
+            LoggedChange {
+                id: 1,
+                change: HistoryRow {
+                    name: Name::parse("Kitchen-PC").unwrap(),
+                    at: Time::from_micros(-5),
+                    addr: "203.0.113.7".parse().unwrap(),
+                },
+            },
+            LoggedChange {
+                id: i64::MAX,
+                change: HistoryRow {
+                    name: Name::parse(&"k".repeat(63)).unwrap(),
+                    at: Time::from_micros(i64::MAX),
+                    addr: "2001:db8::1".parse().unwrap(),
+                },
+            },
+        ];
+        let blob = encode_changes(&changes);
+        assert_eq!(decode_changes(&blob).unwrap(), changes);
+        for len in 1..blob.len() {
+            let res = decode_changes(&blob[..len]);
+            assert!(
+                res.is_err() || len == 8 + 1 + 10 + 8 + 5,
+                "{len} bytes decoded: {res:?}"
+            );
+        }
+        let mut bad_length = blob.clone();
+        bad_length[8 + 1 + 10 + 8] = 6;
+        assert!(decode_changes(&bad_length).is_err());
     }
 
     #[test]

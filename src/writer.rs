@@ -12,8 +12,8 @@
 //! Each commit also carries a step of folding the journal into the snapshot, in the same
 //! transaction (one fsync): a sweep walks the table in name order, writes the entries
 //! changed since the last sweep a chunk per turn (with those hosts' address changes,
-//! settled from the history log into the history), and when it reaches the end drops the
-//! journal entries and log rows from before it began, a few per turn. Each chunk touches
+//! settled from memory into the store's history), and when it reaches the end drops the
+//! journal entries from before it began, a few per turn. Each chunk touches
 //! neighbouring pages of the snapshot, so a sweep rewrites the snapshot about once,
 //! sequentially, and no turn holds up reports for long (one `DELETE` of a whole journal
 //! took 0.3–0.4 s at 1,000,000 hosts).
@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -32,7 +32,7 @@ use tracing::{debug, error, info};
 use crate::metrics::Metrics;
 use crate::name::Name;
 use crate::record::{Change, Record, Time};
-use crate::store::{DropBefore, HistoryRow, LoggedChange, Progress, Store, Turn};
+use crate::store::{HistoryRow, LoggedChange, Progress, Store, Turn};
 use crate::table::{Entry, Slot, Table};
 
 /// The most reports in one transaction. At 100,000 reports/s a full batch is 40 ms of
@@ -55,16 +55,17 @@ const SWEEP_SCAN_PER_CHUNK_ENTRY: usize = 32;
 /// fewer than this many): the journal stays at most about twice the snapshot, and every
 /// report costs at most one journal row and one snapshot row.
 const SWEEP_MIN_JOURNAL: u64 = 65_536;
-/// A sweep also starts once this many history log rows per host are unsettled (but not
-/// for fewer than [`SWEEP_MIN_JOURNAL`]): the writer holds each one's id in memory, about
-/// 135 bytes a host with one, so a fleet that changes address all at once starts a sweep
-/// at an eighth of its hosts (17 bytes a host at 1,000,000) instead of holding them all
-/// until the journal outgrows the table. Changes that come during the sweep, for hosts
+/// A sweep also starts once this many address changes per host are unsettled (but not
+/// for fewer than [`SWEEP_MIN_JOURNAL`]): the writer holds each one in memory (see
+/// [`Recent`]: a 64-byte map entry a host and 40 bytes a change, about 130 bytes a host
+/// with one once the map's and the allocator's overhead are counted), so a fleet that
+/// changes address all at once starts a sweep at an eighth of its hosts (16 bytes a host
+/// at 1,000,000) instead of holding them all until the journal outgrows the table. Changes that come during the sweep, for hosts
 /// it has passed, still wait for the next one.
 const SWEEP_UNSETTLED_PER_HOST: f64 = 0.125;
 
-/// Whether a compaction sweep is due: the journal outgrew the table, or the history log
-/// rows the writer keeps in memory grew past their share.
+/// Whether a compaction sweep is due: the journal outgrew the table, or the unsettled
+/// changes the writer keeps in memory grew past their share.
 fn sweep_due(journal_records: u64, n_unsettled: u64, n_hosts: usize) -> bool {
     let n_hosts = n_hosts as u64;
     journal_records > SWEEP_MIN_JOURNAL.max(n_hosts)
@@ -145,6 +146,56 @@ impl<T> Handoff<T> {
     }
 }
 
+/// Address changes in the journal that the sweep has not yet settled into the store's
+/// `history`, by host. The writer adds a commit's changes and removes those it settles;
+/// the server's history readers add a host's to what the store's `history` holds, which
+/// spares them decoding the whole journal.
+#[derive(Debug, Default)]
+pub struct Recent {
+    by_host: Mutex<HashMap<Name, Vec<Unsettled>>>,
+}
+
+/// One unsettled change of a host: its history id, time and address (the host is the
+/// map's key, not repeated).
+type Unsettled = (i64, Time, IpAddr);
+
+impl Recent {
+    /// A host's unsettled changes.
+    pub fn of(&self, name: &Name) -> Vec<LoggedChange> {
+        self.lock()
+            .get_key_value(name)
+            .map(|(name, changes)| logged(name, changes).collect())
+            .unwrap_or_default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Name, Vec<Unsettled>>> {
+        // Nothing panics while holding the lock, so a poisoned map is still whole.
+        self.by_host.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Adds `changes`, just committed (or found unsettled in the journal at start-up).
+fn hold(by_host: &mut HashMap<Name, Vec<Unsettled>>, changes: Vec<LoggedChange>) {
+    for LoggedChange { id, change } in changes {
+        by_host
+            .entry(change.name)
+            .or_default()
+            .push((id, change.at, change.addr));
+    }
+}
+
+/// A host's unsettled changes as the store takes them.
+fn logged<'a>(name: &'a Name, changes: &'a [Unsettled]) -> impl Iterator<Item = LoggedChange> + 'a {
+    changes.iter().map(|&(id, at, addr)| LoggedChange {
+        id,
+        change: HistoryRow {
+            name: name.clone(),
+            at,
+            addr,
+        },
+    })
+}
+
 /// A committed report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Committed {
@@ -174,8 +225,9 @@ impl std::fmt::Debug for Report {
     }
 }
 
-/// Starts the writer thread, going on from where the store's journal and history log
-/// left off.
+/// Starts the writer thread, going on from where the store's journal left off, with the
+/// unsettled changes of `progress` put into `recent`, and each commit's batch size and
+/// latency recorded in `metrics`.
 ///
 /// # Errors
 /// When the OS cannot start a thread.
@@ -183,27 +235,12 @@ pub fn spawn(
     store: Store,
     table: Arc<Table>,
     progress: Progress,
-) -> std::io::Result<(mpsc::Sender<Report>, JoinHandle<()>)> {
-    let metrics = Arc::new(Metrics::default());
-    spawn_measured(store, table, progress, metrics)
-}
-
-/// As [`spawn`], recording each commit's batch size and latency in `metrics`.
-///
-/// # Errors
-/// When the OS cannot start a thread.
-pub fn spawn_measured(
-    store: Store,
-    table: Arc<Table>,
-    progress: Progress,
+    recent: Arc<Recent>,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<(mpsc::Sender<Report>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE_LEN);
-    let mut unsettled: HashMap<Name, Vec<i64>> = HashMap::new();
-    for (name, id) in progress.unsettled {
-        unsettled.entry(name).or_default().push(id);
-    }
-    let n_unsettled = unsettled.values().map(|ids| ids.len() as u64).sum();
+    let n_unsettled = progress.unsettled.len() as u64;
+    hold(&mut recent.lock(), progress.unsettled);
     metrics.backlog(progress.journal_records, n_unsettled);
     let writer = Writer {
         store,
@@ -213,7 +250,7 @@ pub fn spawn_measured(
         journal_records: progress.journal_records,
         next_history_id: progress.next_history_id,
         n_unsettled,
-        unsettled,
+        recent,
         sweep: None,
         metrics,
     };
@@ -229,18 +266,17 @@ fn sweep_chunk(n_reports: usize) -> usize {
 }
 
 struct Sweep {
-    /// Journal entries and history log rows below these were written before the sweep
-    /// began: every host they touch was dirty then and is written (and its log rows
-    /// settled) by the sweep, so they can go when it ends.
-    start: DropBefore,
+    /// Journal entries below this were written before the sweep began: every host they
+    /// touch was dirty then and is written (and its changes settled) by the sweep, so
+    /// they can go when it ends.
+    start: i64,
     phase: Phase,
 }
 
 enum Phase {
     /// Writing dirty records; the next chunk starts after this name.
     Scan { after: Option<Name> },
-    /// Every dirty record is written: dropping the journal entries and log rows below
-    /// `start`.
+    /// Every dirty record is written: dropping the journal entries below `start`.
     Drop,
 }
 
@@ -254,10 +290,10 @@ struct Writer {
     journal_records: u64,
     /// The next history row's id.
     next_history_id: i64,
-    /// Each host's history log rows not yet settled into `history`: the sweep settles
-    /// them when it writes the host.
-    unsettled: HashMap<Name, Vec<i64>>,
-    /// The ids in `unsettled`.
+    /// Each host's changes not yet settled into `history`: the sweep settles them when
+    /// it writes the host.
+    recent: Arc<Recent>,
+    /// The changes in `recent`.
     n_unsettled: u64,
     sweep: Option<Sweep>,
     metrics: Arc<Metrics>,
@@ -306,10 +342,7 @@ impl Writer {
                     "compaction sweep starts"
                 );
                 self.sweep = Some(Sweep {
-                    start: DropBefore {
-                        seq: self.next_seq,
-                        history_id: self.next_history_id,
-                    },
+                    start: self.next_seq,
                     phase: Phase::Scan { after: None },
                 });
             }
@@ -332,12 +365,14 @@ impl Writer {
             ),
             _ => (Vec::new(), Vec::new(), None),
         };
-        let settle: Vec<i64> = snapshot
-            .iter()
-            .filter_map(|(name, _)| self.unsettled.get(name))
-            .flatten()
-            .copied()
-            .collect();
+        let settle: Vec<LoggedChange> = {
+            let by_host = self.recent.lock();
+            snapshot
+                .iter()
+                .filter_map(|(name, _)| by_host.get_key_value(name))
+                .flat_map(|(name, changes)| logged(name, changes))
+                .collect()
+        };
         let drop_before = match &self.sweep {
             Some(Sweep {
                 start,
@@ -365,17 +400,15 @@ impl Writer {
                 if !decided.records.is_empty() {
                     self.next_seq += 1;
                 }
-                for (name, _) in &snapshot {
-                    self.unsettled.remove(name);
-                }
                 self.n_unsettled =
                     self.n_unsettled + decided.history.len() as u64 - settle.len() as u64;
                 self.next_history_id += decided.history.len() as i64;
-                for logged in decided.history {
-                    self.unsettled
-                        .entry(logged.change.name)
-                        .or_default()
-                        .push(logged.id);
+                {
+                    let mut by_host = self.recent.lock();
+                    for (name, _) in &snapshot {
+                        by_host.remove(name);
+                    }
+                    hold(&mut by_host, decided.history);
                 }
                 self.journal_records =
                     (self.journal_records + decided.records.len() as u64).saturating_sub(n_dropped);
@@ -435,7 +468,7 @@ impl Writer {
                     // After a burst of changes (a fleet renumbered) the map would keep
                     // its buckets for good; what is left in it now is what came during
                     // the sweep.
-                    self.unsettled.shrink_to_fit();
+                    self.recent.lock().shrink_to_fit();
                 }
                 Err(e) => {
                     error!(error = %e, "compaction stopped; the journal keeps every report");
