@@ -16,6 +16,7 @@
 //! - at most [`MAX_CONNECTIONS`] connections at once: the rest wait in the kernel's
 //!   backlog.
 
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -374,13 +375,16 @@ impl FromRequestParts<Arc<Shared>> for Client {
         parts: &mut Parts,
         shared: &Arc<Shared>,
     ) -> Result<Client, Self::Rejection> {
-        // Every connection's requests carry its peer (`serve_connection`).
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |info| info.0);
+        let peer = peer(&parts.extensions);
         Ok(Client(shared.client_addr(peer, &parts.headers)))
     }
+}
+
+/// The connection's peer: every connection's requests carry it (`serve_connection`).
+fn peer(extensions: &axum::http::Extensions) -> SocketAddr {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |info| info.0)
 }
 
 /// A reader of the API: the scope of the key given as the bearer token.
@@ -495,21 +499,17 @@ async fn metrics(
         .into_response()
 }
 
-async fn update(
-    State(shared): SharedState,
-    Client(client): Client,
-    headers: HeaderMap,
-    RawQuery(query): RawQuery,
-) -> Response {
-    let reply = shared
-        .update(client, &headers, query.as_deref().unwrap_or(""))
-        .await;
+/// The request is taken whole, not through the `HeaderMap` and `RawQuery` extractors,
+/// which copy the headers and the query for every update.
+async fn update(State(shared): SharedState, request: axum::extract::Request) -> Response {
+    let client = shared.client_addr(peer(request.extensions()), request.headers());
+    let query = request.uri().query().unwrap_or("");
+    let reply = shared.update(client, request.headers(), query).await;
     match reply {
         Reply::Lines(answers) => {
-            let mut body = String::new();
+            let mut body = String::with_capacity(32);
             for answer in &answers {
-                body.push_str(&answer.to_string());
-                body.push('\n');
+                let _ = writeln!(body, "{answer}");
             }
             text(StatusCode::OK, body)
         }
@@ -660,10 +660,6 @@ impl Shared {
                     continue;
                 }
             }
-            let unchanged = self.edge.table.get(name).is_some_and(|entry| {
-                entry.record.offline == update.offline
-                    && addrs.iter().all(|addr| has_addr(&entry.record, *addr))
-            });
             let mut waits = Vec::with_capacity(addrs.len());
             for addr in &addrs {
                 let (done, committed) = oneshot::channel();
@@ -684,37 +680,32 @@ impl Shared {
             pending.push(Pending::Waiting {
                 waits,
                 n_addrs: addrs.len(),
-                unchanged,
             });
         }
         let mut answers = Vec::with_capacity(pending.len());
         for pending in pending {
             answers.push(match pending {
                 Pending::Answered(answer) => answer,
-                Pending::Waiting {
-                    waits,
-                    n_addrs,
-                    unchanged,
-                } => self.wait(client, waits, n_addrs, unchanged, &addrs).await,
+                Pending::Waiting { waits, n_addrs } => {
+                    self.wait(client, waits, n_addrs, &addrs).await
+                }
             });
         }
         Reply::Lines(answers)
     }
 
-    /// Waits for one host's reports to be decided, and says how it went.
+    /// Waits for one host's reports to be decided, and says how it went: `good` when any
+    /// of them changed the host (as the writer found it, so of two requests with the
+    /// same new address only the first is `good`), else `nochg`.
     async fn wait(
         &self,
         client: IpAddr,
         waits: Vec<oneshot::Receiver<Outcome>>,
         n_addrs: usize,
-        unchanged: bool,
         addrs: &[IpAddr],
     ) -> Answer {
-        let mut answer = if unchanged {
-            Answer::NoChange(addrs.to_vec())
-        } else {
-            Answer::Good(addrs.to_vec())
-        };
+        let mut failed = false;
+        let mut changed = false;
         if waits.len() < n_addrs {
             self.refuse(client, Reason::Unavailable, &"the writer stopped");
             return Answer::ServerError;
@@ -726,12 +717,15 @@ impl Shared {
                 return Answer::ServerError;
             };
             match committed {
-                Ok(Ok(_)) => self.edge.metrics.accepted(Path::Http),
+                Ok(Ok(committed)) => {
+                    self.edge.metrics.accepted(Path::Http);
+                    changed |= committed.changed;
+                }
                 // An unsigned report is never refused as a replay; either way it was
                 // not committed.
                 Ok(Err(refused)) => {
                     self.refuse(client, Reason::CommitFailed, &refused);
-                    answer = Answer::DnsErr;
+                    failed = true;
                 }
                 Err(_) => {
                     self.refuse(client, Reason::Unavailable, &"the writer stopped");
@@ -739,7 +733,13 @@ impl Shared {
                 }
             }
         }
-        answer
+        if failed {
+            Answer::DnsErr
+        } else if changed {
+            Answer::Good(addrs.to_vec())
+        } else {
+            Answer::NoChange(addrs.to_vec())
+        }
     }
 
     /// Who may read: with `Authorization` (Bearer for the API, Basic for the page), the
@@ -862,15 +862,7 @@ enum Pending {
     Waiting {
         waits: Vec<oneshot::Receiver<Outcome>>,
         n_addrs: usize,
-        unchanged: bool,
     },
-}
-
-fn has_addr(record: &Record, addr: IpAddr) -> bool {
-    match addr.to_canonical() {
-        IpAddr::V4(addr) => record.v4.is_some_and(|seen| seen.addr == addr),
-        IpAddr::V6(addr) => record.v6.is_some_and(|seen| seen.addr == addr),
-    }
 }
 
 /// The client behind trusted proxies: `X-Forwarded-For` read from the right (the hop

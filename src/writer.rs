@@ -201,6 +201,9 @@ fn logged<'a>(name: &'a Name, changes: &'a [Unsettled]) -> impl Iterator<Item = 
 pub struct Committed {
     /// When its batch committed.
     pub at: Time,
+    /// The report changed its host's record beyond the last-seen time: a new address,
+    /// or into or out of offline (dyndns2 answers `good`, not `nochg`).
+    pub changed: bool,
 }
 
 /// Why a report was not committed.
@@ -306,7 +309,15 @@ struct Decided {
     /// Where each record's host lives in the table (`None`: a new host).
     slots: Vec<Option<Slot>>,
     history: Vec<LoggedChange>,
-    refused: Vec<bool>,
+    /// Per report: refused by the replay rule, or else whether it changed its host.
+    verdicts: Vec<Verdict>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Replayed,
+    Changed,
+    Unchanged,
 }
 
 impl Writer {
@@ -380,7 +391,11 @@ impl Writer {
             }) => Some(*start),
             _ => None,
         };
-        let n_committed = decided.refused.iter().filter(|&&refused| !refused).count();
+        let n_committed = decided
+            .verdicts
+            .iter()
+            .filter(|&&verdict| verdict != Verdict::Replayed)
+            .count();
         let turn = Turn {
             seq,
             records: &decided.records,
@@ -423,7 +438,7 @@ impl Writer {
                     .collect();
                 self.table.mark_clean(&written);
                 self.advance_sweep(scanned_to);
-                Ok(Committed { at: Time::now() })
+                Ok(Time::now())
             }
             Err(e) => {
                 error!(error = %e, n_reports = batch.len(), "dropping reports: commit failed");
@@ -432,11 +447,13 @@ impl Writer {
                 Err(Refused::CommitFailed)
             }
         };
-        for (report, refused) in batch.into_iter().zip(decided.refused) {
-            let outcome = if refused {
-                Err(Refused::Replayed)
-            } else {
-                outcome
+        for (report, verdict) in batch.into_iter().zip(decided.verdicts) {
+            let outcome = match verdict {
+                Verdict::Replayed => Err(Refused::Replayed),
+                Verdict::Changed | Verdict::Unchanged => outcome.map(|at| Committed {
+                    at,
+                    changed: verdict == Verdict::Changed,
+                }),
             };
             if outcome.is_ok() {
                 info!(host = %report.name, addr = %report.addr.to_canonical(), "report committed");
@@ -484,7 +501,7 @@ impl Writer {
         let mut pending: HashMap<Name, (Option<Slot>, Record)> =
             HashMap::with_capacity(batch.len());
         let mut history = Vec::new();
-        let mut refused: Vec<bool> = Vec::with_capacity(batch.len());
+        let mut verdicts = Vec::with_capacity(batch.len());
         for report in batch {
             let (slot, current) = match pending.get(&report.name) {
                 Some(&(slot, record)) => (slot, Some(record)),
@@ -496,22 +513,33 @@ impl Writer {
             if let (Some(signed_at), Some(record)) = (report.signed_at, &current) {
                 if !record.is_fresh(signed_at) {
                     debug!(host = %report.name, addr = %report.addr, "refusing replayed report");
-                    refused.push(true);
+                    verdicts.push(Verdict::Replayed);
                     continue;
                 }
             }
-            refused.push(false);
-            let (mut record, change) = match current {
+            let (mut record, change, was_offline) = match current {
                 Some(mut record) => {
+                    let was_offline = record.offline;
                     let change = record.apply(report.addr, report.at);
-                    (record, change)
+                    (record, change, was_offline)
                 }
-                None => (Record::new(report.addr, report.at), Change::NewAddress),
+                None => (
+                    Record::new(report.addr, report.at),
+                    Change::NewAddress,
+                    report.offline,
+                ),
             };
             if report.signed_at.is_some() {
                 record.signed_at = report.signed_at;
             }
             record.offline = report.offline;
+            verdicts.push(
+                if change == Change::NewAddress || was_offline != report.offline {
+                    Verdict::Changed
+                } else {
+                    Verdict::Unchanged
+                },
+            );
             pending.insert(report.name.clone(), (slot, record));
             if change == Change::NewAddress {
                 history.push(LoggedChange {
@@ -534,7 +562,7 @@ impl Writer {
             records,
             slots,
             history,
-            refused,
+            verdicts,
         }
     }
 }
