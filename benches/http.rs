@@ -4,8 +4,8 @@
 //! The load generator is the same for both: `--threads` threads, each holding
 //! `--connections` keep-alive HTTP/1.1 connections with one request in flight on each (a
 //! closed loop: a connection sends its next request when the answer to the last one has
-//! come; no pipelining). Each thread writes a request on every connection it holds, then
-//! reads the answers in turn. Against `/nic/update` a request carries Basic credentials
+//! come; no pipelining). Each thread reads its connections' answers in turn and sends
+//! each connection its next request as soon as its answer is read. Against `/nic/update` a request carries Basic credentials
 //! (the shared key) and a new address for one of `--hosts` hosts, so every update is a
 //! change of address and a history row; the server (release build) answers `good` only
 //! after the commit, and the generator checks every answer. Against `/healthz` the same
@@ -164,36 +164,49 @@ fn closed_loop(
                 let mut n_answered = 0u64;
                 let mut request = Vec::with_capacity(512);
                 let mut expected: Vec<String> = vec![String::new(); n_connections];
-                while Instant::now() < deadline {
-                    for (conn_idx, connection) in connections.iter_mut().enumerate() {
-                        request.clear();
-                        let host = counter as usize % n_hosts;
-                        // A new address every time: from 198.18.0.0/15 (RFC 2544, for benchmarks).
-                        let addr = std::net::Ipv4Addr::from(0xc612_0000 | (counter as u32 & 0x1_ffff));
-                        counter += n_threads as u64;
-                        let path = match target {
-                            Target::Update => format!("/nic/update?hostname=host-{host}&myip={addr}"),
-                            // Same length class as the update's, so parsing costs the same.
-                            Target::Healthz => format!("/healthz?hostname=host-{host}&myip={addr}"),
-                        };
-                        let _ = write!(
-                            request,
-                            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\nUser-Agent: dynip-bench\r\n\r\n"
-                        );
-                        expected[conn_idx] = match target {
-                            Target::Update => format!("good {addr}\n"),
-                            Target::Healthz => "ok\n".to_string(),
-                        };
-                        connection.stream.write_all(&request).expect("send a request");
-                    }
-                    for (conn_idx, connection) in connections.iter_mut().enumerate() {
+                let mut send = |connection: &mut Connection, expected: &mut String| {
+                    request.clear();
+                    let host = counter as usize % n_hosts;
+                    // A new address every time: from 198.18.0.0/15 (RFC 2544, for benchmarks).
+                    let addr = std::net::Ipv4Addr::from(0xc612_0000 | (counter as u32 & 0x1_ffff));
+                    counter += n_threads as u64;
+                    let path = match target {
+                        Target::Update => format!("/nic/update?hostname=host-{host}&myip={addr}"),
+                        // Same length class as the update's, so parsing costs the same.
+                        Target::Healthz => format!("/healthz?hostname=host-{host}&myip={addr}"),
+                    };
+                    let _ = write!(
+                        request,
+                        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\nUser-Agent: dynip-bench\r\n\r\n"
+                    );
+                    *expected = match target {
+                        Target::Update => format!("good {addr}\n"),
+                        Target::Healthz => "ok\n".to_string(),
+                    };
+                    connection.stream.write_all(&request).expect("send a request");
+                };
+                for (connection, expected) in connections.iter_mut().zip(expected.iter_mut()) {
+                    send(connection, expected);
+                }
+                // The connections are read in turn, and each one is sent its next request
+                // as soon as its answer is read: it does not wait for the other
+                // connections' answers, so the requests in flight do not drain between
+                // rounds (answers come back in about the order the requests went).
+                let mut n_open = n_connections;
+                while n_open > 0 {
+                    for (connection, expected) in connections.iter_mut().zip(expected.iter_mut()) {
+                        if expected.is_empty() {
+                            continue;
+                        }
                         let body = connection.read_response().expect("read an answer");
-                        assert_eq!(
-                            String::from_utf8_lossy(&body),
-                            expected[conn_idx],
-                            "unexpected answer"
-                        );
+                        assert_eq!(String::from_utf8_lossy(&body), *expected, "unexpected answer");
                         n_answered += 1;
+                        if Instant::now() < deadline {
+                            send(connection, expected);
+                        } else {
+                            expected.clear();
+                            n_open -= 1;
+                        }
                     }
                 }
                 (n_answered, counter)
