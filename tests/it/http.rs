@@ -270,6 +270,38 @@ fn inadyn_updates_a_host() {
 }
 
 #[test]
+fn of_requests_with_the_same_new_address_in_flight_together_one_is_good() {
+    let dir = Dir::new();
+    let key = test_key(55);
+    let server = start(&dir, &format!("key = {}\n", key.encode()));
+    let addr = server.addr;
+    for round in 1..=5u8 {
+        let query = format!("hostname=pc&myip=203.0.113.{round}");
+        let answers: Vec<String> = std::thread::scope(|scope| {
+            let requests: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| update(addr, &key, &query)))
+                .collect();
+            requests
+                .into_iter()
+                .map(|request| {
+                    let (status, body) = request.join().expect("request thread");
+                    assert_eq!(status, 200, "{body}");
+                    body
+                })
+                .collect()
+        });
+        let count = |prefix: &str| answers.iter().filter(|a| a.starts_with(prefix)).count();
+        // Whichever the writer committed first changed the address; the others found
+        // it already there, in the same batch or a later one.
+        assert_eq!(
+            (count("good "), count("nochg ")),
+            (1, 3),
+            "round {round}: {answers:?}"
+        );
+    }
+}
+
+#[test]
 fn every_answer_code() {
     let dir = Dir::new();
     let shared = test_key(53);
