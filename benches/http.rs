@@ -12,17 +12,22 @@
 //! connections send requests of the same size, answered without touching the writer:
 //! what HTTP itself costs on this machine with this generator.
 //!
-//! `cargo bench --bench http [-- --seconds S --threads T --connections C --hosts H --rounds R]`:
-//! S seconds against each target, in R windows that alternate between the two.
+//! `cargo bench --bench http [-- --seconds S --threads T --connections C --hosts H --rounds R
+//! --tls true]`: S seconds against each target, in R windows that alternate between the
+//! two; with `--tls true`, over TLS (a certificate generated for the run). The
+//! connections are opened (and with TLS, shaken hands) once, before the first window.
 //! Run without `--bench` (as `cargo test --benches` does) it is a short smoke run.
 //! Bounded in time and count; only 127.0.0.1 is ever addressed.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls;
 
 mod common;
 use common::{bench_key, cpu_time, Args, Server};
@@ -37,13 +42,14 @@ struct Options {
     connections: usize,
     hosts: usize,
     rounds: usize,
+    tls: bool,
     smoke: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
     let args = Args::parse(
-        &["seconds", "threads", "connections", "hosts", "rounds"],
-        "cargo bench --bench http -- [--seconds S] [--threads T] [--connections C] [--hosts H] [--rounds R]",
+        &["seconds", "threads", "connections", "hosts", "rounds", "tls"],
+        "cargo bench --bench http -- [--seconds S] [--threads T] [--connections C] [--hosts H] [--rounds R] [--tls true]",
     )?;
     Ok(Options {
         seconds: args.get("seconds", if args.smoke { 0.5 } else { 10.0 })?,
@@ -51,6 +57,7 @@ fn parse_args() -> Result<Options, String> {
         connections: args.get("connections", 128)?,
         hosts: args.get("hosts", 10_000)?,
         rounds: args.get("rounds", if args.smoke { 1 } else { 5 })?,
+        tls: args.get("tls", false)?,
         smoke: args.smoke,
     })
 }
@@ -61,17 +68,38 @@ enum Target {
     Update,
 }
 
+/// A connection's bytes: plain TCP, or TLS over it.
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
 /// One keep-alive connection and its read buffer.
 struct Connection {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     buf: Vec<u8>,
 }
 
 impl Connection {
-    fn open(server: SocketAddr) -> std::io::Result<Connection> {
-        let stream = TcpStream::connect(server)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    /// Connects, over TLS with `tls` (the handshake done before this returns).
+    fn open(
+        server: SocketAddr,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> std::io::Result<Connection> {
+        let tcp = TcpStream::connect(server)?;
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let stream: Box<dyn Stream> = match tls {
+            None => Box::new(tcp),
+            Some(config) => {
+                let name = ServerName::try_from("localhost").map_err(std::io::Error::other)?;
+                let session = rustls::ClientConnection::new(Arc::clone(config), name)
+                    .map_err(std::io::Error::other)?;
+                let mut stream = rustls::StreamOwned::new(session, tcp);
+                while stream.conn.is_handshaking() {
+                    stream.conn.complete_io(&mut stream.sock)?;
+                }
+                Box::new(stream)
+            }
+        };
         Ok(Connection {
             stream,
             buf: Vec::with_capacity(4096),
@@ -132,35 +160,41 @@ impl Tally {
     }
 }
 
-/// Runs the closed loop against `target` for `seconds`, adding to `tally`. `counters`
-/// holds each generator thread's request counter, carried from window to window so that
-/// every update is still a new address for its host.
+/// What one generator thread carries from window to window: its connections, opened
+/// (and for TLS, shaken hands) once before the first window, and its request counter, so
+/// that every update is still a new address for its host.
+struct Generator {
+    connections: Vec<Connection>,
+    counter: u64,
+}
+
+/// Runs the closed loop against `target` for `seconds` on `generators`' connections,
+/// adding to `tally`.
 fn closed_loop(
     target: Target,
     server: &Server,
     options: &Options,
     seconds: f64,
-    counters: &mut [u64],
+    generators: &mut Vec<Generator>,
     tally: &mut Tally,
 ) {
     let auth = base64::engine::general_purpose::STANDARD
         .encode(format!("router:{}", bench_key().encode()));
-    let server_addr = server.addr;
     let pid = server.pid().to_string();
     let cpu_before = cpu_time(&pid);
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(seconds);
-    let threads: Vec<_> = counters
-        .iter()
-        .map(|&first| {
+    let threads: Vec<_> = std::mem::take(generators)
+        .into_iter()
+        .map(|generator| {
             let auth = auth.clone();
-            let (n_threads, n_connections, n_hosts) =
-                (options.threads, options.connections, options.hosts);
-            std::thread::spawn(move || -> (u64, u64) {
-                let mut connections: Vec<Connection> = (0..n_connections)
-                    .map(|_| Connection::open(server_addr).expect("connect to the server"))
-                    .collect();
-                let mut counter = first;
+            let (n_threads, n_hosts) = (options.threads, options.hosts);
+            std::thread::spawn(move || -> (u64, Generator) {
+                let Generator {
+                    mut connections,
+                    mut counter,
+                } = generator;
+                let n_connections = connections.len();
                 let mut n_answered = 0u64;
                 let mut request = Vec::with_capacity(512);
                 let mut expected: Vec<String> = vec![String::new(); n_connections];
@@ -209,22 +243,28 @@ fn closed_loop(
                         }
                     }
                 }
-                (n_answered, counter)
+                (
+                    n_answered,
+                    Generator {
+                        connections,
+                        counter,
+                    },
+                )
             })
         })
         .collect();
-    for (thread, counter) in threads.into_iter().zip(counters.iter_mut()) {
-        let (n_answered, next) = thread.join().expect("generator thread");
+    for thread in threads {
+        let (n_answered, generator) = thread.join().expect("generator thread");
         tally.n_answered += n_answered;
-        *counter = next;
+        generators.push(generator);
     }
     tally.elapsed += started.elapsed();
     tally.server_cpu += cpu_time(&pid) - cpu_before;
 }
 
 /// The server's commits so far and the reports they held, from its `/metrics`.
-fn commits(server: SocketAddr) -> (u64, f64) {
-    let Ok(mut connection) = Connection::open(server) else {
+fn commits(server: SocketAddr, tls: Option<&Arc<rustls::ClientConfig>>) -> (u64, f64) {
+    let Ok(mut connection) = Connection::open(server, tls) else {
         return (0, 0.0);
     };
     let request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
@@ -245,22 +285,46 @@ fn commits(server: SocketAddr) -> (u64, f64) {
     )
 }
 
-/// The real server with `http_listen`, `key` set, store in `dir`.
-fn start_server(dir: &tempfile::TempDir) -> Server {
-    let config = format!(
+/// The real server with `http_listen`, `key` set, store in `dir`; with `tls`, over TLS
+/// with a certificate generated here, and the client's config that trusts it.
+fn start_server(dir: &tempfile::TempDir, tls: bool) -> (Server, Option<Arc<rustls::ClientConfig>>) {
+    let mut config = format!(
         "[DynIP:Server]\nserver_ip = 127.0.0.1\nserver_port = 0\nhttp_listen = 127.0.0.1:0\n\
          client_log_path = {}\nkey = {}\n",
         dir.path().join("dynip.json").display(),
         bench_key().encode()
     );
-    Server::start(
+    let client = tls.then(|| {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+            .expect("generate a certificate");
+        std::fs::write(dir.path().join("cert.pem"), certified.cert.pem()).expect("cert.pem");
+        std::fs::write(
+            dir.path().join("key.pem"),
+            certified.key_pair.serialize_pem(),
+        )
+        .expect("key.pem");
+        config.push_str("tls_cert = cert.pem\ntls_key = key.pem\n");
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(certified.cert.der().to_vec()))
+            .expect("trust the certificate");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(client)
+    });
+    let server = Server::start(
         dir.path(),
         &config,
-        "http",
+        if tls { "https" } else { "http" },
         "warn,dynip::http=info",
         Duration::from_secs(30),
         false,
-    )
+    );
+    (server, client)
 }
 
 fn main() -> ExitCode {
@@ -272,26 +336,41 @@ fn main() -> ExitCode {
         }
     };
     println!(
-        "dyndns2 over keep-alive: {} generator threads, {} connections each, {} hosts, \
+        "dyndns2 over keep-alive{}: {} generator threads, {} connections each, {} hosts, \
          {:.1} s per target in {} alternating windows",
-        options.threads, options.connections, options.hosts, options.seconds, options.rounds
+        if options.tls { " and TLS" } else { "" },
+        options.threads,
+        options.connections,
+        options.hosts,
+        options.seconds,
+        options.rounds
     );
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = start_server(&dir);
+    let (server, tls) = start_server(&dir, options.tls);
     // Windows against the two targets alternate, so that a change in the machine's speed
     // during the run (a shared VM's neighbours) weighs on both alike.
     let window = options.seconds / options.rounds.max(1) as f64;
-    let mut counters: Vec<u64> = (0..options.threads as u64).collect();
+    let mut generators: Vec<Generator> = (0..options.threads as u64)
+        .map(|first| Generator {
+            connections: (0..options.connections)
+                .map(|_| {
+                    Connection::open(server.addr, tls.as_ref()).expect("connect to the server")
+                })
+                .collect(),
+            counter: first,
+        })
+        .collect();
     let (mut healthz, mut updates) = (Tally::default(), Tally::default());
     for _ in 0..options.rounds.max(1) {
         for (target, tally) in [
             (Target::Healthz, &mut healthz),
             (Target::Update, &mut updates),
         ] {
-            closed_loop(target, &server, &options, window, &mut counters, tally);
+            closed_loop(target, &server, &options, window, &mut generators, tally);
         }
     }
-    let (n_commits, n_committed) = commits(server.addr);
+    drop(generators);
+    let (n_commits, n_committed) = commits(server.addr, tls.as_ref());
     drop(server);
     let (healthz_cpu, updates_cpu) = (healthz.cpu_per_answer(), updates.cpu_per_answer());
     let (healthz, updates) = (healthz.rate(), updates.rate());
