@@ -321,10 +321,9 @@ impl Dns {
     }
 }
 
-/// The zone's serial: the table's last address change, as the 32 bits SOA serials have
-/// (they compare in RFC 1982 arithmetic, so wrapping is fine).
+/// The zone's serial now ([`Table::dns_serial`]).
 fn serial(table: &Table) -> u32 {
-    table.address_seq() as u32
+    table.dns_serial(Time::now())
 }
 
 fn bind_all(
@@ -577,8 +576,14 @@ impl Interior {
     }
 }
 
+/// Keeps the interior up to date (rebuilt when hosts were added) and, with
+/// `dns_hide_stale`, notes addresses going stale as changes, so the serial rises when
+/// one does. Looks once per [`NOTIFY_EVERY`]; walks the table only when one is due.
 async fn keep_interior(interior: Arc<Interior>, table: Arc<Table>, shutdown: CancellationToken) {
-    let mut seen = table.address_seq();
+    let mut n_hosts = table.len();
+    // When the next address goes stale, as of the last walk, and the table then.
+    let mut next_stale = Some(Time::from_micros(i64::MIN));
+    let mut generation = table.generation();
     let mut ticks = tokio::time::interval(NOTIFY_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -586,14 +591,27 @@ async fn keep_interior(interior: Arc<Interior>, table: Arc<Table>, shutdown: Can
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let seq = table.address_seq();
-        if seq == seen {
-            continue;
+        // Hosts are never removed: a new count is a new host.
+        if table.len() != n_hosts {
+            n_hosts = table.len();
+            let (interior, table) = (Arc::clone(&interior), Arc::clone(&table));
+            // A walk of the whole table: not on the runtime's one thread.
+            let _ = tokio::task::spawn_blocking(move || interior.rebuild(&table)).await;
         }
-        seen = seq;
-        let (interior, table) = (Arc::clone(&interior), Arc::clone(&table));
-        // A walk of the whole table: not on the runtime's one thread.
-        let _ = tokio::task::spawn_blocking(move || interior.rebuild(&table)).await;
+        let now = Time::now();
+        // A report only makes an address go stale later than the earliest one known;
+        // when none was fresh, it may have made one.
+        let due = match next_stale {
+            Some(next) => next <= now,
+            None => table.generation() != generation,
+        };
+        if due {
+            generation = table.generation();
+            let walked = Arc::clone(&table);
+            if let Ok(next) = tokio::task::spawn_blocking(move || walked.note_stale(now)).await {
+                next_stale = next;
+            }
+        }
     }
 }
 

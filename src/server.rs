@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::export;
 use crate::metrics::Metrics;
 use crate::name::Name;
-use crate::record::Record;
+use crate::record::{Record, Time};
 use crate::store::{self, HistoryRow, Loaded, Progress, Store};
 use crate::table::Table;
 use crate::writer::Recent;
@@ -72,7 +72,11 @@ impl Server {
         // A million imported hosts are over 100 MiB: gone before the table is loaded.
         drop(imported);
         let Loaded { hosts, progress } = store.load()?;
-        let table = Arc::new(Table::new(hosts));
+        let table =
+            Table::new(hosts).hiding_stale(config.dns.hide_stale.then_some(config.stale_after));
+        // What changed while the server was down is not known: its start is a change.
+        table.note_dns_change(Time::now());
+        let table = Arc::new(table);
         info!(
             hosts = table.len(),
             store = %config.store_path.display(),

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use crate::name::Name;
-use crate::record::Record;
+use crate::record::{Record, Time};
 
 /// A record with the store's bookkeeping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,17 +68,21 @@ pub struct Table {
     /// Bumped on every change, so a reader can tell whether anything happened since it
     /// last looked (the export does).
     generation: AtomicU64,
-    /// The journal sequence number of the newest write that changed an address, added a
-    /// host or took one offline or back (at load, the newest of any entry): the DNS zone's
-    /// serial. It only rises,
-    /// also across restarts, since every entry keeps its `seq` in the store.
-    address_seq: AtomicI64,
+    /// When what DNS shows last changed (µs since the Unix epoch): a host added, an
+    /// address changed, a host taken offline or back, and with `dns_hide_stale` an
+    /// address going stale or reported again after it was: the zone's serial comes from
+    /// it ([`Table::dns_serial`]). Only rises.
+    dns_changed: AtomicI64,
+    /// The highest serial handed out, so the serial never goes back even if the clock
+    /// does.
+    dns_serial: AtomicI64,
+    /// With `dns_hide_stale`: DNS hides an address not reported for longer than this (µs).
+    hide_after: Option<i64>,
 }
 
 impl Table {
     pub fn new(loaded: BTreeMap<Name, Entry>) -> Table {
         let entries: Vec<Entry> = loaded.values().copied().collect();
-        let address_seq = entries.iter().map(|entry| entry.seq).max().unwrap_or(0);
         // Collected from sorted names, the index is built with full nodes.
         let index: BTreeMap<Name, Slot> = loaded
             .into_keys()
@@ -94,14 +98,83 @@ impl Table {
         Table {
             hosts: RwLock::new(hosts),
             generation: AtomicU64::new(0),
-            address_seq: AtomicI64::new(address_seq),
+            dns_changed: AtomicI64::new(0),
+            dns_serial: AtomicI64::new(0),
+            hide_after: None,
         }
     }
 
-    /// The journal sequence number of the newest write that changed an address or added a
-    /// host: rises with every change DNS can see, never goes back.
-    pub fn address_seq(&self) -> i64 {
-        self.address_seq.load(Ordering::Acquire)
+    /// The table, with DNS hiding addresses not reported for longer than `after`
+    /// (`dns_hide_stale`): reports that bring a stale address back change what DNS shows.
+    pub fn hiding_stale(mut self, after: Option<std::time::Duration>) -> Table {
+        self.hide_after = after.map(|after| i64::try_from(after.as_micros()).unwrap_or(i64::MAX));
+        self
+    }
+
+    /// Notes that what DNS shows changed at `at`, which must be no earlier than the
+    /// change became visible to readers. The server notes its start, since it cannot know
+    /// what changed while it was down.
+    pub fn note_dns_change(&self, at: Time) {
+        self.dns_changed.fetch_max(at.as_micros(), Ordering::AcqRel);
+    }
+
+    /// The zone's SOA serial at `now`: the Unix time, in seconds, of the last change DNS
+    /// can see, but never later than the second before `now`'s. A change in the current
+    /// second therefore shows in the serial only once that second is over, so a
+    /// secondary that read the zone during it, before a second change in the same
+    /// second, still sees the serial rise after it. The serial rises with every change,
+    /// also across restarts (the start is a change), and never goes back.
+    pub fn dns_serial(&self, now: Time) -> u32 {
+        let changed = self
+            .dns_changed
+            .load(Ordering::Acquire)
+            .div_euclid(1_000_000);
+        let latest = now.as_micros().div_euclid(1_000_000) - 1;
+        let candidate = changed.min(latest);
+        let served = self.dns_serial.load(Ordering::Acquire);
+        // Written only when it rises: every DNS thread reads it for every batch.
+        let serial = if candidate > served {
+            self.dns_serial
+                .fetch_max(candidate, Ordering::AcqRel)
+                .max(candidate)
+        } else {
+            served
+        };
+        // SOA serials are 32 bits, compared in RFC 1982 arithmetic: wrapping is fine.
+        serial as u32
+    }
+
+    /// With `dns_hide_stale`, notes every address that went stale by `now` as a change
+    /// DNS can see, at the moment it did; returns when the next one will (`None`: none is
+    /// fresh, or nothing is hidden). A walk of the whole table under its read lock.
+    pub fn note_stale(&self, now: Time) -> Option<Time> {
+        let after = self.hide_after?;
+        let hosts = self.read();
+        let (mut went_stale, mut next): (Option<i64>, Option<i64>) = (None, None);
+        let deadlines = hosts.entries.iter().flat_map(|entry| {
+            let record = &entry.record;
+            [
+                record.v4.map(|seen| seen.last_seen),
+                record.v6.map(|seen| seen.last_seen),
+            ]
+        });
+        for last_seen in deadlines.flatten() {
+            // Hidden from the first microsecond it is more than `after` old.
+            let hidden_at = last_seen
+                .as_micros()
+                .saturating_add(after)
+                .saturating_add(1);
+            if hidden_at <= now.as_micros() {
+                went_stale = went_stale.max(Some(hidden_at));
+            } else {
+                next = Some(next.map_or(hidden_at, |next| next.min(hidden_at)));
+            }
+        }
+        drop(hosts);
+        if let Some(at) = went_stale {
+            self.note_dns_change(Time::from_micros(at));
+        }
+        next.map(Time::from_micros)
     }
 
     pub fn get(&self, name: &Name) -> Option<Entry> {
@@ -153,35 +226,40 @@ impl Table {
             .collect()
     }
 
-    /// Inserts or replaces entries.
-    pub fn update(&self, entries: impl IntoIterator<Item = (Name, Entry)>) {
-        self.update_found(entries.into_iter().map(|(name, entry)| (None, name, entry)));
+    /// Inserts or replaces entries; true when that changed what DNS shows.
+    pub fn update(&self, entries: impl IntoIterator<Item = (Name, Entry)>) -> bool {
+        self.update_found(entries.into_iter().map(|(name, entry)| (None, name, entry)))
     }
 
     /// Inserts or replaces entries, replacing those with a slot from [`Table::find`] in
-    /// place: the writer's way in, after its commit.
-    pub fn update_found(&self, entries: impl IntoIterator<Item = (Option<Slot>, Name, Entry)>) {
+    /// place: the writer's way in, after its commit. True when that changed what DNS
+    /// shows: the caller then notes the change ([`Table::note_dns_change`]) with the time
+    /// after this returns.
+    pub fn update_found(
+        &self,
+        entries: impl IntoIterator<Item = (Option<Slot>, Name, Entry)>,
+    ) -> bool {
         let mut hosts = self.write();
-        let mut address_seq = None;
+        let mut changed = false;
         for (slot, name, entry) in entries {
             match slot {
                 Some(slot) => {
                     let current = hosts.entry_mut(slot);
-                    if dns_view(&current.record) != dns_view(&entry.record) {
-                        address_seq = address_seq.max(Some(entry.seq));
-                    }
+                    // Both seen at the time of the report, so that a stale address
+                    // reported again counts as a change.
+                    let at = entry.record.last_seen();
+                    changed |= dns_view(&current.record, at, self.hide_after)
+                        != dns_view(&entry.record, at, self.hide_after);
                     *current = entry;
                 }
                 None => {
-                    address_seq = address_seq.max(Some(entry.seq));
+                    changed = true;
                     hosts.insert(name, entry);
                 }
             }
         }
-        if let Some(seq) = address_seq {
-            self.address_seq.fetch_max(seq, Ordering::AcqRel);
-        }
         self.generation.fetch_add(1, Ordering::Release);
+        changed
     }
 
     /// Marks entries clean whose `seq` is still the one the snapshot wrote.
@@ -239,20 +317,34 @@ impl Table {
     }
 }
 
-/// What DNS answers from a record: its address of each family.
-/// What DNS answers from a record: its addresses, unless it went offline.
-fn dns_view(record: &Record) -> (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>, bool) {
+/// What DNS shows of a record at `at`: its addresses (with `hide_after`, in µs, only those
+/// reported within that long before `at`), and whether it went offline (then none).
+pub fn dns_view(
+    record: &Record,
+    at: Time,
+    hide_after: Option<i64>,
+) -> (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>, bool) {
+    let fresh = |last_seen: Time| {
+        hide_after.is_none_or(|after| at.as_micros().saturating_sub(last_seen.as_micros()) <= after)
+    };
     (
-        record.v4.map(|seen| seen.addr),
-        record.v6.map(|seen| seen.addr),
+        record
+            .v4
+            .filter(|seen| fresh(seen.last_seen))
+            .map(|seen| seen.addr),
+        record
+            .v6
+            .filter(|seen| fresh(seen.last_seen))
+            .map(|seen| seen.addr),
         record.offline,
     )
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
-    use crate::record::Time;
 
     fn entry(seq: i64, dirty: bool) -> Entry {
         Entry {
@@ -308,22 +400,79 @@ mod tests {
     }
 
     #[test]
-    fn address_seq_follows_address_changes_only() {
-        let table = table(&[("a", true)]);
-        assert_eq!(table.address_seq(), 1);
+    fn only_changes_dns_can_see_count() {
+        let table = Table::default();
         let a = Name::parse("a").unwrap();
+        assert!(table.update([(a.clone(), entry(1, true))]), "a new host");
         let (slot, mut same) = table.find(&a).unwrap();
         same.seq = 2;
         same.record
             .apply("203.0.113.7".parse().unwrap(), Time::from_micros(5));
-        table.update_found([(Some(slot), a.clone(), same)]);
-        assert_eq!(table.address_seq(), 1, "a report of the same address");
+        assert!(
+            !table.update_found([(Some(slot), a.clone(), same)]),
+            "a report of the same address"
+        );
         let mut moved = same;
         moved.seq = 3;
         moved
             .record
             .apply("2001:db8::1".parse().unwrap(), Time::from_micros(6));
-        table.update_found([(Some(slot), a, moved)]);
-        assert_eq!(table.address_seq(), 3, "a new address");
+        assert!(
+            table.update_found([(Some(slot), a, moved)]),
+            "a new address"
+        );
+    }
+
+    #[test]
+    fn a_stale_address_reported_again_is_a_change_when_stale_ones_are_hidden() {
+        let report_again = |table: &Table, at: i64| {
+            let a = Name::parse("a").unwrap();
+            let (slot, mut again) = table.find(&a).unwrap();
+            again
+                .record
+                .apply("203.0.113.7".parse().unwrap(), Time::from_micros(at));
+            table.update_found([(Some(slot), a, again)])
+        };
+        let hiding = table(&[("a", true)]).hiding_stale(Some(Duration::from_micros(10)));
+        assert!(!report_again(&hiding, 11), "10 µs old: still fresh");
+        assert!(report_again(&hiding, 22), "11 µs old: it was hidden");
+        let showing = table(&[("a", true)]);
+        assert!(!report_again(&showing, 1_000), "nothing is hidden");
+    }
+
+    #[test]
+    fn the_serial_is_the_second_of_the_last_change_once_that_second_is_over() {
+        let table = Table::default();
+        let at = |seconds: f64| Time::from_micros((seconds * 1e6) as i64);
+        table.note_dns_change(at(5.5));
+        assert_eq!(
+            table.dns_serial(at(5.7)),
+            4,
+            "the change's second is not over"
+        );
+        assert_eq!(table.dns_serial(at(6.0)), 5);
+        assert_eq!(table.dns_serial(at(100.0)), 5, "nothing changed since");
+        table.note_dns_change(at(100.2));
+        assert_eq!(table.dns_serial(at(100.3)), 99);
+        assert_eq!(table.dns_serial(at(101.0)), 100);
+        assert_eq!(table.dns_serial(at(50.0)), 100, "a clock set back");
+        table.note_dns_change(at(3.0));
+        assert_eq!(table.dns_serial(at(200.0)), 100, "changes only rise");
+    }
+
+    #[test]
+    fn addresses_going_stale_are_changes_at_the_moment_they_go() {
+        let table = table(&[("a", true)]).hiding_stale(Some(Duration::from_secs(10)));
+        // `a`'s address was last seen at 1 µs: hidden from 10 s + 2 µs.
+        let hidden_at = Time::from_micros(10_000_002);
+        assert_eq!(
+            table.note_stale(Time::from_micros(5_000_000)),
+            Some(hidden_at)
+        );
+        assert_eq!(table.dns_serial(Time::from_micros(30_000_000)), 0);
+        assert_eq!(table.note_stale(Time::from_micros(20_000_000)), None);
+        assert_eq!(table.dns_serial(Time::from_micros(30_000_000)), 10);
+        let showing = table.hiding_stale(None);
+        assert_eq!(showing.note_stale(Time::from_micros(5_000_000)), None);
     }
 }

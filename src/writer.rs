@@ -429,8 +429,13 @@ impl Writer {
                     (self.journal_records + decided.records.len() as u64).saturating_sub(n_dropped);
                 self.metrics.backlog(self.journal_records, self.n_unsettled);
                 let updates = decided.slots.into_iter().zip(decided.records);
-                self.table
-                    .update_found(updates.map(|(slot, (name, entry))| (slot, name, entry)));
+                if self
+                    .table
+                    .update_found(updates.map(|(slot, (name, entry))| (slot, name, entry)))
+                {
+                    // Taken after the table shows the change, as the serial needs.
+                    self.table.note_dns_change(Time::now());
+                }
                 let written: Vec<(Slot, i64)> = snapshot_slots
                     .into_iter()
                     .zip(&snapshot)

@@ -534,23 +534,10 @@ impl Zone {
     /// `offline=YES`, until it reports again); else all, or with `dns_hide_stale` those
     /// reported within `stale_after`.
     fn visible(&self, record: &Record, now: Time) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
-        if record.offline {
-            return (None, None);
+        match crate::table::dns_view(record, now, self.hide_after) {
+            (_, _, true) => (None, None),
+            (v4, v6, false) => (v4, v6),
         }
-        let fresh = |last_seen: Time| {
-            self.hide_after
-                .is_none_or(|after| now.as_micros().saturating_sub(last_seen.as_micros()) <= after)
-        };
-        (
-            record
-                .v4
-                .filter(|seen| fresh(seen.last_seen))
-                .map(|seen| seen.addr),
-            record
-                .v6
-                .filter(|seen| fresh(seen.last_seen))
-                .map(|seen| seen.addr),
-        )
     }
 }
 

@@ -1,5 +1,6 @@
 //! A real secondary (NSD, Debian's `nsd`) follows the zone: it transfers it over AXFR,
-//! hears NOTIFY after a report, transfers again, and answers the new address itself.
+//! hears NOTIFY after a report, transfers again, and answers the new address itself;
+//! with `dns_hide_stale` it follows a host going stale and coming back.
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::Path;
@@ -79,6 +80,35 @@ impl Drop for Nsd {
     }
 }
 
+/// A primary with `extra` config that lets 127.0.0.1 transfer the zone and notifies
+/// NSD on `nsd_port`, once it knows the host `first`.
+fn start_primary(dir: &Dir, nsd_port: u16, extra: &str, first: &str) -> ServerProcess {
+    dir.server_config(
+        "127.0.0.1",
+        &format!(
+            "dns_listen = 127.0.0.1:0\ndns_zone = {ZONE}\ndns_transfer_to = 127.0.0.1/32\n\
+             dns_notify = 127.0.0.1:{nsd_port}\n{extra}"
+        ),
+    );
+    let server = ServerProcess::start(dir);
+    server.send(first.as_bytes());
+    server.wait_committed(first, 1);
+    server
+}
+
+/// NSD on `nsd_port`, a secondary of `primary` that transfers with `protocol` (`AXFR `,
+/// or empty for IXFR first) and hears its NOTIFY.
+fn start_secondary(dir: &Dir, nsd_port: u16, primary: SocketAddr, protocol: &str) -> Nsd {
+    Nsd::start_on(
+        dir.path(),
+        nsd_port,
+        &format!(
+            "  zonefile: \"{ZONE}.zone\"\n  request-xfr: {protocol}127.0.0.1@{} NOKEY\n  allow-notify: 127.0.0.1 NOKEY\n",
+            primary.port()
+        ),
+    )
+}
+
 #[test]
 fn nsd_transfers_the_zone_hears_notify_and_answers_new_addresses() {
     follows_the_zone("AXFR ");
@@ -95,26 +125,9 @@ fn follows_the_zone(protocol: &str) {
     let dir = Dir::new();
     // NSD's port is only known once it is chosen; dynip must know it to notify.
     let nsd_port = free_port();
-    dir.server_config(
-        "127.0.0.1",
-        &format!(
-            "dns_listen = 127.0.0.1:0\ndns_zone = {ZONE}\ndns_transfer_to = 127.0.0.1/32\n\
-             dns_notify = 127.0.0.1:{nsd_port}\n"
-        ),
-    );
-    let mut server = ServerProcess::start(&dir);
+    let mut server = start_primary(&dir, nsd_port, "", "alpha");
     let primary = dns_addr(&server);
-    server.send(b"alpha");
-    server.wait_committed("alpha", 1);
-
-    let nsd = Nsd::start_on(
-        dir.path(),
-        nsd_port,
-        &format!(
-            "  zonefile: \"{ZONE}.zone\"\n  request-xfr: {protocol}127.0.0.1@{} NOKEY\n  allow-notify: 127.0.0.1 NOKEY\n",
-            primary.port()
-        ),
-    );
+    let nsd = start_secondary(&dir, nsd_port, primary, protocol);
     // NSD may not listen yet: a refused query is tried again, as an empty answer is.
     let first = eventually("NSD to answer alpha after its first transfer", || {
         let answer = try_ask(&dir, "dig", nsd.addr, &["alpha.dyn.example.com", "A"]).ok()?;
@@ -204,6 +217,38 @@ fn follows_the_zone(protocol: &str) {
     );
     assert!(!out.stdout.contains("alpha"), "{out:?}");
     assert!(!server.stderr_lines("zone transfer refused").is_empty());
+    drop(nsd);
+    assert_eq!(server.terminate(), 0);
+}
+
+/// With `dns_hide_stale`, a host going stale changes the zone with no report at all: the
+/// serial rises, NSD hears NOTIFY and stops answering for it too, and answers again once
+/// the host reports the same address again.
+#[test]
+fn nsd_follows_a_host_going_stale_and_coming_back() {
+    let dir = Dir::new();
+    let nsd_port = free_port();
+    let extra = "stale_after = 2s\ndns_hide_stale = yes\n";
+    let mut server = start_primary(&dir, nsd_port, extra, "fading");
+    let primary = dns_addr(&server);
+    let nsd = start_secondary(&dir, nsd_port, primary, "AXFR ");
+    let name = "fading.dyn.example.com";
+    let status = |dir: &Dir| {
+        try_ask(dir, "dig", nsd.addr, &[name, "A"])
+            .ok()
+            .map(|answer| (answer.status.clone(), answer.answer.len()))
+    };
+    eventually("NSD to answer fading", || {
+        (status(&dir) == Some(("NOERROR".to_owned(), 1))).then_some(())
+    });
+    eventually("NSD to stop answering fading once it is stale", || {
+        (status(&dir).is_some_and(|(status, _)| status == "NXDOMAIN")).then_some(())
+    });
+    server.send(b"fading");
+    server.wait_committed("fading", 2);
+    eventually("NSD to answer fading again", || {
+        (status(&dir) == Some(("NOERROR".to_owned(), 1))).then_some(())
+    });
     drop(nsd);
     assert_eq!(server.terminate(), 0);
 }
