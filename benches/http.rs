@@ -11,17 +11,17 @@
 //! answered without touching the writer: what HTTP itself costs on this machine.
 //!
 //! Two generators make that load (`--generator`):
-//! - `wrk` (the default; Debian's package), driven by `benches/http_wrk.lua`: C and
-//!   epoll, so it leaves the server more of the two cores. It does not read the bodies;
-//!   the bench checks each update window against the server's `/metrics` instead: no
-//!   error and no status other than 2xx, no report refused, and at least as many reports
-//!   committed as wrk counted answers (and no more than the requests it could have had
-//!   in flight besides). It opens its connections at the start of each window.
-//! - `builtin`: blocking threads in this file, which read and check every answer's body
-//!   (`good ADDR`), and open the connections (and with TLS, shake hands) once, before
-//!   the first window. Its own CPU time competes with the server's on a small machine.
+//! - `builtin` (the default): blocking threads in this file, which read and check every
+//!   answer's body (`good ADDR`), and open the connections (and with TLS, shake hands)
+//!   once, before the first window.
+//! - `wrk` (Debian's package), driven by `benches/http_wrk.lua`: an independent client,
+//!   C on epoll, that also measures latency. It does not read the bodies; the bench
+//!   checks each update window against the server's `/metrics` instead: no error and no
+//!   status other than 2xx, no report refused, and at least as many reports committed as
+//!   wrk counted answers (and no more than the requests it could have had in flight
+//!   besides). It opens its connections at the start of each window.
 //!
-//! `cargo bench --bench http [-- --generator wrk|builtin --seconds S --threads T
+//! `cargo bench --bench http [-- --generator builtin|wrk --seconds S --threads T
 //! --connections C --hosts H --rounds R --tls true]`: S seconds against each target, in R
 //! windows that alternate between the two (with wrk, whole seconds each); with
 //! `--tls true`, over TLS (a certificate generated for the run). Run without `--bench`
@@ -95,11 +95,11 @@ fn parse_args() -> Result<Options, String> {
             "rounds",
             "tls",
         ],
-        "cargo bench --bench http -- [--generator wrk|builtin] [--seconds S] [--threads T] \
+        "cargo bench --bench http -- [--generator builtin|wrk] [--seconds S] [--threads T] \
          [--connections C] [--hosts H] [--rounds R] [--tls true]",
     )?;
     Ok(Options {
-        generator: args.get("generator", Generator::Wrk)?,
+        generator: args.get("generator", Generator::Builtin)?,
         seconds: args.get("seconds", if args.smoke { 1.0 } else { 10.0 })?,
         threads: args.get("threads", 2)?,
         connections: args.get("connections", 128)?,
