@@ -196,6 +196,8 @@ struct Tally {
     n_answered: u64,
     elapsed: Duration,
     server_cpu: Duration,
+    /// The generator's own: this process's threads, or the wrk processes.
+    generator_cpu: Duration,
 }
 
 impl Tally {
@@ -206,6 +208,24 @@ impl Tally {
     fn cpu_per_answer(&self) -> f64 {
         self.server_cpu.as_secs_f64() / self.n_answered.max(1) as f64
     }
+
+    fn generator_cpu_per_answer(&self) -> f64 {
+        self.generator_cpu.as_secs_f64() / self.n_answered.max(1) as f64
+    }
+}
+
+/// CPU time (user and system) of this process's children that have been waited for.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let time = |tv: libc::timeval| {
+        Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// What one generator thread carries from window to window: its connections, opened
@@ -230,6 +250,7 @@ fn closed_loop(
         .encode(format!("router:{}", bench_key().encode()));
     let pid = server.pid().to_string();
     let cpu_before = cpu_time(&pid);
+    let own_before = cpu_time("self");
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(seconds);
     let threads: Vec<_> = std::mem::take(workers)
@@ -308,6 +329,7 @@ fn closed_loop(
     }
     tally.elapsed += started.elapsed();
     tally.server_cpu += cpu_time(&pid) - cpu_before;
+    tally.generator_cpu += cpu_time("self") - own_before;
 }
 
 /// The server's `/metrics` now: the sum of each sample whose name (with its labels)
@@ -394,6 +416,7 @@ impl Wrk {
         let (accepted_before, refused_before) = Metrics::read(server.addr, tls).http_reports();
         let pid = server.pid().to_string();
         let cpu_before = cpu_time(&pid);
+        let wrk_before = children_cpu();
         let out = std::process::Command::new("wrk")
             .arg(format!("--threads={}", options.threads))
             .arg(format!("--connections={n_connections}"))
@@ -412,6 +435,7 @@ impl Wrk {
             .output()
             .expect("wrk (Debian package wrk; or run with --generator builtin)");
         tally.server_cpu += cpu_time(&pid) - cpu_before;
+        tally.generator_cpu += children_cpu() - wrk_before;
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -579,27 +603,33 @@ fn run(options: &Options, generator: Generator) -> Figures {
     drop(server);
     let n_commits = metrics.sum("dynip_commit_batch_size_count ");
     let n_committed = metrics.sum("dynip_commit_batch_size_sum ");
-    let (healthz_cpu, updates_cpu) = (healthz.cpu_per_answer(), updates.cpu_per_answer());
+    let cpu = |tally: &Tally| {
+        (
+            tally.cpu_per_answer() * 1e6,
+            tally.generator_cpu_per_answer() * 1e6,
+        )
+    };
+    let ((healthz_cpu, healthz_own), (updates_cpu, updates_own)) = (cpu(&healthz), cpu(&updates));
     let figures = Figures {
         healthz: healthz.rate(),
         updates: updates.rate(),
     };
     println!();
     println!(
-        "{:<44} {:>12} {:>16}",
-        "", "answers/s", "server CPU µs/answer"
+        "{:<44} {:>12} {:>12} {:>12}",
+        "", "answers/s", "server CPU", "generator CPU"
     );
     println!(
-        "{:<44} {:>12.0} {:>16.1}",
-        "GET /healthz (baseline)",
-        figures.healthz,
-        healthz_cpu * 1e6
+        "{:<44} {:>12} {:>12} {:>12}",
+        "", "", "µs/answer", "µs/answer"
     );
     println!(
-        "{:<44} {:>12.0} {:>16.1}",
-        "GET /nic/update, committed before `good`",
-        figures.updates,
-        updates_cpu * 1e6
+        "{:<44} {:>12.0} {:>12.1} {:>12.1}",
+        "GET /healthz (baseline)", figures.healthz, healthz_cpu, healthz_own
+    );
+    println!(
+        "{:<44} {:>12.0} {:>12.1} {:>12.1}",
+        "GET /nic/update, committed before `good`", figures.updates, updates_cpu, updates_own
     );
     println!(
         "ratio updates / healthz: {:.2}",
