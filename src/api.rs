@@ -79,6 +79,21 @@ pub fn is_stale(last_seen: Time, now: Time, stale_after: Duration) -> bool {
     age > i64::try_from(stale_after.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// The changes of `changes` no older than `max_age` at `now` (`history_max_age`; `None`:
+/// all of them).
+pub fn within_max_age(
+    mut changes: Vec<(Time, IpAddr)>,
+    now: Time,
+    max_age: Option<Duration>,
+) -> Vec<(Time, IpAddr)> {
+    if let Some(max_age) = max_age {
+        let max_age = i64::try_from(max_age.as_micros()).unwrap_or(i64::MAX);
+        let oldest = now.as_micros().saturating_sub(max_age);
+        changes.retain(|(at, _)| at.as_micros() >= oldest);
+    }
+    changes
+}
+
 pub fn host(name: &Name, record: &Record, now: Time, stale_after: Duration) -> HostJson {
     HostJson {
         host: name.to_string(),
@@ -119,6 +134,16 @@ mod tests {
         ] {
             assert!(doc["paths"][path]["get"].is_object(), "{path}");
         }
+    }
+
+    #[test]
+    fn changes_older_than_the_max_age_are_not_shown() {
+        let at = |secs: i64| Time::from_micros(secs * 1_000_000);
+        let addr: IpAddr = "203.0.113.1".parse().unwrap();
+        let changes = vec![(at(10), addr), (at(50), addr), (at(90), addr)];
+        let kept = within_max_age(changes.clone(), at(100), Some(Duration::from_secs(50)));
+        assert_eq!(kept, [(at(50), addr), (at(90), addr)]);
+        assert_eq!(within_max_age(changes.clone(), at(100), None), changes);
     }
 
     #[test]

@@ -425,11 +425,6 @@ fn client_name(path: &Path, config: &ClientConfig) -> Result<Name, Error> {
     })
 }
 
-fn open_store(path: &Path) -> Result<Store, Error> {
-    let config = load_config(path)?;
-    Ok(Store::open_read_only(&config.server.store_path)?)
-}
-
 fn list(path: &Path, json: bool) -> Result<(), Error> {
     let config = load_config(path)?;
     let store = Store::open_read_only(&config.server.store_path)?;
@@ -516,10 +511,20 @@ fn history(path: &Path, host: &str, json: bool) -> Result<(), Error> {
         value: host.to_string(),
         source,
     })?;
-    let store = open_store(path)?;
-    let changes = store.history(&name, Unsettled::Journal)?;
+    let config = load_config(path)?;
+    let store = Store::open_read_only(&config.server.store_path)?;
+    let changes = crate::api::within_max_age(
+        store.history(&name, Unsettled::Journal)?,
+        Time::now(),
+        config.server.history_max_age,
+    );
     if changes.is_empty() {
-        return Err(Error::UnknownHost(host.to_string()));
+        // With `history_max_age` a known host may have no change left to show.
+        let known =
+            config.server.history_max_age.is_some() && store.load()?.hosts.contains_key(&name);
+        if !known {
+            return Err(Error::UnknownHost(host.to_string()));
+        }
     }
     let out = if json {
         let changes: Vec<serde_json::Value> = changes

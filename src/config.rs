@@ -170,6 +170,10 @@ key = {KEY}
 # Mark a host stale on the status page when its last report is older than this.
 ;stale_after = 1h
 
+# Forget address changes older than this (history, API, status page). Default:
+# keep them all.
+;history_max_age = 365d
+
 # DNS: answer HOST.ZONE (A, AAAA) and the zone's SOA and NS, over UDP and TCP, for
 # the zone delegated to this server. Default: off. dns_listen needs dns_zone.
 ;dns_listen = 0.0.0.0:53
@@ -282,6 +286,9 @@ pub struct ServerConfig {
     pub public_metrics: bool,
     /// `stale_after`: a host whose last report is older than this is marked stale.
     pub stale_after: Duration,
+    /// `history_max_age`: address changes older than this are no longer shown and are
+    /// deleted from the store. `None` (the default): all are kept.
+    pub history_max_age: Option<Duration>,
     /// The `dns_*` keys: the DNS responder.
     pub dns: DnsConfig,
 }
@@ -383,6 +390,7 @@ impl Default for ServerConfig {
             public_status: false,
             public_metrics: true,
             stale_after: DEFAULT_STALE_AFTER,
+            history_max_age: None,
             dns: DnsConfig::default(),
         }
     }
@@ -531,6 +539,7 @@ const SERVER_KEYS: &[Setting<ServerConfig>] = &[
     Setting { name: "public_status",   apply: |c, v| set(&mut c.public_status, boolean(v)) },
     Setting { name: "public_metrics",  apply: |c, v| set(&mut c.public_metrics, boolean(v)) },
     Setting { name: "stale_after",     apply: |c, v| set(&mut c.stale_after, positive_duration(v)) },
+    Setting { name: "history_max_age", apply: |c, v| set(&mut c.history_max_age, positive_duration(v).map(Some)) },
     Setting { name: "dns_listen",      apply: |c, v| set(&mut c.dns.listen, socket_addr(v, None).map(Some)) },
     Setting { name: "dns_zone",        apply: |c, v| set(&mut c.dns.zone, domain(v).map(Some)) },
     Setting { name: "dns_ttl",         apply: |c, v| set(&mut c.dns.ttl, duration(v)) },
@@ -864,7 +873,7 @@ fn check_tls(ini: &Ini, server: &ServerConfig) -> Result<(), ConfigError> {
     })
 }
 
-/// A [`duration`] longer than zero (`stale_after`).
+/// A [`duration`] longer than zero (`stale_after`, `history_max_age`).
 fn positive_duration(value: &str) -> Result<Duration, &'static str> {
     match duration(value)? {
         duration if duration.is_zero() => Err("must be longer than zero"),
@@ -1241,6 +1250,7 @@ mod tests {
                     public_status,
                     public_metrics,
                     stale_after,
+                    history_max_age,
                     dns,
                 },
             client:
@@ -1317,6 +1327,11 @@ mod tests {
             "server.stale_after",
             *stale_after != server.stale_after,
             stale_after,
+        );
+        field(
+            "server.history_max_age",
+            *history_max_age != server.history_max_age,
+            history_max_age,
         );
         field("server.dns", *dns != server.dns, dns);
         field("client.key", *client_key != client.key, client_key);
@@ -1905,14 +1920,20 @@ warning: unknown key "server_ip" in [DynIP:Client], ignored
     fn http_keys() {
         check(
             "[DynIP:Server]\nhttp_listen = [::]:8080\ntls_cert = c.pem\ntls_key = k.pem\n\
-             trusted_proxies = 127.0.0.1, ::1\npublic_status = yes\nstale_after = 2h 30m\n",
+             trusted_proxies = 127.0.0.1, ::1\npublic_status = yes\nstale_after = 2h 30m\n\
+             history_max_age = 30d\n",
             r#"
 server.http_listen = Some([::]:8080)
 server.tls = Some(TlsFiles { cert: "c.pem", key: "k.pem" })
 server.trusted_proxies = Some([127.0.0.1/32, ::1/128])
 server.public_status = true
 server.stale_after = 9000s
+server.history_max_age = Some(2592000s)
 "#,
+        );
+        check(
+            "[DynIP:Server]\nhistory_max_age = 0\n",
+            "error: [DynIP:Server] history_max_age = \"0\": must be longer than zero",
         );
         check(
             "[DynIP:Server]\nhttp_listen = localhost:80\n",

@@ -196,6 +196,8 @@ pub struct Edge {
     pub public_status: bool,
     pub public_metrics: bool,
     pub stale_after: Duration,
+    /// `history_max_age`: older changes are not shown.
+    pub history_max_age: Option<Duration>,
 }
 
 /// The routes' shared state.
@@ -792,7 +794,12 @@ impl Shared {
             match store.as_ref() {
                 Some(store) => {
                     let recent = shared.edge.recent.of(&name);
-                    store.history(&name, Unsettled::Given(&recent))
+                    let changes = store.history(&name, Unsettled::Given(&recent))?;
+                    Ok(api::within_max_age(
+                        changes,
+                        Time::now(),
+                        shared.edge.history_max_age,
+                    ))
                 }
                 None => Ok(Vec::new()),
             }

@@ -152,6 +152,7 @@ impl Server {
             self.progress,
             Arc::clone(&recent),
             Arc::clone(&self.metrics),
+            self.config.history_max_age,
         )
         .map_err(|e| Error::Internal(format!("cannot start the writer: {e}")))?;
 
@@ -201,6 +202,7 @@ impl Server {
                 public_status: self.config.public_status,
                 public_metrics: self.config.public_metrics,
                 stale_after: self.config.stale_after,
+                history_max_age: self.config.history_max_age,
             };
             edges.spawn(http::serve(listener, edge));
         }

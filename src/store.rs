@@ -205,11 +205,27 @@ pub struct Turn<'a> {
     /// Drop up to [`DROP_ENTRIES_PER_TURN`] journal entries below this sequence number
     /// (the end of a sweep: everything in them is folded and settled).
     pub drop_before: Option<i64>,
+    /// Delete the history's changes from before this time (`history_max_age`), oldest
+    /// first, up to [`PRUNE_ROWS_PER_TURN`].
+    pub prune_before: Option<Time>,
+}
+
+/// What a turn's commit removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    /// Records the journal entries it dropped held.
+    pub n_dropped: u64,
+    /// History rows it pruned.
+    pub n_pruned: u64,
 }
 
 /// Journal entries a turn may drop: each holds up to a batch of records, so dropping is
 /// spread over turns instead of holding one commit for a whole journal's worth.
 pub const DROP_ENTRIES_PER_TURN: i64 = 16;
+
+/// History rows a turn may prune: about what a sweep chunk writes, so that forgetting a
+/// year of changes does not hold up one commit.
+pub const PRUNE_ROWS_PER_TURN: i64 = 1024;
 
 pub struct Store {
     conn: Connection,
@@ -572,15 +588,14 @@ impl Store {
     }
 
     /// Commits one turn of the writer in one transaction: when this returns `Ok`, all of
-    /// it is durable; on an error, none of it was written. Returns how many records the
-    /// journal entries it dropped held.
+    /// it is durable; on an error, none of it was written. Returns what it removed.
     ///
     /// # Errors
     /// On a failed write.
-    pub fn commit(&mut self, turn: &Turn<'_>) -> Result<u64, StoreError> {
+    pub fn commit(&mut self, turn: &Turn<'_>) -> Result<Removed, StoreError> {
         let path = &self.path;
         let tx = self.conn.transaction().map_err(|e| sql(path, e))?;
-        let n_dropped = (|| -> rusqlite::Result<u64> {
+        let removed = (|| -> rusqlite::Result<Removed> {
             if !turn.records.is_empty() || !turn.history.is_empty() {
                 let changes = (!turn.history.is_empty()).then(|| encode_changes(turn.history));
                 tx.prepare_cached(
@@ -623,11 +638,26 @@ impl Store {
                     n_dropped += row.get::<_, i64>(0)? as u64;
                 }
             }
-            Ok(n_dropped)
+            let mut n_pruned = 0u64;
+            if let Some(before) = turn.prune_before {
+                // History ids rise with time, so the oldest rows come first by id: the
+                // subquery reads at most a chunk of the table, whatever it holds.
+                n_pruned = tx
+                    .prepare_cached(
+                        "DELETE FROM history WHERE id IN \
+                         (SELECT id FROM history ORDER BY id LIMIT ?2) AND at < ?1",
+                    )?
+                    .execute(params![before.as_micros(), PRUNE_ROWS_PER_TURN])?
+                    as u64;
+            }
+            Ok(Removed {
+                n_dropped,
+                n_pruned,
+            })
         })()
         .map_err(|e| sql(path, e))?;
         tx.commit().map_err(|e| sql(path, e))?;
-        Ok(n_dropped)
+        Ok(removed)
     }
 
     /// Whether journal entries below `before` remain.
@@ -1099,6 +1129,52 @@ mod tests {
             offline_of(&migrated),
             [("away".to_string(), false), ("home".to_string(), false)]
         );
+    }
+
+    #[test]
+    fn pruning_deletes_the_oldest_changes_a_chunk_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("dynip.sqlite3")).unwrap();
+        let pc = Name::parse("pc").unwrap();
+        let n_rows = PRUNE_ROWS_PER_TURN + 10;
+        // Change `id` at `id` µs.
+        let settled: Vec<LoggedChange> = (1..=n_rows)
+            .map(|id| LoggedChange {
+                id,
+                change: HistoryRow {
+                    name: pc.clone(),
+                    at: Time::from_micros(id),
+                    addr: "203.0.113.1".parse().unwrap(),
+                },
+            })
+            .collect();
+        store
+            .commit(&Turn {
+                settle: &settled,
+                ..Turn::default()
+            })
+            .unwrap();
+        let prune = |store: &mut Store, before: i64| {
+            store
+                .commit(&Turn {
+                    prune_before: Some(Time::from_micros(before)),
+                    ..Turn::default()
+                })
+                .unwrap()
+                .n_pruned
+        };
+        let remaining = |store: &Store| {
+            let changes = store.history(&pc, Unsettled::Given(&[])).unwrap();
+            changes.first().map(|(at, _)| at.as_micros())
+        };
+        // Everything but the last 5 is older: a chunk in the first turn, the rest next.
+        let before = n_rows - 4;
+        assert_eq!(prune(&mut store, before), PRUNE_ROWS_PER_TURN as u64);
+        assert_eq!(remaining(&store), Some(PRUNE_ROWS_PER_TURN + 1));
+        assert_eq!(prune(&mut store, before), 5);
+        assert_eq!(remaining(&store), Some(before));
+        assert_eq!(prune(&mut store, before), 0, "nothing older is left");
+        assert_eq!(store.history(&pc, Unsettled::Given(&[])).unwrap().len(), 5);
     }
 
     #[test]

@@ -18,6 +18,9 @@
 //! sequentially, and no turn holds up reports for long (one `DELETE` of a whole journal
 //! took 0.3–0.4 s at 1,000,000 hosts).
 //!
+//! With `history_max_age`, a turn also deletes a chunk of the history's oldest changes,
+//! once a minute or while there are more to delete.
+//!
 //! The writer exits when the last sender is dropped, after committing what was queued.
 
 use std::collections::HashMap;
@@ -32,7 +35,7 @@ use tracing::{debug, error, info};
 use crate::metrics::Metrics;
 use crate::name::Name;
 use crate::record::{Change, Record, Time};
-use crate::store::{HistoryRow, LoggedChange, Progress, Store, Turn};
+use crate::store::{HistoryRow, LoggedChange, Progress, Removed, Store, Turn, PRUNE_ROWS_PER_TURN};
 use crate::table::{Entry, Slot, Table};
 
 /// The most reports in one transaction. At 100,000 reports/s a full batch is 40 ms of
@@ -63,6 +66,10 @@ const SWEEP_MIN_JOURNAL: u64 = 65_536;
 /// at 1,000,000) instead of holding them all until the journal outgrows the table. Changes that come during the sweep, for hosts
 /// it has passed, still wait for the next one.
 const SWEEP_UNSETTLED_PER_HOST: f64 = 0.125;
+
+/// How often a turn prunes the history (`history_max_age`) once a prune found less than a
+/// chunk to delete; while there is more, every turn prunes a chunk.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Whether a compaction sweep is due: the journal outgrew the table, or the unsettled
 /// changes the writer keeps in memory grew past their share.
@@ -230,7 +237,7 @@ impl std::fmt::Debug for Report {
 
 /// Starts the writer thread, going on from where the store's journal left off, with the
 /// unsettled changes of `progress` put into `recent`, and each commit's batch size and
-/// latency recorded in `metrics`.
+/// latency recorded in `metrics`; with `history_max_age`, pruning older changes.
 ///
 /// # Errors
 /// When the OS cannot start a thread.
@@ -240,6 +247,7 @@ pub fn spawn(
     progress: Progress,
     recent: Arc<Recent>,
     metrics: Arc<Metrics>,
+    history_max_age: Option<std::time::Duration>,
 ) -> std::io::Result<(mpsc::Sender<Report>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE_LEN);
     let n_unsettled = progress.unsettled.len() as u64;
@@ -256,6 +264,10 @@ pub fn spawn(
         recent,
         sweep: None,
         metrics,
+        prune: history_max_age.map(|max_age| Prune {
+            max_age,
+            next: Instant::now(),
+        }),
     };
     let handle = std::thread::Builder::new()
         .name("dynip-writer".to_string())
@@ -300,6 +312,13 @@ struct Writer {
     n_unsettled: u64,
     sweep: Option<Sweep>,
     metrics: Arc<Metrics>,
+    prune: Option<Prune>,
+}
+
+/// When the history is next pruned, of changes older than `max_age`.
+struct Prune {
+    max_age: std::time::Duration,
+    next: Instant,
 }
 
 /// A batch's reports, decided: the records they change and their history, and which
@@ -404,14 +423,19 @@ impl Writer {
             snapshot: &snapshot,
             settle: &settle,
             drop_before,
+            prune_before: self.prune_before(),
         };
+        let pruning = turn.prune_before.is_some();
         let started = Instant::now();
         let committed = self.store.commit(&turn);
         if !batch.is_empty() {
             self.metrics.committed(batch.len(), started.elapsed());
         }
         let outcome = match committed {
-            Ok(n_dropped) => {
+            Ok(Removed {
+                n_dropped,
+                n_pruned,
+            }) => {
                 if !decided.records.is_empty() {
                     self.next_seq += 1;
                 }
@@ -427,6 +451,9 @@ impl Writer {
                 }
                 self.journal_records =
                     (self.journal_records + decided.records.len() as u64).saturating_sub(n_dropped);
+                if pruning {
+                    self.pruned(n_pruned);
+                }
                 self.metrics.backlog(self.journal_records, self.n_unsettled);
                 let updates = decided.slots.into_iter().zip(decided.records);
                 if self
@@ -470,6 +497,33 @@ impl Writer {
     }
 
     /// Moves the sweep on after a committed turn.
+    /// The time before which this turn prunes the history, when a prune is due.
+    fn prune_before(&self) -> Option<Time> {
+        let prune = self
+            .prune
+            .as_ref()
+            .filter(|prune| prune.next <= Instant::now())?;
+        let max_age = i64::try_from(prune.max_age.as_micros()).unwrap_or(i64::MAX);
+        Some(Time::from_micros(
+            Time::now().as_micros().saturating_sub(max_age),
+        ))
+    }
+
+    /// After a prune that deleted `n_pruned` rows: the next one at once while there are
+    /// more, else in [`PRUNE_EVERY`].
+    fn pruned(&mut self, n_pruned: u64) {
+        if let Some(prune) = &mut self.prune {
+            if n_pruned > 0 {
+                debug!(n_pruned, "history pruned");
+            }
+            prune.next = if n_pruned as i64 >= PRUNE_ROWS_PER_TURN {
+                Instant::now()
+            } else {
+                Instant::now() + PRUNE_EVERY
+            };
+        }
+    }
+
     fn advance_sweep(&mut self, scanned_to: Option<Name>) {
         let Some(sweep) = &mut self.sweep else {
             return;

@@ -1348,3 +1348,56 @@ fn good_means_committed_even_after_kill_9() {
         assert!(ipv4.is_some(), "{host} answered good but not in the store");
     }
 }
+
+/// With `history_max_age`, changes older than it are shown neither by `dynip history` nor
+/// by the API, the host stays known, and a new change shows at once.
+#[test]
+fn changes_older_than_history_max_age_are_forgotten() {
+    let dir = Dir::new();
+    let key = test_key(72);
+    dir.server_config(
+        "127.0.0.1",
+        &format!(
+            "http_listen = 127.0.0.1:0\nkey = {}\nhistory_max_age = 2s\n",
+            key.encode()
+        ),
+    );
+    let server = ServerProcess::start(&dir);
+    let addr = http_addr(&server);
+    let bearer = format!("Bearer {}", key.encode());
+    let api_changes = || {
+        let res = get(
+            addr,
+            "/api/v1/hosts/roamer/history",
+            &[("Authorization", &bearer)],
+        );
+        assert_eq!(res.status, 200, "{}", res.body);
+        let body: serde_json::Value = serde_json::from_str(&res.body).expect("JSON");
+        body["changes"].as_array().expect("changes").len()
+    };
+    for myip in ["198.51.100.1", "198.51.100.2"] {
+        let (status, body) = update(addr, &key, &format!("hostname=roamer&myip={myip}"));
+        assert_eq!((status, body), (200, format!("good {myip}\n")));
+    }
+    assert_eq!(dir.history("roamer").len(), 2);
+    assert_eq!(api_changes(), 2);
+
+    std::thread::sleep(Duration::from_millis(2200));
+    assert_eq!(
+        dir.history("roamer"),
+        [],
+        "known, with no change left to show"
+    );
+    assert_eq!(api_changes(), 0);
+    let (status, _) = update(addr, &key, "hostname=roamer&myip=198.51.100.3");
+    assert_eq!(status, 200);
+    let shown: Vec<String> = dir
+        .history("roamer")
+        .into_iter()
+        .map(|(_, address)| address)
+        .collect();
+    assert_eq!(shown, ["198.51.100.3"]);
+    assert_eq!(api_changes(), 1);
+    let unknown = dir.dynip(&["history", CONFIG, "nobody"]);
+    assert_eq!(unknown.code, 9, "{unknown:?}");
+}
