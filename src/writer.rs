@@ -19,7 +19,7 @@
 //! took 0.3–0.4 s at 1,000,000 hosts).
 //!
 //! With `history_max_age`, a turn also deletes a chunk of the history's oldest changes,
-//! once a minute or while there are more to delete.
+//! once a minute, or ten times a second while there are more to delete.
 //!
 //! The writer exits when the last sender is dropped, after committing what was queued.
 
@@ -68,8 +68,13 @@ const SWEEP_MIN_JOURNAL: u64 = 65_536;
 const SWEEP_UNSETTLED_PER_HOST: f64 = 0.125;
 
 /// How often a turn prunes the history (`history_max_age`) once a prune found less than a
-/// chunk to delete; while there is more, every turn prunes a chunk.
+/// chunk to delete.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The pause between two chunks while a prune catches up (after the limit is first set
+/// on a long history): 2,560 rows a second at most, so that catching up does not slow
+/// every commit.
+const PRUNE_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Whether a compaction sweep is due: the journal outgrew the table, or the unsettled
 /// changes the writer keeps in memory grew past their share.
@@ -509,15 +514,15 @@ impl Writer {
         ))
     }
 
-    /// After a prune that deleted `n_pruned` rows: the next one at once while there are
-    /// more, else in [`PRUNE_EVERY`].
+    /// After a prune that deleted `n_pruned` rows: the next one after [`PRUNE_PAUSE`]
+    /// while there are more, else in [`PRUNE_EVERY`].
     fn pruned(&mut self, n_pruned: u64) {
         if let Some(prune) = &mut self.prune {
             if n_pruned > 0 {
                 debug!(n_pruned, "history pruned");
             }
             prune.next = if n_pruned as i64 >= PRUNE_ROWS_PER_TURN {
-                Instant::now()
+                Instant::now() + PRUNE_PAUSE
             } else {
                 Instant::now() + PRUNE_EVERY
             };
