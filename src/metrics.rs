@@ -193,6 +193,7 @@ pub struct Metrics {
     commit_seconds: Histogram<{ LATENCY_BUCKETS.len() }>,
     journal_records: AtomicU64,
     unsettled_history: AtomicU64,
+    pruned_history: AtomicU64,
     families: RwLock<Vec<Family>>,
 }
 
@@ -205,6 +206,7 @@ impl Default for Metrics {
             commit_seconds: Histogram::new(&LATENCY_BUCKETS),
             journal_records: AtomicU64::new(0),
             unsettled_history: AtomicU64::new(0),
+            pruned_history: AtomicU64::new(0),
             families: RwLock::new(Vec::new()),
         }
     }
@@ -245,6 +247,11 @@ impl Metrics {
             .store(journal_records, Ordering::Relaxed);
         self.unsettled_history
             .store(unsettled_history, Ordering::Relaxed);
+    }
+
+    /// History rows deleted as older than `history_max_age`.
+    pub fn pruned(&self, n_rows: u64) {
+        self.pruned_history.fetch_add(n_rows, Ordering::Relaxed);
     }
 
     /// Adds a family rendered after the built-in ones, on every scrape: `render` appends
@@ -296,9 +303,12 @@ impl Metrics {
              # HELP dynip_journal_records Records in the store's journal, not yet folded into the snapshot.\n\
              # TYPE dynip_journal_records gauge\ndynip_journal_records {}\n\
              # HELP dynip_history_unsettled Address changes in the history log, not yet settled into the history.\n\
-             # TYPE dynip_history_unsettled gauge\ndynip_history_unsettled {}\n",
+             # TYPE dynip_history_unsettled gauge\ndynip_history_unsettled {}\n\
+             # HELP dynip_history_pruned_total Address changes deleted from the history as older than history_max_age.\n\
+             # TYPE dynip_history_pruned_total counter\ndynip_history_pruned_total {}\n",
             self.journal_records.load(Ordering::Relaxed),
             self.unsettled_history.load(Ordering::Relaxed),
+            self.pruned_history.load(Ordering::Relaxed),
         );
         self.batch_size.render(
             &mut out,
@@ -336,6 +346,8 @@ mod tests {
         metrics.refused(Path::Udp, Reason::BadAuth);
         metrics.committed(3, Duration::from_micros(300));
         metrics.committed(5000, Duration::from_secs(2));
+        metrics.pruned(256);
+        metrics.pruned(3);
         metrics.add_family(Box::new(|out: &mut String| {
             out.push_str("# HELP x_total X.\n# TYPE x_total counter\nx_total 7\n");
         }));
@@ -346,6 +358,7 @@ mod tests {
             "dynip_reports_refused_total{path=\"udp\",reason=\"bad_auth\"} 1",
             "dynip_reports_refused_total{path=\"http\",reason=\"bad_auth\"} 0",
             "dynip_hosts 42",
+            "dynip_history_pruned_total 259",
             "dynip_commit_batch_size_bucket{le=\"2\"} 0",
             "dynip_commit_batch_size_bucket{le=\"4\"} 1",
             "dynip_commit_batch_size_bucket{le=\"4096\"} 1",

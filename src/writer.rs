@@ -520,6 +520,7 @@ impl Writer {
         if let Some(prune) = &mut self.prune {
             if n_pruned > 0 {
                 debug!(n_pruned, "history pruned");
+                self.metrics.pruned(n_pruned);
             }
             prune.next = if n_pruned as i64 >= PRUNE_ROWS_PER_TURN {
                 Instant::now() + PRUNE_PAUSE
