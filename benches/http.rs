@@ -190,6 +190,11 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|window| window == needle)
 }
 
+/// The Basic credentials both generators send (`router:KEY`, base64).
+fn basic_credentials() -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("router:{}", bench_key().encode()))
+}
+
 /// What the windows against one target added up to.
 #[derive(Default)]
 struct Tally {
@@ -198,6 +203,8 @@ struct Tally {
     server_cpu: Duration,
     /// The generator's own: this process's threads, or the wrk processes.
     generator_cpu: Duration,
+    /// Per window, when wrk measured them: the latencies' median and 99th percentile (µs).
+    latencies: Vec<(u64, u64)>,
 }
 
 impl Tally {
@@ -246,8 +253,7 @@ fn closed_loop(
     workers: &mut Vec<Worker>,
     tally: &mut Tally,
 ) {
-    let auth = base64::engine::general_purpose::STANDARD
-        .encode(format!("router:{}", bench_key().encode()));
+    let auth = basic_credentials();
     let pid = server.pid().to_string();
     let cpu_before = cpu_time(&pid);
     let own_before = cpu_time("self");
@@ -375,9 +381,6 @@ struct Wrk {
     next: u64,
 }
 
-/// Per-window latencies wrk measured (µs): (median, 99th percentile).
-type Latencies = Vec<(u64, u64)>;
-
 impl Wrk {
     fn new(dir: &tempfile::TempDir, server: &Server, tls: bool) -> Wrk {
         let script = dir.path().join("http_wrk.lua");
@@ -390,12 +393,11 @@ impl Wrk {
         }
     }
 
-    /// Runs wrk against `target` for `seconds` (whole, at least 1), adding to `tally` and
-    /// `latencies`. Checks an update window against the server's counters.
+    /// Runs wrk against `target` for `seconds` (whole, at least 1), adding to `tally`
+    /// (with the window's latencies). Checks an update window against the server's counters.
     ///
     /// # Panics
     /// When wrk is missing or fails, or its answers and the server's counters disagree.
-    #[allow(clippy::too_many_arguments)]
     fn window(
         &mut self,
         target: Target,
@@ -404,10 +406,8 @@ impl Wrk {
         options: &Options,
         seconds: u64,
         tally: &mut Tally,
-        latencies: &mut Latencies,
     ) {
-        let auth = base64::engine::general_purpose::STANDARD
-            .encode(format!("router:{}", bench_key().encode()));
+        let auth = basic_credentials();
         let path = match target {
             Target::Update => "/nic/update",
             Target::Healthz => "/healthz",
@@ -464,7 +464,7 @@ impl Wrk {
         let n_answered = figure("answered");
         tally.n_answered += n_answered;
         tally.elapsed += Duration::from_micros(figure("duration_us"));
-        latencies.push((figure("p50_us"), figure("p99_us")));
+        tally.latencies.push((figure("p50_us"), figure("p99_us")));
         self.next = figure("next");
         if target == Target::Update {
             // Every answer wrk counted was committed first; those still in flight when
@@ -549,32 +549,18 @@ fn run(options: &Options, generator: Generator) -> Figures {
     let dir = tempfile::tempdir().expect("temp dir");
     let (server, tls) = start_server(&dir, options.tls);
     let (mut healthz, mut updates) = (Tally::default(), Tally::default());
-    let mut latencies = Latencies::new();
     // Windows against the two targets alternate, so that a change in the machine's speed
     // during the run (a shared VM's neighbours) weighs on both alike.
     match generator {
         Generator::Wrk => {
             let mut wrk = Wrk::new(&dir, &server, options.tls);
             for _ in 0..rounds {
-                let mut ignored = Latencies::new();
-                wrk.window(
-                    Target::Healthz,
-                    &server,
-                    tls.as_ref(),
-                    options,
-                    window as u64,
-                    &mut healthz,
-                    &mut ignored,
-                );
-                wrk.window(
-                    Target::Update,
-                    &server,
-                    tls.as_ref(),
-                    options,
-                    window as u64,
-                    &mut updates,
-                    &mut latencies,
-                );
+                for (target, tally) in [
+                    (Target::Healthz, &mut healthz),
+                    (Target::Update, &mut updates),
+                ] {
+                    wrk.window(target, &server, tls.as_ref(), options, window as u64, tally);
+                }
             }
         }
         Generator::Builtin => {
@@ -639,6 +625,7 @@ fn run(options: &Options, generator: Generator) -> Figures {
         "commits: {n_commits}, {:.1} reports each on average",
         n_committed / n_commits.max(1.0)
     );
+    let latencies = &updates.latencies;
     if !latencies.is_empty() {
         let ms = |us: u64| us as f64 / 1000.0;
         let (p50_low, p50_high) = min_max(latencies.iter().map(|(p50, _)| *p50));
