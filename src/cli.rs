@@ -41,8 +41,29 @@ pub struct Verbosity {
     quiet: bool,
 }
 
+/// The exit codes, for `--help` and the man pages (the README's table, shorter).
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   success
+  1   unexpected internal error
+  2   usage error; the store or the JSON file cannot be read or written
+  3   the config cannot be read or is invalid; the TLS files do not work
+  4   server_hostname is empty or cannot be resolved
+  5   the report could not be sent
+  6   the store or the JSON file is damaged or not dynip's (left as it was)
+  7   cannot listen on an address (in use, not this machine's, or a port below 1024
+      without CAP_NET_BIND_SERVICE)
+  8   init: the file exists, or cannot be written
+  9   history: no such host
+  10  client: no acknowledgement came back";
+
 #[derive(Parser, Debug)]
-#[command(name = "dynip", version, about = "Tells you where your machines are")]
+#[command(
+    name = "dynip",
+    version,
+    about = "Tells you where your machines are",
+    after_long_help = EXIT_CODES
+)]
 pub struct Cli {
     #[command(flatten)]
     verbosity: Verbosity,
@@ -52,11 +73,42 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Write a commented config file (never overwrites one)
+    /// Write a commented config file with a fresh key (never overwrites one)
+    ///
+    /// The original's `dynip-init PATH` is the same command.
     Init {
         /// Where to write it
         #[arg(default_value = "dynip.conf")]
         path: PathBuf,
+        /// Put the server's store and JSON file in this directory (as the packages do
+        /// with /var/lib/dynip) instead of beside the server's working directory
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Check a config without starting anything: print what the server would do, or
+    /// why it could not start
+    ///
+    /// Checks both sections, that the store and the JSON file are dynip's and writable,
+    /// the TLS files, the DNS settings, and that every listen address is this machine's
+    /// and its port may be bound by this user. Exits 0, or with the code the server
+    /// would have exited with. Safe beside a running server: it binds no port the server
+    /// uses, and writes nothing.
+    Check {
+        /// The config file
+        config: PathBuf,
+    },
+    /// Print a shell completion script for dynip
+    ///
+    /// For example: dynip completions bash > /etc/bash_completion.d/dynip
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Print the dynip(1) man page, or write every command's page into a directory
+    Man {
+        /// Write dynip.1, dynip-SUBCOMMAND.1, dynipd.1 and dynipc.1 here
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// Run the server in the foreground until SIGINT or SIGTERM
     Server {
@@ -159,7 +211,7 @@ pub fn dynipc() -> ExitCode {
 /// `dynip-init`.
 pub fn dynip_init() -> ExitCode {
     let cli = DynipInitCli::parse();
-    finish("dynip-init", cli.verbosity, || init(&cli.path))
+    finish("dynip-init", cli.verbosity, || init(&cli.path, None))
 }
 
 fn finish(
@@ -167,18 +219,31 @@ fn finish(
     verbosity: Verbosity,
     command: impl FnOnce() -> Result<(), Error>,
 ) -> ExitCode {
-    init_logging(verbosity);
+    let journal = stderr_is_journal();
+    init_logging(verbosity, journal);
     match command() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{program}: error: {e}");
+            // `<3>`: the journal's priority for an error, as the log lines carry theirs.
+            let priority = if journal { "<3>" } else { "" };
+            eprintln!("{priority}{program}: error: {e}");
             ExitCode::from(e.exit_code())
         }
     }
 }
 
+/// Whether stderr is the journal (only under systemd, on Unix).
+fn stderr_is_journal() -> bool {
+    #[cfg(unix)]
+    return crate::systemd::stderr_is_journal();
+    #[cfg(not(unix))]
+    return false;
+}
+
 /// Logs to stderr at WARN by default, as the original did; `RUST_LOG` overrides the flags.
-fn init_logging(verbosity: Verbosity) {
+/// Into the journal, each line starts with its syslog priority (`<3>` for an error) and
+/// has no time of its own (the journal keeps one), so `journalctl -p err` finds errors.
+fn init_logging(verbosity: Verbosity, journal: bool) {
     let default = if verbosity.quiet {
         "error"
     } else if verbosity.debug {
@@ -189,16 +254,54 @@ fn init_logging(verbosity: Verbosity) {
         "warn"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    if journal {
+        let format = tracing_subscriber::fmt::format().without_time();
+        subscriber
+            .with_ansi(false)
+            .event_format(Prioritized(format))
+            .init();
+    } else {
+        subscriber.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
+/// A log line format with the syslog priority of the event's level in front (`<3>`
+/// error, `<4>` warning, `<6>` info, `<7>` debug and trace), as systemd reads lines on a
+/// unit's stderr (sd-daemon(3)).
+struct Prioritized<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for Prioritized<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            tracing::Level::DEBUG | tracing::Level::TRACE => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
+    }
 }
 
 fn run(command: Command) -> Result<(), Error> {
     match command {
-        Command::Init { path } => init(&path),
+        Command::Init { path, state_dir } => init(&path, state_dir.as_deref()),
+        Command::Check { config } => check(&config),
+        Command::Completions { shell } => completions(shell),
+        Command::Man { dir } => man(dir.as_deref()),
         Command::Server { config } => server(&config),
         Command::Client { config, every } => client(&config, every),
         Command::List { config, json } => list(&config, json),
@@ -210,46 +313,77 @@ fn run(command: Command) -> Result<(), Error> {
 
 /// Reads and parses a config file, logging its warnings.
 fn load_config(path: &Path) -> Result<Config, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let config = config::parse(&text).map_err(|source| Error::Config {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let config = read_config(path)?;
     for warning in &config.warnings {
         warn!(config = %path.display(), "{warning}");
     }
-    let holds_key = config.server.key.is_some()
-        || config.client.key.is_some()
-        || !config.server.hosts.is_empty();
-    if holds_key {
-        warn_if_readable_by_others(path);
+    if let Some(warning) = crate::check::world_readable_key(path, &config) {
+        warn!("{warning}");
     }
     Ok(config)
 }
 
-/// A config holding a key is a secret: say so when other users can read it, as ssh does
-/// for private keys (a warning, not a refusal: the original's configs were 0644).
-fn warn_if_readable_by_others(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let Ok(metadata) = std::fs::metadata(path) else {
-        return;
-    };
-    let mode = metadata.permissions().mode();
-    if mode & 0o077 != 0 {
-        warn!(
-            config = %path.display(),
-            "holds a key but other users can read it (mode {:o}); run chmod 600 on it",
-            mode & 0o777
-        );
-    }
+/// Reads and parses a config file; its warnings are the caller's to show.
+fn read_config(path: &Path) -> Result<Config, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    config::parse(&text).map_err(|source| Error::Config {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
-/// The async runtime: one thread. The receive loops are a few tasks that each keep a core
-/// busy on their own; a second worker only made them hop between threads (measured: a
-/// fifth of the server's time went to switching), and the writer has its own thread.
+/// `dynip check`: what the server would do with the config, or the error it would stop
+/// with.
+fn check(path: &Path) -> Result<(), Error> {
+    let config = read_config(path)?;
+    let checked = crate::check::check(path, &config)?;
+    let mut out = format!("{}: ok\n", path.display());
+    for line in &checked.lines {
+        out.push_str(&format!("  {line}\n"));
+    }
+    for warning in &checked.warnings {
+        out.push_str(&format!("  warning: {warning}\n"));
+    }
+    print(&out)
+}
+
+/// `dynip completions SHELL`.
+fn completions(shell: clap_complete::Shell) -> Result<(), Error> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "dynip", &mut out);
+    print(&String::from_utf8_lossy(&out))
+}
+
+/// `dynip man`: dynip(1) on stdout, or with `dir` every page: the subcommands'
+/// (`dynip-server.1`, ...) and the original's entry points' (`dynipd.1`, `dynipc.1`;
+/// `dynip-init.1` is the `init` subcommand's page).
+fn man(dir: Option<&Path>) -> Result<(), Error> {
+    use clap::CommandFactory;
+    let write_error = |path: &Path, source| Error::InitWrite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let Some(dir) = dir else {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(Cli::command())
+            .render(&mut out)
+            .map_err(|e| Error::Internal(format!("cannot render the man page: {e}")))?;
+        return print(&String::from_utf8_lossy(&out));
+    };
+    std::fs::create_dir_all(dir).map_err(|e| write_error(dir, e))?;
+    clap_mangen::generate_to(Cli::command(), dir).map_err(|e| write_error(dir, e))?;
+    for command in [DynipdCli::command(), DynipcCli::command()] {
+        clap_mangen::Man::new(command)
+            .generate_to(dir)
+            .map_err(|e| write_error(dir, e))?;
+    }
+    Ok(())
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -325,7 +459,22 @@ fn reload_on_hangup(path: PathBuf, policy: PolicyHandle) -> Result<(), Error> {
     Ok(())
 }
 
-fn init(path: &Path) -> Result<(), Error> {
+/// Writes a fresh config at `path`, with the server's files in `state_dir` when given.
+fn init(path: &Path, state_dir: Option<&Path>) -> Result<(), Error> {
+    let key = fresh_key();
+    let text = match state_dir {
+        None => config::template(&key),
+        Some(dir) => {
+            let dir = dir.to_str().ok_or_else(|| Error::InitWrite {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("--state-dir {} is not UTF-8", dir.display()),
+                ),
+            })?;
+            config::template_in(&key, dir)
+        }
+    };
     use std::os::unix::fs::OpenOptionsExt;
     // It holds a fresh key: readable by its owner only.
     let mut file = std::fs::OpenOptions::new()
@@ -343,7 +492,7 @@ fn init(path: &Path) -> Result<(), Error> {
                 }
             }
         })?;
-    file.write_all(config::template(&fresh_key()).as_bytes())
+    file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|source| Error::InitWrite {
             path: path.to_path_buf(),

@@ -218,6 +218,24 @@ pub fn template(key: &Key) -> String {
     TEMPLATE.replace("{KEY}", &key.encode())
 }
 
+/// [`template`] with the server's files in `state_dir` (`dynip init --state-dir`, as a
+/// package writes `/etc/dynip/dynip.conf` for `/var/lib/dynip`): `client_log_path` and
+/// `store_path` set there instead of commented out at their defaults.
+pub fn template_in(key: &Key, state_dir: &str) -> String {
+    // "/var/lib/dynip/" and "/" join as "/var/lib/dynip/FILE" and "/FILE".
+    let state_dir = state_dir.trim_end_matches('/');
+    let join = |file: &str| format!("{state_dir}/{file}");
+    template(key)
+        .replace(
+            &format!(";client_log_path = {DEFAULT_CLIENT_LOG_PATH}"),
+            &format!("client_log_path = {}", join(DEFAULT_CLIENT_LOG_PATH)),
+        )
+        .replace(
+            &format!(";store_path = {STORE_FILE_NAME}"),
+            &format!("store_path = {}", join(STORE_FILE_NAME)),
+        )
+}
+
 /// How much of a line or value an error or warning quotes. Enough for any sane line;
 /// it keeps a megabyte of garbage out of the log.
 const MAX_QUOTED_CHARS: usize = 80;
@@ -2021,6 +2039,26 @@ server.history_max_age = Some(2592000s)
         assert_eq!(config.server.key.take(), Some(key.clone()));
         assert_eq!(config.client.key.take(), Some(key));
         assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn template_in_a_state_dir_puts_both_files_there() {
+        let key = Key::from_bytes([7; 32]);
+        for dir in ["/var/lib/dynip", "/var/lib/dynip/"] {
+            let config = parse(&template_in(&key, dir)).unwrap();
+            assert_eq!(config.warnings, Vec::<String>::new());
+            assert_eq!(
+                config.server.client_log_path,
+                PathBuf::from("/var/lib/dynip/dynip.json")
+            );
+            assert_eq!(
+                config.server.store_path,
+                PathBuf::from("/var/lib/dynip/dynip.sqlite3")
+            );
+            assert_eq!(config.server.key, Some(key.clone()));
+        }
+        let root = parse(&template_in(&key, "/")).unwrap();
+        assert_eq!(root.server.store_path, PathBuf::from("/dynip.sqlite3"));
     }
 
     const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";

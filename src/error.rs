@@ -46,6 +46,11 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Export(#[from] ExportError),
+    #[error("cannot write {path}: {source} (the server creates and replaces files there)")]
+    NotWritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0} exists; dynip init never overwrites a file (choose another path, or remove it)")]
     InitExists(PathBuf),
     #[error("cannot write {path}: {source}")]
@@ -86,7 +91,7 @@ impl Error {
             Error::Internal(_) => 1,
             Error::Store(e) if e.is_bad_file() => 6,
             Error::Export(ExportError::Corrupt { .. }) => 6,
-            Error::Store(_) | Error::Export(_) => 2,
+            Error::Store(_) | Error::Export(_) | Error::NotWritable { .. } => 2,
             Error::ConfigRead { .. } | Error::Config { .. } | Error::BadHostname { .. } => 3,
             Error::EmptyServerHostname { .. } | Error::Resolve { .. } => 4,
             Error::Send { .. } => 5,

@@ -148,6 +148,14 @@ pub fn bind(config: &ServerConfig) -> Result<Option<Listener>, Error> {
     }))
 }
 
+/// Reads the TLS files as [`bind`] would, for `dynip check`.
+///
+/// # Errors
+/// Files that cannot be read, hold no certificate or key, or do not match.
+pub fn check_tls(files: &TlsFiles) -> Result<(), HttpError> {
+    tls_acceptor(files).map(drop)
+}
+
 fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, HttpError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};

@@ -26,9 +26,12 @@
 //!   - [`writer`]: the store's one writer thread (group commit, compaction).
 //!   - [`export`]: the original's JSON file, imported and kept as a live export.
 //!   - [`dns`]: the DNS sockets (UDP, TCP), transfers, NOTIFY, rate limits, counters.
+//!   - [`systemd`]: readiness, status and watchdog for the service manager; the journal's
+//!     log format.
 //! - Wiring:
 //!   - [`server`]: start-up and shutdown.
 //!   - [`cli`]: the commands.
+//!   - [`check`]: `dynip check`: whether the server could start with a config.
 //!   - [`error`]: the crate's error and its exit codes.
 
 /// mimalloc instead of glibc's allocator, for every binary and test. The HTTP edge
@@ -43,6 +46,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod api;
 pub mod auth;
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -58,6 +62,7 @@ pub mod record;
 pub mod server;
 pub mod status;
 pub mod store;
+pub mod systemd;
 pub mod table;
 pub mod udp;
 pub mod wire;

@@ -224,6 +224,14 @@ impl Metrics {
         self.accepted[path as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The reports committed since the server started, by every path.
+    pub fn n_accepted(&self) -> u64 {
+        self.accepted
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// A report refused, and why.
     pub fn refused(&self, path: Path, reason: Reason) {
         let idx = Reason::ALL

@@ -23,8 +23,8 @@ use crate::name::Name;
 use crate::record::{Record, Time};
 use crate::store::{self, HistoryRow, Loaded, Progress, Store};
 use crate::table::Table;
-use crate::writer::Recent;
-use crate::{http, udp, writer};
+use crate::writer::{Liveness, Recent};
+use crate::{http, systemd, udp, writer};
 
 /// A server that has checked its files, loaded its table and bound its sockets, ready to
 /// [`run`](Server::run).
@@ -146,12 +146,14 @@ impl Server {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let table = Arc::clone(&self.table);
         let recent = Arc::new(Recent::default());
+        let liveness = Arc::new(Liveness::default());
         let (reports, writer) = writer::spawn(
             self.store,
             table,
             self.progress,
             Arc::clone(&recent),
             Arc::clone(&self.metrics),
+            Arc::clone(&liveness),
             self.config.history_max_age,
         )
         .map_err(|e| Error::Internal(format!("cannot start the writer: {e}")))?;
@@ -210,6 +212,14 @@ impl Server {
         if let Some(dns) = self.dns {
             edges.spawn(dns.serve(Arc::clone(&self.table), shutdown.clone()));
         }
+        // Every listener was bound in `open` and is served from here on.
+        systemd::ready(&self.table, &self.metrics);
+        let keep_alive = tokio::spawn(systemd::keep_alive(
+            liveness,
+            Arc::clone(&self.table),
+            Arc::clone(&self.metrics),
+            shutdown.clone(),
+        ));
         while let Some(res) = edges.join_next().await {
             match res {
                 Ok(Ok(())) => {}
@@ -220,6 +230,7 @@ impl Server {
             shutdown.cancel();
         }
         info!("receivers stopped; committing what was received");
+        let _ = keep_alive.await;
         let joined = tokio::task::spawn_blocking(move || {
             let writer_res = writer.join();
             drop(stop_export);

@@ -25,6 +25,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -240,9 +241,50 @@ impl std::fmt::Debug for Report {
     }
 }
 
+/// Whether the writer is making progress, for the service manager's watchdog: how long
+/// it has been inside its current turn. A writer waiting for reports is not busy, so an
+/// idle server is alive; one whose commit hangs (a dead disk, a store locked by another
+/// program) is busy for ever longer.
+#[derive(Debug)]
+pub struct Liveness {
+    /// What `busy_since_ms` counts from.
+    epoch: Instant,
+    /// Milliseconds from `epoch` to the start of the current turn, plus one; 0 between
+    /// turns.
+    busy_since_ms: AtomicU64,
+}
+
+impl Default for Liveness {
+    fn default() -> Liveness {
+        Liveness {
+            epoch: Instant::now(),
+            busy_since_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Liveness {
+    /// How long the writer has been inside its current turn; `None` between turns.
+    pub fn busy_for(&self) -> Option<std::time::Duration> {
+        let since = self.busy_since_ms.load(Ordering::Relaxed).checked_sub(1)?;
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Some(std::time::Duration::from_millis(now.saturating_sub(since)))
+    }
+
+    fn turn_starts(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.busy_since_ms.store(now + 1, Ordering::Relaxed);
+    }
+
+    fn turn_ends(&self) {
+        self.busy_since_ms.store(0, Ordering::Relaxed);
+    }
+}
+
 /// Starts the writer thread, going on from where the store's journal left off, with the
-/// unsettled changes of `progress` put into `recent`, and each commit's batch size and
-/// latency recorded in `metrics`; with `history_max_age`, pruning older changes.
+/// unsettled changes of `progress` put into `recent`, each commit's batch size and
+/// latency recorded in `metrics`, and each turn's start and end in `liveness`; with
+/// `history_max_age`, pruning older changes.
 ///
 /// # Errors
 /// When the OS cannot start a thread.
@@ -252,6 +294,7 @@ pub fn spawn(
     progress: Progress,
     recent: Arc<Recent>,
     metrics: Arc<Metrics>,
+    liveness: Arc<Liveness>,
     history_max_age: Option<std::time::Duration>,
 ) -> std::io::Result<(mpsc::Sender<Report>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE_LEN);
@@ -269,6 +312,7 @@ pub fn spawn(
         recent,
         sweep: None,
         metrics,
+        liveness,
         prune: history_max_age.map(|max_age| Prune {
             max_age,
             next: Instant::now(),
@@ -317,6 +361,7 @@ struct Writer {
     n_unsettled: u64,
     sweep: Option<Sweep>,
     metrics: Arc<Metrics>,
+    liveness: Arc<Liveness>,
     prune: Option<Prune>,
 }
 
@@ -368,7 +413,9 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            self.liveness.turn_starts();
             self.turn(batch);
+            self.liveness.turn_ends();
             if self.sweep.is_none()
                 && sweep_due(self.journal_records, self.n_unsettled, self.table.len())
             {

@@ -29,17 +29,25 @@ fn init_writes_a_config_the_server_accepts_and_never_overwrites() {
     );
     assert_ne!(config, template, "no [DynIP:Server] line to add keys to");
     dir.write(CONFIG, &config);
-    // A copy others can read is warned about; kept private, the template warns of nothing.
+    // A copy every user can read is warned about; readable by its group (the packages'
+    // root:dynip 640) or kept private, the template warns of nothing.
     let readable = dir.dynip(&["list", CONFIG]);
     assert!(
-        readable.stderr.contains("other users can read it"),
+        readable.stderr.contains("every user can read it"),
         "{readable:?}"
     );
-    {
+    let chmod = |mode: u32| {
         use std::os::unix::fs::PermissionsExt;
-        let private = std::fs::Permissions::from_mode(0o600);
-        std::fs::set_permissions(dir.path().join(CONFIG), private).expect("chmod");
-    }
+        let permissions = std::fs::Permissions::from_mode(mode);
+        std::fs::set_permissions(dir.path().join(CONFIG), permissions).expect("chmod");
+    };
+    chmod(0o640);
+    let group_readable = dir.dynip(&["list", CONFIG]);
+    assert!(
+        !group_readable.stderr.contains("can read it"),
+        "{group_readable:?}"
+    );
+    chmod(0o600);
     let mut server = ServerProcess::start(&dir);
     let warnings: Vec<String> = server.stderr_lines("WARN");
     assert!(warnings.is_empty(), "the template warns: {warnings:?}");

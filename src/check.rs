@@ -1,0 +1,358 @@
+//! `dynip check CONFIG`: whether the server could start with a config, and what it would
+//! do, without starting anything (as `nginx -t` and `named-checkconf` are used, and as
+//! the service unit's `ExecStartPre=`).
+//!
+//! Owns the checks the server's start-up would fail on: the store and the JSON file are
+//! dynip's and writable, the TLS files load, the DNS settings make a zone, and every
+//! listen address is this machine's and may be bound by this user. It touches nothing:
+//! the store is opened read-only, writability is tested by creating and removing a file
+//! of its own, and addresses are bound on port 0 (any free port), so a running server
+//! loses nothing and `check` can be run beside it. Must not print: it returns the
+//! [`Checked`] summary for the CLI.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+
+use crate::config::{BindHost, Config};
+use crate::error::Error;
+use crate::store::{Store, StoreError};
+
+/// Ports below this need `CAP_NET_BIND_SERVICE` (or root) unless the kernel was told
+/// otherwise (`net.ipv4.ip_unprivileged_port_start`).
+const FIRST_UNPRIVILEGED_PORT: u16 = 1024;
+/// The capability's bit in `/proc/self/status`'s `CapEff` (linux/capability.h).
+const CAP_NET_BIND_SERVICE: u32 = 10;
+
+/// What the server would do with a config that passed every check.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// One line per thing the server would do, in the order it starts them.
+    pub lines: Vec<String>,
+    /// Things that would not stop the server but deserve a look (unknown keys, a key
+    /// readable by every user).
+    pub warnings: Vec<String>,
+}
+
+/// Checks `config`, read from `path`, as the server's start would, and describes it.
+///
+/// # Errors
+/// The first check that fails, as the server would have failed: a damaged store or JSON
+/// file (exit 6), one that cannot be written (2), TLS files or DNS settings that do not
+/// work (3), an address that is not this machine's or a port this user may not bind (7).
+pub fn check(path: &Path, config: &Config) -> Result<Checked, Error> {
+    let server = &config.server;
+    let mut checked = Checked {
+        warnings: config.warnings.clone(),
+        ..Checked::default()
+    };
+    if let Some(warning) = world_readable_key(path, config) {
+        checked.warnings.push(warning);
+    }
+
+    let store = match Store::open_read_only(&server.store_path) {
+        Ok(store) => {
+            let hosts = if store.is_empty()? {
+                "no hosts yet"
+            } else {
+                "has hosts"
+            };
+            format!("a dynip store, {hosts}")
+        }
+        Err(StoreError::Missing(_)) => "new: created at the first start".to_string(),
+        Err(e) => return Err(e.into()),
+    };
+    writable(&server.store_path)?;
+    checked
+        .lines
+        .push(format!("store: {} ({store})", server.store_path.display()));
+
+    let imported = crate::export::read(&server.client_log_path)?;
+    writable(&server.client_log_path)?;
+    let json = if imported.n_entries > 0 && store.starts_with("new") {
+        format!(
+            "the original's file with {} entries: imported into the new store",
+            imported.n_entries
+        )
+    } else {
+        "rewritten about once a second while hosts report".to_string()
+    };
+    checked.lines.push(format!(
+        "json file: {} ({json})",
+        server.client_log_path.display()
+    ));
+
+    let udp_addrs = resolve_bind_host(&server.server_ip, server.server_port)?;
+    for addr in &udp_addrs {
+        may_bind(*addr, Transport::Udp)?;
+    }
+    let where_udp = match &server.server_ip {
+        BindHost::All => format!(
+            "every address of both families, port {}",
+            server.server_port
+        ),
+        _ => join(udp_addrs.iter()),
+    };
+    checked.lines.push(format!("reports: udp on {where_udp}"));
+    checked
+        .lines
+        .push(format!("accepts: {}", who_may_report(config)));
+
+    match server.http_listen {
+        Some(addr) => {
+            may_bind(addr, Transport::Tcp)?;
+            let scheme = match &server.tls {
+                Some(files) => {
+                    crate::http::check_tls(files)?;
+                    format!("https (certificate {})", files.cert.display())
+                }
+                None => "http".to_string(),
+            };
+            checked.lines.push(format!(
+                "http: {scheme} on {addr}: dyndns2, the API, the status page{}, /metrics{}",
+                if server.public_status {
+                    " (public)"
+                } else {
+                    ""
+                },
+                if server.public_metrics {
+                    " (public)"
+                } else {
+                    ""
+                },
+            ));
+        }
+        None => checked.lines.push("http: off".to_string()),
+    }
+
+    match server.dns.listen {
+        Some(addr) => {
+            crate::zone::Zone::new(&server.dns, server.stale_after)
+                .map_err(|e| Error::Dns(crate::dns::DnsError::Zone(e)))?;
+            may_bind(addr, Transport::Udp)?;
+            may_bind(addr, Transport::Tcp)?;
+            let zone = server.dns.zone.as_deref().unwrap_or_default();
+            checked
+                .lines
+                .push(format!("dns: zone {zone} on {addr}, udp and tcp"));
+        }
+        None => checked.lines.push("dns: off".to_string()),
+    }
+
+    let client = &config.client;
+    let signed = if client.key.is_some() {
+        "signed, waiting for the acknowledgement"
+    } else {
+        "unsigned (the original's datagram)"
+    };
+    checked.lines.push(format!(
+        "client: reports as {} to {}:{}, {signed}",
+        client.hostname.as_deref().unwrap_or("this machine's name"),
+        client.server_hostname,
+        client.server_port
+    ));
+    Ok(checked)
+}
+
+/// Who the server takes reports from, in words.
+fn who_may_report(config: &Config) -> String {
+    let server = &config.server;
+    let mut keys = Vec::new();
+    if server.key.is_some() {
+        keys.push("the shared key".to_string());
+    }
+    if !server.hosts.is_empty() {
+        keys.push(format!("{} host key(s)", server.hosts.len()));
+    }
+    let signed = if keys.is_empty() {
+        "no keys".to_string()
+    } else {
+        format!("signed with {}", keys.join(" or "))
+    };
+    let unsigned = if server.accepts_unsigned() {
+        "unsigned reports too (anyone may claim any name)"
+    } else {
+        "unsigned reports refused"
+    };
+    let from = match &server.allow_from {
+        Some(networks) => format!("from {}", join(networks.iter())),
+        None => "from anywhere".to_string(),
+    };
+    format!("{signed}; {unsigned}; {from}")
+}
+
+fn join<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
+    items
+        .map(|item| item.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The warning for a config holding a key that every user of the machine can read: a
+/// key is a secret, as ssh says of private keys (a warning, not a refusal: the
+/// original's configs were 0644). Readable by a group is a choice: the packages make
+/// the config `root:dynip`, mode 640, for the service's user.
+pub fn world_readable_key(path: &Path, config: &Config) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let holds_key = config.server.key.is_some()
+            || config.client.key.is_some()
+            || !config.server.hosts.is_empty();
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        (holds_key && mode & 0o007 != 0).then(|| {
+            format!(
+                "{} holds a key but every user can read it (mode {:o}); run chmod o-rwx on it",
+                path.display(),
+                mode & 0o777
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, config);
+        None
+    }
+}
+
+/// Tests that the server could create `file` or, when it exists, write it: its
+/// directory must exist and take a new file (SQLite's journal and the export's temporary
+/// file go beside it).
+fn writable(file: &Path) -> Result<(), Error> {
+    let write_error = |path: &Path, source| Error::NotWritable {
+        path: path.to_path_buf(),
+        source,
+    };
+    if file.exists() {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(file)
+            .map_err(|e| write_error(file, e))?;
+    }
+    let dir = match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let probe = dir.join(format!(".dynip-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| write_error(dir, e))?;
+    // The probe is ours, created just now; failing to remove it changes nothing else.
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// The addresses `server_ip` names, with `port`; none for `*` (every address, which any
+/// machine can bind).
+fn resolve_bind_host(host: &BindHost, port: u16) -> Result<Vec<SocketAddr>, Error> {
+    match host {
+        BindHost::All => {
+            may_bind_port(port)?;
+            Ok(Vec::new())
+        }
+        BindHost::Addr(addr) => Ok(vec![SocketAddr::new(*addr, port)]),
+        BindHost::Name(name) => {
+            let addrs: Vec<SocketAddr> = (name.as_str(), port)
+                .to_socket_addrs()
+                .map_err(|source| Error::Bind {
+                    addr: format!("{name}:{port}"),
+                    source,
+                })?
+                .collect();
+            Ok(addrs)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// Tests that `addr`'s address is this machine's, by binding it on port 0 (a running
+/// server keeps its port), and that this user may bind `addr`'s port.
+fn may_bind(addr: SocketAddr, transport: Transport) -> Result<(), Error> {
+    let any_port = SocketAddr::new(addr.ip(), 0);
+    let bound = match transport {
+        Transport::Udp => std::net::UdpSocket::bind(any_port).map(drop),
+        Transport::Tcp => std::net::TcpListener::bind(any_port).map(drop),
+    };
+    bound.map_err(|source| Error::Bind {
+        addr: addr.to_string(),
+        source: std::io::Error::new(
+            source.kind(),
+            format!("{source}: {} is not an address of this machine", addr.ip()),
+        ),
+    })?;
+    may_bind_port(addr.port()).map_err(|e| match e {
+        Error::Bind { source, .. } => Error::Bind {
+            addr: addr.to_string(),
+            source,
+        },
+        other => other,
+    })
+}
+
+/// Tests that this user may bind `port`: a port below 1024 needs root or
+/// `CAP_NET_BIND_SERVICE` (the service unit grants it), unless the kernel lowered the
+/// limit.
+fn may_bind_port(port: u16) -> Result<(), Error> {
+    if port == 0 || port >= unprivileged_port_start() || may_bind_privileged() {
+        return Ok(());
+    }
+    Err(Error::Bind {
+        addr: format!("port {port}"),
+        source: std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE \
+             (AmbientCapabilities=CAP_NET_BIND_SERVICE in a systemd unit)",
+        ),
+    })
+}
+
+/// The first port anyone may bind (`net.ipv4.ip_unprivileged_port_start`).
+fn unprivileged_port_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(FIRST_UNPRIVILEGED_PORT)
+}
+
+/// Whether this process has `CAP_NET_BIND_SERVICE` in its effective set (root has it).
+/// Without `/proc`, assumed so: the server's own bind says otherwise soon enough.
+fn may_bind_privileged() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return true;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_none_or(|caps| caps & (1 << CAP_NET_BIND_SERVICE) != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_may_be_bound_and_another_machines_address_may_not() {
+        may_bind("127.0.0.1:0".parse().unwrap(), Transport::Udp).unwrap();
+        may_bind("127.0.0.1:0".parse().unwrap(), Transport::Tcp).unwrap();
+        // TEST-NET-3 (RFC 5737): never an address of this machine; nothing is sent.
+        let err = may_bind("203.0.113.9:8080".parse().unwrap(), Transport::Tcp).unwrap_err();
+        assert_eq!(err.exit_code(), 7, "{err}");
+        assert!(
+            err.to_string().contains("not an address of this machine"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_file_in_a_missing_directory_is_not_writable() {
+        let err = writable(Path::new("/nonexistent-dynip-dir/dynip.sqlite3")).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+    }
+}
