@@ -277,8 +277,19 @@ impl ServerProcess {
     /// # Panics
     /// When the process exits first, or does not listen within [`TIMEOUT`].
     pub fn spawn(dir: &Dir, program: &str, args: &[&str]) -> ServerProcess {
+        ServerProcess::spawn_with_env(dir, program, args, &[])
+    }
+
+    /// As [`spawn`](ServerProcess::spawn), with `env` added to the scrubbed environment.
+    pub fn spawn_with_env(
+        dir: &Dir,
+        program: &str,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> ServerProcess {
         let mut child = command(program, dir.path())
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
