@@ -15,13 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
-use chacha20poly1305::aead::rand_core::RngCore;
-use chacha20poly1305::aead::OsRng;
-
 use crate::client::{self, Acked};
 use crate::config::{self, BindHost, ClientConfig, Config, ServerConfig};
 use crate::error::Error;
-use crate::key::{Key, KEY_LEN};
+use crate::key::Key;
 use crate::name::Name;
 use crate::record::{Record, Time};
 use crate::server::{PolicyHandle, Server};
@@ -274,13 +271,6 @@ fn shutdown_on_signal() -> Result<CancellationToken, Error> {
     Ok(token)
 }
 
-/// A new key from the OS's generator.
-fn fresh_key() -> Key {
-    let mut secret = [0u8; KEY_LEN];
-    OsRng.fill_bytes(&mut secret);
-    Key::from_bytes(secret)
-}
-
 /// Mints a key for one host and prints the lines for both configs; writes nothing.
 fn add_host(path: &Path, host: &str) -> Result<(), Error> {
     let name = Name::parse(host).map_err(|source| Error::BadName {
@@ -291,7 +281,7 @@ fn add_host(path: &Path, host: &str) -> Result<(), Error> {
     if config.server.hosts.iter().any(|(known, _)| *known == name) {
         warn!(host = %name, config = %path.display(), "the config has a key for this host already; the new one replaces it only if you replace the line");
     }
-    let key = fresh_key().encode();
+    let key = Key::generate().encode();
     print(&format!(
         "# In {config} on the server, under [DynIP:Hosts] (then reload: kill -HUP the server):\n\
          {name} = {key}\n\
@@ -343,7 +333,7 @@ fn init(path: &Path) -> Result<(), Error> {
                 }
             }
         })?;
-    file.write_all(config::template(&fresh_key()).as_bytes())
+    file.write_all(config::template(&Key::generate()).as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|source| Error::InitWrite {
             path: path.to_path_buf(),
@@ -559,7 +549,7 @@ fn demo() -> Result<(), Error> {
 }
 
 fn demo_in(dir: &Path) -> Result<(), Error> {
-    let key = fresh_key();
+    let key = Key::generate();
     let server_config = ServerConfig {
         server_ip: BindHost::Addr([127, 0, 0, 1].into()),
         server_port: 0,
