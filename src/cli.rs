@@ -1,5 +1,7 @@
 //! The commands: `dynip init|server|client|list|history|demo` and the original's entry
 //! points (`dynipd`, `dynipc`, `dynip-init`), as clap parsers and the functions they run.
+//! The server's commands (`server`, `list`, `history`, `demo`, `dynipd`) are Unix-only,
+//! as the server is: on Windows they do not exist, and clap refuses them as unknown.
 //!
 //! Owns argument parsing, logging set-up, reading the config file, and what the commands
 //! print. The binaries in `src/main.rs` and `src/bin/` only call [`main`], [`dynipd`],
@@ -12,17 +14,23 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+#[cfg(unix)]
+use tracing::error;
+use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 use crate::client::{self, Acked};
-use crate::config::{self, BindHost, ClientConfig, Config, ServerConfig};
+use crate::config::{self, ClientConfig, Config};
 use crate::error::Error;
 use crate::key::Key;
 use crate::name::Name;
-use crate::record::{Record, Time};
-use crate::server::{PolicyHandle, Server};
-use crate::store::{Store, Unsettled};
+#[cfg(unix)]
+use crate::{
+    config::{BindHost, ServerConfig},
+    record::{Record, Time},
+    server::{PolicyHandle, Server},
+    store::{Store, Unsettled},
+};
 
 /// Logging flags, shared by every command (the original's `-v` and `--debug`).
 #[derive(Args, Debug, Clone, Copy)]
@@ -56,6 +64,7 @@ enum Command {
         path: PathBuf,
     },
     /// Run the server in the foreground until SIGINT or SIGTERM
+    #[cfg(unix)]
     Server {
         /// The config file ([DynIP:Server])
         config: PathBuf,
@@ -69,6 +78,7 @@ enum Command {
         every: Option<Duration>,
     },
     /// List the known hosts (reads the store; no server needed)
+    #[cfg(unix)]
     List {
         /// The config file ([DynIP:Server])
         config: PathBuf,
@@ -77,6 +87,7 @@ enum Command {
         json: bool,
     },
     /// Show a host's address changes
+    #[cfg(unix)]
     History {
         /// The config file ([DynIP:Server])
         config: PathBuf,
@@ -95,10 +106,12 @@ enum Command {
     },
     /// Run a server and a client reporting to it on loopback, with a throwaway store, and
     /// show what the server recorded
+    #[cfg(unix)]
     Demo,
 }
 
 /// `dynipd CONFIG`: the original's server command.
+#[cfg(unix)]
 #[derive(Parser, Debug)]
 #[command(name = "dynipd", version, about = "DynIP server (dynip server)")]
 struct DynipdCli {
@@ -142,6 +155,7 @@ pub fn main() -> ExitCode {
 }
 
 /// `dynipd`.
+#[cfg(unix)]
 pub fn dynipd() -> ExitCode {
     let cli = DynipdCli::parse();
     finish("dynipd", cli.verbosity, || server(&cli.config))
@@ -196,11 +210,15 @@ fn init_logging(verbosity: Verbosity) {
 fn run(command: Command) -> Result<(), Error> {
     match command {
         Command::Init { path } => init(&path),
+        #[cfg(unix)]
         Command::Server { config } => server(&config),
         Command::Client { config, every } => client(&config, every),
+        #[cfg(unix)]
         Command::List { config, json } => list(&config, json),
+        #[cfg(unix)]
         Command::History { config, host, json } => history(&config, &host, json),
         Command::AddHost { config, host } => add_host(&config, &host),
+        #[cfg(unix)]
         Command::Demo => demo(),
     }
 }
@@ -213,7 +231,7 @@ fn load_config(path: &Path) -> Result<Config, Error> {
     })?;
     let config = config::parse(&text).map_err(|source| Error::Config {
         path: path.to_path_buf(),
-        source,
+        source: Box::new(source),
     })?;
     for warning in &config.warnings {
         warn!(config = %path.display(), "{warning}");
@@ -229,6 +247,7 @@ fn load_config(path: &Path) -> Result<Config, Error> {
 
 /// A config holding a key is a secret: say so when other users can read it, as ssh does
 /// for private keys (a warning, not a refusal: the original's configs were 0644).
+#[cfg(unix)]
 fn warn_if_readable_by_others(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let Ok(metadata) = std::fs::metadata(path) else {
@@ -244,6 +263,11 @@ fn warn_if_readable_by_others(path: &Path) {
     }
 }
 
+/// Windows keeps who may read a file in its ACL, which has no mode bits to check; the
+/// README's Windows section says how to restrict the file with `icacls`.
+#[cfg(not(unix))]
+fn warn_if_readable_by_others(_path: &Path) {}
+
 /// The async runtime: one thread. The receive loops are a few tasks that each keep a core
 /// busy on their own; a second worker only made them hop between threads (measured: a
 /// fifth of the server's time went to switching), and the writer has its own thread.
@@ -254,21 +278,37 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
         .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))
 }
 
-/// A token cancelled by the first SIGINT or SIGTERM.
+/// A token cancelled by the first SIGINT or SIGTERM (on Windows, by Ctrl-C).
 fn shutdown_on_signal() -> Result<CancellationToken, Error> {
-    use tokio::signal::unix::{signal, SignalKind};
     let token = CancellationToken::new();
-    let mut terminate = signal(SignalKind::terminate())
-        .map_err(|e| Error::Internal(format!("cannot handle SIGTERM: {e}")))?;
+    let terminate = terminate_signal()?;
     let cancel = token.clone();
     tokio::spawn(async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
-            _ = terminate.recv() => info!("SIGTERM: shutting down"),
+            () = terminate => info!("SIGTERM: shutting down"),
         }
         cancel.cancel();
     });
     Ok(token)
+}
+
+/// The first SIGTERM.
+#[cfg(unix)]
+fn terminate_signal() -> Result<impl std::future::Future<Output = ()>, Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|e| Error::Internal(format!("cannot handle SIGTERM: {e}")))?;
+    Ok(async move {
+        terminate.recv().await;
+    })
+}
+
+/// Windows has no SIGTERM: a stopped scheduled task or `taskkill /F` ends the process
+/// outright, and nothing is left to flush on the client's side.
+#[cfg(not(unix))]
+fn terminate_signal() -> Result<std::future::Pending<()>, Error> {
+    Ok(std::future::pending())
 }
 
 /// Mints a key for one host and prints the lines for both configs; writes nothing.
@@ -295,6 +335,7 @@ fn add_host(path: &Path, host: &str) -> Result<(), Error> {
 
 /// On SIGHUP, re-reads the config and puts its keys, `allow_from` and `allow_unsigned` in
 /// force; a config that no longer reads is refused and the old rules stay.
+#[cfg(unix)]
 fn reload_on_hangup(path: PathBuf, policy: PolicyHandle) -> Result<(), Error> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangup = signal(SignalKind::hangup())
@@ -316,12 +357,11 @@ fn reload_on_hangup(path: PathBuf, policy: PolicyHandle) -> Result<(), Error> {
 }
 
 fn init(path: &Path) -> Result<(), Error> {
-    use std::os::unix::fs::OpenOptionsExt;
     // It holds a fresh key: readable by its owner only.
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .owner_only()
         .open(path)
         .map_err(|source| {
             if source.kind() == std::io::ErrorKind::AlreadyExists {
@@ -343,6 +383,22 @@ fn init(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Creating a file only its owner may read.
+trait OwnerOnly {
+    fn owner_only(&mut self) -> &mut Self;
+}
+
+impl OwnerOnly for std::fs::OpenOptions {
+    /// Mode 0600 on Unix. Windows has no modes: the file takes its directory's ACL, which
+    /// under `C:\ProgramData` lets every user read (see `warn_if_readable_by_others`).
+    fn owner_only(&mut self) -> &mut Self {
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(self, 0o600);
+        self
+    }
+}
+
+#[cfg(unix)]
 fn server(path: &Path) -> Result<(), Error> {
     let config = load_config(path)?;
     runtime()?.block_on(async {
@@ -415,6 +471,7 @@ fn client_name(path: &Path, config: &ClientConfig) -> Result<Name, Error> {
     })
 }
 
+#[cfg(unix)]
 fn list(path: &Path, json: bool) -> Result<(), Error> {
     let config = load_config(path)?;
     let store = Store::open_read_only(&config.server.store_path)?;
@@ -437,6 +494,7 @@ fn print(text: &str) -> Result<(), Error> {
     }
 }
 
+#[cfg(unix)]
 fn list_table<'a>(hosts: impl Iterator<Item = (&'a Name, &'a Record)>) -> String {
     let header = ["HOST", "IPV4", "IPV6", "LAST SEEN", "LAST CHANGE"].map(String::from);
     let rows: Vec<[String; 5]> = hosts
@@ -478,6 +536,7 @@ fn list_table<'a>(hosts: impl Iterator<Item = (&'a Name, &'a Record)>) -> String
 }
 
 /// `list --json`: the API's host documents (`api::host`), as an array.
+#[cfg(unix)]
 fn list_json<'a>(
     hosts: impl Iterator<Item = (&'a Name, &'a Record)>,
     stale_after: std::time::Duration,
@@ -489,6 +548,7 @@ fn list_json<'a>(
     to_json(&hosts)
 }
 
+#[cfg(unix)]
 fn to_json(value: &impl serde::Serialize) -> String {
     // Serializing plain structs of strings cannot fail.
     let mut out = serde_json::to_string_pretty(value).unwrap_or_default();
@@ -496,6 +556,7 @@ fn to_json(value: &impl serde::Serialize) -> String {
     out
 }
 
+#[cfg(unix)]
 fn history(path: &Path, host: &str, json: bool) -> Result<(), Error> {
     let name = Name::parse(host).map_err(|source| Error::BadName {
         value: host.to_string(),
@@ -537,6 +598,7 @@ fn history(path: &Path, host: &str, json: bool) -> Result<(), Error> {
 
 /// Runs a server on loopback with a throwaway store, reports to it once with the client's
 /// own code, and prints what the server recorded: the table and the original's JSON file.
+#[cfg(unix)]
 fn demo() -> Result<(), Error> {
     let dir = std::env::temp_dir().join(format!("dynip-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|source| Error::InitWrite {
@@ -548,6 +610,7 @@ fn demo() -> Result<(), Error> {
     res
 }
 
+#[cfg(unix)]
 fn demo_in(dir: &Path) -> Result<(), Error> {
     let key = Key::generate();
     let server_config = ServerConfig {
@@ -615,17 +678,18 @@ fn demo_in(dir: &Path) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Time;
 
     #[test]
     fn clap_definitions_are_valid() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+        #[cfg(unix)]
         DynipdCli::command().debug_assert();
         DynipcCli::command().debug_assert();
         DynipInitCli::command().debug_assert();
     }
 
+    #[cfg(unix)]
     #[test]
     fn list_table_aligns_columns() {
         let name = Name::parse("kitchen-pc").unwrap();

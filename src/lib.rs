@@ -4,7 +4,10 @@
 //! report came from, keeps the history, and hands it back. A rewrite and extension of
 //! DynIP, compatible with its config file, datagram and JSON file.
 //!
-//! Module map (see `docs/ARCHITECTURE.md` for the path of a report):
+//! Module map (see `docs/ARCHITECTURE.md` for the path of a report). Only the client's
+//! modules build everywhere (`config`, `name`, `wire`, `key`, `record`, `auth`, `client`,
+//! `cli`, `error`): on Windows `dynip` is the client; the rest is the server's and
+//! Unix-only (`recvmmsg`, Unix signals, the SQLite writer).
 //!
 //! - Pure core, no I/O:
 //!   - [`config`]: the INI dialect and the typed config.
@@ -12,6 +15,7 @@
 //!   - [`wire`]: datagram bytes ⇄ reports and acknowledgements.
 //!   - [`key`]: keys and what is derived from them.
 //!   - [`record`]: one host's state and how a report changes it.
+//!   - [`auth`]: who may report what, and the clock skew allowed.
 //!   - [`dyndns`]: the dyndns2 protocol's queries, credentials and answers.
 //!   - [`api`]: the JSON API's documents and its OpenAPI description.
 //!   - [`status`]: the status page's HTML.
@@ -20,6 +24,7 @@
 //! - State:
 //!   - [`table`]: the in-memory table every read uses.
 //! - Edges:
+//!   - [`client`]: sends a report and waits for its acknowledgement.
 //!   - [`udp`]: the report sockets and their receive loop.
 //!   - [`http`]: dyndns2, the API, the status page and `/metrics` over HTTP(S).
 //!   - [`store`]: the SQLite store (only it knows SQL).
@@ -37,31 +42,49 @@
 /// of the HTTP thread's samples were in the allocator during dyndns2 updates, 5% during
 /// `/healthz`. In three interleaved pairs of `cargo bench --bench http` runs, mimalloc
 /// took 54-60 µs of server CPU per update against glibc's 62-64, and a ratio to
-/// `/healthz` of 0.53-0.57 against 0.50-0.52.
+/// `/healthz` of 0.53-0.57 against 0.50-0.52. Unix only, with the server: the client
+/// alone allocates too little to care.
+#[cfg(unix)]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-pub mod api;
+// The client's modules: every platform.
 pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod dns;
-pub mod dyndns;
 pub mod error;
-pub mod export;
-pub mod http;
 pub mod key;
-pub mod metrics;
 pub mod name;
 pub mod record;
-pub mod server;
-pub mod status;
-pub mod store;
-pub mod table;
-pub mod udp;
 pub mod wire;
+
+// The server's: Unix only.
+#[cfg(unix)]
+pub mod api;
+#[cfg(unix)]
+pub mod dns;
+#[cfg(unix)]
+pub mod dyndns;
+#[cfg(unix)]
+pub mod export;
+#[cfg(unix)]
+pub mod http;
+#[cfg(unix)]
+pub mod metrics;
+#[cfg(unix)]
+pub mod server;
+#[cfg(unix)]
+pub mod status;
+#[cfg(unix)]
+pub mod store;
+#[cfg(unix)]
+pub mod table;
+#[cfg(unix)]
+pub mod udp;
+#[cfg(unix)]
 pub mod writer;
+#[cfg(unix)]
 pub mod zone;
 
 pub use error::Error;
