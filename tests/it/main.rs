@@ -18,6 +18,8 @@
 //!   `allow_from`, the rate limit, SIGHUP, `add-host`.
 //! - [`http`]: the HTTP face: dyndns2 with the real ddclient and inadyn, every answer
 //!   code, router URL forms, the API, the status page, `/metrics`, TLS, limits.
+//! - [`windows`]: `dynip.exe` under Wine reports to the real server (with
+//!   `DYNIP_WINDOWS_EXE` set; skipped otherwise).
 
 mod client;
 mod commands;
@@ -30,3 +32,4 @@ mod http;
 mod report;
 mod secondary;
 mod signed;
+mod windows;
