@@ -20,6 +20,8 @@
 //!   on a real `NOTIFY_SOCKET`, priorities on lines into the journal.
 //! - [`http`]: the HTTP face: dyndns2 with the real ddclient and inadyn, every answer
 //!   code, router URL forms, the API, the status page, `/metrics`, TLS, limits.
+//! - [`windows`]: `dynip.exe` under Wine reports to the real server (with
+//!   `DYNIP_WINDOWS_EXE` set; skipped otherwise).
 
 mod client;
 mod commands;
@@ -33,3 +35,4 @@ mod report;
 mod secondary;
 mod service;
 mod signed;
+mod windows;
