@@ -192,26 +192,18 @@ fn join<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
 /// original's configs were 0644). Readable by a group is a choice: the packages make
 /// the config `root:dynip`, mode 640, for the service's user.
 pub fn world_readable_key(path: &Path, config: &Config) -> Option<String> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let holds_key = config.server.key.is_some()
-            || config.client.key.is_some()
-            || !config.server.hosts.is_empty();
-        let mode = std::fs::metadata(path).ok()?.permissions().mode();
-        (holds_key && mode & 0o007 != 0).then(|| {
-            format!(
-                "{} holds a key but every user can read it (mode {:o}); run chmod o-rwx on it",
-                path.display(),
-                mode & 0o777
-            )
-        })
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (path, config);
-        None
-    }
+    use std::os::unix::fs::PermissionsExt;
+    let holds_key = config.server.key.is_some()
+        || config.client.key.is_some()
+        || !config.server.hosts.is_empty();
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (holds_key && mode & 0o007 != 0).then(|| {
+        format!(
+            "{} holds a key but every user can read it (mode {:o}); run chmod o-rwx on it",
+            path.display(),
+            mode & 0o777
+        )
+    })
 }
 
 /// Tests that the server could create `file` or, when it exists, write it: its

@@ -16,10 +16,9 @@ use tracing::{debug, info, warn};
 use crate::auth::MAX_CLOCK_SKEW;
 use crate::config::ClientConfig;
 use crate::error::Error;
-use crate::key::Key;
+use crate::key::{random_nonce, Key};
 use crate::name::Name;
 use crate::record::Time;
-use crate::udp::random_nonce;
 use crate::wire::{self, Report};
 
 /// Tries per address, and the wait for the first acknowledgement; each later wait doubles

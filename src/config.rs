@@ -1736,6 +1736,8 @@ server_port = 28630
         }
     }
 
+    // The server's paths, written with Unix separators (Windows joins with `\`).
+    #[cfg(unix)]
     #[test]
     fn client_log_path_and_store_path() {
         check(
@@ -1860,6 +1862,8 @@ warning: unknown section [DynIP:client], ignored (did you mean [DynIP:Client]? s
             "[DEFAULT]\nserver_hostname = h\n",
             r#"client.server_hostname = "h""#,
         );
+        // The server's paths, written with Unix separators (Windows joins with `\`).
+        #[cfg(unix)]
         check(
             "[DEFAULT]\nclient_log_path = /d/hosts.json\n",
             r#"

@@ -2,16 +2,21 @@
 //!
 //! Owns [`Key`] (32 secret bytes, written as base64 in config files), its key identifier
 //! (sent in clear so the server picks the key without trial decryption) and its AEAD key,
-//! both derived with HKDF-SHA256 (RFC 5869). Pure: a key is made from bytes the caller
-//! got from the OS (`cli` does that); no I/O here.
+//! both derived with HKDF-SHA256 (RFC 5869), and the randomness that makes new keys and
+//! nonces. No I/O but the OS's random generator ([`Key::generate`], [`random_nonce`]):
+//! no sockets, files, clock or logging.
 
 use std::fmt;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use chacha20poly1305::aead::rand_core::RngCore;
+use chacha20poly1305::aead::OsRng;
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305};
 use hkdf::Hkdf;
 use sha2::Sha256;
+
+use crate::wire::NONCE_LEN;
 
 /// Bytes of secret in a key: XChaCha20-Poly1305's key size, 256 bits.
 pub const KEY_LEN: usize = 32;
@@ -79,6 +84,13 @@ impl Key {
         }
     }
 
+    /// A new key from the OS's random generator, for `init` and `add-host`.
+    pub fn generate() -> Key {
+        let mut secret = [0u8; KEY_LEN];
+        OsRng.fill_bytes(&mut secret);
+        Key::from_bytes(secret)
+    }
+
     /// Parses a key as written in a config file.
     ///
     /// # Errors
@@ -102,6 +114,14 @@ impl Key {
     pub fn id(&self) -> KeyId {
         self.id
     }
+}
+
+/// A fresh nonce from the OS's random generator, for a datagram sealed under a key: 192
+/// random bits never repeat in practice, so no counter has to survive a restart.
+pub fn random_nonce() -> [u8; NONCE_LEN] {
+    let mut nonce = [0u8; NONCE_LEN];
+    OsRng.fill_bytes(&mut nonce);
+    nonce
 }
 
 impl PartialEq for Key {
@@ -142,6 +162,12 @@ mod tests {
         check("not a key!", Err(KeyError::NotBase64));
         check("AAEC", Err(KeyError::WrongLength(3)));
         check("", Err(KeyError::WrongLength(0)));
+    }
+
+    #[test]
+    fn generated_keys_and_nonces_differ() {
+        assert_ne!(Key::generate(), Key::generate());
+        assert_ne!(random_nonce(), random_nonce());
     }
 
     #[test]

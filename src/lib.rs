@@ -4,7 +4,11 @@
 //! report came from, keeps the history, and hands it back. A rewrite and extension of
 //! DynIP, compatible with its config file, datagram and JSON file.
 //!
-//! Module map (see `docs/ARCHITECTURE.md` for the path of a report):
+//! Module map (see `docs/ARCHITECTURE.md` for the path of a report). Only the client's
+//! modules build everywhere (`config`, `name`, `wire`, `key`, `record`, `auth`, `client`,
+//! `cli`, `error`); the rest is the server's, behind the default `server` feature, and
+//! Linux-only (`recvmmsg`, `SO_REUSEPORT` threads, systemd). Built without it
+//! (`--no-default-features`: Windows, macOS), `dynip` is the client.
 //!
 //! - Pure core, no I/O:
 //!   - [`config`]: the INI dialect and the typed config.
@@ -12,6 +16,7 @@
 //!   - [`wire`]: datagram bytes ⇄ reports and acknowledgements.
 //!   - [`key`]: keys and what is derived from them.
 //!   - [`record`]: one host's state and how a report changes it.
+//!   - [`auth`]: who may report what, and the clock skew allowed.
 //!   - [`dyndns`]: the dyndns2 protocol's queries, credentials and answers.
 //!   - [`api`]: the JSON API's documents and its OpenAPI description.
 //!   - [`status`]: the status page's HTML.
@@ -20,6 +25,7 @@
 //! - State:
 //!   - [`table`]: the in-memory table every read uses.
 //! - Edges:
+//!   - [`client`]: sends a report and waits for its acknowledgement.
 //!   - [`udp`]: the report sockets and their receive loop.
 //!   - [`http`]: dyndns2, the API, the status page and `/metrics` over HTTP(S).
 //!   - [`store`]: the SQLite store (only it knows SQL).
@@ -40,33 +46,56 @@
 /// of the HTTP thread's samples were in the allocator during dyndns2 updates, 5% during
 /// `/healthz`. In three interleaved pairs of `cargo bench --bench http` runs, mimalloc
 /// took 54-60 µs of server CPU per update against glibc's 62-64, and a ratio to
-/// `/healthz` of 0.53-0.57 against 0.50-0.52.
+/// `/healthz` of 0.53-0.57 against 0.50-0.52. With the server only: the client
+/// alone allocates too little to care.
+#[cfg(feature = "server")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-pub mod api;
+// The client's modules: every platform.
 pub mod auth;
-pub mod check;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod dns;
-pub mod dyndns;
 pub mod error;
-pub mod export;
-pub mod http;
 pub mod key;
-pub mod metrics;
 pub mod name;
 pub mod record;
-pub mod server;
-pub mod status;
-pub mod store;
-pub mod systemd;
-pub mod table;
-pub mod udp;
 pub mod wire;
+
+// The server's: Linux only, with the `server` feature.
+#[cfg(feature = "server")]
+pub mod api;
+#[cfg(feature = "server")]
+pub mod check;
+#[cfg(feature = "server")]
+pub mod dns;
+#[cfg(feature = "server")]
+pub mod dyndns;
+#[cfg(feature = "server")]
+pub mod export;
+#[cfg(feature = "server")]
+pub mod http;
+#[cfg(feature = "server")]
+pub mod metrics;
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
+pub mod status;
+#[cfg(feature = "server")]
+pub mod store;
+#[cfg(feature = "server")]
+pub mod systemd;
+#[cfg(feature = "server")]
+pub mod table;
+#[cfg(feature = "server")]
+pub mod udp;
+#[cfg(feature = "server")]
 pub mod writer;
+#[cfg(feature = "server")]
 pub mod zone;
 
 pub use error::Error;
+
+#[cfg(all(feature = "server", not(target_os = "linux")))]
+compile_error!("the dynip server runs on Linux only; build the client with --no-default-features");

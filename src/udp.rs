@@ -306,13 +306,6 @@ fn send_batch(socket: &UdpSocket, pending: &[PendingAck]) -> std::io::Result<usi
     Ok(results.count())
 }
 
-/// A fresh nonce from the OS's generator.
-pub fn random_nonce() -> [u8; wire::NONCE_LEN] {
-    let mut nonce = [0u8; wire::NONCE_LEN];
-    OsRng.fill_bytes(&mut nonce);
-    nonce
-}
-
 /// Buffers and headers for `recvmmsg`, reused for every call.
 struct RecvBatch {
     slots: Vec<[u8; SLOT_LEN]>,

@@ -191,6 +191,12 @@ pub fn run(program: &str, args: &[&str], dir: &Path) -> Output {
 
 /// Runs a prepared command to completion (killed and a panic after [`TIMEOUT`]).
 pub fn run_command(command: &mut Command) -> Output {
+    run_command_within(command, TIMEOUT)
+}
+
+/// Runs a prepared command to completion (killed and a panic after `limit`), for the
+/// few commands that may take longer than [`TIMEOUT`] on a loaded machine.
+pub fn run_command_within(command: &mut Command, limit: Duration) -> Output {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -199,8 +205,8 @@ pub fn run_command(command: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
     let stdout = drain(child.stdout.take().expect("piped stdout"));
     let stderr = drain(child.stderr.take().expect("piped stderr"));
-    let status = wait_for_exit(&mut child)
-        .unwrap_or_else(|| panic!("{command:?} still running after {TIMEOUT:?}; killed"));
+    let status = wait_for_exit_within(&mut child, limit)
+        .unwrap_or_else(|| panic!("{command:?} still running after {limit:?}; killed"));
     Output {
         code: exit_code(status),
         stdout: stdout.join().expect("stdout reader"),
@@ -218,7 +224,12 @@ fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
 
 /// Waits for `child` to exit, for at most [`TIMEOUT`]; kills it and returns `None` then.
 pub fn wait_for_exit(child: &mut Child) -> Option<ExitStatus> {
-    let deadline = Instant::now() + TIMEOUT;
+    wait_for_exit_within(child, TIMEOUT)
+}
+
+/// Waits for `child` to exit, for at most `limit`; kills it and returns `None` then.
+pub fn wait_for_exit_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().expect("wait for a child") {
             return Some(status);
@@ -277,8 +288,19 @@ impl ServerProcess {
     /// # Panics
     /// When the process exits first, or does not listen within [`TIMEOUT`].
     pub fn spawn(dir: &Dir, program: &str, args: &[&str]) -> ServerProcess {
+        ServerProcess::spawn_with_env(dir, program, args, &[])
+    }
+
+    /// As [`spawn`](ServerProcess::spawn), with `env` added to the scrubbed environment.
+    pub fn spawn_with_env(
+        dir: &Dir,
+        program: &str,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> ServerProcess {
         let mut child = command(program, dir.path())
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -16,8 +16,12 @@
 //! - [`secondary`]: a real NSD secondary transfers the zone and follows NOTIFY.
 //! - [`signed`]: version 1: signed reports, acknowledgements, replays, forgeries, keys,
 //!   `allow_from`, the rate limit, SIGHUP, `add-host`.
+//! - [`service`]: under a service manager: `sd_notify` readiness, watchdog and stopping
+//!   on a real `NOTIFY_SOCKET`, priorities on lines into the journal.
 //! - [`http`]: the HTTP face: dyndns2 with the real ddclient and inadyn, every answer
 //!   code, router URL forms, the API, the status page, `/metrics`, TLS, limits.
+//! - [`windows`]: `dynip.exe` under Wine reports to the real server (with
+//!   `DYNIP_WINDOWS_EXE` set; skipped otherwise).
 
 mod client;
 mod commands;
@@ -29,4 +33,6 @@ mod harness;
 mod http;
 mod report;
 mod secondary;
+mod service;
 mod signed;
+mod windows;
