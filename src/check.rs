@@ -10,7 +10,7 @@
 //! loses nothing and `check` can be run beside it. Must not print: it returns the
 //! [`Checked`] summary for the CLI.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::Path;
 
 use crate::config::{BindHost, Config};
@@ -244,16 +244,7 @@ fn resolve_bind_host(host: &BindHost, port: u16) -> Result<Vec<SocketAddr>, Erro
             Ok(Vec::new())
         }
         BindHost::Addr(addr) => Ok(vec![SocketAddr::new(*addr, port)]),
-        BindHost::Name(name) => {
-            let addrs: Vec<SocketAddr> = (name.as_str(), port)
-                .to_socket_addrs()
-                .map_err(|source| Error::Bind {
-                    addr: format!("{name}:{port}"),
-                    source,
-                })?
-                .collect();
-            Ok(addrs)
-        }
+        BindHost::Name(name) => crate::udp::resolve(name, port),
     }
 }
 

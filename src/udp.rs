@@ -72,22 +72,28 @@ pub fn bind(host: &BindHost, port: u16) -> Result<Vec<std::net::UdpSocket>, Erro
             let addr = SocketAddr::new(*addr, port);
             Ok(vec![bind_one(addr).map_err(|e| bind_error(addr, e))?])
         }
-        BindHost::Name(name) => {
-            let mut addrs: Vec<SocketAddr> = (name.as_str(), port)
-                .to_socket_addrs()
-                .map_err(|source| Error::Bind {
-                    addr: format!("{name}:{port}"),
-                    source,
-                })?
-                .collect();
-            addrs.sort();
-            addrs.dedup();
-            addrs
-                .into_iter()
-                .map(|addr| bind_one(addr).map_err(|e| bind_error(addr, e)))
-                .collect()
-        }
+        BindHost::Name(name) => resolve(name, port)?
+            .into_iter()
+            .map(|addr| bind_one(addr).map_err(|e| bind_error(addr, e)))
+            .collect(),
     }
+}
+
+/// The addresses a `server_ip` name resolves to, with `port`, each once.
+///
+/// # Errors
+/// When the name does not resolve.
+pub fn resolve(name: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
+    let mut addrs: Vec<SocketAddr> = (name, port)
+        .to_socket_addrs()
+        .map_err(|source| Error::Bind {
+            addr: format!("{name}:{port}"),
+            source,
+        })?
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    Ok(addrs)
 }
 
 fn bind_error(addr: SocketAddr, source: std::io::Error) -> Error {

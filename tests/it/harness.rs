@@ -523,6 +523,20 @@ fn read_lines(
     }
 }
 
+/// The `key = value` lines of a block `dynip add-host` prints, comments left out.
+pub fn settings(block: &str) -> Vec<(String, String)> {
+    block
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .map(|line| {
+            let (key, value) = line
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{line:?} is not key = value"));
+            (key.trim().to_string(), value.trim().to_string())
+        })
+        .collect()
+}
+
 /// The value of `key=VALUE` in a log line (empty when absent).
 pub fn field(line: &str, key: &str) -> String {
     let prefix = format!("{key}=");

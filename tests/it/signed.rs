@@ -559,20 +559,6 @@ fn client_with_a_wrong_key_exits_10_naming_the_likely_causes() {
     assert_eq!(server.terminate(), 0);
 }
 
-/// The `key = value` lines of a block `dynip add-host` prints, comments left out.
-fn settings(block: &str) -> Vec<(String, String)> {
-    block
-        .lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-        .map(|line| {
-            let (key, value) = line
-                .split_once('=')
-                .unwrap_or_else(|| panic!("{line:?} is not key = value"));
-            (key.trim().to_string(), value.trim().to_string())
-        })
-        .collect()
-}
-
 /// `dynip add-host` prints two blocks; pasted into the server's and the host's
 /// configs, they make a working pair, and the key reports that name only.
 #[test]

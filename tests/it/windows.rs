@@ -146,20 +146,6 @@ fn windows_path(path: &Path) -> String {
     format!("Z:{}", path.replace('/', "\\"))
 }
 
-/// The `key = value` lines of a block `dynip add-host` prints, comments left out.
-fn settings(block: &str) -> Vec<(String, String)> {
-    block
-        .lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-        .map(|line| {
-            let (key, value) = line
-                .split_once('=')
-                .unwrap_or_else(|| panic!("{line:?} is not key = value"));
-            (key.trim().to_string(), value.trim().to_string())
-        })
-        .collect()
-}
-
 /// On a Windows machine (here Wine), `dynip.exe init` writes a keyed config,
 /// `add-host` mints a key for the machine, and `client` reports to the real Linux
 /// server with it: exit 0, the address the server saw printed, the host listed. The
