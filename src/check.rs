@@ -45,7 +45,7 @@ pub fn check(path: &Path, config: &Config) -> Result<Checked, Error> {
         warnings: config.warnings.clone(),
         ..Checked::default()
     };
-    if let Some(warning) = world_readable_key(path, config) {
+    if let Some(warning) = crate::cli::world_readable_key(path, config) {
         checked.warnings.push(warning);
     }
 
@@ -185,25 +185,6 @@ fn join<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
         .map(|item| item.to_string())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// The warning for a config holding a key that every user of the machine can read: a
-/// key is a secret, as ssh says of private keys (a warning, not a refusal: the
-/// original's configs were 0644). Readable by a group is a choice: the packages make
-/// the config `root:dynip`, mode 640, for the service's user.
-pub fn world_readable_key(path: &Path, config: &Config) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let holds_key = config.server.key.is_some()
-        || config.client.key.is_some()
-        || !config.server.hosts.is_empty();
-    let mode = std::fs::metadata(path).ok()?.permissions().mode();
-    (holds_key && mode & 0o007 != 0).then(|| {
-        format!(
-            "{} holds a key but every user can read it (mode {:o}); run chmod o-rwx on it",
-            path.display(),
-            mode & 0o777
-        )
-    })
 }
 
 /// Tests that the server could create `file` or, when it exists, write it: its

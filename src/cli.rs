@@ -1,7 +1,8 @@
 //! The commands: `dynip init|server|client|list|history|demo` and the original's entry
 //! points (`dynipd`, `dynipc`, `dynip-init`), as clap parsers and the functions they run.
-//! The server's commands (`server`, `list`, `history`, `demo`, `dynipd`) are Unix-only,
-//! as the server is: on Windows they do not exist, and clap refuses them as unknown.
+//! The server's commands (`server`, `check`, `list`, `history`, `demo`, `dynipd`) come
+//! with the server (the `server` feature, Linux only): in a client-only build (Windows,
+//! macOS) they do not exist, and clap refuses them as unknown.
 //!
 //! Owns argument parsing, logging set-up, reading the config file, and what the commands
 //! print. The binaries in `src/main.rs` and `src/bin/` only call [`main`], [`dynipd`],
@@ -336,11 +337,31 @@ fn load_config(path: &Path) -> Result<Config, Error> {
     }
     // Windows keeps who may read a file in its ACL, which has no mode bits to check; the
     // README's Windows section says how to restrict the file with `icacls`.
-    #[cfg(feature = "server")]
-    if let Some(warning) = crate::check::world_readable_key(path, &config) {
+    #[cfg(unix)]
+    if let Some(warning) = world_readable_key(path, &config) {
         warn!("{warning}");
     }
     Ok(config)
+}
+
+/// The warning for a config holding a key that every user of the machine can read: a
+/// key is a secret, as ssh says of private keys (a warning, not a refusal: the
+/// original's configs were 0644). Readable by a group is a choice: the packages make
+/// the config `root:dynip`, mode 640, for the service's user.
+#[cfg(unix)]
+pub(crate) fn world_readable_key(path: &Path, config: &Config) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let holds_key = config.server.key.is_some()
+        || config.client.key.is_some()
+        || !config.server.hosts.is_empty();
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (holds_key && mode & 0o007 != 0).then(|| {
+        format!(
+            "{} holds a key but every user can read it (mode {:o}); run chmod o-rwx on it",
+            path.display(),
+            mode & 0o777
+        )
+    })
 }
 
 /// Reads and parses a config file; its warnings are the caller's to show.
