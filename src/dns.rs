@@ -1,7 +1,7 @@
 //! The DNS face's sockets: `dns_listen` over UDP and TCP, zone transfers, NOTIFY, the
 //! UDP rate limit, and the counters.
 //!
-//! Owns the I/O around [`zone`](crate::zone), which decides every answer: UDP is served by
+//! Owns the I/O around [`zone`], which decides every answer: UDP is served by
 //! `dns_threads` OS threads, each with its own `SO_REUSEPORT` socket, reading and
 //! answering up to [`BATCH`] queries per `recvmmsg`/`sendmmsg` and reading the table
 //! under its read lock (the writer holds the write lock only to swap records in); TCP and

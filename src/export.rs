@@ -189,7 +189,7 @@ fn write_temp(temp: &Path, table: &Table) -> std::io::Result<()> {
 }
 
 /// Keeps the export current: writes it when the table changed, at most every
-/// [`MIN_INTERVAL`] (longer for a large table), and once more when `stop` is dropped.
+/// `MIN_INTERVAL` (longer for a large table), and once more when `stop` is dropped.
 ///
 /// # Errors
 /// The last write's failure, if the final export failed.

@@ -765,7 +765,7 @@ impl Store {
     }
 }
 
-/// Checkpoints the store's write-ahead log every [`CHECKPOINT_INTERVAL`] on a connection
+/// Checkpoints the store's write-ahead log every `CHECKPOINT_INTERVAL` on a connection
 /// of its own (`PASSIVE`: it never blocks the writer), until `stop` is dropped.
 ///
 /// # Errors
