@@ -49,16 +49,10 @@ pub fn check(path: &Path, config: &Config) -> Result<Checked, Error> {
         checked.warnings.push(warning);
     }
 
-    let store = match Store::open_read_only(&server.store_path) {
-        Ok(store) => {
-            let hosts = if store.is_empty()? {
-                "no hosts yet"
-            } else {
-                "has hosts"
-            };
-            format!("a dynip store, {hosts}")
-        }
-        Err(StoreError::Missing(_)) => "new: created at the first start".to_string(),
+    let (store_is_new, store) = match Store::open_read_only(&server.store_path) {
+        Ok(store) if store.is_empty()? => (false, "a dynip store, no hosts yet"),
+        Ok(_) => (false, "a dynip store, has hosts"),
+        Err(StoreError::Missing(_)) => (true, "new: created at the first start"),
         Err(e) => return Err(e.into()),
     };
     writable(&server.store_path)?;
@@ -68,7 +62,7 @@ pub fn check(path: &Path, config: &Config) -> Result<Checked, Error> {
 
     let imported = crate::export::read(&server.client_log_path)?;
     writable(&server.client_log_path)?;
-    let json = if imported.n_entries > 0 && store.starts_with("new") {
+    let json = if imported.n_entries > 0 && store_is_new {
         format!(
             "the original's file with {} entries: imported into the new store",
             imported.n_entries

@@ -418,11 +418,12 @@ fn man(dir: Option<&Path>) -> Result<(), Error> {
     };
     std::fs::create_dir_all(dir).map_err(|e| write_error(dir, e))?;
     clap_mangen::generate_to(Cli::command(), dir).map_err(|e| write_error(dir, e))?;
-    #[cfg_attr(not(feature = "server"), allow(unused_mut))]
-    let mut commands = vec![DynipcCli::command()];
-    #[cfg(feature = "server")]
-    commands.push(DynipdCli::command());
-    for command in commands {
+    let entry_points = [
+        DynipcCli::command(),
+        #[cfg(feature = "server")]
+        DynipdCli::command(),
+    ];
+    for command in entry_points {
         clap_mangen::Man::new(command)
             .generate_to(dir)
             .map_err(|e| write_error(dir, e))?;
