@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use dynip::key::Key;
 
+/// The outside programs (NSD, dnsperf, wrk): one rule with the integration tests.
+#[path = "../../tests/it/peers.rs"]
+pub mod peers;
+
 /// The test-vector key of docs/PROTOCOL.md.
 pub fn bench_key() -> Key {
     let mut secret = [0u8; 32];

@@ -158,6 +158,12 @@ pub fn serial(answer: &Answer) -> u64 {
 
 #[test]
 fn dig_and_kdig_get_every_kind_of_answer() {
+    if !peers_present(
+        "dns::dig_and_kdig_get_every_kind_of_answer",
+        &["dig", "kdig"],
+    ) {
+        return;
+    }
     let dir = Dir::new();
     let (mut server, dns) = start_on(&dir, "*", "");
     server.send(b"kitchen-pc");
@@ -250,6 +256,12 @@ fn dig_and_kdig_get_every_kind_of_answer() {
 
 #[test]
 fn a_report_is_answered_by_dns_at_once_and_the_serial_rises() {
+    if !peers_present(
+        "dns::a_report_is_answered_by_dns_at_once_and_the_serial_rises",
+        &["dig", "kdig"],
+    ) {
+        return;
+    }
     let dir = Dir::new();
     let (mut server, dns) = start(&dir, "dns_ttl = 30\n");
     let before = serial(&dig(&dir, dns, &[ZONE, "SOA"]));
@@ -315,6 +327,12 @@ fn moved_soa(dir: &Dir, dns: SocketAddr) -> Answer {
 
 #[test]
 fn edns_sizes_are_honoured_and_tc_is_set_when_the_answer_does_not_fit() {
+    if !peers_present(
+        "dns::edns_sizes_are_honoured_and_tc_is_set_when_the_answer_does_not_fit",
+        &["dig", "kdig"],
+    ) {
+        return;
+    }
     let dir = Dir::new();
     // 40 name servers: an NS answer of about 1,000 bytes, more than 512 and than 600.
     let names: Vec<String> = (0..40)
@@ -349,6 +367,9 @@ fn edns_sizes_are_honoured_and_tc_is_set_when_the_answer_does_not_fit() {
 
 #[test]
 fn stale_hosts_stop_answering_when_configured() {
+    if !peers_present("dns::stale_hosts_stop_answering_when_configured", &["dig"]) {
+        return;
+    }
     let dir = Dir::new();
     let (mut server, dns) = start(&dir, "stale_after = 1s\ndns_hide_stale = yes\n");
     let sent = Instant::now();
@@ -407,6 +428,12 @@ fn client_socket(timeout: Duration) -> UdpSocket {
 
 #[test]
 fn the_rate_limit_drops_or_truncates_past_the_rate_per_network() {
+    if !peers_present(
+        "dns::the_rate_limit_drops_or_truncates_past_the_rate_per_network",
+        &["dig"],
+    ) {
+        return;
+    }
     let dir = Dir::new();
     let (mut server, dns) = start_with_target(&dir, "dns_rate_limit = 10\n");
     let socket = client_socket(Duration::from_millis(300));
@@ -486,6 +513,12 @@ fn the_rate_limit_is_one_budget_across_udp_threads() {
 
 #[test]
 fn bytes_that_are_not_queries_never_stop_the_server() {
+    if !peers_present(
+        "dns::bytes_that_are_not_queries_never_stop_the_server",
+        &["dig", "kdig"],
+    ) {
+        return;
+    }
     let dir = Dir::new();
     // Two UDP threads: each socket of the pair must survive.
     let (mut server, dns) = start(&dir, "dns_rate_limit = 0\ndns_threads = 2\n");
@@ -575,6 +608,12 @@ impl TcpListenerGuard {
 
 #[test]
 fn a_dotted_host_makes_its_parent_an_empty_non_terminal() {
+    if !peers_present(
+        "dns::a_dotted_host_makes_its_parent_an_empty_non_terminal",
+        &["dig", "kdig"],
+    ) {
+        return;
+    }
     let dir = Dir::new();
     let (mut server, dns) = start(&dir, "");
     let before = dig(&dir, dns, &["garage.dyn.example.com", "A"]);
@@ -606,6 +645,12 @@ fn a_dotted_host_makes_its_parent_an_empty_non_terminal() {
 /// exposition still passes `promtool check metrics`.
 #[test]
 fn dns_counters_are_served_at_metrics() {
+    if !peers_present(
+        "dns::dns_counters_are_served_at_metrics",
+        &["dig", "promtool"],
+    ) {
+        return;
+    }
     let dir = Dir::new();
     let (server, dns) = start(&dir, "http_listen = 127.0.0.1:0\n");
     let http = crate::http::http_addr(&server);
@@ -643,6 +688,12 @@ fn dns_counters_are_served_at_metrics() {
 /// rises so that secondaries hear of it; its next report brings it back.
 #[test]
 fn an_offline_host_stops_answering_until_it_reports_again() {
+    if !peers_present(
+        "dns::an_offline_host_stops_answering_until_it_reports_again",
+        &["dig"],
+    ) {
+        return;
+    }
     let dir = Dir::new();
     let key = test_key(61);
     let (server, dns) = start(

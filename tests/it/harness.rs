@@ -14,6 +14,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub use crate::peers::{peers_present, which};
+
 pub const DYNIP: &str = env!("CARGO_BIN_EXE_dynip");
 pub const DYNIPD: &str = env!("CARGO_BIN_EXE_dynipd");
 pub const DYNIPC: &str = env!("CARGO_BIN_EXE_dynipc");

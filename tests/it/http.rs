@@ -146,6 +146,9 @@ fn listed_ipv6(dir: &Dir, host: &str) -> Option<String> {
 
 #[test]
 fn ddclient_updates_a_host() {
+    if !peers_present("http::ddclient_updates_a_host", &["ddclient"]) {
+        return;
+    }
     let dir = Dir::new();
     let key = test_key(51);
     let server = start(&dir, &format!("key = {}\n", key.encode()));
@@ -220,6 +223,9 @@ fn ddclient_updates_a_host() {
 
 #[test]
 fn inadyn_updates_a_host() {
+    if !peers_present("http::inadyn_updates_a_host", &["inadyn"]) {
+        return;
+    }
     let dir = Dir::new();
     let key = test_key(52);
     let server = start(&dir, &format!("key = {}\n", key.encode()));
@@ -436,6 +442,9 @@ fn commit_failures_answer_dnserr_and_a_stuck_store_911() {
 
 #[test]
 fn router_url_forms() {
+    if !peers_present("http::router_url_forms", &["curl"]) {
+        return;
+    }
     let dir = Dir::new();
     let key = test_key(56);
     let server = start(&dir, &format!("key = {}\n", key.encode()));
@@ -608,6 +617,9 @@ fn sighup_applies_to_http() {
 /// `/metrics` after a few reports of each kind, checked by `promtool check metrics`.
 #[test]
 fn metrics_pass_promtool() {
+    if !peers_present("http::metrics_pass_promtool", &["promtool"]) {
+        return;
+    }
     let dir = Dir::new();
     let key = test_key(60);
     let server = start(&dir, &format!("key = {}\n", key.encode()));
@@ -965,6 +977,12 @@ fn chromium(dir: &Dir, args: &[&str]) -> Output {
 
 #[test]
 fn the_status_page_shows_the_hosts_in_chromium() {
+    if !peers_present(
+        "http::the_status_page_shows_the_hosts_in_chromium",
+        &["chromium"],
+    ) {
+        return;
+    }
     let dir = Dir::new();
     let key = test_key(63);
     // A host last seen long ago, from the original's file (imported at the first start).
@@ -1105,6 +1123,9 @@ fn the_status_page_pages_through_a_long_list() {
 
 #[test]
 fn tls_with_a_generated_certificate() {
+    if !peers_present("http::tls_with_a_generated_certificate", &["curl"]) {
+        return;
+    }
     let dir = Dir::new();
     let key = test_key(66);
     let certified =

@@ -2,6 +2,8 @@
 //! test in its own temp dir with a scrubbed environment, servers on port 0 found through
 //! their `listening udp=ADDR` line. One test binary, as `STYLE.md` asks.
 //!
+//! - [`peers`]: the real outside programs, found on `PATH` or skipped (see
+//!   `DYNIP_REAL_PEERS`).
 //! - [`harness`]: temp dirs, running commands, the server process, polling.
 //! - [`report`]: a report's way into the JSON file and the store; both entry points;
 //!   case-insensitive names; both address families.
@@ -31,6 +33,7 @@ mod files;
 mod garbage;
 mod harness;
 mod http;
+mod peers;
 mod report;
 mod secondary;
 mod service;

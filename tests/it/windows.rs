@@ -153,6 +153,10 @@ fn windows_path(path: &Path) -> String {
 #[test]
 fn the_windows_client_under_wine_reports_to_the_real_server() {
     let Some(exe) = std::env::var_os(EXE_VAR) else {
+        assert!(
+            std::env::var_os("DYNIP_REAL_PEERS").is_none_or(|value| value != "1"),
+            "{EXE_VAR} is unset; DYNIP_REAL_PEERS=1 wants the Windows client tested"
+        );
         // Straight to stderr, past the test harness's capture, so that the skip shows.
         let _ = writeln!(
             std::io::stderr(),
