@@ -112,6 +112,8 @@ impl Error {
             Error::UnknownHost(_) | Error::BadName { .. } => 9,
             Error::NoAck { .. } => 10,
             #[cfg(feature = "server")]
+            Error::Http(HttpError::Bind { .. }) => 7,
+            #[cfg(feature = "server")]
             Error::Http(_) => 3,
             #[cfg(feature = "server")]
             Error::Dns(DnsError::Bind { .. }) => 7,

@@ -47,7 +47,6 @@ use crate::api;
 use crate::auth::{Limiter, Policy, Scope};
 use crate::config::{ServerConfig, TlsFiles};
 use crate::dyndns::{self, Answer, Credentials, QueryError};
-use crate::error::Error;
 use crate::metrics::{Metrics, Path, Reason};
 use crate::name::Name;
 use crate::record::{Record, Time};
@@ -84,6 +83,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Why the HTTP edge cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot read tls_cert {path}: {source}")]
     Cert {
         path: PathBuf,
@@ -120,15 +124,12 @@ impl Listener {
 ///
 /// # Errors
 /// An address that cannot be bound, TLS files that cannot be read or do not match.
-pub fn bind(config: &ServerConfig) -> Result<Option<Listener>, Error> {
+pub fn bind(config: &ServerConfig) -> Result<Option<Listener>, HttpError> {
     let Some(addr) = config.http_listen else {
         return Ok(None);
     };
     let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
-    let bind_error = |source| Error::Bind {
-        addr: addr.to_string(),
-        source,
-    };
+    let bind_error = |source| HttpError::Bind { addr, source };
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,

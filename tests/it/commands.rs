@@ -161,6 +161,22 @@ fn server_exit_codes() {
     }
     drop(holder);
 
+    // http_listen in use: 7 too, naming it.
+    let http_holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");
+    let http_port = http_holder.local_addr().expect("local addr").port();
+    dir.server_config(
+        "127.0.0.1",
+        &format!("http_listen = 127.0.0.1:{http_port}\n"),
+    );
+    let out = dir.dynip(&["server", CONFIG]);
+    assert_eq!(out.code, 7, "http_listen in use: {out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("cannot listen on 127.0.0.1:{http_port}")),
+        "names http_listen: {out:?}"
+    );
+    drop(http_holder);
+
     // A bad value: 3, naming the file and the key.
     dir.write("bad.conf", "[DynIP:Server]\nserver_port = abc\n");
     let out = dir.dynip(&["server", "bad.conf"]);
