@@ -23,9 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dynip::key::Key;
-use dynip::name::Name;
-use dynip::record::Time;
+use dynip::model::key::Key;
+use dynip::model::name::Name;
+use dynip::model::record::Time;
 use dynip::wire;
 
 mod common;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::name::Name;
-use crate::record::{Record, Seen, Time};
+use crate::model::name::Name;
+use crate::model::record::{Record, Seen, Time};
 
 /// The OpenAPI 3.1 description of `/api/v1/`, served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 
 use crate::config::ServerConfig;
-use crate::key::{Key, KeyId};
-use crate::name::Name;
-use crate::record::Time;
+use crate::model::key::{Key, KeyId};
+use crate::model::name::Name;
+use crate::model::record::Time;
 
 /// How far a signed report's client time may be from the server's clock. Clients keep
 /// their clocks by NTP; five minutes is Kerberos's allowance for the same problem. A

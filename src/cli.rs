@@ -23,12 +23,12 @@ use tracing_subscriber::EnvFilter;
 use crate::client::{self, Acked};
 use crate::config::{self, ClientConfig, Config};
 use crate::error::Error;
-use crate::key::Key;
-use crate::name::Name;
+use crate::model::key::Key;
+use crate::model::name::Name;
 #[cfg(feature = "server")]
 use crate::{
     config::{BindHost, ServerConfig},
-    record::{Record, Time},
+    model::record::{Record, Time},
     server::{PolicyHandle, Server},
     store::{Store, Unsettled},
 };

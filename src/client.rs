@@ -16,9 +16,9 @@ use tracing::{debug, info, warn};
 use crate::auth::MAX_CLOCK_SKEW;
 use crate::config::ClientConfig;
 use crate::error::Error;
-use crate::key::{random_nonce, Key};
-use crate::name::Name;
-use crate::record::Time;
+use crate::model::key::{random_nonce, Key};
+use crate::model::name::Name;
+use crate::model::record::Time;
 use crate::wire::{self, Report};
 
 /// Tries per address, and the wait for the first acknowledgement; each later wait doubles

@@ -78,8 +78,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::key::Key;
-use crate::name::Name;
+use crate::model::key::Key;
+use crate::model::name::Name;
 
 /// The port of both sides when the file names none: the original's example config.
 pub const DEFAULT_PORT: u16 = 28630;

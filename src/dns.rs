@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::DnsConfig;
-use crate::record::Time;
+use crate::model::record::Time;
 use crate::table::Table;
 use crate::zone::{self, Reply, Transport, Zone, ZoneError};
 
@@ -506,7 +506,11 @@ impl UdpServer {
 /// lookup instead of a walk of the table's index (a walk was a fifth of the thread's
 /// user time at 100,000 hosts). Names not in the table are not kept, since they may
 /// appear at any time.
-fn lookup(table: &Table, slots: &Slots, name: &crate::name::Name) -> Option<crate::record::Record> {
+fn lookup(
+    table: &Table,
+    slots: &Slots,
+    name: &crate::model::name::Name,
+) -> Option<crate::model::record::Record> {
     let known = slots.borrow().get(name).copied();
     if let Some(slot) = known {
         return Some(table.entry_at(slot).record);
@@ -524,7 +528,7 @@ struct UdpHosts<'a> {
 }
 
 impl zone::Hosts for UdpHosts<'_> {
-    fn record(&self, name: &crate::name::Name) -> Option<crate::record::Record> {
+    fn record(&self, name: &crate::model::name::Name) -> Option<crate::model::record::Record> {
         lookup(self.table, self.slots, name)
     }
 
@@ -537,7 +541,7 @@ impl zone::Hosts for UdpHosts<'_> {
 struct TcpHosts<'a>(&'a TcpShared);
 
 impl zone::Hosts for TcpHosts<'_> {
-    fn record(&self, name: &crate::name::Name) -> Option<crate::record::Record> {
+    fn record(&self, name: &crate::model::name::Name) -> Option<crate::model::record::Record> {
         self.0.table.get(name).map(|entry| entry.record)
     }
 
@@ -619,7 +623,7 @@ async fn keep_interior(interior: Arc<Interior>, table: Arc<Table>, shutdown: Can
 /// in (a query for any other name never reaches it), so a query cannot choose its keys
 /// and a fast hash needs no protection against collisions chosen by an attacker.
 type Slots = std::cell::RefCell<
-    HashMap<crate::name::Name, crate::table::Slot, std::hash::BuildHasherDefault<Fnv>>,
+    HashMap<crate::model::name::Name, crate::table::Slot, std::hash::BuildHasherDefault<Fnv>>,
 >;
 
 /// FNV-1a (64-bit): SipHash, the standard map's hash, was most of the lookup's time for
@@ -907,7 +911,7 @@ async fn connection(
 
 /// Every host's name and record, read from the table a chunk at a time so that the
 /// writer never waits long for its lock.
-fn all_hosts(table: &Table) -> Vec<(crate::name::Name, crate::record::Record)> {
+fn all_hosts(table: &Table) -> Vec<(crate::model::name::Name, crate::model::record::Record)> {
     const CHUNK: usize = 4096;
     let mut hosts = Vec::with_capacity(table.len());
     let mut after = None;

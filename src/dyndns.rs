@@ -26,7 +26,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
-use crate::name::Name;
+use crate::model::name::Name;
 
 /// Host names one request may update. dyndns2 servers answer `numhost` above a small
 /// limit (Dyn's was 20); a router updates one or two names.

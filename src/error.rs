@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::config::ConfigError;
-use crate::name::NameError;
+use crate::model::name::NameError;
 #[cfg(feature = "server")]
 use crate::{dns::DnsError, export::ExportError, http::HttpError, store::StoreError};
 

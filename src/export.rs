@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use tracing::{debug, error};
 
-use crate::name::Name;
-use crate::record::{Record, Time};
+use crate::model::name::Name;
+use crate::model::record::{Record, Time};
 use crate::table::Table;
 
 /// Entries copied out of the table per read lock while exporting: small enough that the

@@ -12,10 +12,10 @@
 //!
 //! - Pure core, no I/O:
 //!   - [`config`]: the INI dialect and the typed config.
-//!   - [`name`]: host names ([`name::Name`]).
+//!   - [`model::name`]: host names ([`model::name::Name`]).
 //!   - [`wire`]: datagram bytes ⇄ reports and acknowledgements.
-//!   - [`key`]: keys and what is derived from them.
-//!   - [`record`]: one host's state and how a report changes it.
+//!   - [`model::key`]: keys and what is derived from them.
+//!   - [`model::record`]: one host's state and how a report changes it.
 //!   - [`auth`]: who may report what, and the clock skew allowed.
 //!   - [`dyndns`]: the dyndns2 protocol's queries, credentials and answers.
 //!   - [`api`]: the JSON API's documents and its OpenAPI description.
@@ -58,9 +58,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
-pub mod key;
-pub mod name;
-pub mod record;
+pub mod model;
 pub mod wire;
 
 // The server's: Linux only, with the `server` feature.

@@ -343,8 +343,8 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::KeyId;
-    use crate::name::Name;
+    use crate::model::key::KeyId;
+    use crate::model::name::Name;
 
     #[test]
     fn renders_counters_and_histograms() {

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 
-use crate::name::Name;
-use crate::record::{Record, Seen, Time};
+use crate::model::name::Name;
+use crate::model::record::{Record, Seen, Time};
 use crate::table::Entry;
 
 /// `PRAGMA application_id`: "dyni" in ASCII, so `file(1)` and we can tell our stores.

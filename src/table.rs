@@ -9,8 +9,8 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::RwLock;
 
-use crate::name::Name;
-use crate::record::{Record, Time};
+use crate::model::name::Name;
+use crate::model::record::{Record, Time};
 
 /// A record with the store's bookkeeping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,7 +27,7 @@ use crate::auth::{self, Limiter, Policy};
 use crate::config::BindHost;
 use crate::error::Error;
 use crate::metrics::{Metrics, Path, Reason};
-use crate::record::Time;
+use crate::model::record::Time;
 use crate::wire::{self, Ack, DecodeError, Incoming, Kind};
 use crate::writer::{Committed, Done, Handoff, Refused, Report};
 

@@ -19,9 +19,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::XNonce;
 
-use crate::key::{Key, KeyId, KEY_ID_LEN};
-use crate::name::{Name, NameError};
-use crate::record::Time;
+use crate::model::key::{Key, KeyId, KEY_ID_LEN};
+use crate::model::name::{Name, NameError};
+use crate::model::record::Time;
 
 /// The first bytes of every version-1 datagram. The leading NUL can never start a legacy
 /// datagram (a name has no NUL), so the two formats cannot be confused.
@@ -39,7 +39,7 @@ pub const ACK_BODY_LEN: usize = NONCE_LEN + 1 + 16 + 2 + 8;
 /// body is padded to at least [`ACK_BODY_LEN`].
 pub const ACK_LEN: usize = HEADER_LEN + ACK_BODY_LEN + TAG_LEN;
 /// The largest sealed report: a longest name, its length and the time.
-pub const MAX_SEALED_LEN: usize = HEADER_LEN + 8 + 1 + crate::name::MAX_LEN + TAG_LEN;
+pub const MAX_SEALED_LEN: usize = HEADER_LEN + 8 + 1 + crate::model::name::MAX_LEN + TAG_LEN;
 
 /// What a sealed datagram is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub enum Kind {
 /// The largest datagram a legacy report can be: a longest name plus a generous allowance
 /// for the trailing whitespace some senders add (`echo` adds a newline, the original's
 /// client sent none). Larger datagrams are refused before any UTF-8 or name work.
-pub const MAX_LEGACY_LEN: usize = crate::name::MAX_LEN + 16;
+pub const MAX_LEGACY_LEN: usize = crate::model::name::MAX_LEN + 16;
 
 /// One report, as the client sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]

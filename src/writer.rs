@@ -34,8 +34,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info};
 
 use crate::metrics::Metrics;
-use crate::name::Name;
-use crate::record::{Change, Record, Time};
+use crate::model::name::Name;
+use crate::model::record::{Change, Record, Time};
 use crate::store::{HistoryRow, LoggedChange, Progress, Removed, Store, Turn, PRUNE_ROWS_PER_TURN};
 use crate::table::{Entry, Slot, Table};
 

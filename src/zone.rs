@@ -20,8 +20,8 @@ use hickory_proto::rr::{DNSClass, Name as DnsName, RData, Record as DnsRecord, R
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 
 use crate::config::DnsConfig;
-use crate::name::Name;
-use crate::record::{Record, Time};
+use crate::model::name::Name;
+use crate::model::record::{Record, Time};
 
 /// The largest UDP answer we send, and the buffer size our OPT record advertises: the
 /// DNS flag day 2020 figure, which fits an unfragmented datagram on every common path.

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use dynip::key::Key;
+use dynip::model::key::Key;
 
 /// The outside programs (NSD, dnsperf, wrk): one rule with the integration tests.
 #[path = "../../tests/it/peers.rs"]

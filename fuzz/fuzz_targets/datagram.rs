@@ -20,7 +20,7 @@ use std::sync::LazyLock;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use dynip::key::Key;
+use dynip::model::key::Key;
 use dynip::wire::{self, Kind, HEADER_LEN, MAGIC, NONCE_LEN, VERSION};
 use libfuzzer_sys::fuzz_target;
 
@@ -47,8 +47,8 @@ static CIPHER: LazyLock<XChaCha20Poly1305> = LazyLock::new(|| {
     for (idx, byte) in nonce.iter_mut().enumerate() {
         *byte = 0x40 + idx as u8;
     }
-    let name = dynip::name::Name::parse("kitchen-pc").expect("a valid name");
-    let time = dynip::record::Time::from_micros(1_700_000_000_000_000);
+    let name = dynip::model::name::Name::parse("kitchen-pc").expect("a valid name");
+    let time = dynip::model::record::Time::from_micros(1_700_000_000_000_000);
     let mut body = time.as_micros().to_be_bytes().to_vec();
     body.push(10);
     body.extend_from_slice(b"kitchen-pc");

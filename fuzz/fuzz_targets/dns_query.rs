@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use dynip::config::DnsConfig;
-use dynip::name::Name;
-use dynip::record::{Record, Time};
+use dynip::model::name::Name;
+use dynip::model::record::{Record, Time};
 use dynip::zone::{Hosts, Reply, Transport, Zone, MAX_UDP_PAYLOAD};
 use libfuzzer_sys::fuzz_target;
 

@@ -616,8 +616,8 @@ pub const SILENCE: Duration = Duration::from_secs(1);
 
 /// A key made of one byte repeated: distinct bytes give distinct keys, the same byte the
 /// same key in every run.
-pub fn test_key(byte: u8) -> dynip::key::Key {
-    dynip::key::Key::from_bytes([byte; dynip::key::KEY_LEN])
+pub fn test_key(byte: u8) -> dynip::model::key::Key {
+    dynip::model::key::Key::from_bytes([byte; dynip::model::key::KEY_LEN])
 }
 
 /// A nonce used nowhere else: the process id, a counter and the clock's nanoseconds (the
@@ -637,8 +637,9 @@ pub fn fresh_nonce() -> [u8; dynip::wire::NONCE_LEN] {
 }
 
 /// A report of `name` at `time` under `key`, sealed with a fresh nonce.
-pub fn seal(key: &dynip::key::Key, name: &str, time: dynip::record::Time) -> Vec<u8> {
-    let name = dynip::name::Name::parse(name).unwrap_or_else(|e| panic!("name {name:?}: {e}"));
+pub fn seal(key: &dynip::model::key::Key, name: &str, time: dynip::model::record::Time) -> Vec<u8> {
+    let name =
+        dynip::model::name::Name::parse(name).unwrap_or_else(|e| panic!("name {name:?}: {e}"));
     dynip::wire::seal_report(key, &fresh_nonce(), &name, time)
 }
 
@@ -654,7 +655,7 @@ pub fn nonce_of(datagram: &[u8]) -> [u8; dynip::wire::NONCE_LEN] {
 /// report committed from now on shows a later `last_seen` than one committed before
 /// (`list` shows whole seconds).
 pub fn wait_for_next_second() {
-    let second = || dynip::record::Time::now().as_micros() / 1_000_000;
+    let second = || dynip::model::record::Time::now().as_micros() / 1_000_000;
     let start = second();
     eventually("the clock to pass into the next second", || {
         (second() > start).then_some(())
@@ -719,7 +720,7 @@ impl Peer {
     /// contents.
     pub fn expect_ack(
         &self,
-        key: &dynip::key::Key,
+        key: &dynip::model::key::Key,
         report: &[u8],
         what: &str,
     ) -> (Vec<u8>, dynip::wire::Ack) {
@@ -748,8 +749,8 @@ impl Peer {
     /// Sends a report of `name` under `key` at the current time and waits for its
     /// acknowledgement (see [`expect_ack`](Peer::expect_ack)). Returns the report's bytes
     /// and the ack's.
-    pub fn report(&self, key: &dynip::key::Key, name: &str) -> (Vec<u8>, Vec<u8>) {
-        let report = seal(key, name, dynip::record::Time::now());
+    pub fn report(&self, key: &dynip::model::key::Key, name: &str) -> (Vec<u8>, Vec<u8>) {
+        let report = seal(key, name, dynip::model::record::Time::now());
         self.send(&report);
         let (ack, _) = self.expect_ack(key, &report, &format!("report of {name}"));
         (report, ack)
@@ -765,12 +766,12 @@ impl Peer {
     pub fn assert_unanswered(
         &self,
         bytes: &[u8],
-        key: &dynip::key::Key,
+        key: &dynip::model::key::Key,
         sentinel: &str,
         what: &str,
     ) {
         self.send(bytes);
-        let report = seal(key, sentinel, dynip::record::Time::now());
+        let report = seal(key, sentinel, dynip::model::record::Time::now());
         self.send(&report);
         let back = self.recv_within(TIMEOUT).unwrap_or_else(|| {
             panic!("{what}: no acknowledgement of the sentinel within {TIMEOUT:?}")

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use dynip::key::Key;
+use dynip::model::key::Key;
 
 use crate::harness::*;
 

@@ -149,7 +149,7 @@ fn notify_socket_sees_ready_watchdog_and_stopping() {
     store
         .execute_batch("BEGIN IMMEDIATE")
         .expect("take the store's write lock");
-    let report = seal(&key, "stalled", dynip::record::Time::now());
+    let report = seal(&key, "stalled", dynip::model::record::Time::now());
     peer.send(&report);
     let stalled_at = Instant::now();
     let during = manager.keep_alives_during(WATCHDOG * 2);
@@ -239,7 +239,7 @@ fn lines_into_the_journal_carry_priorities_and_no_time() {
 
 /// This year and month (`2026-12`), as log lines' times start with them.
 fn year() -> String {
-    let now = dynip::record::Time::now().rfc3339();
+    let now = dynip::model::record::Time::now().rfc3339();
     now[..7].to_string()
 }
 

@@ -9,8 +9,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use dynip::key::Key;
-use dynip::record::Time;
+use dynip::model::key::Key;
+use dynip::model::record::Time;
 use dynip::wire;
 
 use crate::harness::*;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use dynip::key::Key;
+use dynip::model::key::Key;
 
 use crate::harness::*;
 
