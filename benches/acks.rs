@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use dynip::model::key::Key;
 use dynip::model::name::Name;
 use dynip::model::record::Time;
-use dynip::wire;
+use dynip::proto::wire;
 
 mod common;
 use common::{bench_key, cpu_time, Args, Server};

@@ -120,7 +120,7 @@ pub fn check(path: &Path, config: &Config) -> Result<Checked, Error> {
 
     match server.dns.listen {
         Some(addr) => {
-            crate::zone::Zone::new(&server.dns, server.stale_after)
+            crate::proto::zone::Zone::new(&server.dns, server.stale_after)
                 .map_err(|e| Error::Dns(crate::dns::DnsError::Zone(e)))?;
             may_bind(addr, Transport::Udp)?;
             may_bind(addr, Transport::Tcp)?;

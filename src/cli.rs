@@ -720,8 +720,8 @@ fn list_json<'a>(
     stale_after: std::time::Duration,
 ) -> String {
     let now = Time::now();
-    let hosts: Vec<crate::api::HostJson> = hosts
-        .map(|(name, record)| crate::api::host(name, record, now, stale_after))
+    let hosts: Vec<crate::proto::api::HostJson> = hosts
+        .map(|(name, record)| crate::proto::api::host(name, record, now, stale_after))
         .collect();
     to_json(&hosts)
 }
@@ -742,7 +742,7 @@ fn history(path: &Path, host: &str, json: bool) -> Result<(), Error> {
     })?;
     let config = load_config(path)?;
     let store = Store::open_read_only(&config.server.store_path)?;
-    let changes = crate::api::within_max_age(
+    let changes = crate::proto::api::within_max_age(
         store.history(&name, Unsettled::Journal)?,
         Time::now(),
         config.server.history_max_age,

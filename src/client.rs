@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::model::key::{random_nonce, Key};
 use crate::model::name::Name;
 use crate::model::record::Time;
-use crate::wire::{self, Report};
+use crate::proto::wire::{self, Report};
 
 /// Tries per address, and the wait for the first acknowledgement; each later wait doubles
 /// (0.25 + 0.5 + 1 + 2 + 4 s): a lost datagram costs a quarter second, and a server that

@@ -29,8 +29,8 @@ use tracing::{debug, info, warn};
 
 use crate::config::DnsConfig;
 use crate::model::record::Time;
+use crate::proto::zone::{self, Reply, Transport, Zone, ZoneError};
 use crate::table::Table;
-use crate::zone::{self, Reply, Transport, Zone, ZoneError};
 
 /// Queries per `recvmmsg` (and answers per `sendmmsg`): past 32 a system call's cost is
 /// already spread thin, and a batch stays within the L1 cache.

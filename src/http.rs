@@ -43,14 +43,14 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tracing::{debug, info, warn};
 
-use crate::api;
 use crate::auth::{Limiter, Policy, Scope};
 use crate::config::{ServerConfig, TlsFiles};
-use crate::dyndns::{self, Answer, Credentials, QueryError};
 use crate::metrics::{Metrics, Path, Reason};
 use crate::model::name::Name;
 use crate::model::record::{Record, Time};
-use crate::status;
+use crate::proto::api;
+use crate::proto::dyndns::{self, Answer, Credentials, QueryError};
+use crate::proto::status;
 use crate::store::{Store, StoreError, Unsettled};
 use crate::table::Table;
 use crate::writer::{Handoff, Outcome, Recent, Report};

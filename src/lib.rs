@@ -13,15 +13,15 @@
 //! - Pure core, no I/O:
 //!   - [`config`]: the INI dialect and the typed config.
 //!   - [`model::name`]: host names ([`model::name::Name`]).
-//!   - [`wire`]: datagram bytes ⇄ reports and acknowledgements.
+//!   - [`proto::wire`]: datagram bytes ⇄ reports and acknowledgements.
 //!   - [`model::key`]: keys and what is derived from them.
 //!   - [`model::record`]: one host's state and how a report changes it.
 //!   - [`auth`]: who may report what, and the clock skew allowed.
-//!   - [`dyndns`]: the dyndns2 protocol's queries, credentials and answers.
-//!   - [`api`]: the JSON API's documents and its OpenAPI description.
-//!   - [`status`]: the status page's HTML.
+//!   - [`proto::dyndns`]: the dyndns2 protocol's queries, credentials and answers.
+//!   - [`proto::api`]: the JSON API's documents and its OpenAPI description.
+//!   - [`proto::status`]: the status page's HTML.
 //!   - [`metrics`]: counters and histograms in Prometheus's text format.
-//!   - [`zone`]: DNS query bytes -> answer bytes for `dns_zone`.
+//!   - [`proto::zone`]: DNS query bytes -> answer bytes for `dns_zone`.
 //! - State:
 //!   - [`table`]: the in-memory table every read uses.
 //! - Edges:
@@ -59,17 +59,13 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod model;
-pub mod wire;
+pub mod proto;
 
 // The server's: Linux only, with the `server` feature.
-#[cfg(feature = "server")]
-pub mod api;
 #[cfg(feature = "server")]
 pub mod check;
 #[cfg(feature = "server")]
 pub mod dns;
-#[cfg(feature = "server")]
-pub mod dyndns;
 #[cfg(feature = "server")]
 pub mod export;
 #[cfg(feature = "server")]
@@ -78,8 +74,6 @@ pub mod http;
 pub mod metrics;
 #[cfg(feature = "server")]
 pub mod server;
-#[cfg(feature = "server")]
-pub mod status;
 #[cfg(feature = "server")]
 pub mod store;
 #[cfg(feature = "server")]
@@ -90,8 +84,6 @@ pub mod table;
 pub mod udp;
 #[cfg(feature = "server")]
 pub mod writer;
-#[cfg(feature = "server")]
-pub mod zone;
 
 pub use error::Error;
 

@@ -11,7 +11,7 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use crate::auth::Refusal;
-use crate::wire::DecodeError;
+use crate::proto::wire::DecodeError;
 
 /// The way a report came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,7 +28,7 @@ use crate::config::BindHost;
 use crate::error::Error;
 use crate::metrics::{Metrics, Path, Reason};
 use crate::model::record::Time;
-use crate::wire::{self, Ack, DecodeError, Incoming, Kind};
+use crate::proto::wire::{self, Ack, DecodeError, Incoming, Kind};
 use crate::writer::{Committed, Done, Handoff, Refused, Report};
 
 /// Receive buffer size asked of the kernel: about 20 ms of datagrams at 100,000 reports/s

@@ -21,7 +21,7 @@ use std::sync::LazyLock;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use dynip::model::key::Key;
-use dynip::wire::{self, Kind, HEADER_LEN, MAGIC, NONCE_LEN, VERSION};
+use dynip::proto::wire::{self, Kind, HEADER_LEN, MAGIC, NONCE_LEN, VERSION};
 use libfuzzer_sys::fuzz_target;
 
 /// The test-vector key: bytes 0, 1, ..., 31.

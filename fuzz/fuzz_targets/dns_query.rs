@@ -1,4 +1,4 @@
-//! `dynip::zone::Zone::respond` on arbitrary bytes, over UDP and TCP, must never panic;
+//! `dynip::proto::zone::Zone::respond` on arbitrary bytes, over UDP and TCP, must never panic;
 //! whatever it answers must decode again and, over UDP, fit the largest UDP answer. The
 //! first byte of the input also picks the serial and the time, so stale hiding runs.
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 use dynip::config::DnsConfig;
 use dynip::model::name::Name;
 use dynip::model::record::{Record, Time};
-use dynip::zone::{Hosts, Reply, Transport, Zone, MAX_UDP_PAYLOAD};
+use dynip::proto::zone::{Hosts, Reply, Transport, Zone, MAX_UDP_PAYLOAD};
 use libfuzzer_sys::fuzz_target;
 
 struct Table(BTreeMap<Name, Record>);

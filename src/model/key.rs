@@ -16,7 +16,7 @@ use chacha20poly1305::{KeyInit, XChaCha20Poly1305};
 use hkdf::Hkdf;
 use sha2::Sha256;
 
-use crate::wire::NONCE_LEN;
+use crate::proto::wire::NONCE_LEN;
 
 /// Bytes of secret in a key: XChaCha20-Poly1305's key size, 256 bits.
 pub const KEY_LEN: usize = 32;

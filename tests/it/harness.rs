@@ -622,9 +622,9 @@ pub fn test_key(byte: u8) -> dynip::model::key::Key {
 
 /// A nonce used nowhere else: the process id, a counter and the clock's nanoseconds (the
 /// test binary has no random generator, and only uniqueness matters here).
-pub fn fresh_nonce() -> [u8; dynip::wire::NONCE_LEN] {
+pub fn fresh_nonce() -> [u8; dynip::proto::wire::NONCE_LEN] {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let mut nonce = [0u8; dynip::wire::NONCE_LEN];
+    let mut nonce = [0u8; dynip::proto::wire::NONCE_LEN];
     nonce[..4].copy_from_slice(&std::process::id().to_be_bytes());
     let count = COUNTER.fetch_add(1, Ordering::Relaxed);
     nonce[4..12].copy_from_slice(&count.to_be_bytes());
@@ -640,13 +640,13 @@ pub fn fresh_nonce() -> [u8; dynip::wire::NONCE_LEN] {
 pub fn seal(key: &dynip::model::key::Key, name: &str, time: dynip::model::record::Time) -> Vec<u8> {
     let name =
         dynip::model::name::Name::parse(name).unwrap_or_else(|e| panic!("name {name:?}: {e}"));
-    dynip::wire::seal_report(key, &fresh_nonce(), &name, time)
+    dynip::proto::wire::seal_report(key, &fresh_nonce(), &name, time)
 }
 
 /// The nonce in a sealed datagram's header.
-pub fn nonce_of(datagram: &[u8]) -> [u8; dynip::wire::NONCE_LEN] {
-    let start = dynip::wire::HEADER_LEN - dynip::wire::NONCE_LEN;
-    datagram[start..dynip::wire::HEADER_LEN]
+pub fn nonce_of(datagram: &[u8]) -> [u8; dynip::proto::wire::NONCE_LEN] {
+    let start = dynip::proto::wire::HEADER_LEN - dynip::proto::wire::NONCE_LEN;
+    datagram[start..dynip::proto::wire::HEADER_LEN]
         .try_into()
         .expect("a sealed datagram has a whole header")
 }
@@ -723,11 +723,11 @@ impl Peer {
         key: &dynip::model::key::Key,
         report: &[u8],
         what: &str,
-    ) -> (Vec<u8>, dynip::wire::Ack) {
+    ) -> (Vec<u8>, dynip::proto::wire::Ack) {
         let bytes = self
             .recv_within(TIMEOUT)
             .unwrap_or_else(|| panic!("{what}: no acknowledgement within {TIMEOUT:?}"));
-        let ack = dynip::wire::open_ack(key, &bytes).unwrap_or_else(|e| {
+        let ack = dynip::proto::wire::open_ack(key, &bytes).unwrap_or_else(|e| {
             panic!(
                 "{what}: {} bytes back that are not an acknowledgement ({e})",
                 bytes.len()
@@ -776,7 +776,7 @@ impl Peer {
         let back = self.recv_within(TIMEOUT).unwrap_or_else(|| {
             panic!("{what}: no acknowledgement of the sentinel within {TIMEOUT:?}")
         });
-        let opened = dynip::wire::open_ack(key, &back);
+        let opened = dynip::proto::wire::open_ack(key, &back);
         assert!(
             opened
                 .as_ref()
@@ -797,7 +797,7 @@ pub fn assert_silent(peers: &[(&str, &Peer)]) {
             panic!(
                 "{what}: answered late with {} bytes ({:?} of the server's)",
                 bytes.len(),
-                dynip::wire::peek(&bytes)
+                dynip::proto::wire::peek(&bytes)
             );
         }
     }

@@ -1,6 +1,6 @@
 //! Version 1: signed reports and their acknowledgements, end to end (docs/PROTOCOL.md).
 //!
-//! Most tests seal datagrams themselves with `dynip::wire` and send them from their own
+//! Most tests seal datagrams themselves with `dynip::proto::wire` and send them from their own
 //! sockets ([`Peer`]), so that they can replay, alter, truncate and misdirect them. A
 //! datagram the server must refuse is followed by a sentinel report from the same socket
 //! ([`Peer::assert_unanswered`]): its acknowledgement proves the server has dealt with
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use dynip::model::key::Key;
 use dynip::model::record::Time;
-use dynip::wire;
+use dynip::proto::wire;
 
 use crate::harness::*;
 

@@ -9,9 +9,9 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::api::is_stale;
 use crate::model::name::Name;
 use crate::model::record::{Record, Time};
+use crate::proto::api::is_stale;
 
 /// Hosts listed on one page: a page of this size renders in a few milliseconds and a
 /// browser shows it at once; beyond it the API lists everything.
