@@ -13,12 +13,12 @@ use tokio::net::UdpSocket;
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn};
 
-use crate::auth::MAX_CLOCK_SKEW;
 use crate::config::ClientConfig;
 use crate::error::Error;
 use crate::model::key::{random_nonce, Key};
 use crate::model::name::Name;
 use crate::model::record::Time;
+use crate::policy::MAX_CLOCK_SKEW;
 use crate::proto::wire::{self, Report};
 
 /// Tries per address, and the wait for the first acknowledgement; each later wait doubles

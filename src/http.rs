@@ -43,11 +43,11 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tracing::{debug, info, warn};
 
-use crate::auth::{Limiter, Policy, Scope};
 use crate::config::{ServerConfig, TlsFiles};
 use crate::metrics::{Metrics, Path, Reason};
 use crate::model::name::Name;
 use crate::model::record::{Record, Time};
+use crate::policy::{Limiter, Policy, Scope};
 use crate::proto::api;
 use crate::proto::dyndns::{self, Answer, Credentials, QueryError};
 use crate::proto::status;

@@ -16,7 +16,7 @@
 //!   - [`proto::wire`]: datagram bytes ⇄ reports and acknowledgements.
 //!   - [`model::key`]: keys and what is derived from them.
 //!   - [`model::record`]: one host's state and how a report changes it.
-//!   - [`auth`]: who may report what, and the clock skew allowed.
+//!   - [`policy`]: who may report what, and the clock skew allowed.
 //!   - [`proto::dyndns`]: the dyndns2 protocol's queries, credentials and answers.
 //!   - [`proto::api`]: the JSON API's documents and its OpenAPI description.
 //!   - [`proto::status`]: the status page's HTML.
@@ -53,12 +53,12 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 // The client's modules: every platform.
-pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod model;
+pub mod policy;
 pub mod proto;
 
 // The server's: Linux only, with the `server` feature.

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
 
-use crate::auth::Refusal;
+use crate::policy::Refusal;
 use crate::proto::wire::DecodeError;
 
 /// The way a report came in.

@@ -13,7 +13,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::auth::Policy;
 use crate::config::ServerConfig;
 use crate::dns::Dns;
 use crate::error::Error;
@@ -21,6 +20,7 @@ use crate::export;
 use crate::metrics::Metrics;
 use crate::model::name::Name;
 use crate::model::record::{Record, Time};
+use crate::policy::Policy;
 use crate::store::{self, HistoryRow, Loaded, Progress, Store};
 use crate::table::Table;
 use crate::writer::{Liveness, Recent};

@@ -23,11 +23,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::auth::{self, Limiter, Policy};
 use crate::config::BindHost;
 use crate::error::Error;
 use crate::metrics::{Metrics, Path, Reason};
 use crate::model::record::Time;
+use crate::policy::{self, Limiter, Policy};
 use crate::proto::wire::{self, Ack, DecodeError, Incoming, Kind};
 use crate::writer::{Committed, Done, Handoff, Refused, Report};
 
@@ -391,8 +391,8 @@ struct Dropped {
     detail: String,
 }
 
-impl From<auth::Refusal> for Dropped {
-    fn from(refusal: auth::Refusal) -> Dropped {
+impl From<policy::Refusal> for Dropped {
+    fn from(refusal: policy::Refusal) -> Dropped {
         Dropped {
             reason: Reason::from(&refusal),
             detail: refusal.to_string(),
@@ -495,7 +495,7 @@ impl Receiver {
                 }
             }
         };
-        auth::check_signed(scope, &signed.name, signed.time, at).map_err(Dropped::from)?;
+        policy::check_signed(scope, &signed.name, signed.time, at).map_err(Dropped::from)?;
         // The replay rule is the writer's to decide, in arrival order.
         let acks = self.acks.clone();
         let nonces = Arc::clone(&self.nonces);

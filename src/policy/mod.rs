@@ -2,7 +2,10 @@
 //! traffic that does not authenticate.
 //!
 //! Owns [`Policy`] (built from the server's config, swapped whole on SIGHUP) and
-//! [`Limiter`]. Pure: the caller passes addresses and the time in; no I/O, no clock.
+//! [`Limiter`].
+//!
+//! Role: pure, like `model` and `proto`: the caller passes addresses and the time in; no
+//! sockets, files, clock, threads, tokio or logging (`tests/architecture.rs` checks it).
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;

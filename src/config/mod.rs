@@ -1,8 +1,9 @@
 //! The config file: the INI dialect of Python 2.7's `ConfigParser` and the typed
 //! [`Config`] read from it.
 //!
-//! This module owns the text -> value step and nothing else. It does no I/O: no file
-//! reads, no clock, no logging, no printing, no name resolution. The caller reads the
+//! This module owns the text -> value step and nothing else. Role: pure, like `model`
+//! (`tests/architecture.rs` checks it): no file reads, no clock, no logging, no
+//! printing, no name resolution. The caller reads the
 //! file (and decides what to do with bytes that are not UTF-8), hands the text to
 //! [`parse`], logs [`Config::warnings`], resolves [`BindHost::Name`] and validates the
 //! client's `hostname`, and puts the file's path in front of a [`ConfigError`].
