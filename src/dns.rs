@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 use crate::config::DnsConfig;
 use crate::model::record::Time;
 use crate::proto::zone::{self, Reply, Transport, Zone, ZoneError};
-use crate::table::Table;
+use crate::state::table::Table;
 
 /// Queries per `recvmmsg` (and answers per `sendmmsg`): past 32 a system call's cost is
 /// already spread thin, and a batch stays within the L1 cache.
@@ -623,7 +623,11 @@ async fn keep_interior(interior: Arc<Interior>, table: Arc<Table>, shutdown: Can
 /// in (a query for any other name never reaches it), so a query cannot choose its keys
 /// and a fast hash needs no protection against collisions chosen by an attacker.
 type Slots = std::cell::RefCell<
-    HashMap<crate::model::name::Name, crate::table::Slot, std::hash::BuildHasherDefault<Fnv>>,
+    HashMap<
+        crate::model::name::Name,
+        crate::state::table::Slot,
+        std::hash::BuildHasherDefault<Fnv>,
+    >,
 >;
 
 /// FNV-1a (64-bit): SipHash, the standard map's hash, was most of the lookup's time for

@@ -20,7 +20,7 @@ use tracing::{debug, error};
 
 use crate::model::name::Name;
 use crate::model::record::{Record, Time};
-use crate::table::Table;
+use crate::state::table::Table;
 
 /// Entries copied out of the table per read lock while exporting: small enough that the
 /// writer never waits long for the lock, large enough that locking costs nothing.
@@ -280,7 +280,7 @@ mod tests {
         let imported = decode(text.as_bytes()).unwrap();
         let table = Table::default();
         table.update(imported.hosts.iter().map(|&(ref name, record)| {
-            let entry = crate::table::Entry {
+            let entry = crate::state::table::Entry {
                 record,
                 seq: 0,
                 dirty: false,

@@ -44,15 +44,15 @@ use tower_http::timeout::TimeoutLayer;
 use tracing::{debug, info, warn};
 
 use crate::config::{ServerConfig, TlsFiles};
-use crate::metrics::{Metrics, Path, Reason};
 use crate::model::name::Name;
 use crate::model::record::{Record, Time};
 use crate::policy::{Limiter, Policy, Scope};
 use crate::proto::api;
 use crate::proto::dyndns::{self, Answer, Credentials, QueryError};
 use crate::proto::status;
+use crate::state::metrics::{Metrics, Path, Reason};
+use crate::state::table::Table;
 use crate::store::{Store, StoreError, Unsettled};
-use crate::table::Table;
 use crate::writer::{Handoff, Outcome, Recent, Report};
 
 /// The largest request head (request line and headers). A router's update URL with its

@@ -20,10 +20,10 @@
 //!   - [`proto::dyndns`]: the dyndns2 protocol's queries, credentials and answers.
 //!   - [`proto::api`]: the JSON API's documents and its OpenAPI description.
 //!   - [`proto::status`]: the status page's HTML.
-//!   - [`metrics`]: counters and histograms in Prometheus's text format.
+//!   - [`state::metrics`]: counters and histograms in Prometheus's text format.
 //!   - [`proto::zone`]: DNS query bytes -> answer bytes for `dns_zone`.
 //! - State:
-//!   - [`table`]: the in-memory table every read uses.
+//!   - [`state::table`]: the in-memory table every read uses.
 //! - Edges:
 //!   - [`client`]: sends a report and waits for its acknowledgement.
 //!   - [`udp`]: the report sockets and their receive loop.
@@ -71,15 +71,13 @@ pub mod export;
 #[cfg(feature = "server")]
 pub mod http;
 #[cfg(feature = "server")]
-pub mod metrics;
-#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod state;
 #[cfg(feature = "server")]
 pub mod store;
 #[cfg(feature = "server")]
 pub mod systemd;
-#[cfg(feature = "server")]
-pub mod table;
 #[cfg(feature = "server")]
 pub mod udp;
 #[cfg(feature = "server")]

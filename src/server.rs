@@ -17,12 +17,12 @@ use crate::config::ServerConfig;
 use crate::dns::Dns;
 use crate::error::Error;
 use crate::export;
-use crate::metrics::Metrics;
 use crate::model::name::Name;
 use crate::model::record::{Record, Time};
 use crate::policy::Policy;
+use crate::state::metrics::Metrics;
+use crate::state::table::Table;
 use crate::store::{self, HistoryRow, Loaded, Progress, Store};
-use crate::table::Table;
 use crate::writer::{Liveness, Recent};
 use crate::{http, systemd, udp, writer};
 

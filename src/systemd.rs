@@ -13,8 +13,8 @@ use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::metrics::Metrics;
-use crate::table::Table;
+use crate::state::metrics::Metrics;
+use crate::state::table::Table;
 use crate::writer::Liveness;
 
 /// How often `STATUS=` is refreshed without a watchdog: often enough that

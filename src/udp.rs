@@ -25,10 +25,10 @@ use tracing::{debug, info, warn};
 
 use crate::config::BindHost;
 use crate::error::Error;
-use crate::metrics::{Metrics, Path, Reason};
 use crate::model::record::Time;
 use crate::policy::{self, Limiter, Policy};
 use crate::proto::wire::{self, Ack, DecodeError, Incoming, Kind};
+use crate::state::metrics::{Metrics, Path, Reason};
 use crate::writer::{Committed, Done, Handoff, Refused, Report};
 
 /// Receive buffer size asked of the kernel: about 20 ms of datagrams at 100,000 reports/s

@@ -534,7 +534,7 @@ impl Zone {
     /// `offline=YES`, until it reports again); else all, or with `dns_hide_stale` those
     /// reported within `stale_after`.
     fn visible(&self, record: &Record, now: Time) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
-        match crate::table::dns_view(record, now, self.hide_after) {
+        match crate::state::table::dns_view(record, now, self.hide_after) {
             (_, _, true) => (None, None),
             (v4, v6, false) => (v4, v6),
         }

@@ -33,11 +33,11 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info};
 
-use crate::metrics::Metrics;
 use crate::model::name::Name;
 use crate::model::record::{Change, Record, Time};
+use crate::state::metrics::Metrics;
+use crate::state::table::{Entry, Slot, Table};
 use crate::store::{HistoryRow, LoggedChange, Progress, Removed, Store, Turn, PRUNE_ROWS_PER_TURN};
-use crate::table::{Entry, Slot, Table};
 
 /// The most reports in one transaction. At 100,000 reports/s a full batch is 40 ms of
 /// traffic; larger batches save little (one fsync is about 0.2 ms here) and delay acks.

@@ -24,7 +24,7 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row}
 
 use crate::model::name::Name;
 use crate::model::record::{Record, Seen, Time};
-use crate::table::Entry;
+use crate::state::table::Entry;
 
 /// `PRAGMA application_id`: "dyni" in ASCII, so `file(1)` and we can tell our stores.
 const APPLICATION_ID: i64 = 0x6479_6e69;
