@@ -492,7 +492,7 @@ fn start_server(dir: &tempfile::TempDir) -> Server {
         dir.path(),
         &config,
         "udp",
-        "warn,dynip::udp=info",
+        "warn,dynip::edge::udp=info",
         Duration::from_secs(30),
         false,
     )

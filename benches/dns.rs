@@ -118,7 +118,7 @@ fn start_dynip(dir: &Path, hosts: usize) -> Server {
         dir,
         &config,
         "dns",
-        "warn,dynip::dns=info",
+        "warn,dynip::edge::dns=info",
         Duration::from_secs(120),
         true,
     )

@@ -515,7 +515,7 @@ fn start_server(dir: &tempfile::TempDir, tls: bool) -> (Server, Option<Arc<rustl
         dir.path(),
         &config,
         if tls { "https" } else { "http" },
-        "warn,dynip::http=info",
+        "warn,dynip::edge::http=info",
         Duration::from_secs(30),
         false,
     );

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use crate::config::ConfigError;
 use crate::model::name::NameError;
 #[cfg(feature = "server")]
-use crate::{dns::DnsError, export::ExportError, http::HttpError, store::StoreError};
+use crate::{
+    edge::dns::DnsError, edge::export::ExportError, edge::http::HttpError, store::StoreError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

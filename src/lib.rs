@@ -25,19 +25,19 @@
 //! - State:
 //!   - [`state::table`]: the in-memory table every read uses.
 //! - Edges:
-//!   - [`client`]: sends a report and waits for its acknowledgement.
-//!   - [`udp`]: the report sockets and their receive loop.
-//!   - [`http`]: dyndns2, the API, the status page and `/metrics` over HTTP(S).
+//!   - [`edge::client`]: sends a report and waits for its acknowledgement.
+//!   - [`edge::udp`]: the report sockets and their receive loop.
+//!   - [`edge::http`]: dyndns2, the API, the status page and `/metrics` over HTTP(S).
 //!   - [`store`]: the SQLite store (only it knows SQL).
 //!   - [`writer`]: the store's one writer thread (group commit, compaction).
-//!   - [`export`]: the original's JSON file, imported and kept as a live export.
-//!   - [`dns`]: the DNS sockets (UDP, TCP), transfers, NOTIFY, rate limits, counters.
-//!   - [`systemd`]: readiness, status and watchdog for the service manager; the journal's
+//!   - [`edge::export`]: the original's JSON file, imported and kept as a live export.
+//!   - [`edge::dns`]: the DNS sockets (UDP, TCP), transfers, NOTIFY, rate limits, counters.
+//!   - [`edge::systemd`]: readiness, status and watchdog for the service manager; the journal's
 //!     log format.
 //! - Wiring:
 //!   - [`server`]: start-up and shutdown.
 //!   - [`cli`]: the commands.
-//!   - [`check`]: `dynip check`: whether the server could start with a config.
+//!   - [`cli::check`]: `dynip check`: whether the server could start with a config.
 //!   - [`error`]: the crate's error and its exit codes.
 
 /// mimalloc instead of glibc's allocator, for every binary and test. The HTTP edge
@@ -54,8 +54,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 // The client's modules: every platform.
 pub mod cli;
-pub mod client;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod model;
 pub mod policy;
@@ -63,23 +63,11 @@ pub mod proto;
 
 // The server's: Linux only, with the `server` feature.
 #[cfg(feature = "server")]
-pub mod check;
-#[cfg(feature = "server")]
-pub mod dns;
-#[cfg(feature = "server")]
-pub mod export;
-#[cfg(feature = "server")]
-pub mod http;
-#[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]
 pub mod state;
 #[cfg(feature = "server")]
 pub mod store;
-#[cfg(feature = "server")]
-pub mod systemd;
-#[cfg(feature = "server")]
-pub mod udp;
 #[cfg(feature = "server")]
 pub mod writer;
 

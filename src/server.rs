@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
-use crate::dns::Dns;
+use crate::edge::dns::Dns;
+use crate::edge::export;
 use crate::error::Error;
-use crate::export;
 use crate::model::name::Name;
 use crate::model::record::{Record, Time};
 use crate::policy::Policy;
@@ -24,7 +24,7 @@ use crate::state::metrics::Metrics;
 use crate::state::table::Table;
 use crate::store::{self, HistoryRow, Loaded, Progress, Store};
 use crate::writer::{Liveness, Recent};
-use crate::{http, systemd, udp, writer};
+use crate::{edge::http, edge::systemd, edge::udp, writer};
 
 /// A server that has checked its files, loaded its table and bound its sockets, ready to
 /// [`run`](Server::run).

@@ -60,7 +60,7 @@ pub fn check(path: &Path, config: &Config) -> Result<Checked, Error> {
         .lines
         .push(format!("store: {} ({store})", server.store_path.display()));
 
-    let imported = crate::export::read(&server.client_log_path)?;
+    let imported = crate::edge::export::read(&server.client_log_path)?;
     writable(&server.client_log_path)?;
     let json = if imported.n_entries > 0 && store_is_new {
         format!(
@@ -96,7 +96,7 @@ pub fn check(path: &Path, config: &Config) -> Result<Checked, Error> {
             may_bind(addr, Transport::Tcp)?;
             let scheme = match &server.tls {
                 Some(files) => {
-                    crate::http::check_tls(files)?;
+                    crate::edge::http::check_tls(files)?;
                     format!("https (certificate {})", files.cert.display())
                 }
                 None => "http".to_string(),
@@ -121,7 +121,7 @@ pub fn check(path: &Path, config: &Config) -> Result<Checked, Error> {
     match server.dns.listen {
         Some(addr) => {
             crate::proto::zone::Zone::new(&server.dns, server.stale_after)
-                .map_err(|e| Error::Dns(crate::dns::DnsError::Zone(e)))?;
+                .map_err(|e| Error::Dns(crate::edge::dns::DnsError::Zone(e)))?;
             may_bind(addr, Transport::Udp)?;
             may_bind(addr, Transport::Tcp)?;
             let zone = server.dns.zone.as_deref().unwrap_or_default();
@@ -219,7 +219,7 @@ fn resolve_bind_host(host: &BindHost, port: u16) -> Result<Vec<SocketAddr>, Erro
             Ok(Vec::new())
         }
         BindHost::Addr(addr) => Ok(vec![SocketAddr::new(*addr, port)]),
-        BindHost::Name(name) => crate::udp::resolve(name, port),
+        BindHost::Name(name) => crate::edge::udp::resolve(name, port),
     }
 }
 

@@ -7,6 +7,12 @@
 //! Owns argument parsing, logging set-up, reading the config file, and what the commands
 //! print. The binaries in `src/main.rs` and `src/bin/` only call [`main`], [`dynipd`],
 //! [`dynipc`] and [`dynip_init`].
+//!
+//! Role: the CLI, with `server` and `error` the wiring: it may use every other folder,
+//! but knows no SQL, axum or hickory itself (`tests/architecture.rs` checks it).
+
+#[cfg(feature = "server")]
+pub mod check;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -20,8 +26,8 @@ use tracing::error;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
-use crate::client::{self, Acked};
 use crate::config::{self, ClientConfig, Config};
+use crate::edge::client::{self, Acked};
 use crate::error::Error;
 use crate::model::key::Key;
 use crate::model::name::Name;
@@ -248,7 +254,7 @@ fn finish(
 /// Whether stderr is the journal (only under systemd, on Unix).
 fn stderr_is_journal() -> bool {
     #[cfg(feature = "server")]
-    return crate::systemd::stderr_is_journal();
+    return crate::edge::systemd::stderr_is_journal();
     #[cfg(not(feature = "server"))]
     return false;
 }
@@ -381,7 +387,7 @@ fn read_config(path: &Path) -> Result<Config, Error> {
 #[cfg(feature = "server")]
 fn check(path: &Path) -> Result<(), Error> {
     let config = read_config(path)?;
-    let checked = crate::check::check(path, &config)?;
+    let checked = crate::cli::check::check(path, &config)?;
     let mut out = format!("{}: ok\n", path.display());
     for line in &checked.lines {
         out.push_str(&format!("  {line}\n"));
