@@ -28,8 +28,9 @@ use crate::error::Error;
 use crate::model::record::Time;
 use crate::policy::{self, Limiter, Policy};
 use crate::proto::wire::{self, Ack, DecodeError, Incoming, Kind};
-use crate::state::metrics::{Metrics, Path, Reason};
-use crate::writer::{Committed, Done, Handoff, Refused, Report};
+use crate::state::handoff::Handoff;
+use crate::state::metrics::{Metrics, Reason, Via};
+use crate::writer::{Committed, Done, Refused, Report};
 
 /// Receive buffer size asked of the kernel: about 20 ms of datagrams at 100,000 reports/s
 /// with Linux's per-datagram overhead, to ride out a commit. The kernel caps it at
@@ -414,7 +415,7 @@ impl Receiver {
     fn refuse(&mut self, peer: SocketAddr, reason: String) -> Option<Report> {
         self.limiter
             .charge(peer.ip().to_canonical(), Instant::now());
-        self.edge.metrics.refused(Path::Udp, Reason::Malformed);
+        self.edge.metrics.refused(Via::Udp, Reason::Malformed);
         debug!(%peer, %reason, "dropping datagram");
         None
     }
@@ -431,7 +432,7 @@ impl Receiver {
         match res {
             Ok(report) => report,
             Err(Dropped { reason, detail }) => {
-                self.edge.metrics.refused(Path::Udp, reason);
+                self.edge.metrics.refused(Via::Udp, reason);
                 debug!(%peer, reason = %detail, "dropping datagram");
                 None
             }
@@ -465,7 +466,7 @@ impl Receiver {
                     offline: false,
                     done: None,
                 };
-                self.edge.metrics.accepted(Path::Udp);
+                self.edge.metrics.accepted(Via::Udp);
                 return Ok(Some(report));
             }
             Ok(Incoming::Sealed {
@@ -505,9 +506,9 @@ impl Receiver {
         // only sends.
         let done: Done = Box::new(move |outcome: Result<Committed, Refused>| {
             match outcome {
-                Ok(_) => metrics.accepted(Path::Udp),
-                Err(Refused::Replayed) => metrics.refused(Path::Udp, Reason::Replayed),
-                Err(Refused::CommitFailed) => metrics.refused(Path::Udp, Reason::CommitFailed),
+                Ok(_) => metrics.accepted(Via::Udp),
+                Err(Refused::Replayed) => metrics.refused(Via::Udp, Reason::Replayed),
+                Err(Refused::CommitFailed) => metrics.refused(Via::Udp, Reason::CommitFailed),
             }
             if let Ok(committed) = outcome {
                 let ack = Ack {

@@ -15,18 +15,18 @@ use crate::proto::wire::DecodeError;
 
 /// The way a report came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Path {
+pub enum Via {
     Udp,
     Http,
 }
 
-impl Path {
-    const ALL: [Path; 2] = [Path::Udp, Path::Http];
+impl Via {
+    const ALL: [Via; 2] = [Via::Udp, Via::Http];
 
     fn label(self) -> &'static str {
         match self {
-            Path::Udp => "udp",
-            Path::Http => "http",
+            Via::Udp => "udp",
+            Via::Http => "http",
         }
     }
 }
@@ -93,11 +93,11 @@ impl Reason {
         }
     }
 
-    /// Whether this reason can happen on `path` (only those are rendered, at zero too).
-    fn applies_to(self, path: Path) -> bool {
+    /// Whether this reason can happen on `via` (only those are rendered, at zero too).
+    fn applies_to(self, via: Via) -> bool {
         match self {
-            Reason::UnknownKey | Reason::Skew | Reason::Replayed => path == Path::Udp,
-            Reason::TooManyHosts | Reason::Unavailable => path == Path::Http,
+            Reason::UnknownKey | Reason::Skew | Reason::Replayed => via == Via::Udp,
+            Reason::TooManyHosts | Reason::Unavailable => via == Via::Http,
             _ => true,
         }
     }
@@ -220,8 +220,8 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     /// A report committed.
-    pub fn accepted(&self, path: Path) {
-        self.accepted[path as usize].fetch_add(1, Ordering::Relaxed);
+    pub fn accepted(&self, via: Via) {
+        self.accepted[via as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The reports committed since the server started, by every path.
@@ -233,7 +233,7 @@ impl Metrics {
     }
 
     /// A report refused, and why.
-    pub fn refused(&self, path: Path, reason: Reason) {
+    pub fn refused(&self, path: Via, reason: Reason) {
         let idx = Reason::ALL
             .iter()
             .position(|known| *known == reason)
@@ -279,7 +279,7 @@ impl Metrics {
             "# HELP dynip_reports_accepted_total Reports committed to the store, by the way they came in.\n\
              # TYPE dynip_reports_accepted_total counter\n",
         );
-        for path in Path::ALL {
+        for path in Via::ALL {
             let n = self.accepted[path as usize].load(Ordering::Relaxed);
             let _ = writeln!(
                 out,
@@ -291,7 +291,7 @@ impl Metrics {
             "# HELP dynip_reports_refused_total Reports refused, by the way they came in and why.\n\
              # TYPE dynip_reports_refused_total counter\n",
         );
-        for path in Path::ALL {
+        for path in Via::ALL {
             for (idx, reason) in Reason::ALL.iter().enumerate() {
                 if !reason.applies_to(path) {
                     continue;
@@ -349,9 +349,9 @@ mod tests {
     #[test]
     fn renders_counters_and_histograms() {
         let metrics = Metrics::default();
-        metrics.accepted(Path::Http);
-        metrics.accepted(Path::Http);
-        metrics.refused(Path::Udp, Reason::BadAuth);
+        metrics.accepted(Via::Http);
+        metrics.accepted(Via::Http);
+        metrics.refused(Via::Udp, Reason::BadAuth);
         metrics.committed(3, Duration::from_micros(300));
         metrics.committed(5000, Duration::from_secs(2));
         metrics.pruned(256);

@@ -109,56 +109,6 @@ pub type Done = Box<dyn FnOnce(Outcome) + Send>;
 /// What the writer decided on a report.
 pub type Outcome = Result<Committed, Refused>;
 
-/// What `Done` callbacks hand from the writer thread to an edge's task: the writer only
-/// pushes (a lock and a vector push), and only the first push into an empty queue wakes
-/// the task, so a commit of thousands of reports costs one wake-up, not one system call
-/// and one thread switch per report.
-pub struct Handoff<T> {
-    pending: std::sync::Mutex<Vec<T>>,
-    ready: tokio::sync::Notify,
-}
-
-impl<T> Default for Handoff<T> {
-    fn default() -> Self {
-        Handoff {
-            pending: std::sync::Mutex::new(Vec::new()),
-            ready: tokio::sync::Notify::new(),
-        }
-    }
-}
-
-impl<T> Handoff<T> {
-    pub fn push(&self, item: T) {
-        let was_empty = {
-            let mut pending = self.lock();
-            pending.push(item);
-            pending.len() == 1
-        };
-        if was_empty {
-            self.ready.notify_one();
-        }
-    }
-
-    /// Moves every queued item to the end of `into`.
-    pub fn take(&self, into: &mut Vec<T>) {
-        into.append(&mut self.lock());
-    }
-
-    /// Resolves once something was pushed since the last wait (a push while nobody waits
-    /// is kept for the next one).
-    pub async fn ready(&self) {
-        self.ready.notified().await;
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<T>> {
-        // A push cannot panic while holding the lock, so a poisoned queue still holds
-        // whole items.
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
 /// Address changes in the journal that the sweep has not yet settled into the store's
 /// `history`, by host. The writer adds a commit's changes and removes those it settles;
 /// the server's history readers add a host's to what the store's `history` holds, which

@@ -50,10 +50,11 @@ use crate::policy::{Limiter, Policy, Scope};
 use crate::proto::api;
 use crate::proto::dyndns::{self, Answer, Credentials, QueryError};
 use crate::proto::status;
-use crate::state::metrics::{Metrics, Path, Reason};
+use crate::state::handoff::Handoff;
+use crate::state::metrics::{Metrics, Reason, Via};
 use crate::state::table::Table;
 use crate::store::{Store, StoreError, Unsettled};
-use crate::writer::{Handoff, Outcome, Recent, Report};
+use crate::writer::{Outcome, Recent, Report};
 
 /// The largest request head (request line and headers). A router's update URL with its
 /// headers is well under 1 KiB; browsers send a few KiB of cookies at most.
@@ -560,7 +561,7 @@ impl Shared {
     }
 
     fn refuse(&self, client: IpAddr, reason: Reason, detail: &dyn std::fmt::Display) {
-        self.edge.metrics.refused(Path::Http, reason);
+        self.edge.metrics.refused(Via::Http, reason);
         debug!(%client, reason = ?reason, %detail, "refusing update");
     }
 
@@ -729,7 +730,7 @@ impl Shared {
             };
             match committed {
                 Ok(Ok(committed)) => {
-                    self.edge.metrics.accepted(Path::Http);
+                    self.edge.metrics.accepted(Via::Http);
                     changed |= committed.changed;
                 }
                 // An unsigned report is never refused as a replay; either way it was
