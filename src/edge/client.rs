@@ -19,7 +19,7 @@ use crate::model::key::{random_nonce, Key};
 use crate::model::name::Name;
 use crate::model::record::Time;
 use crate::policy::MAX_CLOCK_SKEW;
-use crate::proto::wire::{self, Report};
+use crate::proto::wire;
 
 /// Tries per address, and the wait for the first acknowledgement; each later wait doubles
 /// (0.25 + 0.5 + 1 + 2 + 4 s): a lost datagram costs a quarter second, and a server that
@@ -83,7 +83,7 @@ fn unspecified(server: SocketAddr) -> SocketAddr {
 /// When the datagram cannot be sent.
 pub fn send_unsigned(addrs: &[SocketAddr], name: &Name) -> Result<SocketAddr, Error> {
     let server = addrs[0];
-    let datagram = wire::encode(&Report::Legacy { name: name.clone() });
+    let datagram = wire::encode_legacy(name);
     std::net::UdpSocket::bind(unspecified(server))
         .and_then(|socket| socket.send_to(&datagram, server))
         .map_err(|source| Error::Send {

@@ -1,4 +1,5 @@
-//! The datagrams a client sends: bytes ⇄ [`Report`].
+//! The datagrams a client sends and the server answers: bytes ⇄ values ([`Incoming`],
+//! [`Signed`], [`Ack`]).
 //!
 //! Owns the byte formats of reports and acknowledgements (`docs/PROTOCOL.md` is their
 //! specification):
@@ -54,13 +55,6 @@ pub enum Kind {
 /// client sent none). Larger datagrams are refused before any UTF-8 or name work.
 pub const MAX_LEGACY_LEN: usize = crate::model::name::MAX_LEN + 16;
 
-/// One report, as the client sent it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Report {
-    /// The original's datagram: unauthenticated, unanswered.
-    Legacy { name: Name },
-}
-
 /// What a datagram says before any key is tried: the original's report, or a sealed one
 /// with the key it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,17 +106,6 @@ pub enum DecodeError {
     Unauthentic,
     #[error("sealed body is malformed")]
     BadBody,
-}
-
-/// Decodes one datagram.
-///
-/// Trailing whitespace (spaces, tabs, CR, LF) is trimmed from a legacy name, since shell
-/// senders (`echo host | nc -u`) append a newline; the original kept it in the name.
-///
-/// # Errors
-/// Says why the datagram is not a report; the caller drops it.
-pub fn decode(datagram: &[u8]) -> Result<Report, DecodeError> {
-    decode_legacy(datagram).map(|name| Report::Legacy { name })
 }
 
 /// Reads what a datagram is, without any key: the original's report, or the kind and key
@@ -302,7 +285,14 @@ pub fn open_ack(key: &Key, datagram: &[u8]) -> Result<Ack, DecodeError> {
     })
 }
 
-fn decode_legacy(datagram: &[u8]) -> Result<Name, DecodeError> {
+/// Decodes the original's datagram (unauthenticated, unanswered): the host's name.
+///
+/// Trailing whitespace (spaces, tabs, CR, LF) is trimmed from the name, since shell
+/// senders (`echo host | nc -u`) append a newline; the original kept it in the name.
+///
+/// # Errors
+/// Says why the datagram is not a report; the caller drops it.
+pub fn decode_legacy(datagram: &[u8]) -> Result<Name, DecodeError> {
     if datagram.len() > MAX_LEGACY_LEN {
         return Err(DecodeError::TooLong(datagram.len()));
     }
@@ -314,11 +304,9 @@ fn decode_legacy(datagram: &[u8]) -> Result<Name, DecodeError> {
     Ok(Name::parse(text)?)
 }
 
-/// Encodes a report as the bytes to send.
-pub fn encode(report: &Report) -> Vec<u8> {
-    match report {
-        Report::Legacy { name } => name.as_str().as_bytes().to_vec(),
-    }
+/// Encodes the original's datagram: the host's name, nothing else.
+pub fn encode_legacy(name: &Name) -> Vec<u8> {
+    name.as_str().as_bytes().to_vec()
 }
 
 #[cfg(test)]
@@ -327,7 +315,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn check(input: &[u8], expect: Result<&str, DecodeError>) {
-        let res = decode(input).map(|Report::Legacy { name }| name.as_str().to_string());
+        let res = decode_legacy(input).map(|name| name.as_str().to_string());
         assert_eq!(res, expect.map(str::to_string), "input {input:?}");
     }
 
@@ -511,7 +499,7 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-            let _ = decode(&bytes);
+            let _ = decode_legacy(&bytes);
         }
 
         #[test]
@@ -546,9 +534,9 @@ mod tests {
         }
 
         #[test]
-        fn decode_inverts_encode(text in "[a-zA-Z0-9_-]{1,63}(\\.[a-zA-Z0-9_-]{1,63}){0,2}") {
-            let report = Report::Legacy { name: Name::parse(&text).unwrap() };
-            prop_assert_eq!(decode(&encode(&report)), Ok(report));
+        fn decode_legacy_inverts_encode_legacy(text in "[a-zA-Z0-9_-]{1,63}(\\.[a-zA-Z0-9_-]{1,63}){0,2}") {
+            let name = Name::parse(&text).unwrap();
+            prop_assert_eq!(decode_legacy(&encode_legacy(&name)), Ok(name));
         }
     }
 }
