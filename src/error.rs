@@ -4,10 +4,10 @@
 //! table of exit codes is this `match`, in prose. The server's errors (store, JSON file,
 //! HTTP, DNS) exist on Unix only, as their modules do.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::config::ConfigError;
+use crate::edge::client::ClientError;
 use crate::model::name::NameError;
 #[cfg(feature = "server")]
 use crate::{
@@ -34,15 +34,8 @@ pub enum Error {
         value: String,
         source: NameError,
     },
-    #[error("config {path}: server_hostname is empty in [DynIP:Client]")]
-    EmptyServerHostname { path: PathBuf },
-    #[error("cannot resolve server {host}: {reason}")]
-    Resolve { host: String, reason: String },
-    #[error("cannot send report to {addr}: {source}")]
-    Send {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Client(#[from] ClientError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -70,20 +63,6 @@ pub enum Error {
     UnknownHost(String),
     #[error("bad host name {value:?}: {source}")]
     BadName { value: String, source: NameError },
-    #[error(
-        "no acknowledgement from {server} after {attempts} tries over {:.1} s{}: \
-         the key may not be the server's (or not this host's), this machine's clock may be \
-         more than 5 minutes off, or a firewall may drop UDP to or from port {}",
-        waited.as_secs_f64(),
-        last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default(),
-        server.port()
-    )]
-    NoAck {
-        server: SocketAddr,
-        attempts: u32,
-        waited: std::time::Duration,
-        last_error: Option<String>,
-    },
     #[error("{0}")]
     Internal(String),
     #[cfg(feature = "server")]
@@ -107,12 +86,14 @@ impl Error {
             Error::Store(_) | Error::Export(_) => 2,
             Error::NotWritable { .. } => 2,
             Error::ConfigRead { .. } | Error::Config { .. } | Error::BadHostname { .. } => 3,
-            Error::EmptyServerHostname { .. } | Error::Resolve { .. } => 4,
-            Error::Send { .. } => 5,
+            Error::Client(
+                ClientError::EmptyServerHostname { .. } | ClientError::Resolve { .. },
+            ) => 4,
+            Error::Client(ClientError::Send { .. }) => 5,
             Error::Bind { .. } => 7,
             Error::InitExists(_) | Error::InitWrite { .. } => 8,
             Error::UnknownHost(_) | Error::BadName { .. } => 9,
-            Error::NoAck { .. } => 10,
+            Error::Client(ClientError::NoAck { .. }) => 10,
             #[cfg(feature = "server")]
             Error::Http(HttpError::Bind { .. }) => 7,
             #[cfg(feature = "server")]
@@ -136,12 +117,12 @@ mod tests {
             source: std::io::ErrorKind::NotFound.into(),
         };
         assert_eq!(config.exit_code(), 3);
-        let empty = Error::EmptyServerHostname { path: "x".into() };
+        let empty = Error::from(ClientError::EmptyServerHostname { path: "x".into() });
         assert_eq!(empty.exit_code(), 4);
-        let send = Error::Send {
+        let send = Error::from(ClientError::Send {
             addr: "127.0.0.1:1".parse().unwrap(),
             source: std::io::ErrorKind::Other.into(),
-        };
+        });
         assert_eq!(send.exit_code(), 5);
     }
 

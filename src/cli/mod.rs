@@ -27,7 +27,7 @@ use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{self, ClientConfig, Config};
-use crate::edge::client::{self, Acked};
+use crate::edge::client::{self, Acked, ClientError};
 use crate::error::Error;
 use crate::model::key::Key;
 use crate::model::name::Name;
@@ -612,7 +612,7 @@ fn client(path: &Path, every: Option<Duration>) -> Result<(), Error> {
                         last_seen = Some(seen);
                     }
                 }
-                Err(e @ Error::EmptyServerHostname { .. }) => return Err(e),
+                Err(e @ Error::Client(ClientError::EmptyServerHostname { .. })) => return Err(e),
                 Err(e) => warn!(
                     error = %e,
                     "report failed; trying again in {}",
@@ -630,10 +630,11 @@ fn client(path: &Path, every: Option<Duration>) -> Result<(), Error> {
 /// One report: signed and acknowledged with a key, else the original's datagram.
 async fn report_once(config: &ClientConfig, name: &Name, path: &Path) -> Result<Vec<Acked>, Error> {
     let addrs = client::resolve(config, path)?;
-    match &config.key {
-        Some(key) => client::send_signed(&addrs, name, key).await,
-        None => client::send_unsigned(&addrs, name).map(|_| Vec::new()),
-    }
+    let acked = match &config.key {
+        Some(key) => client::send_signed(&addrs, name, key).await?,
+        None => client::send_unsigned(&addrs, name).map(|_| Vec::new())?,
+    };
+    Ok(acked)
 }
 
 /// The addresses the server saw, one per line, as `ADDRESS:PORT` (`[ADDRESS]:PORT` for

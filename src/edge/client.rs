@@ -7,6 +7,7 @@
 //! a later time: an identical datagram sent again would be a replay, and refused.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
@@ -14,12 +15,39 @@ use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn};
 
 use crate::config::ClientConfig;
-use crate::error::Error;
 use crate::model::key::{random_nonce, Key};
 use crate::model::name::Name;
 use crate::model::record::Time;
 use crate::policy::MAX_CLOCK_SKEW;
 use crate::proto::wire;
+
+/// Why a report could not be sent or was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("config {path}: server_hostname is empty in [DynIP:Client]")]
+    EmptyServerHostname { path: PathBuf },
+    #[error("cannot resolve server {host}: {reason}")]
+    Resolve { host: String, reason: String },
+    #[error("cannot send report to {addr}: {source}")]
+    Send {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "no acknowledgement from {server} after {attempts} tries over {:.1} s{}: \
+         the key may not be the server's (or not this host's), this machine's clock may be \
+         more than 5 minutes off, or a firewall may drop UDP to or from port {}",
+        waited.as_secs_f64(),
+        last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default(),
+        server.port()
+    )]
+    NoAck {
+        server: SocketAddr,
+        attempts: u32,
+        waited: std::time::Duration,
+        last_error: Option<String>,
+    },
+}
 
 /// Tries per address, and the wait for the first acknowledgement; each later wait doubles
 /// (0.25 + 0.5 + 1 + 2 + 4 s): a lost datagram costs a quarter second, and a server that
@@ -46,14 +74,14 @@ pub struct Acked {
 pub fn resolve(
     config: &ClientConfig,
     config_path: &std::path::Path,
-) -> Result<Vec<SocketAddr>, Error> {
+) -> Result<Vec<SocketAddr>, ClientError> {
     if config.server_hostname.is_empty() {
-        return Err(Error::EmptyServerHostname {
+        return Err(ClientError::EmptyServerHostname {
             path: config_path.to_path_buf(),
         });
     }
     let host = config.server_hostname.as_str();
-    let unresolved = |reason: String| Error::Resolve {
+    let unresolved = |reason: String| ClientError::Resolve {
         host: host.to_string(),
         reason,
     };
@@ -81,12 +109,12 @@ fn unspecified(server: SocketAddr) -> SocketAddr {
 ///
 /// # Errors
 /// When the datagram cannot be sent.
-pub fn send_unsigned(addrs: &[SocketAddr], name: &Name) -> Result<SocketAddr, Error> {
+pub fn send_unsigned(addrs: &[SocketAddr], name: &Name) -> Result<SocketAddr, ClientError> {
     let server = addrs[0];
     let datagram = wire::encode_legacy(name);
     std::net::UdpSocket::bind(unspecified(server))
         .and_then(|socket| socket.send_to(&datagram, server))
-        .map_err(|source| Error::Send {
+        .map_err(|source| ClientError::Send {
             addr: server,
             source,
         })?;
@@ -98,13 +126,13 @@ pub fn send_unsigned(addrs: &[SocketAddr], name: &Name) -> Result<SocketAddr, Er
 /// waits for their acknowledgements.
 ///
 /// # Errors
-/// [`Error::NoAck`] when no address acknowledged; a send error when nothing could be
+/// [`ClientError::NoAck`] when no address acknowledged; a send error when nothing could be
 /// sent at all.
 pub async fn send_signed(
     addrs: &[SocketAddr],
     name: &Name,
     key: &Key,
-) -> Result<Vec<Acked>, Error> {
+) -> Result<Vec<Acked>, ClientError> {
     let v4 = addrs.iter().copied().find(SocketAddr::is_ipv4);
     let v6 = addrs.iter().copied().find(SocketAddr::is_ipv6);
     // One after the other: reports of one host must arrive with rising client times, and
@@ -136,17 +164,20 @@ pub async fn send_signed(
     Ok(acked)
 }
 
-async fn report_to(server: SocketAddr, name: &Name, key: &Key) -> Result<Acked, Error> {
+async fn report_to(server: SocketAddr, name: &Name, key: &Key) -> Result<Acked, ClientError> {
     let socket = UdpSocket::bind(unspecified(server))
         .await
-        .map_err(|source| Error::Send {
+        .map_err(|source| ClientError::Send {
             addr: server,
             source,
         })?;
-    socket.connect(server).await.map_err(|source| Error::Send {
-        addr: server,
-        source,
-    })?;
+    socket
+        .connect(server)
+        .await
+        .map_err(|source| ClientError::Send {
+            addr: server,
+            source,
+        })?;
     let mut sent_nonces = Vec::new();
     let mut last_time = Time::from_micros(i64::MIN);
     let mut last_error: Option<std::io::Error> = None;
@@ -168,7 +199,7 @@ async fn report_to(server: SocketAddr, name: &Name, key: &Key) -> Result<Acked, 
         if let Err(e) = socket.send(&datagram).await {
             debug!(%server, attempt, error = %e, "send failed");
             if sent_nonces.len() == 1 && attempt == ATTEMPTS {
-                return Err(Error::Send {
+                return Err(ClientError::Send {
                     addr: server,
                     source: e,
                 });
@@ -207,7 +238,7 @@ async fn report_to(server: SocketAddr, name: &Name, key: &Key) -> Result<Acked, 
         }
         wait *= 2;
     }
-    Err(Error::NoAck {
+    Err(ClientError::NoAck {
         server,
         attempts: ATTEMPTS,
         waited: started.elapsed(),
