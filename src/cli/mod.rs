@@ -13,8 +13,13 @@
 
 #[cfg(feature = "server")]
 pub mod check;
+#[cfg(feature = "server")]
+mod demo;
+#[cfg(feature = "server")]
+mod hosts;
+mod log;
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,7 +29,6 @@ use tokio_util::sync::CancellationToken;
 #[cfg(feature = "server")]
 use tracing::error;
 use tracing::{info, warn};
-use tracing_subscriber::EnvFilter;
 
 use crate::config::{self, ClientConfig, Config};
 use crate::edge::client::{self, Acked, ClientError};
@@ -32,12 +36,12 @@ use crate::error::Error;
 use crate::model::key::Key;
 use crate::model::name::Name;
 #[cfg(feature = "server")]
-use crate::{
-    config::{BindHost, ServerConfig},
-    model::record::{Record, Time},
-    server::{PolicyHandle, Server},
-    store::{Store, Unsettled},
-};
+use crate::server::{PolicyHandle, Server};
+#[cfg(feature = "server")]
+use demo::demo;
+#[cfg(feature = "server")]
+use hosts::{history, list};
+use log::{init_logging, stderr_is_journal};
 
 /// Logging flags, shared by every command (the original's `-v` and `--debug`).
 #[derive(Args, Debug, Clone, Copy)]
@@ -248,70 +252,6 @@ fn finish(
             eprintln!("{priority}{program}: error: {e}");
             ExitCode::from(e.exit_code())
         }
-    }
-}
-
-/// Whether stderr is the journal (only under systemd, on Unix).
-fn stderr_is_journal() -> bool {
-    #[cfg(feature = "server")]
-    return crate::edge::systemd::stderr_is_journal();
-    #[cfg(not(feature = "server"))]
-    return false;
-}
-
-/// Logs to stderr at WARN by default, as the original did; `RUST_LOG` overrides the flags.
-/// Into the journal, each line starts with its syslog priority (`<3>` for an error) and
-/// has no time of its own (the journal keeps one), so `journalctl -p err` finds errors.
-fn init_logging(verbosity: Verbosity, journal: bool) {
-    let default = if verbosity.quiet {
-        "error"
-    } else if verbosity.debug {
-        "debug"
-    } else if verbosity.verbose {
-        "info"
-    } else {
-        "warn"
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if journal {
-        let format = tracing_subscriber::fmt::format().without_time();
-        subscriber
-            .with_ansi(false)
-            .event_format(Prioritized(format))
-            .init();
-    } else {
-        subscriber.with_ansi(std::io::stderr().is_terminal()).init();
-    }
-}
-
-/// A log line format with the syslog priority of the event's level in front (`<3>`
-/// error, `<4>` warning, `<6>` info, `<7>` debug and trace), as systemd reads lines on a
-/// unit's stderr (sd-daemon(3)).
-struct Prioritized<F>(F);
-
-impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for Prioritized<F>
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
-    F: tracing_subscriber::fmt::FormatEvent<S, N>,
-{
-    fn format_event(
-        &self,
-        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
-        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
-        event: &tracing::Event<'_>,
-    ) -> std::fmt::Result {
-        let priority = match *event.metadata().level() {
-            tracing::Level::ERROR => 3,
-            tracing::Level::WARN => 4,
-            tracing::Level::INFO => 6,
-            tracing::Level::DEBUG | tracing::Level::TRACE => 7,
-        };
-        write!(writer, "<{priority}>")?;
-        self.0.format_event(ctx, writer, event)
     }
 }
 
@@ -656,20 +596,6 @@ fn client_name(path: &Path, config: &ClientConfig) -> Result<Name, Error> {
     })
 }
 
-#[cfg(feature = "server")]
-fn list(path: &Path, json: bool) -> Result<(), Error> {
-    let config = load_config(path)?;
-    let store = Store::open_read_only(&config.server.store_path)?;
-    let hosts = store.load()?.hosts;
-    let hosts = hosts.iter().map(|(name, entry)| (name, &entry.record));
-    let out = if json {
-        list_json(hosts, config.server.stale_after)
-    } else {
-        list_table(hosts)
-    };
-    print(&out)
-}
-
 fn print(text: &str) -> Result<(), Error> {
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(text.as_bytes()) {
@@ -677,187 +603,6 @@ fn print(text: &str) -> Result<(), Error> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         res => res.map_err(|e| Error::Internal(format!("cannot write to stdout: {e}"))),
     }
-}
-
-#[cfg(feature = "server")]
-fn list_table<'a>(hosts: impl Iterator<Item = (&'a Name, &'a Record)>) -> String {
-    let header = ["HOST", "IPV4", "IPV6", "LAST SEEN", "LAST CHANGE"].map(String::from);
-    let rows: Vec<[String; 5]> = hosts
-        .map(|(name, record)| {
-            let last_change = [
-                record.v4.map(|s| s.last_change),
-                record.v6.map(|s| s.last_change),
-            ]
-            .into_iter()
-            .flatten()
-            .max()
-            .unwrap_or(record.first_seen);
-            [
-                name.to_string(),
-                record.v4.map_or("-".to_string(), |s| s.addr.to_string()),
-                record.v6.map_or("-".to_string(), |s| s.addr.to_string()),
-                record.last_seen().rfc3339(),
-                last_change.rfc3339(),
-            ]
-        })
-        .collect();
-    let mut widths = header.clone().map(|cell| cell.chars().count());
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-/// `list --json`: the API's host documents (`api::host`), as an array.
-#[cfg(feature = "server")]
-fn list_json<'a>(
-    hosts: impl Iterator<Item = (&'a Name, &'a Record)>,
-    stale_after: std::time::Duration,
-) -> String {
-    let now = Time::now();
-    let hosts: Vec<crate::proto::api::HostJson> = hosts
-        .map(|(name, record)| crate::proto::api::host(name, record, now, stale_after))
-        .collect();
-    to_json(&hosts)
-}
-
-#[cfg(feature = "server")]
-fn to_json(value: &impl serde::Serialize) -> String {
-    // Serializing plain structs of strings cannot fail.
-    let mut out = serde_json::to_string_pretty(value).unwrap_or_default();
-    out.push('\n');
-    out
-}
-
-#[cfg(feature = "server")]
-fn history(path: &Path, host: &str, json: bool) -> Result<(), Error> {
-    let name = Name::parse(host).map_err(|source| Error::BadName {
-        value: host.to_string(),
-        source,
-    })?;
-    let config = load_config(path)?;
-    let store = Store::open_read_only(&config.server.store_path)?;
-    let changes = crate::proto::api::within_max_age(
-        store.history(&name, Unsettled::Journal)?,
-        Time::now(),
-        config.server.history_max_age,
-    );
-    if changes.is_empty() {
-        // With `history_max_age` a known host may have no change left to show.
-        let known =
-            config.server.history_max_age.is_some() && store.load()?.hosts.contains_key(&name);
-        if !known {
-            return Err(Error::UnknownHost(host.to_string()));
-        }
-    }
-    let out = if json {
-        let changes: Vec<serde_json::Value> = changes
-            .iter()
-            .map(
-                |(at, addr)| serde_json::json!({"time": at.rfc3339(), "address": addr.to_string()}),
-            )
-            .collect();
-        serde_json::to_string_pretty(&changes).unwrap_or_default() + "\n"
-    } else {
-        let mut out = format!("{:<20}  {:<6}  ADDRESS\n", "TIME", "FAMILY");
-        for (at, addr) in &changes {
-            let family = if addr.is_ipv4() { "ipv4" } else { "ipv6" };
-            out.push_str(&format!("{:<20}  {family:<6}  {addr}\n", at.rfc3339()));
-        }
-        out
-    };
-    print(&out)
-}
-
-/// Runs a server on loopback with a throwaway store, reports to it once with the client's
-/// own code, and prints what the server recorded: the table and the original's JSON file.
-#[cfg(feature = "server")]
-fn demo() -> Result<(), Error> {
-    let dir = std::env::temp_dir().join(format!("dynip-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|source| Error::InitWrite {
-        path: dir.clone(),
-        source,
-    })?;
-    let res = demo_in(&dir);
-    let _ = std::fs::remove_dir_all(&dir);
-    res
-}
-
-#[cfg(feature = "server")]
-fn demo_in(dir: &Path) -> Result<(), Error> {
-    let key = Key::generate();
-    let server_config = ServerConfig {
-        server_ip: BindHost::Addr([127, 0, 0, 1].into()),
-        server_port: 0,
-        client_log_path: dir.join("dynip.json"),
-        store_path: dir.join("dynip.sqlite3"),
-        key: Some(key.clone()),
-        ..ServerConfig::default()
-    };
-    runtime()?.block_on(async {
-        let server = Server::open(&server_config)?;
-        let addr = server.udp_addrs()[0];
-        let shutdown = CancellationToken::new();
-        let running = tokio::spawn(server.run(shutdown.clone()));
-        print(
-            &(format!(
-                "server: listening on udp {addr}, store {}",
-                server_config.store_path.display()
-            ) + "\n"),
-        )?;
-
-        let client_config = ClientConfig {
-            server_hostname: addr.ip().to_string(),
-            server_port: addr.port(),
-            hostname: None,
-            key: Some(key),
-        };
-        let config_path = dir.join("(demo)");
-        let name = client_name(&config_path, &client_config)
-            .or_else(|_| Name::parse("demo-host").map_err(|e| Error::Internal(e.to_string())))?;
-        let acked = report_once(&client_config, &name, &config_path).await;
-        shutdown.cancel();
-        running
-            .await
-            .map_err(|e| Error::Internal(format!("server task failed: {e}")))??;
-        let acked = acked?;
-        for ack in &acked {
-            print(
-                &(format!(
-                    "client: reported as {name}, signed; acknowledged by {}: seen as {}",
-                    ack.server, ack.seen
-                ) + "\n"),
-            )?;
-        }
-
-        let store = Store::open_read_only(&server_config.store_path)?;
-        let hosts = store.load()?.hosts;
-        print("\n$ dynip list CONFIG\n")?;
-        print(&list_table(
-            hosts.iter().map(|(name, entry)| (name, &entry.record)),
-        ))?;
-        let exported = std::fs::read_to_string(&server_config.client_log_path).unwrap_or_default();
-        print(
-            &(format!(
-                "\n$ cat {}  (the original DynIP format)",
-                server_config.client_log_path.display()
-            ) + "\n"),
-        )?;
-        print(&format!("{exported}\n"))?;
-        Ok(())
-    })
 }
 
 #[cfg(test)]
@@ -872,18 +617,5 @@ mod tests {
         DynipdCli::command().debug_assert();
         DynipcCli::command().debug_assert();
         DynipInitCli::command().debug_assert();
-    }
-
-    #[cfg(feature = "server")]
-    #[test]
-    fn list_table_aligns_columns() {
-        let name = Name::parse("kitchen-pc").unwrap();
-        let record = Record::new("203.0.113.7".parse().unwrap(), Time::from_micros(0));
-        let table = list_table([(&name, &record)].into_iter());
-        assert_eq!(
-            table,
-            "HOST        IPV4         IPV6  LAST SEEN             LAST CHANGE\n\
-             kitchen-pc  203.0.113.7  -     1970-01-01T00:00:00Z  1970-01-01T00:00:00Z\n"
-        );
     }
 }
