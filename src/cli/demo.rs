@@ -17,7 +17,7 @@ use crate::store::Store;
 /// own code, and prints what the server recorded: the table and the original's JSON file.
 pub(super) fn demo() -> Result<(), Error> {
     let dir = std::env::temp_dir().join(format!("dynip-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|source| Error::InitWrite {
+    std::fs::create_dir_all(&dir).map_err(|source| Error::NotWritable {
         path: dir.clone(),
         source,
     })?;

@@ -102,13 +102,8 @@ pub(super) fn history(path: &Path, host: &str, json: bool) -> Result<(), Error> 
         }
     }
     let out = if json {
-        let changes: Vec<serde_json::Value> = changes
-            .iter()
-            .map(
-                |(at, addr)| serde_json::json!({"time": at.rfc3339(), "address": addr.to_string()}),
-            )
-            .collect();
-        serde_json::to_string_pretty(&changes).unwrap_or_default() + "\n"
+        // The API's change documents (`{"time", "address"}`), as an array.
+        to_json(&crate::proto::api::history(&name, &changes).changes)
     } else {
         let mut out = format!("{:<20}  {:<6}  ADDRESS\n", "TIME", "FAMILY");
         for (at, addr) in &changes {
