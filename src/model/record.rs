@@ -81,6 +81,15 @@ pub struct Record {
     pub offline: bool,
 }
 
+/// What DNS shows of a record at one moment ([`Record::dns_view`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DnsView {
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
+    /// Offline (dyndns2 `offline=YES`): DNS shows no address at all.
+    pub offline: bool,
+}
+
 /// What a report did to a record's address, for the history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -110,6 +119,26 @@ impl Record {
         match addr.to_canonical() {
             IpAddr::V4(addr) => see(&mut self.v4, addr, at),
             IpAddr::V6(addr) => see(&mut self.v6, addr, at),
+        }
+    }
+
+    /// What DNS shows of the record at `at`: its addresses (with `hide_after`, in µs,
+    /// only those reported within that long before `at`), and whether it went offline.
+    pub fn dns_view(&self, at: Time, hide_after: Option<i64>) -> DnsView {
+        let fresh = |last_seen: Time| {
+            hide_after
+                .is_none_or(|after| at.as_micros().saturating_sub(last_seen.as_micros()) <= after)
+        };
+        DnsView {
+            v4: self
+                .v4
+                .filter(|seen| fresh(seen.last_seen))
+                .map(|seen| seen.addr),
+            v6: self
+                .v6
+                .filter(|seen| fresh(seen.last_seen))
+                .map(|seen| seen.addr),
+            offline: self.offline,
         }
     }
 
@@ -233,6 +262,37 @@ mod tests {
                 signed_at: None,
                 offline: false,
             },
+        );
+    }
+
+    #[test]
+    fn dns_view_hides_only_what_is_older_than_hide_after() {
+        let mut record = Record::new("192.0.2.1".parse().unwrap(), Time::from_micros(100));
+        record.apply("2001:db8::1".parse().unwrap(), Time::from_micros(200));
+        let v4 = Some("192.0.2.1".parse().unwrap());
+        let v6 = Some("2001:db8::1".parse().unwrap());
+        let view =
+            |at: i64, hide_after: Option<i64>| record.dns_view(Time::from_micros(at), hide_after);
+        let shown = |v4, v6| DnsView {
+            v4,
+            v6,
+            offline: false,
+        };
+        assert_eq!(view(10_000, None), shown(v4, v6), "nothing hidden");
+        assert_eq!(view(150, Some(50)), shown(v4, v6), "50 µs old: shown");
+        assert_eq!(view(151, Some(50)), shown(None, v6), "51 µs old: hidden");
+        assert_eq!(view(251, Some(50)), shown(None, None));
+        let offline = Record {
+            offline: true,
+            ..record
+        };
+        assert_eq!(
+            offline.dns_view(Time::from_micros(150), Some(50)),
+            DnsView {
+                v4,
+                v6,
+                offline: true
+            }
         );
     }
 

@@ -534,9 +534,11 @@ impl Zone {
     /// `offline=YES`, until it reports again); else all, or with `dns_hide_stale` those
     /// reported within `stale_after`.
     fn visible(&self, record: &Record, now: Time) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
-        match crate::state::table::dns_view(record, now, self.hide_after) {
-            (_, _, true) => (None, None),
-            (v4, v6, false) => (v4, v6),
+        let view = record.dns_view(now, self.hide_after);
+        if view.offline {
+            (None, None)
+        } else {
+            (view.v4, view.v6)
         }
     }
 }

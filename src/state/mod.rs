@@ -6,4 +6,5 @@
 
 pub mod handoff;
 pub mod metrics;
+pub mod serial;
 pub mod table;

@@ -1,16 +1,17 @@
 //! The in-memory table: host name → current record, the truth every read uses.
 //!
-//! Owns [`Table`], shared by the store's writer (its only mutator) and every reader (the
-//! JSON export, and later DNS and HTTP). Readers never touch the store on the hot path.
-//! Must not do I/O or hold its lock across any.
+//! Owns [`Table`], shared by the writer (its only mutator) and every reader (the JSON
+//! export, DNS, HTTP). Readers never touch the store on the hot path. Must not do I/O or
+//! hold its lock across any. The zone's serial it carries is [`Serial`]'s.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use crate::model::name::Name;
 use crate::model::record::{Record, Time};
+use crate::state::serial::{Serial, Staleness};
 
 /// A record with the store's bookkeeping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,14 +69,8 @@ pub struct Table {
     /// Bumped on every change, so a reader can tell whether anything happened since it
     /// last looked (the export does).
     generation: AtomicU64,
-    /// When what DNS shows last changed (µs since the Unix epoch): a host added, an
-    /// address changed, a host taken offline or back, and with `dns_hide_stale` an
-    /// address going stale or reported again after it was: the zone's serial comes from
-    /// it ([`Table::dns_serial`]). Only rises.
-    dns_changed: AtomicI64,
-    /// The highest serial handed out, so the serial never goes back even if the clock
-    /// does.
-    dns_serial: AtomicI64,
+    /// The zone's serial: when what DNS shows of this table last changed.
+    serial: Serial,
     /// With `dns_hide_stale`: DNS hides an address not reported for longer than this (µs).
     hide_after: Option<i64>,
 }
@@ -98,8 +93,7 @@ impl Table {
         Table {
             hosts: RwLock::new(hosts),
             generation: AtomicU64::new(0),
-            dns_changed: AtomicI64::new(0),
-            dns_serial: AtomicI64::new(0),
+            serial: Serial::default(),
             hide_after: None,
         }
     }
@@ -111,37 +105,15 @@ impl Table {
         self
     }
 
-    /// Notes that what DNS shows changed at `at`, which must be no earlier than the
-    /// change became visible to readers. The server notes its start, since it cannot know
-    /// what changed while it was down.
+    /// Notes that what DNS shows changed at `at` ([`Serial::note_change`]). The server
+    /// notes its start, since it cannot know what changed while it was down.
     pub fn note_dns_change(&self, at: Time) {
-        self.dns_changed.fetch_max(at.as_micros(), Ordering::AcqRel);
+        self.serial.note_change(at);
     }
 
-    /// The zone's SOA serial at `now`: the Unix time, in seconds, of the last change DNS
-    /// can see, but never later than the second before `now`'s. A change in the current
-    /// second therefore shows in the serial only once that second is over, so a
-    /// secondary that read the zone during it, before a second change in the same
-    /// second, still sees the serial rise after it. The serial rises with every change,
-    /// also across restarts (the start is a change), and never goes back.
+    /// The zone's SOA serial at `now` ([`Serial::at`]).
     pub fn dns_serial(&self, now: Time) -> u32 {
-        let changed = self
-            .dns_changed
-            .load(Ordering::Acquire)
-            .div_euclid(1_000_000);
-        let latest = now.as_micros().div_euclid(1_000_000) - 1;
-        let candidate = changed.min(latest);
-        let served = self.dns_serial.load(Ordering::Acquire);
-        // Written only when it rises: every DNS thread reads it for every batch.
-        let serial = if candidate > served {
-            self.dns_serial
-                .fetch_max(candidate, Ordering::AcqRel)
-                .max(candidate)
-        } else {
-            served
-        };
-        // SOA serials are 32 bits, compared in RFC 1982 arithmetic: wrapping is fine.
-        serial as u32
+        self.serial.at(now)
     }
 
     /// With `dns_hide_stale`, notes every address that went stale by `now` as a change
@@ -150,31 +122,21 @@ impl Table {
     pub fn note_stale(&self, now: Time) -> Option<Time> {
         let after = self.hide_after?;
         let hosts = self.read();
-        let (mut went_stale, mut next): (Option<i64>, Option<i64>) = (None, None);
-        let deadlines = hosts.entries.iter().flat_map(|entry| {
+        let last_seen = hosts.entries.iter().flat_map(|entry| {
             let record = &entry.record;
             [
                 record.v4.map(|seen| seen.last_seen),
                 record.v6.map(|seen| seen.last_seen),
             ]
+            .into_iter()
+            .flatten()
         });
-        for last_seen in deadlines.flatten() {
-            // Hidden from the first microsecond it is more than `after` old.
-            let hidden_at = last_seen
-                .as_micros()
-                .saturating_add(after)
-                .saturating_add(1);
-            if hidden_at <= now.as_micros() {
-                went_stale = went_stale.max(Some(hidden_at));
-            } else {
-                next = Some(next.map_or(hidden_at, |next| next.min(hidden_at)));
-            }
-        }
+        let staleness = Staleness::of(last_seen, after, now);
         drop(hosts);
-        if let Some(at) = went_stale {
-            self.note_dns_change(Time::from_micros(at));
+        if let Some(at) = staleness.went_stale {
+            self.note_dns_change(at);
         }
-        next.map(Time::from_micros)
+        staleness.next
     }
 
     pub fn get(&self, name: &Name) -> Option<Entry> {
@@ -248,8 +210,8 @@ impl Table {
                     // Both seen at the time of the report, so that a stale address
                     // reported again counts as a change.
                     let at = entry.record.last_seen();
-                    changed |= dns_view(&current.record, at, self.hide_after)
-                        != dns_view(&entry.record, at, self.hide_after);
+                    changed |= current.record.dns_view(at, self.hide_after)
+                        != entry.record.dns_view(at, self.hide_after);
                     *current = entry;
                 }
                 None => {
@@ -315,29 +277,6 @@ impl Table {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-/// What DNS shows of a record at `at`: its addresses (with `hide_after`, in µs, only those
-/// reported within that long before `at`), and whether it went offline (then none).
-pub fn dns_view(
-    record: &Record,
-    at: Time,
-    hide_after: Option<i64>,
-) -> (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>, bool) {
-    let fresh = |last_seen: Time| {
-        hide_after.is_none_or(|after| at.as_micros().saturating_sub(last_seen.as_micros()) <= after)
-    };
-    (
-        record
-            .v4
-            .filter(|seen| fresh(seen.last_seen))
-            .map(|seen| seen.addr),
-        record
-            .v6
-            .filter(|seen| fresh(seen.last_seen))
-            .map(|seen| seen.addr),
-        record.offline,
-    )
 }
 
 #[cfg(test)]
@@ -438,26 +377,6 @@ mod tests {
         assert!(report_again(&hiding, 22), "11 µs old: it was hidden");
         let showing = table(&[("a", true)]);
         assert!(!report_again(&showing, 1_000), "nothing is hidden");
-    }
-
-    #[test]
-    fn the_serial_is_the_second_of_the_last_change_once_that_second_is_over() {
-        let table = Table::default();
-        let at = |seconds: f64| Time::from_micros((seconds * 1e6) as i64);
-        table.note_dns_change(at(5.5));
-        assert_eq!(
-            table.dns_serial(at(5.7)),
-            4,
-            "the change's second is not over"
-        );
-        assert_eq!(table.dns_serial(at(6.0)), 5);
-        assert_eq!(table.dns_serial(at(100.0)), 5, "nothing changed since");
-        table.note_dns_change(at(100.2));
-        assert_eq!(table.dns_serial(at(100.3)), 99);
-        assert_eq!(table.dns_serial(at(101.0)), 100);
-        assert_eq!(table.dns_serial(at(50.0)), 100, "a clock set back");
-        table.note_dns_change(at(3.0));
-        assert_eq!(table.dns_serial(at(200.0)), 100, "changes only rise");
     }
 
     #[test]
