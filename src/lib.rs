@@ -4,41 +4,29 @@
 //! report came from, keeps the history, and hands it back. A rewrite and extension of
 //! DynIP, compatible with its config file, datagram and JSON file.
 //!
-//! Module map (see `docs/ARCHITECTURE.md` for the path of a report). Only the client's
-//! modules build everywhere (`config`, `name`, `wire`, `key`, `record`, `auth`, `client`,
-//! `cli`, `error`); the rest is the server's, behind the default `server` feature, and
-//! Linux-only (`recvmmsg`, `SO_REUSEPORT` threads, systemd). Built without it
-//! (`--no-default-features`: Windows, macOS), `dynip` is the client.
+//! Module map: a folder is a role, stated in its module doc and checked by
+//! `tests/architecture.rs`; `docs/ARCHITECTURE.md` has the path of a report and the
+//! invariants. Only the client's parts build everywhere (`model`, `proto::wire`,
+//! `policy`, `config`, `edge::client`, `cli`, `error`); the rest is the server's, behind
+//! the default `server` feature, and Linux-only (`recvmmsg`, `SO_REUSEPORT` threads,
+//! systemd). Built without it (`--no-default-features`: Windows, macOS), `dynip` is the
+//! client.
 //!
-//! - Pure core, no I/O:
+//! - Pure (values, codecs and rules: bytes or text and `now` in, values out; no I/O):
+//!   - [`model`]: host names, keys, a host's record.
+//!   - [`proto`]: the datagrams, dyndns2, the DNS zone, the API's documents, the status
+//!     page.
+//!   - [`policy`]: who may report what; the rate limits.
 //!   - [`config`]: the INI dialect and the typed config.
-//!   - [`model::name`]: host names ([`model::name::Name`]).
-//!   - [`proto::wire`]: datagram bytes ⇄ reports and acknowledgements.
-//!   - [`model::key`]: keys and what is derived from them.
-//!   - [`model::record`]: one host's state and how a report changes it.
-//!   - [`policy`]: who may report what, and the clock skew allowed.
-//!   - [`proto::dyndns`]: the dyndns2 protocol's queries, credentials and answers.
-//!   - [`proto::api`]: the JSON API's documents and its OpenAPI description.
-//!   - [`proto::status`]: the status page's HTML.
-//!   - [`state::metrics`]: counters and histograms in Prometheus's text format.
-//!   - [`proto::zone`]: DNS query bytes -> answer bytes for `dns_zone`.
-//! - State:
-//!   - [`state::table`]: the in-memory table every read uses.
-//! - Edges:
-//!   - [`edge::client`]: sends a report and waits for its acknowledgement.
-//!   - [`edge::udp`]: the report sockets and their receive loop.
-//!   - [`edge::http`]: dyndns2, the API, the status page and `/metrics` over HTTP(S).
-//!   - [`store`]: the SQLite store (only it knows SQL).
-//!   - [`writer`]: the store's one writer thread (group commit, compaction).
-//!   - [`edge::export`]: the original's JSON file, imported and kept as a live export.
-//!   - [`edge::dns`]: the DNS sockets (UDP, TCP), transfers, NOTIFY, rate limits, counters.
-//!   - [`edge::systemd`]: readiness, status and watchdog for the service manager; the journal's
-//!     log format.
-//! - Wiring:
-//!   - [`server`]: start-up and shutdown.
-//!   - [`cli`]: the commands.
-//!   - [`cli::check`]: `dynip check`: whether the server could start with a config.
-//!   - [`error`]: the crate's error and its exit codes.
+//! - Shared state (memory, no I/O): [`state`]: the table every read uses, the zone's
+//!   serial, the metrics, the hand-off from the writer to the edges.
+//! - [`store`]: the SQLite store; the only module that knows SQL.
+//! - [`writer`]: the store's one writer thread: batching, the replay rule, group commit,
+//!   compaction.
+//! - [`edge`]: the I/O edges: the report sockets, HTTP, DNS, the client, the original's
+//!   JSON file, the service manager.
+//! - Wiring: [`server`] (start-up and shutdown), [`cli`] (the commands), [`error`] (the
+//!   crate's error and its exit codes).
 
 /// mimalloc instead of glibc's allocator, for every binary and test. The HTTP edge
 /// allocates a request's state on its thread and the writer frees much of it on its own,
