@@ -163,14 +163,8 @@ fn write_temp(temp: &Path, table: &Table) -> std::io::Result<()> {
     let file = File::create(temp)?;
     let mut out = BufWriter::with_capacity(1 << 16, file);
     out.write_all(b"{")?;
-    let mut after = None;
     let mut first = true;
-    loop {
-        let chunk = table.chunk_after(after.as_ref(), EXPORT_CHUNK);
-        let Some((last, _)) = chunk.last() else {
-            break;
-        };
-        after = Some(last.clone());
+    for chunk in table.chunks(EXPORT_CHUNK) {
         for (name, entry) in &chunk {
             let Some((addr, at)) = entry.record.latest() else {
                 continue;

@@ -188,6 +188,18 @@ impl Table {
             .collect()
     }
 
+    /// Every entry, in order, `limit` at a time: each chunk is copied under the read lock
+    /// and the walk resumes after its last name, so a long walk (the export, a zone
+    /// transfer) never holds the lock for more than one chunk and sees each name once.
+    pub fn chunks(&self, limit: usize) -> Chunks<'_> {
+        Chunks {
+            table: self,
+            after: None,
+            limit,
+            done: false,
+        }
+    }
+
     /// Inserts or replaces entries; true when that changed what DNS shows.
     pub fn update(&self, entries: impl IntoIterator<Item = (Name, Entry)>) -> bool {
         self.update_found(entries.into_iter().map(|(name, entry)| (None, name, entry)))
@@ -279,6 +291,33 @@ impl Table {
     }
 }
 
+/// The walk of [`Table::chunks`].
+pub struct Chunks<'a> {
+    table: &'a Table,
+    after: Option<Name>,
+    limit: usize,
+    done: bool,
+}
+
+impl Iterator for Chunks<'_> {
+    type Item = Vec<(Name, Entry)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let chunk = self.table.chunk_after(self.after.as_ref(), self.limit);
+        match chunk.last() {
+            Some((last, _)) => self.after = Some(last.clone()),
+            None => {
+                self.done = true;
+                return None;
+            }
+        }
+        Some(chunk)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -313,6 +352,23 @@ mod tests {
         assert_eq!(names(&first), ["A", "b"]);
         let rest = table.chunk_after(Some(&first[1].0), 2);
         assert_eq!(names(&rest), ["c"]);
+    }
+
+    #[test]
+    fn chunks_walk_every_name_once_in_order() {
+        let table = table(&[
+            ("a", false),
+            ("b", true),
+            ("c", false),
+            ("d", true),
+            ("e", false),
+        ]);
+        let walked: Vec<Vec<String>> = table
+            .chunks(2)
+            .map(|chunk| names(&chunk).into_iter().map(str::to_string).collect())
+            .collect();
+        assert_eq!(walked, [vec!["a", "b"], vec!["c", "d"], vec!["e"]]);
+        assert_eq!(Table::default().chunks(2).count(), 0);
     }
 
     #[test]
