@@ -9,8 +9,8 @@ use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use crate::dns::{dns_addr, query, ZONE};
+use crate::harness::http::{get, http_addr};
 use crate::harness::*;
-use crate::http::{get, http_addr};
 
 /// `WATCHDOG_USEC` for the tests: keep-alives every second, and a writer stuck for a
 /// second counts as stuck. Short enough for a quick test, long enough that a loaded CI
