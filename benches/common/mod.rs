@@ -16,6 +16,11 @@ use dynip::model::key::Key;
 #[path = "../../tests/it/peers.rs"]
 pub mod peers;
 
+/// The `listening PROTO=ADDR` line and a free port for NSD: one parser with the
+/// integration tests.
+#[path = "../../tests/it/harness/ports.rs"]
+pub mod ports;
+
 /// The test-vector key of docs/PROTOCOL.md.
 pub fn bench_key() -> Key {
     let mut secret = [0u8; 32];
@@ -65,15 +70,14 @@ impl Server {
             .spawn()
             .expect("dynip server");
         let stderr = child.stderr.take().expect("piped stderr");
-        let marker = format!("listening {proto}=");
         let (tx, rx) = std::sync::mpsc::channel();
+        let marker = proto.to_owned();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                match line.split(&marker).nth(1) {
+                match ports::listening_addr(&line, &marker) {
                     Some(addr) => {
-                        if let (Some(tx), Ok(addr)) = (tx.take(), addr.trim().parse::<SocketAddr>())
-                        {
+                        if let Some(tx) = tx.take() {
                             let _ = tx.send(addr);
                         }
                     }

@@ -312,7 +312,7 @@ fn a_full_disk_refuses_reports_and_loses_none_it_acknowledged() {
     // instead of SIGXFSZ past it.
     let limited = format!("trap '' XFSZ; ulimit -f 2048; exec {DYNIP} -v server {CONFIG}");
     let mut server = ServerProcess::spawn(&dir, "sh", &["-c", &limited]);
-    let addr = crate::harness::http::http_addr(&server);
+    let addr = server.listening_http();
     // Until the store has refused 50 updates: commits fail while the log or the file is
     // at the limit, and may succeed again once a checkpoint lets the log start over.
     let mut good = Vec::new();

@@ -31,7 +31,7 @@ pub struct HttpServer {
 pub fn start(dir: &Dir, extra: &str) -> HttpServer {
     dir.server_config("127.0.0.1", &format!("http_listen = 127.0.0.1:0\n{extra}"));
     let process = ServerProcess::start(dir);
-    let addr = http_addr(&process);
+    let addr = process.listening_http();
     HttpServer { process, addr }
 }
 
@@ -1130,7 +1130,7 @@ fn http_listens_on_ipv6() {
         &format!("http_listen = [::1]:0\nkey = {}\n", key.encode()),
     );
     let process = ServerProcess::start(&dir);
-    let addr = http_addr(&process);
+    let addr = process.listening_http();
     assert!(addr.is_ipv6(), "{addr}");
     let res = get(addr, "/myip", &[]);
     assert_eq!(res.body, "::1\n");
@@ -1183,7 +1183,7 @@ fn changes_older_than_history_max_age_are_forgotten() {
         ),
     );
     let server = ServerProcess::start(&dir);
-    let addr = http_addr(&server);
+    let addr = server.listening_http();
     let bearer = format!("Bearer {}", key.encode());
     let api_changes = || {
         let res = get(

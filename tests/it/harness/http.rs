@@ -8,23 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use base64::Engine;
 use dynip::model::key::Key;
 
-use super::{eventually, ServerProcess, TIMEOUT};
-
-/// The address of the server's `listening http=ADDR` (or `https=`) line.
-pub fn http_addr(process: &ServerProcess) -> SocketAddr {
-    eventually("the listening http= line", || {
-        process.stderr().iter().find_map(|line| {
-            let idx = line
-                .find("listening http=")
-                .map(|idx| idx + "listening http=".len())
-                .or_else(|| {
-                    line.find("listening https=")
-                        .map(|idx| idx + "listening https=".len())
-                })?;
-            line[idx..].split_whitespace().next()?.parse().ok()
-        })
-    })
-}
+use super::TIMEOUT;
 
 /// A response as read off the socket.
 #[derive(Debug)]

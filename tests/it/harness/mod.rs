@@ -7,20 +7,24 @@
 //! - [`relay`]: a NAT [`Relay`] between client and server.
 //! - [`http`]: a small HTTP/1.1 client on plain sockets.
 //! - [`schema`]: a small JSON-Schema check against `openapi.json`.
+//! - [`ports`]: the one parser of the server's `listening PROTO=ADDR` line, and a free
+//!   port for NSD (shared with `benches/common`).
 //!
-//! `process`, `peer` and `relay` are re-exported here (`use crate::harness::*`); `http`
-//! and `schema` are named where they are used.
+//! `process`, `peer`, `relay` and `ports` are re-exported here (`use crate::harness::*`);
+//! `http` and `schema` are named where they are used.
 
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 
 pub mod http;
 mod peer;
+mod ports;
 mod process;
 mod relay;
 pub mod schema;
 
 pub use crate::peers::{peers_present, which};
 pub use peer::*;
+pub use ports::*;
 pub use process::*;
 pub use relay::*;
 

@@ -11,11 +11,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{field, send_to, CONFIG, DYNIP, JSON_FILE};
+use super::{field, listening_addr, send_to, CONFIG, DYNIP, JSON_FILE};
 
 /// How long any one wait may take. Generous: the suite runs in parallel on two loaded
 /// cores, and a passing test never waits this long (every wait polls).
@@ -334,9 +334,35 @@ impl ServerProcess {
         server
     }
 
-    /// The address of the `listening udp=ADDR` line, as logged.
+    /// The address of the `listening udp=ADDR` line, as logged (read at start-up: the
+    /// same as [`listening("udp")`](ServerProcess::listening)).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the first `listening PROTO=ADDR` line for `proto` (`dns`, `http`,
+    /// `https`), waiting for it up to [`TIMEOUT`].
+    ///
+    /// # Panics
+    /// When the server logs no such line in time.
+    pub fn listening(&self, proto: &str) -> SocketAddr {
+        self.listening_any(&[proto])
+    }
+
+    /// The address of the HTTP face, whether it speaks HTTP or HTTPS (`tls_cert`).
+    pub fn listening_http(&self) -> SocketAddr {
+        self.listening_any(&["http", "https"])
+    }
+
+    fn listening_any(&self, protos: &[&str]) -> SocketAddr {
+        eventually(
+            &format!("a `listening {}=` line", protos.join("=` or `")),
+            || {
+                self.lines()
+                    .iter()
+                    .find_map(|line| protos.iter().find_map(|proto| listening_addr(line, proto)))
+            },
+        )
     }
 
     /// Where to send to reach the server: its address, loopback for a wildcard.
@@ -360,14 +386,20 @@ impl ServerProcess {
         send_to(local, target, bytes);
     }
 
+    /// The stderr lines so far, locked. A panic while this is held poisons the lock, and
+    /// the test fails anyway.
+    fn lines(&self) -> MutexGuard<'_, Vec<String>> {
+        self.lines.lock().expect("lines lock")
+    }
+
     /// The stderr lines so far.
     pub fn stderr(&self) -> Vec<String> {
-        self.lines.lock().expect("lines lock").clone()
+        self.lines().clone()
     }
 
     /// The last stderr lines so far, for a failing test's message.
     pub fn stderr_tail(&self) -> String {
-        let lines = self.lines.lock().expect("lines lock");
+        let lines = self.lines();
         let tail = &lines[lines.len().saturating_sub(MAX_LINES_SHOWN)..];
         format!(
             "(last {} of {} lines)\n{}",
@@ -379,7 +411,7 @@ impl ServerProcess {
 
     /// The stderr lines so far that contain `text`.
     pub fn stderr_lines(&self, text: &str) -> Vec<String> {
-        let lines = self.lines.lock().expect("lines lock");
+        let lines = self.lines();
         lines
             .iter()
             .filter(|line| line.contains(text))
@@ -390,7 +422,7 @@ impl ServerProcess {
     /// Whether a stderr line from index `*from` on contains `text`; moves `*from` past
     /// the lines looked at, so that polling a long log costs only its new lines.
     pub fn logged_since(&self, text: &str, from: &mut usize) -> bool {
-        let lines = self.lines.lock().expect("lines lock");
+        let lines = self.lines();
         let found = lines[*from..].iter().any(|line| line.contains(text));
         *from = lines.len();
         found
@@ -505,10 +537,8 @@ fn read_lines(
             Ok(_) => {}
         }
         let line = String::from_utf8_lossy(&buf).trim_end().to_string();
-        if let Some(idx) = line.find("listening udp=") {
-            let text = &line[idx + "listening udp=".len()..];
-            let text = text.split_whitespace().next().unwrap_or_default();
-            if let (Ok(addr), Some(tx)) = (text.parse::<SocketAddr>(), listening.take()) {
+        if let Some(addr) = listening_addr(&line, "udp") {
+            if let Some(tx) = listening.take() {
                 let _ = tx.send(addr);
             }
         }
