@@ -14,12 +14,13 @@
 //! hosts. Only 127.0.0.1 is ever addressed.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
+use common::ports::free_port;
 use common::{Args, Server};
 
 const ZONE: &str = "dyn.example.com";
@@ -60,17 +61,6 @@ fn address(idx: usize) -> String {
         (idx >> 8) & 0xff,
         idx & 0xff
     )
-}
-
-/// A port free for UDP and TCP on 127.0.0.1 when asked.
-fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
-        let port = udp.local_addr().expect("its address").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
 }
 
 /// A child process killed on drop.

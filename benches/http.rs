@@ -39,7 +39,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls;
 
 mod common;
-use common::{bench_key, cpu_time, Args, Server};
+use common::{bench_key, cpu_time, Args, Metrics, Server};
 
 /// The targets.
 const TARGET_RATE: f64 = 50_000.0;
@@ -338,39 +338,25 @@ fn closed_loop(
     tally.generator_cpu += cpu_time("self") - own_before;
 }
 
-/// The server's `/metrics` now: the sum of each sample whose name (with its labels)
-/// starts with a given prefix.
-struct Metrics(String);
+/// The server's `/metrics` now, over HTTP or HTTPS. Panics when the server does not
+/// answer, as the bench cannot go on.
+fn read_metrics(server: SocketAddr, tls: Option<&Arc<rustls::ClientConfig>>) -> Metrics {
+    let mut connection = Connection::open(server, tls).expect("connect for /metrics");
+    let request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    connection
+        .stream
+        .write_all(request.as_bytes())
+        .expect("ask for /metrics");
+    let body = connection.read_response().expect("read /metrics");
+    Metrics(String::from_utf8_lossy(&body).into_owned())
+}
 
-impl Metrics {
-    /// Reads them; panics when the server does not answer, as the bench cannot go on.
-    fn read(server: SocketAddr, tls: Option<&Arc<rustls::ClientConfig>>) -> Metrics {
-        let mut connection = Connection::open(server, tls).expect("connect for /metrics");
-        let request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
-        connection
-            .stream
-            .write_all(request.as_bytes())
-            .expect("ask for /metrics");
-        let body = connection.read_response().expect("read /metrics");
-        Metrics(String::from_utf8_lossy(&body).into_owned())
-    }
-
-    fn sum(&self, prefix: &str) -> f64 {
-        self.0
-            .lines()
-            .filter(|line| line.starts_with(prefix))
-            .filter_map(|line| line.rsplit_once(' '))
-            .filter_map(|(_, value)| value.parse::<f64>().ok())
-            .sum()
-    }
-
-    /// HTTP reports committed so far, and refused.
-    fn http_reports(&self) -> (u64, u64) {
-        (
-            self.sum("dynip_reports_accepted_total{path=\"http\"}") as u64,
-            self.sum("dynip_reports_refused_total{path=\"http\",") as u64,
-        )
-    }
+/// HTTP reports committed so far, and refused.
+fn http_reports(metrics: &Metrics) -> (u64, u64) {
+    (
+        metrics.sum("dynip_reports_accepted_total{path=\"http\"}") as u64,
+        metrics.sum("dynip_reports_refused_total{path=\"http\",") as u64,
+    )
 }
 
 /// The wrk script and what carries from one of its windows to the next: the first
@@ -413,7 +399,7 @@ impl Wrk {
             Target::Healthz => "/healthz",
         };
         let n_connections = options.threads * options.connections;
-        let (accepted_before, refused_before) = Metrics::read(server.addr, tls).http_reports();
+        let (accepted_before, refused_before) = http_reports(&read_metrics(server.addr, tls));
         let pid = server.pid().to_string();
         let cpu_before = cpu_time(&pid);
         let wrk_before = children_cpu();
@@ -469,7 +455,7 @@ impl Wrk {
         if target == Target::Update {
             // Every answer wrk counted was committed first; those still in flight when
             // it stopped may have been committed too.
-            let (accepted, refused) = Metrics::read(server.addr, tls).http_reports();
+            let (accepted, refused) = http_reports(&read_metrics(server.addr, tls));
             let n_accepted = accepted - accepted_before;
             assert_eq!(refused, refused_before, "the server refused reports");
             assert!(
@@ -585,7 +571,7 @@ fn run(options: &Options, generator: Generator) -> Figures {
             }
         }
     }
-    let metrics = Metrics::read(server.addr, tls.as_ref());
+    let metrics = read_metrics(server.addr, tls.as_ref());
     drop(server);
     let n_commits = metrics.sum("dynip_commit_batch_size_count ");
     let n_committed = metrics.sum("dynip_commit_batch_size_sum ");

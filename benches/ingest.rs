@@ -4,8 +4,9 @@
 //! preloads N hosts through an original-format JSON file, starts the real server
 //! (`dynip server CONFIG`, release build) on a free loopback port, sends legacy datagrams
 //! naming random known hosts flat out from sender threads (`sendmmsg`), and counts what
-//! the server committed: the store's `meta.reports` counter, read at the start and the end
-//! of the measuring window. Beside it, in this process, it measures the original's design:
+//! the server committed: the reports in its commits (`dynip_commit_batch_size_sum` at
+//! `/metrics`, on an `http_listen` on loopback), read at the start and the end of the
+//! measuring window. Beside it, in this process, it measures the original's design:
 //! receive one datagram over loopback, update a map of N hosts, rewrite the whole JSON file
 //! in place (no fsync), per report. It prints both rates and their ratio, the server's
 //! resident memory, where the CPU went, and whether the issue's targets are met.
@@ -16,17 +17,22 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags};
+mod common;
+use common::ports::listening_addr;
+use common::{
+    cpu_time, machine_cpu, own_thread_cpu_time, resident_memory, thread_cpu_times, MachineCpu,
+    Metrics, Server,
+};
 
 /// The table sizes of the issue.
 const DEFAULT_SIZES: [usize; 4] = [10, 10_000, 100_000, 1_000_000];
@@ -54,6 +60,16 @@ const BASELINE_MIN_REPORTS: u64 = 5;
 const READY_TIMEOUT: Duration = Duration::from_secs(600);
 /// Shutdown includes the last commit and the final export.
 const STOP_TIMEOUT: Duration = Duration::from_secs(120);
+/// The server's `RUST_LOG`: warnings, as by default, and the `listening` lines of the
+/// report socket and of the HTTP face that serves `/metrics` (neither edge logs anything
+/// else at info, so no line per report).
+const SERVER_LOG: &str = "warn,dynip::edge::udp=info,dynip::edge::http=info";
+/// The server's count of reports committed: each commit adds its batch, as it adds the
+/// batch's reports to the store (legacy datagrams are never replayed, and no commit fails
+/// in a run without PROBLEMS).
+const COMMITTED: &str = "dynip_commit_batch_size_sum";
+/// Records in the store's journal not yet folded into the snapshot.
+const JOURNAL: &str = "dynip_journal_records";
 /// Names are `host-` and this many digits, so every payload has the same length.
 const NAME_DIGITS: usize = 7;
 const NAME_LEN: usize = 5 + NAME_DIGITS;
@@ -194,7 +210,7 @@ fn main() -> ExitCode {
     let mut outcomes = Vec::new();
     let mut failed = false;
     for &n_hosts in &options.sizes {
-        match run_size(server_exe, n_hosts, &options) {
+        match run_size(n_hosts, &options) {
             Ok(outcome) => {
                 failed |= !outcome.problems.is_empty();
                 outcomes.push(outcome);
@@ -251,7 +267,7 @@ struct Baseline {
     n_reports: u64,
 }
 
-fn run_size(server_exe: &Path, n_hosts: usize, options: &Options) -> Result<Outcome, String> {
+fn run_size(n_hosts: usize, options: &Options) -> Result<Outcome, String> {
     eprintln!("ingest: {n_hosts} hosts: preparing");
     let names = Arc::new(render_names(n_hosts));
     let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temp dir: {e}"))?;
@@ -267,31 +283,20 @@ fn run_size(server_exe: &Path, n_hosts: usize, options: &Options) -> Result<Outc
     unsafe { libc::sync() };
 
     let json_path = dir.path().join("dynip.json");
-    let store_path = dir.path().join("dynip.sqlite3");
     write_original_file(&json_path, &names, n_hosts)
         .map_err(|e| format!("cannot write {}: {e}", json_path.display()))?;
-    let port = free_port()?;
-    let config_path = dir.path().join("dynip.conf");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[DynIP:Server]\nserver_ip = 127.0.0.1\nserver_port = {port}\nclient_log_path = {}\n",
-            json_path.display()
-        ),
-    )
-    .map_err(|e| format!("cannot write the config: {e}"))?;
-    let server_addr = SocketAddr::from(([127, 0, 0, 1], port));
-
-    let mut server = Server::spawn(server_exe, &config_path, dir.path())?;
-    let res = measure_server(
-        &mut server,
-        &store_path,
-        server_addr,
-        &names,
-        n_hosts,
-        options,
+    let config = format!(
+        "[DynIP:Server]\nserver_ip = 127.0.0.1\nserver_port = 0\nclient_log_path = {}\n\
+         http_listen = 127.0.0.1:0\n",
+        json_path.display()
     );
-    let stop = server.stop();
+
+    // The server imports the file before it listens: start-up counts from here.
+    let started = Instant::now();
+    let mut server =
+        Server::try_start(dir.path(), &config, "udp", SERVER_LOG, READY_TIMEOUT, false)?;
+    let res = measure_server(&mut server, started, &names, n_hosts, options);
+    let stop = server.stop(STOP_TIMEOUT);
     let dynip = res?;
     let log = server.log();
     let mut problems = Vec::new();
@@ -303,11 +308,13 @@ fn run_size(server_exe: &Path, n_hosts: usize, options: &Options) -> Result<Outc
     if dynip.committed_per_s <= 0.0 {
         problems.push("the server committed nothing in the window".to_string());
     }
-    // The import is announced with a warning; anything else is worth seeing.
-    for line in log
-        .iter()
-        .filter(|line| !line.contains("imported the original"))
-    {
+    // The import is announced with a warning, and the bench asked for the `listening`
+    // lines; anything else is worth seeing.
+    for line in log.iter().filter(|line| {
+        !line.contains("imported the original")
+            && listening_addr(line, "udp").is_none()
+            && listening_addr(line, "http").is_none()
+    }) {
         problems.push(format!("server log: {line}"));
     }
     for problem in &problems {
@@ -323,14 +330,16 @@ fn run_size(server_exe: &Path, n_hosts: usize, options: &Options) -> Result<Outc
 
 fn measure_server(
     server: &mut Server,
-    store_path: &Path,
-    server_addr: SocketAddr,
+    started: Instant,
     names: &Arc<Vec<u8>>,
     n_hosts: usize,
     options: &Options,
 ) -> Result<Ingest, String> {
-    let started = Instant::now();
-    let counter = server.wait_ready(store_path, server_addr, name_at(names, 0), started)?;
+    let server_addr = server.addr;
+    let counter = Counter {
+        http: server.listening("http", READY_TIMEOUT.saturating_sub(started.elapsed()))?,
+    };
+    wait_ready(server, &counter, name_at(names, 0), started)?;
     let startup = started.elapsed();
     eprintln!(
         "ingest: {n_hosts} hosts: server ready after {:.1} s (import, load, first commit)",
@@ -342,10 +351,11 @@ fn measure_server(
 
     let cpu_start = CpuSample::take(server.pid(), &load.thread_ids());
     let sent_start = load.sent();
-    let first = counter.reports()?;
+    let first = counter.read()?;
     let t_start = Instant::now();
-    let mut samples = vec![(t_start, first)];
-    let mut journal = vec![counter.journal_rows()];
+    let mut samples = vec![(t_start, first.reports)];
+    let mut journal = vec![first.journal_records];
+    let first = first.reports;
     let end = t_start + options.window_for(n_hosts);
     loop {
         let now = Instant::now();
@@ -354,8 +364,10 @@ fn measure_server(
         }
         let next = samples.last().map_or(now, |&(at, _)| at) + Duration::from_secs(1);
         std::thread::sleep(next.min(end) - now);
-        samples.push((Instant::now(), counter.reports()?));
-        journal.push(counter.journal_rows());
+        let at = Instant::now();
+        let counts = counter.read()?;
+        samples.push((at, counts.reports));
+        journal.push(counts.journal_records);
         server.check_alive()?;
     }
     let sent_end = load.sent();
@@ -376,11 +388,11 @@ fn measure_server(
         thousands(intervals.iter().copied())
     );
     eprintln!(
-        "ingest: {n_hosts} hosts: each second, thousands of journal rows: {}",
+        "ingest: {n_hosts} hosts: each second, thousands of journal records: {}",
         thousands(
             journal
                 .iter()
-                .map(|rows| rows.map_or(f64::NAN, |rows| rows as f64))
+                .map(|records| records.map_or(f64::NAN, |records| records as f64))
         )
     );
     // Let the server drain its queues before its memory is read.
@@ -444,16 +456,6 @@ fn write_original_file(path: &Path, names: &[u8], n_hosts: usize) -> std::io::Re
     out.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
-fn free_port() -> Result<u16, String> {
-    let socket =
-        UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("cannot bind a probe socket: {e}"))?;
-    let port = socket
-        .local_addr()
-        .map_err(|e| format!("cannot read the probe socket's port: {e}"))?
-        .port();
-    Ok(port)
-}
-
 /// xorshift64*: a few cycles per number, plenty for picking hosts.
 struct Rng(u64);
 
@@ -473,166 +475,53 @@ impl Rng {
 // ---------------------------------------------------------------------------------------
 // The server under test
 
-struct Server {
-    child: Child,
-    /// Its stderr, line by line (default logging: warnings and errors only).
-    log: Arc<Mutex<Vec<String>>>,
-    drain: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    fn spawn(exe: &Path, config: &Path, dir: &Path) -> Result<Server, String> {
-        let mut child = Command::new(exe)
-            .arg("server")
-            .arg(config)
-            .current_dir(dir)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
-        let stderr = child.stderr.take().ok_or("no stderr pipe")?;
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
-        let drain = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-            }
-        });
-        Ok(Server {
-            child,
-            log,
-            drain: Some(drain),
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log(&mut self) -> Vec<String> {
-        if let Some(drain) = self.drain.take() {
-            let _ = drain.join();
+/// Waits until a probe datagram is committed: the import is done, the table loaded and
+/// the writer running.
+fn wait_ready(
+    server: &mut Server,
+    counter: &Counter,
+    probe_name: &[u8],
+    started: Instant,
+) -> Result<(), String> {
+    let probe = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("probe socket: {e}"))?;
+    loop {
+        server.check_alive()?;
+        if started.elapsed() > READY_TIMEOUT {
+            return Err(format!("server not ready after {READY_TIMEOUT:?}"));
         }
-        std::mem::take(&mut *self.log.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    fn check_alive(&mut self) -> Result<(), String> {
-        match self.child.try_wait() {
-            Ok(None) => Ok(()),
-            Ok(Some(status)) => Err(format!(
-                "server exited early with {status}; its log:\n{}",
-                self.log().join("\n")
-            )),
-            Err(e) => Err(format!("cannot check on the server: {e}")),
+        // A fresh server counts only our probes.
+        if counter.read().map_or(0, |counts| counts.reports) > 0 {
+            return Ok(());
         }
-    }
-
-    /// Waits until the store exists and a probe datagram is committed; returns the store,
-    /// open read-only for the counter.
-    fn wait_ready(
-        &mut self,
-        store_path: &Path,
-        server_addr: SocketAddr,
-        probe_name: &[u8],
-        started: Instant,
-    ) -> Result<Counter, String> {
-        let probe = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("probe socket: {e}"))?;
-        let mut counter = None;
-        loop {
-            self.check_alive()?;
-            if started.elapsed() > READY_TIMEOUT {
-                return Err(format!("server not ready after {READY_TIMEOUT:?}"));
-            }
-            if counter.is_none() && store_path.exists() {
-                counter = Counter::open(store_path).ok();
-            }
-            if let Some(open) = &counter {
-                // A fresh store counts only our probes.
-                if open.reports().unwrap_or(0) > 0 {
-                    return Ok(counter.take().expect("checked above"));
-                }
-                // Before the socket is bound this is refused or dropped: fine.
-                let _ = probe.send_to(probe_name, server_addr);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGTERM, then waits for the exit (SIGKILL after `STOP_TIMEOUT`).
-    fn stop(&mut self) -> Result<ExitStatus, String> {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            return Ok(status);
-        }
-        // SAFETY: kill(2) on our own child's pid, which it keeps until we wait for it.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let asked = Instant::now();
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return Ok(status),
-                Ok(None) if asked.elapsed() > STOP_TIMEOUT => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    return Err(format!(
-                        "server did not stop {STOP_TIMEOUT:?} after SIGTERM"
-                    ));
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                Err(e) => return Err(format!("cannot wait for the server: {e}")),
-            }
-        }
+        let _ = probe.send_to(probe_name, server.addr);
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// The server's counters, from its `/metrics`.
+struct Counter {
+    http: SocketAddr,
 }
 
-/// The store, read-only: the count of committed reports.
-struct Counter(Connection);
+/// What [`Counter::read`] saw at one moment.
+struct Counts {
+    /// Reports committed since the server started.
+    reports: u64,
+    /// Records in the store's journal, to show when the writer's compaction ran; `None`
+    /// if the server no longer says.
+    journal_records: Option<u64>,
+}
 
 impl Counter {
-    fn open(path: &Path) -> rusqlite::Result<Counter> {
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        let counter = Counter(conn);
-        counter.read()?;
-        Ok(counter)
-    }
-
-    fn read(&self) -> rusqlite::Result<u64> {
-        self.0
-            .query_row("SELECT value FROM meta WHERE key = 'reports'", [], |row| {
-                row.get::<_, i64>(0)
-            })
-            .map(|n_reports| n_reports as u64)
-    }
-
-    /// Rows in the store's journal (not yet folded into the snapshot), to show when the
-    /// writer's compaction ran; `None` if the schema has changed.
-    fn journal_rows(&self) -> Option<u64> {
-        self.0
-            .query_row(
-                "SELECT coalesce(max(seq) - min(seq) + 1, 0) FROM journal",
-                [],
-                |row| row.get::<_, i64>(0),
-            )
-            .ok()
-            .map(|rows| rows as u64)
-    }
-
-    fn reports(&self) -> Result<u64, String> {
-        self.read()
-            .map_err(|e| format!("cannot read the reports counter: {e}"))
+    fn read(&self) -> Result<Counts, String> {
+        let metrics = Metrics::fetch(self.http)?;
+        let reports = metrics
+            .value(COMMITTED)
+            .ok_or(format!("no {COMMITTED} in /metrics"))?;
+        Ok(Counts {
+            reports: reports as u64,
+            journal_records: metrics.value(JOURNAL).map(|records| records as u64),
+        })
     }
 }
 
@@ -862,43 +751,13 @@ fn measure_baseline(
 // ---------------------------------------------------------------------------------------
 // Memory and CPU
 
-/// VmRSS and VmHWM of `pid`, in bytes.
-fn resident_memory(pid: u32) -> Result<(u64, u64), String> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let field = |key: &str| -> Result<u64, String> {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(key))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map(|kib| kib * 1024)
-            .ok_or(format!("no {key} in {path}"))
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
-}
-
 /// CPU time (user + system) per thread group: the server's threads by name, and ours.
 struct CpuSample {
     server: BTreeMap<String, f64>,
     senders: f64,
     /// This whole process (senders included).
     bench: f64,
-    machine: Machine,
-}
-
-/// The machine's CPU seconds from `/proc/stat`, summed over all CPUs.
-#[derive(Default, Clone, Copy)]
-struct Machine {
-    busy: f64,
-    /// Interrupt time (the loopback's packet delivery runs in softirq), in `busy` too.
-    irq: f64,
-    idle: f64,
+    machine: MachineCpu,
 }
 
 /// Percent of one core over the window.
@@ -917,19 +776,15 @@ struct CpuSplit {
 impl CpuSample {
     fn take(server_pid: u32, sender_tids: &[i32]) -> CpuSample {
         let mut server = BTreeMap::new();
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{server_pid}/task")) {
-            for task in tasks.flatten() {
-                if let Some((comm, seconds)) = thread_cpu(&task.path().join("stat")) {
-                    *server.entry(thread_group(&comm)).or_insert(0.0) += seconds;
-                }
-            }
+        for (comm, time) in thread_cpu_times(&server_pid.to_string()) {
+            *server.entry(thread_group(&comm)).or_insert(0.0) += time.as_secs_f64();
         }
         let senders = sender_tids
             .iter()
-            .filter_map(|tid| thread_cpu(Path::new(&format!("/proc/self/task/{tid}/stat"))))
-            .map(|(_, seconds)| seconds)
+            .filter_map(|&tid| own_thread_cpu_time(tid))
+            .map(|time| time.as_secs_f64())
             .sum();
-        let bench = thread_cpu(Path::new("/proc/self/stat")).map_or(0.0, |(_, seconds)| seconds);
+        let bench = cpu_time("self").as_secs_f64();
         CpuSample {
             server,
             senders,
@@ -974,45 +829,6 @@ fn thread_group(comm: &str) -> String {
     } else {
         comm.strip_prefix("dynip-").unwrap_or(comm).to_string()
     }
-}
-
-/// The first line of `/proc/stat`: `cpu user nice system idle iowait irq softirq steal`.
-fn machine_cpu() -> Option<Machine> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let ticks: Vec<f64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .map(|field| field.parse().unwrap_or(0.0))
-        .collect();
-    let [user, nice, system, idle, iowait, irq, softirq, steal] = ticks[..] else {
-        return None;
-    };
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some(Machine {
-        busy: (user + nice + system + irq + softirq + steal) / hz,
-        irq: (irq + softirq) / hz,
-        idle: (idle + iowait) / hz,
-    })
-}
-
-/// A thread's name and its user + system CPU seconds, from `/proc/.../stat`.
-fn thread_cpu(stat: &Path) -> Option<(String, f64)> {
-    let mut text = String::new();
-    File::open(stat).ok()?.read_to_string(&mut text).ok()?;
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text[open + 1..close].to_string();
-    // Fields after the name start at field 3 (state); utime and stime are fields 14, 15.
-    let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some((comm, (utime + stime) / ticks))
 }
 
 // ---------------------------------------------------------------------------------------

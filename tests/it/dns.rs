@@ -25,19 +25,8 @@ pub fn start_on(dir: &Dir, server_ip: &str, extra: &str) -> (ServerProcess, Sock
         &format!("dns_listen = 127.0.0.1:0\ndns_zone = {ZONE}\n{extra}"),
     );
     let server = ServerProcess::start(dir);
-    let addr = dns_addr(&server);
+    let addr = server.listening("dns");
     (server, addr)
-}
-
-/// The address of the server's `listening dns=ADDR` line.
-pub fn dns_addr(server: &ServerProcess) -> SocketAddr {
-    eventually("the listening dns= line", || {
-        server.stderr_lines("listening dns=").first().map(|line| {
-            field(line, "dns")
-                .parse()
-                .unwrap_or_else(|e| panic!("{line}: {e}"))
-        })
-    })
 }
 
 /// What `dig` or `kdig` printed, taken apart.
@@ -309,7 +298,7 @@ fn a_report_is_answered_by_dns_at_once_and_the_serial_rises() {
     // A restart is a change: the serial never goes back, and rises.
     assert_eq!(server.terminate(), 0);
     let mut server = ServerProcess::start(&dir);
-    let dns = dns_addr(&server);
+    let dns = server.listening("dns");
     let restarted = serial(&dig(&dir, dns, &[ZONE, "SOA"]));
     assert!(
         restarted >= after_move,
@@ -653,7 +642,7 @@ fn dns_counters_are_served_at_metrics() {
     }
     let dir = Dir::new();
     let (server, dns) = start(&dir, "http_listen = 127.0.0.1:0\n");
-    let http = crate::http::http_addr(&server);
+    let http = server.listening_http();
     server.send(b"kitchen-pc");
     server.wait_committed("kitchen-pc", 1);
     assert_eq!(
@@ -665,7 +654,7 @@ fn dns_counters_are_served_at_metrics() {
         "NXDOMAIN"
     );
     assert_eq!(dig(&dir, dns, &["example.org", "A"]).status, "REFUSED");
-    let body = crate::http::get(http, "/metrics", &[]).body;
+    let body = crate::harness::http::get(http, "/metrics", &[]).body;
     for line in [
         "dynip_dns_responses_total{rcode=\"NOERROR\"} 1",
         "dynip_dns_responses_total{rcode=\"NXDOMAIN\"} 1",
@@ -700,13 +689,14 @@ fn an_offline_host_stops_answering_until_it_reports_again() {
         &dir,
         &format!("http_listen = 127.0.0.1:0\nkey = {}\n", key.encode()),
     );
-    let http = crate::http::http_addr(&server);
+    let http = server.listening_http();
     let name = "away.dyn.example.com";
-    let good = crate::http::update(http, &key, "hostname=away&myip=192.0.2.7");
+    let good = crate::harness::http::update(http, &key, "hostname=away&myip=192.0.2.7");
     assert_eq!(good, (200, "good 192.0.2.7\n".to_owned()));
     assert_eq!(dig(&dir, dns, &[name, "A"]).answer.len(), 1);
     let before = serial(&dig(&dir, dns, &["dyn.example.com", "SOA"]));
-    let (status, _) = crate::http::update(http, &key, "hostname=away&myip=192.0.2.7&offline=YES");
+    let (status, _) =
+        crate::harness::http::update(http, &key, "hostname=away&myip=192.0.2.7&offline=YES");
     assert_eq!(status, 200);
     let gone = dig(&dir, dns, &[name, "A"]);
     assert_eq!(gone.status, "NXDOMAIN", "{}", gone.text);
@@ -716,7 +706,7 @@ fn an_offline_host_stops_answering_until_it_reports_again() {
     let listed = &dir.list()["away"];
     assert_eq!(listed["offline"], true, "list --json: {listed}");
     assert_eq!(listed["stale"], false, "list --json: {listed}");
-    crate::http::update(http, &key, "hostname=away&myip=192.0.2.7");
+    crate::harness::http::update(http, &key, "hostname=away&myip=192.0.2.7");
     let back = dig(&dir, dns, &[name, "A"]);
     assert_eq!(back.status, "NOERROR", "{}", back.text);
     assert_eq!(back.answer.len(), 1, "{}", back.text);

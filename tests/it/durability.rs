@@ -312,7 +312,7 @@ fn a_full_disk_refuses_reports_and_loses_none_it_acknowledged() {
     // instead of SIGXFSZ past it.
     let limited = format!("trap '' XFSZ; ulimit -f 2048; exec {DYNIP} -v server {CONFIG}");
     let mut server = ServerProcess::spawn(&dir, "sh", &["-c", &limited]);
-    let addr = crate::http::http_addr(&server);
+    let addr = server.listening_http();
     // Until the store has refused 50 updates: commits fail while the log or the file is
     // at the limit, and may succeed again once a checkpoint lets the log start over.
     let mut good = Vec::new();
@@ -320,7 +320,8 @@ fn a_full_disk_refuses_reports_and_loses_none_it_acknowledged() {
     for i in 0..20_000u32 {
         let host = format!("host-{i}");
         let ip = std::net::Ipv4Addr::from(0xc612_0000 | (i & 0x1_ffff));
-        let (status, body) = crate::http::update(addr, &key, &format!("hostname={host}&myip={ip}"));
+        let (status, body) =
+            crate::harness::http::update(addr, &key, &format!("hostname={host}&myip={ip}"));
         assert_eq!(status, 200, "{body}");
         match body.trim() {
             answer if answer == format!("good {ip}") => good.push((host, ip.to_string())),
@@ -350,7 +351,7 @@ fn a_full_disk_refuses_reports_and_loses_none_it_acknowledged() {
     // succeed again: the writer does not stay broken after a failure.
     let started = Instant::now();
     loop {
-        let (_, body) = crate::http::update(addr, &key, "hostname=later&myip=192.0.2.1");
+        let (_, body) = crate::harness::http::update(addr, &key, "hostname=later&myip=192.0.2.1");
         match body.trim() {
             "good 192.0.2.1" => break,
             "dnserr" if started.elapsed() < Duration::from_secs(10) => {

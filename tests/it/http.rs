@@ -3,9 +3,9 @@
 //! under promtool, the JSON API against its OpenAPI description, the status page in
 //! headless Chromium, TLS, and the limits.
 //!
-//! Requests are written by hand on plain sockets ([`get`]), so a test sees exactly the
-//! bytes a client would, and can send what no client library would (huge heads, slow
-//! heads, bad queries).
+//! Requests are written by hand on plain sockets ([`get`], in the harness), so a test
+//! sees exactly the bytes a client would, and can send what no client library would
+//! (huge heads, slow heads, bad queries).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use dynip::model::key::Key;
+use serde_json::Value;
 
+use crate::harness::http::*;
+use crate::harness::schema::check_against;
 use crate::harness::*;
 
 /// A server with `http_listen` on a free loopback port, and that port.
@@ -28,102 +31,8 @@ pub struct HttpServer {
 pub fn start(dir: &Dir, extra: &str) -> HttpServer {
     dir.server_config("127.0.0.1", &format!("http_listen = 127.0.0.1:0\n{extra}"));
     let process = ServerProcess::start(dir);
-    let addr = http_addr(&process);
+    let addr = process.listening_http();
     HttpServer { process, addr }
-}
-
-/// The address of the server's `listening http=ADDR` (or `https=`) line.
-pub fn http_addr(process: &ServerProcess) -> SocketAddr {
-    eventually("the listening http= line", || {
-        process.stderr().iter().find_map(|line| {
-            let idx = line
-                .find("listening http=")
-                .map(|idx| idx + "listening http=".len())
-                .or_else(|| {
-                    line.find("listening https=")
-                        .map(|idx| idx + "listening https=".len())
-                })?;
-            line[idx..].split_whitespace().next()?.parse().ok()
-        })
-    })
-}
-
-/// A response as read off the socket.
-#[derive(Debug)]
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
-    }
-}
-
-/// Parses one whole response (head and body up to the end of `bytes`).
-pub fn parse_response(bytes: &[u8]) -> Response {
-    let text = String::from_utf8_lossy(bytes);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no end of head in {text:?}"));
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(key, value)| (key.trim().to_string(), value.trim().to_string()))
-        .collect();
-    Response {
-        status,
-        headers,
-        body: body.to_string(),
-    }
-}
-
-/// Sends `raw` (a whole request) on a new connection and reads until the server closes.
-pub fn send_raw(addr: SocketAddr, raw: &[u8]) -> Response {
-    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-    stream.write_all(raw).expect("send a request");
-    let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes).expect("read a response");
-    parse_response(&bytes)
-}
-
-/// `GET path` with `headers`, `Connection: close`.
-pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
-    let mut raw = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (key, value) in headers {
-        raw.push_str(&format!("{key}: {value}\r\n"));
-    }
-    raw.push_str("\r\n");
-    send_raw(addr, raw.as_bytes())
-}
-
-/// The value of an `Authorization: Basic` header.
-pub fn basic(user: &str, password: &str) -> String {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    format!("Basic {encoded}")
-}
-
-/// `GET /nic/update?QUERY` with Basic credentials `router:KEY`; returns status and body.
-pub fn update(addr: SocketAddr, key: &Key, query: &str) -> (u16, String) {
-    let auth = basic("router", &key.encode());
-    let res = get(
-        addr,
-        &format!("/nic/update?{query}"),
-        &[("Authorization", &auth)],
-    );
-    (res.status, res.body)
 }
 
 /// A key's text percent-encoded for a URL (base64 has `+`, `/` and `=`).
@@ -741,116 +650,6 @@ nas = {}
     assert_eq!(get(addr, "/healthz", &[]).status, 200);
 }
 
-/// A minimal JSON Schema check, for the subset `openapi.json` uses: `type`,
-/// `properties`, `required`, `additionalProperties: false`, `items`, `oneOf`, `$ref`
-/// into the document, `format: date-time`. Returns what does not match.
-fn schema_errors(doc: &Value, schema: &Value, value: &Value, at: &str) -> Vec<String> {
-    if let Some(reference) = schema["$ref"].as_str() {
-        let target = resolve(doc, reference);
-        return schema_errors(doc, target, value, at);
-    }
-    if let Some(choices) = schema["oneOf"].as_array() {
-        let n_matching = choices
-            .iter()
-            .filter(|choice| schema_errors(doc, choice, value, at).is_empty())
-            .count();
-        return if n_matching == 1 {
-            Vec::new()
-        } else {
-            vec![format!("{at}: matches {n_matching} of oneOf: {value}")]
-        };
-    }
-    let mut errors = Vec::new();
-    let kind = schema["type"].as_str().unwrap_or("any");
-    let type_ok = match kind {
-        "object" => value.is_object(),
-        "array" => value.is_array(),
-        "string" => value.is_string(),
-        "boolean" => value.is_boolean(),
-        "integer" => value.is_i64() || value.is_u64(),
-        "null" => value.is_null(),
-        _ => true,
-    };
-    if !type_ok {
-        return vec![format!("{at}: not {kind}: {value}")];
-    }
-    if schema["format"] == "date-time" {
-        let text = value.as_str().unwrap_or_default();
-        if chrono::DateTime::parse_from_rfc3339(text).is_err() {
-            errors.push(format!("{at}: not RFC 3339: {text:?}"));
-        }
-    }
-    if let Some(object) = value.as_object() {
-        let properties = schema["properties"].as_object();
-        for required in schema["required"].as_array().into_iter().flatten() {
-            let name = required.as_str().unwrap_or_default();
-            if !object.contains_key(name) {
-                errors.push(format!("{at}: missing {name}"));
-            }
-        }
-        for (name, field) in object {
-            match properties.and_then(|properties| properties.get(name)) {
-                Some(field_schema) => errors.extend(schema_errors(
-                    doc,
-                    field_schema,
-                    field,
-                    &format!("{at}.{name}"),
-                )),
-                None if schema["additionalProperties"] == false => {
-                    errors.push(format!("{at}: undocumented property {name}"))
-                }
-                None => {}
-            }
-        }
-    }
-    if let Some(items) = value.as_array() {
-        for (idx, item) in items.iter().enumerate() {
-            errors.extend(schema_errors(
-                doc,
-                &schema["items"],
-                item,
-                &format!("{at}[{idx}]"),
-            ));
-        }
-    }
-    errors
-}
-
-fn resolve<'a>(doc: &'a Value, reference: &str) -> &'a Value {
-    let path = reference
-        .strip_prefix("#/")
-        .unwrap_or_else(|| panic!("not a local $ref: {reference}"));
-    let target = path.split('/').fold(doc, |node, part| &node[part]);
-    assert!(!target.is_null(), "$ref {reference} points nowhere");
-    target
-}
-
-/// Checks a response against the description of `template`'s GET for its status.
-fn check_against(doc: &Value, template: &str, res: &Response) -> Value {
-    let mut response = &doc["paths"][template]["get"]["responses"][res.status.to_string()];
-    assert!(
-        !response.is_null(),
-        "{template}: status {} is not described: {res:?}",
-        res.status
-    );
-    if let Some(reference) = response["$ref"].as_str() {
-        response = resolve(doc, reference);
-    }
-    assert_eq!(
-        res.header("content-type"),
-        Some("application/json"),
-        "{res:?}"
-    );
-    let value: Value = serde_json::from_str(&res.body)
-        .unwrap_or_else(|e| panic!("{template}: not JSON ({e}): {res:?}"));
-    let schema = &response["content"]["application/json"]["schema"];
-    let errors = schema_errors(doc, schema, &value, "$");
-    assert!(errors.is_empty(), "{template} {}: {errors:#?}", res.status);
-    value
-}
-
-use serde_json::Value;
-
 #[test]
 fn the_api_follows_its_openapi_description() {
     let dir = Dir::new();
@@ -1331,7 +1130,7 @@ fn http_listens_on_ipv6() {
         &format!("http_listen = [::1]:0\nkey = {}\n", key.encode()),
     );
     let process = ServerProcess::start(&dir);
-    let addr = http_addr(&process);
+    let addr = process.listening_http();
     assert!(addr.is_ipv6(), "{addr}");
     let res = get(addr, "/myip", &[]);
     assert_eq!(res.body, "::1\n");
@@ -1384,7 +1183,7 @@ fn changes_older_than_history_max_age_are_forgotten() {
         ),
     );
     let server = ServerProcess::start(&dir);
-    let addr = http_addr(&server);
+    let addr = server.listening_http();
     let bearer = format!("Bearer {}", key.encode());
     let api_changes = || {
         let res = get(

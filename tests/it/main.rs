@@ -4,7 +4,8 @@
 //!
 //! - [`peers`]: the real outside programs, found on `PATH` or skipped (see
 //!   `DYNIP_REAL_PEERS`).
-//! - [`harness`]: temp dirs, running commands, the server process, polling.
+//! - [`harness`]: temp dirs, running commands, the server process, polling; the v1
+//!   `Peer`, a NAT `Relay`, a small HTTP client and a JSON-Schema check (one file each).
 //! - [`report`]: a report's way into the JSON file and the store; both entry points;
 //!   case-insensitive names; both address families.
 //! - [`garbage`]: datagrams that are not reports change nothing.

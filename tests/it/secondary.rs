@@ -2,23 +2,12 @@
 //! hears NOTIFY after a report, transfers again, and answers the new address itself;
 //! with `dns_hide_stale` it follows a host going stale and coming back.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Stdio};
 
-use crate::dns::{ask, dns_addr, serial, try_ask, ZONE};
+use crate::dns::{ask, serial, try_ask, ZONE};
 use crate::harness::*;
-
-/// A port free for both UDP and TCP on 127.0.0.1 when asked (NSD binds it itself).
-fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
-        let port = udp.local_addr().expect("its address").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 /// NSD as a non-daemon child (`nsd -d`) with its config, zone files and state in `dir`,
 /// never dropping privileges (`username: ""`), killed on drop.
@@ -135,7 +124,7 @@ fn follows_the_zone(protocol: &str) {
     // NSD's port is only known once it is chosen; dynip must know it to notify.
     let nsd_port = free_port();
     let mut server = start_primary(&dir, nsd_port, "", "alpha");
-    let primary = dns_addr(&server);
+    let primary = server.listening("dns");
     let nsd = start_secondary(&dir, nsd_port, primary, protocol);
     // NSD may not listen yet: a refused query is tried again, as an empty answer is.
     let first = eventually("NSD to answer alpha after its first transfer", || {
@@ -245,7 +234,7 @@ fn nsd_follows_a_host_going_stale_and_coming_back() {
     let nsd_port = free_port();
     let extra = "stale_after = 2s\ndns_hide_stale = yes\n";
     let mut server = start_primary(&dir, nsd_port, extra, "fading");
-    let primary = dns_addr(&server);
+    let primary = server.listening("dns");
     let nsd = start_secondary(&dir, nsd_port, primary, "AXFR ");
     let name = "fading.dyn.example.com";
     let status = |dir: &Dir| {

@@ -8,9 +8,9 @@ use std::net::{TcpStream, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use crate::dns::{dns_addr, query, ZONE};
+use crate::dns::{query, ZONE};
+use crate::harness::http::get;
 use crate::harness::*;
-use crate::http::{get, http_addr};
 
 /// `WATCHDOG_USEC` for the tests: keep-alives every second, and a writer stuck for a
 /// second counts as stuck. Short enough for a quick test, long enough that a loaded CI
@@ -118,14 +118,17 @@ fn notify_socket_sees_ready_watchdog_and_stopping() {
     );
     let peer = Peer::bind("127.0.0.1:0", server.target());
     peer.report(&key, "ready-check");
-    assert_eq!(get(http_addr(&server), "/healthz", &[]).status, 200);
+    assert_eq!(get(server.listening_http(), "/healthz", &[]).status, 200);
     let dns = UdpSocket::bind("127.0.0.1:0").expect("bind a DNS client socket");
     dns.set_read_timeout(Some(TIMEOUT)).expect("set a timeout");
-    dns.send_to(&query(&format!("ready-check.{ZONE}"), 7), dns_addr(&server))
-        .expect("send a DNS query");
+    dns.send_to(
+        &query(&format!("ready-check.{ZONE}"), 7),
+        server.listening("dns"),
+    )
+    .expect("send a DNS query");
     let mut answer = [0u8; 512];
     dns.recv(&mut answer).expect("a DNS answer");
-    TcpStream::connect(dns_addr(&server)).expect("DNS over TCP accepts");
+    TcpStream::connect(server.listening("dns")).expect("DNS over TCP accepts");
 
     // An idle writer is alive: keep-alives at half the interval.
     let idle = manager.keep_alives_during(WATCHDOG * 2);

@@ -1,32 +1,21 @@
-//! The harness: a temp dir per test, the real binaries in a scrubbed environment, a server
-//! process that logs to a pipe drained for its whole life, and polling with a deadline.
+//! The processes a test runs: its temp dir, the real binaries in a scrubbed environment,
+//! a server process that logs to a pipe drained for its whole life (killed on drop), and
+//! polling with a deadline.
 //!
 //! Nothing here sleeps a fixed time to wait for something that can be observed: every wait
 //! is [`eventually`], which polls real state (a log line, `dynip list`, the JSON file).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use crate::peers::{peers_present, which};
-
-pub const DYNIP: &str = env!("CARGO_BIN_EXE_dynip");
-pub const DYNIPD: &str = env!("CARGO_BIN_EXE_dynipd");
-pub const DYNIPC: &str = env!("CARGO_BIN_EXE_dynipc");
-pub const DYNIP_INIT: &str = env!("CARGO_BIN_EXE_dynip-init");
-
-/// The config file every server test writes in its temp dir.
-pub const CONFIG: &str = "dynip.conf";
-/// `client_log_path` of that config, relative to the temp dir (the server's working dir).
-pub const JSON_FILE: &str = "dynip.json";
-/// The store beside it (the default `store_path`).
-pub const STORE_FILE: &str = "dynip.sqlite3";
+use super::{field, listening_addr, send_to, CONFIG, DYNIP, JSON_FILE};
 
 /// How long any one wait may take. Generous: the suite runs in parallel on two loaded
 /// cores, and a passing test never waits this long (every wait polls).
@@ -345,9 +334,35 @@ impl ServerProcess {
         server
     }
 
-    /// The address of the `listening udp=ADDR` line, as logged.
+    /// The address of the `listening udp=ADDR` line, as logged (read at start-up: the
+    /// same as [`listening("udp")`](ServerProcess::listening)).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the first `listening PROTO=ADDR` line for `proto` (`dns`, `http`,
+    /// `https`), waiting for it up to [`TIMEOUT`].
+    ///
+    /// # Panics
+    /// When the server logs no such line in time.
+    pub fn listening(&self, proto: &str) -> SocketAddr {
+        self.listening_any(&[proto])
+    }
+
+    /// The address of the HTTP face, whether it speaks HTTP or HTTPS (`tls_cert`).
+    pub fn listening_http(&self) -> SocketAddr {
+        self.listening_any(&["http", "https"])
+    }
+
+    fn listening_any(&self, protos: &[&str]) -> SocketAddr {
+        eventually(
+            &format!("a `listening {}=` line", protos.join("=` or `")),
+            || {
+                self.lines()
+                    .iter()
+                    .find_map(|line| protos.iter().find_map(|proto| listening_addr(line, proto)))
+            },
+        )
     }
 
     /// Where to send to reach the server: its address, loopback for a wildcard.
@@ -371,14 +386,20 @@ impl ServerProcess {
         send_to(local, target, bytes);
     }
 
+    /// The stderr lines so far, locked. A panic while this is held poisons the lock, and
+    /// the test fails anyway.
+    fn lines(&self) -> MutexGuard<'_, Vec<String>> {
+        self.lines.lock().expect("lines lock")
+    }
+
     /// The stderr lines so far.
     pub fn stderr(&self) -> Vec<String> {
-        self.lines.lock().expect("lines lock").clone()
+        self.lines().clone()
     }
 
     /// The last stderr lines so far, for a failing test's message.
     pub fn stderr_tail(&self) -> String {
-        let lines = self.lines.lock().expect("lines lock");
+        let lines = self.lines();
         let tail = &lines[lines.len().saturating_sub(MAX_LINES_SHOWN)..];
         format!(
             "(last {} of {} lines)\n{}",
@@ -390,7 +411,7 @@ impl ServerProcess {
 
     /// The stderr lines so far that contain `text`.
     pub fn stderr_lines(&self, text: &str) -> Vec<String> {
-        let lines = self.lines.lock().expect("lines lock");
+        let lines = self.lines();
         lines
             .iter()
             .filter(|line| line.contains(text))
@@ -401,7 +422,7 @@ impl ServerProcess {
     /// Whether a stderr line from index `*from` on contains `text`; moves `*from` past
     /// the lines looked at, so that polling a long log costs only its new lines.
     pub fn logged_since(&self, text: &str, from: &mut usize) -> bool {
-        let lines = self.lines.lock().expect("lines lock");
+        let lines = self.lines();
         let found = lines[*from..].iter().any(|line| line.contains(text));
         *from = lines.len();
         found
@@ -447,6 +468,11 @@ impl ServerProcess {
     /// SIGINT (Ctrl-C), then as [`terminate`](ServerProcess::terminate).
     pub fn interrupt(&mut self) -> i32 {
         self.stop_with(libc::SIGINT)
+    }
+
+    /// SIGHUP: the server re-reads its keys, `allow_from` and `allow_unsigned`.
+    pub fn hangup(&self) {
+        signal(&self.child, libc::SIGHUP);
     }
 
     fn stop_with(&mut self, signal_number: libc::c_int) -> i32 {
@@ -511,10 +537,8 @@ fn read_lines(
             Ok(_) => {}
         }
         let line = String::from_utf8_lossy(&buf).trim_end().to_string();
-        if let Some(idx) = line.find("listening udp=") {
-            let text = &line[idx + "listening udp=".len()..];
-            let text = text.split_whitespace().next().unwrap_or_default();
-            if let (Ok(addr), Some(tx)) = (text.parse::<SocketAddr>(), listening.take()) {
+        if let Some(addr) = listening_addr(&line, "udp") {
+            if let Some(tx) = listening.take() {
                 let _ = tx.send(addr);
             }
         }
@@ -525,71 +549,6 @@ fn read_lines(
     }
 }
 
-/// The `key = value` lines of a block `dynip add-host` prints, comments left out.
-pub fn settings(block: &str) -> Vec<(String, String)> {
-    block
-        .lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-        .map(|line| {
-            let (key, value) = line
-                .split_once('=')
-                .unwrap_or_else(|| panic!("{line:?} is not key = value"));
-            (key.trim().to_string(), value.trim().to_string())
-        })
-        .collect()
-}
-
-/// The value of `key=VALUE` in a log line (empty when absent).
-pub fn field(line: &str, key: &str) -> String {
-    let prefix = format!("{key}=");
-    line.split_whitespace()
-        .find_map(|word| word.strip_prefix(prefix.as_str()))
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// Sends one datagram from a socket bound to `local` to `target`.
-pub fn send_to(local: &str, target: SocketAddr, bytes: &[u8]) {
-    let socket = UdpSocket::bind(local).unwrap_or_else(|e| panic!("bind {local}: {e}"));
-    let n_sent = socket
-        .send_to(bytes, target)
-        .unwrap_or_else(|e| panic!("send {} bytes to {target}: {e}", bytes.len()));
-    assert_eq!(n_sent, bytes.len());
-}
-
-/// Whether this machine can use `::1`.
-pub fn ipv6_loopback_works() -> bool {
-    UdpSocket::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, 0))).is_ok()
-}
-
-/// Whether `text` is the original's time format, `YYYY-MM-DD HH:MM:SS.ffffff`.
-pub fn is_original_time(text: &str) -> bool {
-    text.len() == 26
-        && text.bytes().enumerate().all(|(idx, byte)| match idx {
-            4 | 7 => byte == b'-',
-            10 => byte == b' ',
-            13 | 16 => byte == b':',
-            19 => byte == b'.',
-            _ => byte.is_ascii_digit(),
-        })
-}
-
-/// A small deterministic generator of bytes (xorshift64), for garbage datagrams.
-pub struct Xorshift(pub u64);
-
-impl Xorshift {
-    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len)
-            .map(|_| {
-                self.0 ^= self.0 << 13;
-                self.0 ^= self.0 >> 7;
-                self.0 ^= self.0 << 17;
-                (self.0 >> 24) as u8
-            })
-            .collect()
-    }
-}
-
 /// A child process (say, a client with `--every`) killed on drop.
 pub struct Running(pub Child);
 
@@ -597,289 +556,5 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-// Version 1: signed reports, acknowledgements, and what sits between client and server.
-
-impl ServerProcess {
-    /// SIGHUP: the server re-reads its keys, `allow_from` and `allow_unsigned`.
-    pub fn hangup(&self) {
-        signal(&self.child, libc::SIGHUP);
-    }
-}
-
-/// How long a test waits to see that the server answers nothing. Each test first makes
-/// sure the server has processed the datagram (see [`Peer::assert_unanswered`]), so this
-/// only catches an answer that would come late; it is not what the test relies on.
-pub const SILENCE: Duration = Duration::from_secs(1);
-
-/// A key made of one byte repeated: distinct bytes give distinct keys, the same byte the
-/// same key in every run.
-pub fn test_key(byte: u8) -> dynip::model::key::Key {
-    dynip::model::key::Key::from_bytes([byte; dynip::model::key::KEY_LEN])
-}
-
-/// A nonce used nowhere else: the process id, a counter and the clock's nanoseconds (the
-/// test binary has no random generator, and only uniqueness matters here).
-pub fn fresh_nonce() -> [u8; dynip::proto::wire::NONCE_LEN] {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let mut nonce = [0u8; dynip::proto::wire::NONCE_LEN];
-    nonce[..4].copy_from_slice(&std::process::id().to_be_bytes());
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    nonce[4..12].copy_from_slice(&count.to_be_bytes());
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_nanos();
-    nonce[12..].copy_from_slice(&nanos.to_be_bytes()[4..]);
-    nonce
-}
-
-/// A report of `name` at `time` under `key`, sealed with a fresh nonce.
-pub fn seal(key: &dynip::model::key::Key, name: &str, time: dynip::model::record::Time) -> Vec<u8> {
-    let name =
-        dynip::model::name::Name::parse(name).unwrap_or_else(|e| panic!("name {name:?}: {e}"));
-    dynip::proto::wire::seal_report(key, &fresh_nonce(), &name, time)
-}
-
-/// The nonce in a sealed datagram's header.
-pub fn nonce_of(datagram: &[u8]) -> [u8; dynip::proto::wire::NONCE_LEN] {
-    let start = dynip::proto::wire::HEADER_LEN - dynip::proto::wire::NONCE_LEN;
-    datagram[start..dynip::proto::wire::HEADER_LEN]
-        .try_into()
-        .expect("a sealed datagram has a whole header")
-}
-
-/// Waits until the clock has passed into the second after the current one, so that a
-/// report committed from now on shows a later `last_seen` than one committed before
-/// (`list` shows whole seconds).
-pub fn wait_for_next_second() {
-    let second = || dynip::model::record::Time::now().as_micros() / 1_000_000;
-    let start = second();
-    eventually("the clock to pass into the next second", || {
-        (second() > start).then_some(())
-    });
-}
-
-/// A UDP socket that speaks version 1 to a server: sends sealed reports (or any bytes)
-/// and receives what comes back.
-pub struct Peer {
-    socket: UdpSocket,
-    target: SocketAddr,
-}
-
-impl Peer {
-    /// A socket bound to `local` (`127.0.0.1:0`, `[::1]:0`) that sends to `target`.
-    pub fn bind(local: &str, target: SocketAddr) -> Peer {
-        let socket = UdpSocket::bind(local).unwrap_or_else(|e| panic!("bind {local}: {e}"));
-        Peer { socket, target }
-    }
-
-    /// The address and port the socket is bound to: what the server sees.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.socket.local_addr().expect("a bound socket's address")
-    }
-
-    pub fn send(&self, bytes: &[u8]) {
-        let n_sent = self
-            .socket
-            .send_to(bytes, self.target)
-            .unwrap_or_else(|e| panic!("send {} bytes to {}: {e}", bytes.len(), self.target));
-        assert_eq!(n_sent, bytes.len());
-    }
-
-    /// The next datagram to arrive within `wait`, if any.
-    pub fn recv_within(&self, wait: Duration) -> Option<Vec<u8>> {
-        // A zero timeout means "block forever" to the OS.
-        let wait = wait.max(Duration::from_millis(1));
-        self.socket
-            .set_read_timeout(Some(wait))
-            .expect("set a read timeout");
-        let mut buf = vec![0u8; 65_536];
-        match self.socket.recv_from(&mut buf) {
-            Ok((len, _)) => {
-                buf.truncate(len);
-                Some(buf)
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                None
-            }
-            Err(e) => panic!("receive on {}: {e}", self.local_addr()),
-        }
-    }
-
-    /// Waits (up to [`TIMEOUT`]) for the acknowledgement of `report`, which must be the
-    /// next datagram to arrive; checks that it opens under `key`, echoes the report's
-    /// nonce and carries this socket's address and port. Returns the ack's bytes and
-    /// contents.
-    pub fn expect_ack(
-        &self,
-        key: &dynip::model::key::Key,
-        report: &[u8],
-        what: &str,
-    ) -> (Vec<u8>, dynip::proto::wire::Ack) {
-        let bytes = self
-            .recv_within(TIMEOUT)
-            .unwrap_or_else(|| panic!("{what}: no acknowledgement within {TIMEOUT:?}"));
-        let ack = dynip::proto::wire::open_ack(key, &bytes).unwrap_or_else(|e| {
-            panic!(
-                "{what}: {} bytes back that are not an acknowledgement ({e})",
-                bytes.len()
-            )
-        });
-        assert_eq!(
-            ack.report_nonce,
-            nonce_of(report),
-            "{what}: the acknowledgement of another report"
-        );
-        assert_eq!(
-            ack.seen,
-            self.local_addr(),
-            "{what}: the address the server saw"
-        );
-        (bytes, ack)
-    }
-
-    /// Sends a report of `name` under `key` at the current time and waits for its
-    /// acknowledgement (see [`expect_ack`](Peer::expect_ack)). Returns the report's bytes
-    /// and the ack's.
-    pub fn report(&self, key: &dynip::model::key::Key, name: &str) -> (Vec<u8>, Vec<u8>) {
-        let report = seal(key, name, dynip::model::record::Time::now());
-        self.send(&report);
-        let (ack, _) = self.expect_ack(key, &report, &format!("report of {name}"));
-        (report, ack)
-    }
-
-    /// Sends `bytes`, then a fresh report of `sentinel` under `key` from the same socket,
-    /// and checks that the first datagram back is the sentinel's acknowledgement.
-    ///
-    /// The server reads one socket's datagrams in order and acknowledges in commit order,
-    /// so an answer to `bytes` would arrive first, and once the sentinel is acknowledged
-    /// anything `bytes` did is committed (and visible to `dynip list`). The caller waits
-    /// [`SILENCE`] for late answers ([`assert_silent`]).
-    pub fn assert_unanswered(
-        &self,
-        bytes: &[u8],
-        key: &dynip::model::key::Key,
-        sentinel: &str,
-        what: &str,
-    ) {
-        self.send(bytes);
-        let report = seal(key, sentinel, dynip::model::record::Time::now());
-        self.send(&report);
-        let back = self.recv_within(TIMEOUT).unwrap_or_else(|| {
-            panic!("{what}: no acknowledgement of the sentinel within {TIMEOUT:?}")
-        });
-        let opened = dynip::proto::wire::open_ack(key, &back);
-        assert!(
-            opened
-                .as_ref()
-                .is_ok_and(|ack| ack.report_nonce == nonce_of(&report)),
-            "{what}: answered ({} bytes back before the sentinel's acknowledgement: {opened:?})",
-            back.len()
-        );
-    }
-}
-
-/// Waits [`SILENCE`] once, then checks that no datagram arrived at any of `peers`: each
-/// had at least that long to be answered.
-pub fn assert_silent(peers: &[(&str, &Peer)]) {
-    let start = Instant::now();
-    for (what, peer) in peers {
-        let left = SILENCE.saturating_sub(start.elapsed());
-        if let Some(bytes) = peer.recv_within(left) {
-            panic!(
-                "{what}: answered late with {} bytes ({:?} of the server's)",
-                bytes.len(),
-                dynip::proto::wire::peek(&bytes)
-            );
-        }
-    }
-}
-
-/// A UDP relay between clients and a server, as a NAT is: the server sees the relay's
-/// upstream address and port, not the client's. Stops on drop.
-pub struct Relay {
-    addr: SocketAddr,
-    upstream: SocketAddr,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Relay {
-    /// Relays between `127.0.0.1:0` (clients) and `server`, from another `127.0.0.1:0`.
-    pub fn start(server: SocketAddr) -> Relay {
-        let downstream = UdpSocket::bind("127.0.0.1:0").expect("bind the relay");
-        let upstream = UdpSocket::bind("127.0.0.1:0").expect("bind the relay's upstream");
-        let addr = downstream.local_addr().expect("relay address");
-        let upstream_addr = upstream.local_addr().expect("relay upstream address");
-        // A short timeout only so the threads notice `stop`.
-        for socket in [&downstream, &upstream] {
-            socket
-                .set_read_timeout(Some(Duration::from_millis(50)))
-                .expect("set a read timeout");
-        }
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let client: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
-        let downstream = Arc::new(downstream);
-        let upstream = Arc::new(upstream);
-        let forward = {
-            let (downstream, upstream) = (Arc::clone(&downstream), Arc::clone(&upstream));
-            let (stop, client) = (Arc::clone(&stop), Arc::clone(&client));
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 65_536];
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok((len, from)) = downstream.recv_from(&mut buf) {
-                        *client.lock().expect("client lock") = Some(from);
-                        let _ = upstream.send_to(&buf[..len], server);
-                    }
-                }
-            })
-        };
-        let back = {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                let mut buf = vec![0u8; 65_536];
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok((len, _)) = upstream.recv_from(&mut buf) {
-                        let to = *client.lock().expect("client lock");
-                        if let Some(to) = to {
-                            let _ = downstream.send_to(&buf[..len], to);
-                        }
-                    }
-                }
-            })
-        };
-        Relay {
-            addr,
-            upstream: upstream_addr,
-            stop,
-            threads: vec![forward, back],
-        }
-    }
-
-    /// Where clients send.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// What the server sees as the source of every relayed datagram.
-    pub fn upstream(&self) -> SocketAddr {
-        self.upstream
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
     }
 }
