@@ -12,20 +12,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::header::{self, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::Response;
 use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::forwarded::peer;
-use super::{text, Shared, SharedState};
+use super::{challenge, text, Shared, SharedState};
 use crate::model::record::Time;
-use crate::policy::Scope;
-use crate::proto::dyndns::{self, Answer, Credentials, QueryError};
+use crate::proto::dyndns::{self, Addrs, Answer, Denial, Fate, HostPlan, Plan, MAX_ADDRS};
 use crate::state::handoff::Handoff;
 use crate::state::metrics::{Reason, Via};
-use crate::writer::{Outcome, Report};
+use crate::writer::{Outcome, Refused, Report};
 
 /// How long an update waits for its commit before it is answered `911` (the report may
 /// still commit): far above a commit's milliseconds, below clients' own time-outs
@@ -59,43 +58,51 @@ pub(super) async fn update(
 ) -> Response {
     let client = shared.client_addr(peer(request.extensions()), request.headers());
     let query = request.uri().query().unwrap_or("");
-    let reply = shared.update(client, request.headers(), query).await;
-    match reply {
-        Reply::Lines(answers) => {
-            let mut body = String::with_capacity(32);
-            for answer in &answers {
-                let _ = writeln!(body, "{answer}");
-            }
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    let throttled = shared.is_throttled(client);
+    let plan = dyndns::plan(&shared.policy(), client, throttled, query, authorization);
+    match plan {
+        Plan::Report {
+            hosts,
+            addrs,
+            offline,
+        } => {
+            let body = shared.report(client, hosts, addrs, offline).await;
             text(StatusCode::OK, body)
         }
-        Reply::NoCredentials => {
-            let mut response = text(StatusCode::UNAUTHORIZED, "badauth\n".to_string());
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"dynip\""),
-            );
-            response
+        Plan::Refuse(denial) => {
+            if denial.charges_source() {
+                shared.charge(client);
+            }
+            shared.refuse(client, reason(&denial), &denial);
+            let body = format!("{}\n", denial.answer());
+            if denial.needs_credentials() {
+                challenge(
+                    text(StatusCode::UNAUTHORIZED, body),
+                    "Basic realm=\"dynip\"",
+                )
+            } else {
+                text(StatusCode::OK, body)
+            }
         }
-        Reply::BadRequest(message) => text(StatusCode::BAD_REQUEST, format!("{message}\n")),
+        Plan::BadRequest(e) => {
+            shared.refuse(client, Reason::Malformed, &e);
+            text(StatusCode::BAD_REQUEST, format!("{e}\n"))
+        }
     }
 }
 
-/// What an update request is answered.
-enum Reply {
-    /// `200` and one line per host (or one line for the whole request).
-    Lines(Vec<Answer>),
-    /// `401` with `WWW-Authenticate: Basic`: no credentials where they are needed.
-    NoCredentials,
-    /// `400`: a query no dyndns2 answer fits.
-    BadRequest(String),
-}
+/// One name's reports on their way through the writer: a receiver per address, `None`
+/// where the report could not be sent (the writer has stopped).
+type Waits = [Option<oneshot::Receiver<Outcome>>; MAX_ADDRS];
 
-/// Who a request authenticated as.
-enum Caller {
-    /// A key of this scope.
-    Key(Scope),
-    /// No credentials: allowed where unsigned reports are.
-    Anonymous,
+/// One name of an update, between sending its reports and answering it.
+enum Pending {
+    Answered(Answer),
+    Waiting(Waits),
 }
 
 impl Shared {
@@ -104,89 +111,29 @@ impl Shared {
         debug!(%client, reason = ?reason, %detail, "refusing update");
     }
 
-    async fn update(&self, client: IpAddr, headers: &HeaderMap, query: &str) -> Reply {
-        let policy = self.policy();
-        if let Err(refusal) = policy.admit(client) {
-            self.refuse(client, Reason::NotAllowed, &refusal);
-            return Reply::Lines(vec![Answer::BadAuth]);
-        }
-        if self.is_throttled(client) {
-            self.refuse(client, Reason::RateLimited, &"too many failed credentials");
-            return Reply::Lines(vec![Answer::Abuse]);
-        }
-        let update = match dyndns::parse_query(query) {
-            Ok(update) => update,
-            Err(e @ QueryError::NoHostname) => {
-                self.refuse(client, Reason::Malformed, &e);
-                return Reply::Lines(vec![Answer::NotFqdn]);
-            }
-            Err(e @ QueryError::TooManyHosts(_)) => {
-                self.refuse(client, Reason::TooManyHosts, &e);
-                return Reply::Lines(vec![Answer::NumHost]);
-            }
-            Err(e @ QueryError::BadAddress { .. }) => {
-                self.refuse(client, Reason::Malformed, &e);
-                return Reply::BadRequest(e.to_string());
-            }
-        };
-        let credentials = match headers.get(header::AUTHORIZATION) {
-            Some(value) => match dyndns::parse_basic(value.as_bytes()) {
-                Ok(credentials) => Some(credentials),
-                Err(e) => {
-                    self.charge(client);
-                    self.refuse(client, Reason::BadAuth, &e);
-                    return Reply::Lines(vec![Answer::BadAuth]);
-                }
-            },
-            None => update.credentials.clone(),
-        };
-        let caller = match &credentials {
-            Some(Credentials { password, .. }) => match policy.scope_of_password(password) {
-                Some(scope) => Caller::Key(scope.clone()),
-                None => {
-                    self.charge(client);
-                    self.refuse(client, Reason::BadAuth, &"the password is not a key");
-                    return Reply::Lines(vec![Answer::BadAuth]);
-                }
-            },
-            None => {
-                let refused = update
-                    .hostnames
-                    .iter()
-                    .flatten()
-                    .find_map(|name| policy.admit_unsigned(name).err());
-                if let Some(refusal) = refused {
-                    self.refuse(client, Reason::Unsigned, &refusal);
-                    return Reply::NoCredentials;
-                }
-                Caller::Anonymous
-            }
-        };
-        let addrs: Vec<IpAddr> = match (update.ipv4, update.ipv6) {
-            (None, None) => vec![client],
-            (v4, v6) => v4
-                .map(IpAddr::V4)
-                .into_iter()
-                .chain(v6.map(IpAddr::V6))
-                .collect(),
-        };
+    /// Sends the reports of each name `hosts` plans one for, then waits for them; the
+    /// answer lines, one per name in order. Every name's reports are sent before any is
+    /// awaited, so that the writer can take them in one turn.
+    async fn report(
+        &self,
+        client: IpAddr,
+        hosts: Vec<HostPlan>,
+        addrs: Addrs,
+        offline: bool,
+    ) -> String {
         let at = Time::now();
-        let mut pending = Vec::with_capacity(update.hostnames.len());
-        for name in &update.hostnames {
-            let Some(name) = name else {
-                self.refuse(client, Reason::Malformed, &"not a host name");
-                pending.push(Pending::Answered(Answer::NotFqdn));
-                continue;
-            };
-            if let Caller::Key(scope) = &caller {
-                if !scope.covers(name) {
-                    self.refuse(client, Reason::WrongHost, name);
-                    pending.push(Pending::Answered(Answer::NoHost));
+        let mut pending = Vec::with_capacity(hosts.len());
+        for host in hosts {
+            let name = match host {
+                HostPlan::Report(name) => name,
+                HostPlan::Refuse(denial) => {
+                    self.refuse(client, reason(&denial), &denial);
+                    pending.push(Pending::Answered(denial.answer()));
                     continue;
                 }
-            }
-            let mut waits = Vec::with_capacity(addrs.len());
-            for addr in &addrs {
+            };
+            let mut waits: Waits = [None, None];
+            for (wait, addr) in waits.iter_mut().zip(addrs.as_slice()) {
                 let (done, committed) = oneshot::channel();
                 let outcomes = Arc::clone(&self.outcomes);
                 let report = Report {
@@ -194,85 +141,126 @@ impl Shared {
                     addr: *addr,
                     at,
                     signed_at: None,
-                    offline: update.offline,
+                    offline,
                     done: Some(Box::new(move |outcome| outcomes.push((done, outcome)))),
                 };
                 if self.edge.reports.send(report).await.is_err() {
                     break;
                 }
-                waits.push(committed);
+                *wait = Some(committed);
             }
-            pending.push(Pending::Waiting {
-                waits,
-                n_addrs: addrs.len(),
-            });
+            pending.push(Pending::Waiting(waits));
         }
-        let mut answers = Vec::with_capacity(pending.len());
+        let mut body = String::with_capacity(32);
         for pending in pending {
-            answers.push(match pending {
+            let answer = match pending {
                 Pending::Answered(answer) => answer,
-                Pending::Waiting { waits, n_addrs } => {
-                    self.wait(client, waits, n_addrs, &addrs).await
-                }
-            });
+                Pending::Waiting(waits) => self.wait(client, waits, addrs).await,
+            };
+            let _ = writeln!(body, "{answer}");
         }
-        Reply::Lines(answers)
+        body
     }
 
-    /// Waits for one host's reports to be decided, and says how it went: `good` when any
-    /// of them changed the host (as the writer found it, so of two requests with the
-    /// same new address only the first is `good`), else `nochg`.
-    async fn wait(
-        &self,
-        client: IpAddr,
-        waits: Vec<oneshot::Receiver<Outcome>>,
-        n_addrs: usize,
-        addrs: &[IpAddr],
-    ) -> Answer {
-        let mut failed = false;
-        let mut changed = false;
-        if waits.len() < n_addrs {
+    /// Waits (at most [`COMMIT_WAIT`]) for one name's reports to be decided, counts and
+    /// logs each outcome, and answers the name from them.
+    async fn wait(&self, client: IpAddr, waits: Waits, addrs: Addrs) -> Answer {
+        let n_addrs = addrs.as_slice().len();
+        if waits[..n_addrs].iter().any(Option::is_none) {
             self.refuse(client, Reason::Unavailable, &"the writer stopped");
-            return Answer::ServerError;
+            return dyndns::answer(&[Fate::Unavailable], addrs);
         }
+        let mut fates = [Fate::Unavailable; MAX_ADDRS];
         let deadline = tokio::time::Instant::now() + COMMIT_WAIT;
-        for committed in waits {
-            let Ok(committed) = tokio::time::timeout_at(deadline, committed).await else {
-                self.refuse(client, Reason::Unavailable, &"no commit in time");
-                return Answer::ServerError;
-            };
-            match committed {
-                Ok(Ok(committed)) => {
-                    self.edge.metrics.accepted(Via::Http);
-                    changed |= committed.changed;
+        for (idx, committed) in waits.into_iter().flatten().enumerate() {
+            fates[idx] = match tokio::time::timeout_at(deadline, committed).await {
+                Ok(Ok(outcome)) => {
+                    match &outcome {
+                        Ok(_) => self.edge.metrics.accepted(Via::Http),
+                        Err(refused) => self.refuse(client, Reason::CommitFailed, refused),
+                    }
+                    fate(&outcome)
                 }
-                // An unsigned report is never refused as a replay; either way it was
-                // not committed.
-                Ok(Err(refused)) => {
-                    self.refuse(client, Reason::CommitFailed, &refused);
-                    failed = true;
+                Ok(Err(_)) => {
+                    self.refuse(client, Reason::Unavailable, &"the writer stopped");
+                    Fate::Unavailable
                 }
                 Err(_) => {
-                    self.refuse(client, Reason::Unavailable, &"the writer stopped");
-                    return Answer::ServerError;
+                    self.refuse(client, Reason::Unavailable, &"no commit in time");
+                    Fate::Unavailable
                 }
+            };
+            // One undecided report makes the answer `911`, whatever the others' fates.
+            if fates[idx] == Fate::Unavailable {
+                return dyndns::answer(&fates[..=idx], addrs);
             }
         }
-        if failed {
-            Answer::DnsErr
-        } else if changed {
-            Answer::Good(addrs.to_vec())
-        } else {
-            Answer::NoChange(addrs.to_vec())
-        }
+        dyndns::answer(&fates[..n_addrs], addrs)
     }
 }
 
-/// One host's reports of an update, on their way through the writer.
-enum Pending {
-    Answered(Answer),
-    Waiting {
-        waits: Vec<oneshot::Receiver<Outcome>>,
-        n_addrs: usize,
-    },
+/// What the writer's outcome means for the answer. An unsigned report is never refused
+/// as a replay; either way it was not committed.
+fn fate(outcome: &Outcome) -> Fate {
+    match outcome {
+        Ok(committed) if committed.changed => Fate::Changed,
+        Ok(_) => Fate::Unchanged,
+        Err(Refused::Replayed | Refused::CommitFailed) => Fate::NotCommitted,
+    }
+}
+
+/// Under which reason the metrics count a refusal.
+fn reason(denial: &Denial) -> Reason {
+    match denial {
+        Denial::NotAllowed(_) => Reason::NotAllowed,
+        Denial::Throttled => Reason::RateLimited,
+        Denial::NoHostname | Denial::BadName => Reason::Malformed,
+        Denial::TooManyHosts(_) => Reason::TooManyHosts,
+        Denial::Credentials(_) | Denial::NotAKey => Reason::BadAuth,
+        Denial::Unsigned(_) => Reason::Unsigned,
+        Denial::WrongHost(_) => Reason::WrongHost,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Refusal;
+    use crate::proto::dyndns::CredentialsError;
+    use crate::writer::Committed;
+
+    #[test]
+    fn the_writer_s_outcomes_are_fates() {
+        let committed = |changed| {
+            Ok(Committed {
+                at: Time::from_micros(0),
+                changed,
+            })
+        };
+        let check =
+            |outcome: Outcome, expect: Fate| assert_eq!(fate(&outcome), expect, "{outcome:?}");
+        check(committed(true), Fate::Changed);
+        check(committed(false), Fate::Unchanged);
+        check(Err(Refused::CommitFailed), Fate::NotCommitted);
+        check(Err(Refused::Replayed), Fate::NotCommitted);
+    }
+
+    #[test]
+    fn refusals_are_counted_under_their_reason() {
+        let check =
+            |denial: Denial, expect: Reason| assert_eq!(reason(&denial), expect, "{denial:?}");
+        check(Denial::NotAllowed(Refusal::NotAllowed), Reason::NotAllowed);
+        check(Denial::Throttled, Reason::RateLimited);
+        check(Denial::NoHostname, Reason::Malformed);
+        check(Denial::TooManyHosts(21), Reason::TooManyHosts);
+        check(
+            Denial::Credentials(CredentialsError::NotBasic),
+            Reason::BadAuth,
+        );
+        check(Denial::NotAKey, Reason::BadAuth);
+        check(Denial::Unsigned(Refusal::Unsigned), Reason::Unsigned);
+        check(Denial::BadName, Reason::Malformed);
+        let name = crate::model::name::Name::parse("pc").unwrap();
+        check(Denial::WrongHost(name), Reason::WrongHost);
+    }
 }
