@@ -7,7 +7,6 @@
 //! `update` and the writer.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Path as UrlPath, RawQuery, State};
@@ -17,11 +16,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tracing::warn;
 
-use super::forwarded::Client;
+use super::forwarded::{peer, Client};
 use super::{challenge, text, Shared, SharedState};
 use crate::model::name::Name;
 use crate::model::record::{Record, Time};
-use crate::policy::Scope;
+use crate::policy::{Policy, Scope};
 use crate::proto::api;
 use crate::proto::dyndns;
 use crate::proto::status;
@@ -37,11 +36,7 @@ impl FromRequestParts<Arc<Shared>> for ApiReader {
         parts: &mut Parts,
         shared: &Arc<Shared>,
     ) -> Result<ApiReader, Response> {
-        let Ok(Client(client)) = Client::from_request_parts(parts, shared).await;
-        shared
-            .reader(client, &parts.headers, false)
-            .map(ApiReader)
-            .map_err(|()| api_unauthorized())
+        reader_scope(parts, shared, false, api_unauthorized).map(ApiReader)
     }
 }
 
@@ -56,12 +51,86 @@ impl FromRequestParts<Arc<Shared>> for PageReader {
         parts: &mut Parts,
         shared: &Arc<Shared>,
     ) -> Result<PageReader, Response> {
-        let Ok(Client(client)) = Client::from_request_parts(parts, shared).await;
-        shared
-            .reader(client, &parts.headers, shared.edge.public_status)
-            .map(PageReader)
-            .map_err(|()| page_unauthorized())
+        let public = shared.edge.public_status;
+        reader_scope(parts, shared, public, page_unauthorized).map(PageReader)
     }
+}
+
+/// What a request may read ([`Shared::reader`]), everything when `public`; else the
+/// answer `rejection` makes. The two extractors differ only in those.
+#[expect(
+    clippy::result_large_err,
+    reason = "the rejection is the Response axum's extractors return"
+)]
+fn reader_scope(
+    parts: &Parts,
+    shared: &Shared,
+    public: bool,
+    rejection: fn() -> Response,
+) -> Result<Scope, Response> {
+    let client = shared.client_addr(peer(&parts.extensions), &parts.headers);
+    shared
+        .reader(client, &parts.headers, public)
+        .map_err(|_: Unauthorized| rejection())
+}
+
+/// Why a request may not read. Each is answered alike (`401` with a challenge), so as
+/// not to tell a guesser which it met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unauthorized {
+    /// Too many failed credentials from the source: its credentials are not looked at.
+    Throttled,
+    /// No credentials, or none the route reads (neither a bearer token nor Basic).
+    NoCredentials,
+    /// A token or password that is no key of this server; charged to the source.
+    NotAKey,
+}
+
+/// Who may read: with `Authorization` (Bearer for the API, Basic for the page), the
+/// key's scope; without, everything when `public` or when no key is configured (anyone
+/// may then report anything anyway), else nothing. A `throttled` source's credentials
+/// are not looked at.
+fn read_scope(
+    policy: &Policy,
+    public: bool,
+    throttled: bool,
+    authorization: Option<&HeaderValue>,
+) -> Result<Scope, Unauthorized> {
+    if public || policy.has_no_keys() {
+        return Ok(Scope::Any);
+    }
+    if throttled {
+        return Err(Unauthorized::Throttled);
+    }
+    let password = authorization
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            let (scheme, token) = value.trim().split_once(' ')?;
+            if scheme.eq_ignore_ascii_case("bearer") {
+                Some(token.trim().to_string())
+            } else {
+                dyndns::parse_basic(value.as_bytes())
+                    .ok()
+                    .map(|credentials| credentials.password)
+            }
+        });
+    let Some(password) = password else {
+        return Err(Unauthorized::NoCredentials);
+    };
+    match policy.scope_of_password(&password) {
+        Some(scope) => Ok(scope.clone()),
+        None => Err(Unauthorized::NotAKey),
+    }
+}
+
+/// Why a host's history cannot be read.
+#[derive(Debug, thiserror::Error)]
+enum HistoryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The read on its blocking thread panicked, or was cancelled at shutdown.
+    #[error("the history read did not finish: {0}")]
+    Interrupted(#[from] tokio::task::JoinError),
 }
 
 pub(super) async fn healthz() -> Response {
@@ -101,7 +170,7 @@ pub(super) async fn metrics(
                     "/metrics needs the server's key, not a host's\n".to_string(),
                 )
             }
-            Err(()) => {
+            Err(_) => {
                 return challenge(
                     text(
                         StatusCode::UNAUTHORIZED,
@@ -124,46 +193,31 @@ pub(super) async fn metrics(
 }
 
 impl Shared {
-    /// Who may read: with `Authorization` (Bearer for the API, Basic for the page), the
-    /// key's scope; without, everything when no key is configured (anyone may then
-    /// report anything anyway), else nothing.
-    fn reader(&self, client: IpAddr, headers: &HeaderMap, public: bool) -> Result<Scope, ()> {
-        let policy = self.policy();
-        if public || policy.has_no_keys() {
-            return Ok(Scope::Any);
+    /// Who may read ([`read_scope`]); a token or password that is no key is charged to
+    /// `client`.
+    fn reader(
+        &self,
+        client: IpAddr,
+        headers: &HeaderMap,
+        public: bool,
+    ) -> Result<Scope, Unauthorized> {
+        let res = read_scope(
+            &self.policy(),
+            public,
+            self.is_throttled(client),
+            headers.get(header::AUTHORIZATION),
+        );
+        if matches!(res, Err(Unauthorized::NotAKey)) {
+            self.charge(client);
         }
-        if self.is_throttled(client) {
-            return Err(());
-        }
-        let password = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| {
-                let (scheme, token) = value.trim().split_once(' ')?;
-                if scheme.eq_ignore_ascii_case("bearer") {
-                    Some(token.trim().to_string())
-                } else {
-                    dyndns::parse_basic(value.as_bytes())
-                        .ok()
-                        .map(|credentials| credentials.password)
-                }
-            });
-        let Some(password) = password else {
-            return Err(());
-        };
-        match policy.scope_of_password(&password) {
-            Some(scope) => Ok(scope.clone()),
-            None => {
-                self.charge(client);
-                Err(())
-            }
-        }
+        res
     }
 
-    /// A host's history from the store, on a blocking thread.
-    async fn history(self: &Arc<Self>, name: Name) -> Result<Vec<(Time, IpAddr)>, StoreError> {
+    /// A host's history from the store (no older than `history_max_age`), on a blocking
+    /// thread.
+    async fn history(self: &Arc<Self>, name: Name) -> Result<Vec<(Time, IpAddr)>, HistoryError> {
         let shared = Arc::clone(self);
-        let res = tokio::task::spawn_blocking(move || {
+        let changes = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             let mut store = shared
                 .history
                 .lock()
@@ -184,8 +238,8 @@ impl Shared {
                 None => Ok(Vec::new()),
             }
         })
-        .await;
-        res.unwrap_or_else(|e| Err(StoreError::Missing(PathBuf::from(e.to_string()))))
+        .await??;
+        Ok(changes)
     }
 
     /// Up to `limit` hosts of `scope` in name order, after `after`; and how many `scope`
@@ -446,5 +500,68 @@ pub(super) async fn host_page(
                 "cannot read the store\n".to_string(),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    use super::*;
+
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const PC_KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
+    /// Who may read, under the server config `config`, with `Authorization:
+    /// authorization` (if any), compared with `expect`: `any`, the names of a per-host
+    /// key's scope, or why not.
+    fn check(
+        config: &str,
+        public: bool,
+        throttled: bool,
+        authorization: Option<&str>,
+        expect: &str,
+    ) {
+        let policy = Policy::new(&crate::config::parse(config).unwrap().server);
+        let authorization = authorization.map(|value| HeaderValue::from_str(value).unwrap());
+        let actual = match read_scope(&policy, public, throttled, authorization.as_ref()) {
+            Ok(Scope::Any) => "any".to_string(),
+            Ok(Scope::Hosts(names)) => {
+                let names: Vec<String> = names.iter().map(Name::to_string).collect();
+                names.join(",")
+            }
+            Err(e) => format!("{e:?}"),
+        };
+        assert_eq!(
+            actual, expect,
+            "config {config:?}, public {public}, throttled {throttled}, authorization {authorization:?}"
+        );
+    }
+
+    #[test]
+    fn readers_are_told_apart_by_why_they_may_not_read() {
+        let keyed = format!("[DynIP:Server]\nkey = {KEY}\n[DynIP:Hosts]\npc = {PC_KEY}\n");
+        let bearer = |key: &str| format!("Bearer {key}");
+        let basic = |key: &str| {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(format!("me:{key}"));
+            format!("Basic {encoded}")
+        };
+        check(&keyed, false, false, Some(&bearer(KEY)), "any");
+        check(&keyed, false, false, Some(&basic(KEY)), "any");
+        check(&keyed, false, false, Some(&bearer(PC_KEY)), "pc");
+        check(&keyed, false, false, None, "NoCredentials");
+        check(
+            &keyed,
+            false,
+            false,
+            Some("Digest whatever"),
+            "NoCredentials",
+        );
+        check(&keyed, false, false, Some("Basic !!!"), "NoCredentials");
+        check(&keyed, false, false, Some(&bearer("not-a-key")), "NotAKey");
+        check(&keyed, false, true, Some(&bearer(KEY)), "Throttled");
+        // Public, or nothing to authenticate with: everyone reads everything.
+        check(&keyed, true, true, None, "any");
+        check("", false, true, Some(&bearer("not-a-key")), "any");
     }
 }
