@@ -43,7 +43,7 @@ impl Shared {
     /// the last address in `X-Forwarded-For` that is not one.
     pub(super) fn client_addr(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
         let peer = peer.ip().to_canonical();
-        let Some(trusted) = &self.edge.trusted_proxies else {
+        let Some(trusted) = &self.context.trusted_proxies else {
             return peer;
         };
         forwarded_client(peer, headers, trusted)

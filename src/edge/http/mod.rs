@@ -78,8 +78,8 @@ pub const MAX_CONNECTIONS: usize = 4096;
 /// Failed credentials a source may cause per second, and in a burst, before it is
 /// answered `abuse`: a router with a wrong password retries every few minutes, a
 /// password guesser thousands of times a second.
-const FAILURES_PER_SEC: f64 = 1.0;
-const FAILURE_BURST: f64 = 20.0;
+const CREDENTIAL_FAILURES_PER_SEC: f64 = 1.0;
+const CREDENTIAL_FAILURE_BURST: f64 = 20.0;
 /// How long shutdown waits for open connections to finish their requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -154,7 +154,7 @@ pub fn bind(config: &ServerConfig) -> Result<Option<Listener>, HttpError> {
 
 /// What the HTTP edge shares with the rest of the server.
 #[derive(Clone)]
-pub struct Edge {
+pub struct Context {
     pub reports: mpsc::Sender<Report>,
     /// The keys and rules in force; replaced whole on SIGHUP, as for UDP.
     pub policy: watch::Receiver<Arc<Policy>>,
@@ -174,7 +174,7 @@ pub struct Edge {
 
 /// The routes' shared state.
 struct Shared {
-    edge: Edge,
+    context: Context,
     /// Failed credentials per source; a source without tokens is answered `abuse`.
     limiter: Mutex<Limiter>,
     /// A read-only connection to the store, for histories (the table has none), opened
@@ -188,7 +188,7 @@ struct Shared {
 ///
 /// # Errors
 /// When the socket cannot be registered with the runtime.
-pub async fn serve(listener: Listener, edge: Edge) -> std::io::Result<()> {
+pub async fn serve(listener: Listener, context: Context) -> std::io::Result<()> {
     let tcp = TcpListener::from_std(listener.tcp)?;
     let local = tcp.local_addr()?;
     let proto = if listener.tls.is_some() {
@@ -197,12 +197,15 @@ pub async fn serve(listener: Listener, edge: Edge) -> std::io::Result<()> {
         "http"
     };
     info!("listening {proto}={local}");
-    let shutdown = edge.shutdown.clone();
+    let shutdown = context.shutdown.clone();
     let outcomes = Arc::new(Outcomes::default());
     let relay = tokio::spawn(relay(Arc::clone(&outcomes)));
     let router = router(Arc::new(Shared {
-        edge,
-        limiter: Mutex::new(Limiter::new(FAILURES_PER_SEC, FAILURE_BURST)),
+        context,
+        limiter: Mutex::new(Limiter::new(
+            CREDENTIAL_FAILURES_PER_SEC,
+            CREDENTIAL_FAILURE_BURST,
+        )),
         history: Mutex::new(None),
         outcomes,
     }));
@@ -337,7 +340,7 @@ async fn not_found() -> Response {
 
 impl Shared {
     fn policy(&self) -> Arc<Policy> {
-        Arc::clone(&self.edge.policy.borrow())
+        Arc::clone(&self.context.policy.borrow())
     }
 
     /// Charges `client` for failed credentials.

@@ -51,7 +51,7 @@ impl FromRequestParts<Arc<Shared>> for PageReader {
         parts: &mut Parts,
         shared: &Arc<Shared>,
     ) -> Result<PageReader, Response> {
-        let public = shared.edge.public_status;
+        let public = shared.context.public_status;
         reader_scope(parts, shared, public, page_unauthorized).map(PageReader)
     }
 }
@@ -161,7 +161,7 @@ pub(super) async fn metrics(
     Client(client): Client,
     headers: HeaderMap,
 ) -> Response {
-    if !shared.edge.public_metrics {
+    if !shared.context.public_metrics {
         match shared.reader(client, &headers, false) {
             Ok(Scope::Any) => {}
             Ok(_) => {
@@ -181,7 +181,7 @@ pub(super) async fn metrics(
             }
         }
     }
-    let body = shared.edge.metrics.render(shared.edge.table.len());
+    let body = shared.context.metrics.render(shared.context.table.len());
     (
         [(
             header::CONTENT_TYPE,
@@ -223,16 +223,16 @@ impl Shared {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             if store.is_none() {
-                *store = Some(Store::open_read_only(&shared.edge.store_path)?);
+                *store = Some(Store::open_read_only(&shared.context.store_path)?);
             }
             match store.as_ref() {
                 Some(store) => {
-                    let recent = shared.edge.recent.of(&name);
+                    let recent = shared.context.recent.of(&name);
                     let changes = store.history(&name, Unsettled::Given(&recent))?;
                     Ok(api::within_max_age(
                         changes,
                         Time::now(),
-                        shared.edge.history_max_age,
+                        shared.context.history_max_age,
                     ))
                 }
                 None => Ok(Vec::new()),
@@ -252,9 +252,9 @@ impl Shared {
     ) -> (Vec<(Name, Record)>, usize) {
         match scope {
             Scope::Any => {
-                let n_hosts = self.edge.table.len();
+                let n_hosts = self.context.table.len();
                 let hosts = self
-                    .edge
+                    .context
                     .table
                     .chunk_after(after, limit)
                     .into_iter()
@@ -266,7 +266,7 @@ impl Shared {
                 let mut hosts: Vec<(Name, Record)> = names
                     .iter()
                     .filter_map(|name| {
-                        let entry = self.edge.table.get(name)?;
+                        let entry = self.context.table.get(name)?;
                         Some((name.clone(), entry.record))
                     })
                     .collect();
@@ -285,7 +285,11 @@ impl Shared {
         if !scope.covers(&name) {
             return Err(Lookup::Forbidden);
         }
-        let (spelled, entry) = self.edge.table.get_named(&name).ok_or(Lookup::NotFound)?;
+        let (spelled, entry) = self
+            .context
+            .table
+            .get_named(&name)
+            .ok_or(Lookup::NotFound)?;
         Ok((spelled, entry.record))
     }
 }
@@ -355,7 +359,7 @@ pub(super) async fn openapi() -> Response {
 pub(super) async fn api_hosts(State(shared): SharedState, ApiReader(scope): ApiReader) -> Response {
     let (hosts, _) = shared.hosts(&scope, None, usize::MAX);
     let now = Time::now();
-    let stale_after = shared.edge.stale_after;
+    let stale_after = shared.context.stale_after;
     let hosts = hosts
         .iter()
         .map(|(name, record)| api::host(name, record, now, stale_after))
@@ -371,7 +375,7 @@ pub(super) async fn api_host(
     match shared.lookup(&scope, &name) {
         Ok((name, record)) => json(
             StatusCode::OK,
-            &api::host(&name, &record, Time::now(), shared.edge.stale_after),
+            &api::host(&name, &record, Time::now(), shared.context.stale_after),
         ),
         Err(e) => lookup_error(e),
     }
@@ -460,7 +464,7 @@ pub(super) async fn status_page(
         &rows,
         &page,
         Time::now(),
-        shared.edge.stale_after,
+        shared.context.stale_after,
     ))
 }
 
@@ -491,7 +495,7 @@ pub(super) async fn host_page(
             &record,
             &changes,
             Time::now(),
-            shared.edge.stale_after,
+            shared.context.stale_after,
         )),
         Err(e) => {
             warn!(error = %e, "cannot read a history");

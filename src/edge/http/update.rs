@@ -107,7 +107,7 @@ enum Pending {
 
 impl Shared {
     fn refuse(&self, client: IpAddr, reason: Reason, detail: &dyn std::fmt::Display) {
-        self.edge.metrics.refused(Via::Http, reason);
+        self.context.metrics.refused(Via::Http, reason);
         debug!(%client, reason = ?reason, %detail, "refusing update");
     }
 
@@ -144,7 +144,7 @@ impl Shared {
                     offline,
                     done: Some(Box::new(move |outcome| outcomes.push((done, outcome)))),
                 };
-                if self.edge.reports.send(report).await.is_err() {
+                if self.context.reports.send(report).await.is_err() {
                     break;
                 }
                 *wait = Some(committed);
@@ -176,7 +176,7 @@ impl Shared {
             fates[idx] = match tokio::time::timeout_at(deadline, committed).await {
                 Ok(Ok(outcome)) => {
                     match &outcome {
-                        Ok(_) => self.edge.metrics.accepted(Via::Http),
+                        Ok(_) => self.context.metrics.accepted(Via::Http),
                         Err(refused) => self.refuse(client, Reason::CommitFailed, refused),
                     }
                     fate(&outcome)
