@@ -19,7 +19,7 @@ use tracing::warn;
 use super::forwarded::{peer, Client};
 use super::{challenge, text, Shared, SharedState};
 use crate::model::name::Name;
-use crate::model::record::{Record, Time};
+use crate::model::record::{self, Record, Time};
 use crate::policy::{Policy, Scope};
 use crate::proto::api;
 use crate::proto::dyndns;
@@ -229,7 +229,7 @@ impl Shared {
                 Some(store) => {
                     let recent = shared.context.recent.of(&name);
                     let changes = store.history(&name, Unsettled::Given(&recent))?;
-                    Ok(api::within_max_age(
+                    Ok(record::within_max_age(
                         changes,
                         Time::now(),
                         shared.context.history_max_age,
