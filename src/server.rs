@@ -192,7 +192,7 @@ impl Server {
         }
         drop(edge);
         if let Some(listener) = self.http {
-            let edge = http::Edge {
+            let edge = http::Context {
                 reports: reports.clone(),
                 policy: self.policy.subscribe(),
                 table: Arc::clone(&self.table),

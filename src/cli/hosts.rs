@@ -88,7 +88,7 @@ pub(super) fn history(path: &Path, host: &str, json: bool) -> Result<(), Error> 
     })?;
     let config = load_config(path)?;
     let store = Store::open_read_only(&config.server.store_path)?;
-    let changes = crate::proto::api::within_max_age(
+    let changes = crate::model::record::within_max_age(
         store.history(&name, Unsettled::Journal)?,
         Time::now(),
         config.server.history_max_age,

@@ -1,10 +1,12 @@
 //! What dynip knows of one host, and how a report changes it.
 //!
 //! Owns [`Record`] (the latest IPv4 and IPv6 address of a host with their times),
-//! [`Time`], and the one rule for applying a report ([`Record::apply`]). Pure: the caller
-//! passes the time in; no clock, no I/O.
+//! [`Time`], the one rule for applying a report ([`Record::apply`]), and the two age
+//! rules every reader applies: [`is_stale`] (`stale_after`) and [`within_max_age`]
+//! (`history_max_age`). Pure: the caller passes the time in; no clock, no I/O.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
 
 use chrono::{DateTime, Local, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 
@@ -182,6 +184,27 @@ fn see<A: PartialEq + Copy>(slot: &mut Option<Seen<A>>, addr: A, at: Time) -> Ch
     }
 }
 
+/// Whether a host whose last report was at `last_seen` is stale at `now`.
+pub fn is_stale(last_seen: Time, now: Time, stale_after: Duration) -> bool {
+    let age = now.as_micros().saturating_sub(last_seen.as_micros());
+    age > i64::try_from(stale_after.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// The changes of `changes` no older than `max_age` at `now` (`history_max_age`; `None`:
+/// all of them).
+pub fn within_max_age(
+    mut changes: Vec<(Time, IpAddr)>,
+    now: Time,
+    max_age: Option<Duration>,
+) -> Vec<(Time, IpAddr)> {
+    if let Some(max_age) = max_age {
+        let max_age = i64::try_from(max_age.as_micros()).unwrap_or(i64::MAX);
+        let oldest = now.as_micros().saturating_sub(max_age);
+        changes.retain(|(at, _)| at.as_micros() >= oldest);
+    }
+    changes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,5 +343,23 @@ mod tests {
         assert_eq!(Time::parse_original(&without_fraction), Some(whole_second));
         assert_eq!(Time::parse_original("yesterday"), None);
         assert_eq!(at.rfc3339(), "2011-08-22T22:57:01Z");
+    }
+
+    #[test]
+    fn changes_older_than_the_max_age_are_not_shown() {
+        let at = |secs: i64| Time::from_micros(secs * 1_000_000);
+        let addr: IpAddr = "203.0.113.1".parse().unwrap();
+        let changes = vec![(at(10), addr), (at(50), addr), (at(90), addr)];
+        let kept = within_max_age(changes.clone(), at(100), Some(Duration::from_secs(50)));
+        assert_eq!(kept, [(at(50), addr), (at(90), addr)]);
+        assert_eq!(within_max_age(changes.clone(), at(100), None), changes);
+    }
+
+    #[test]
+    fn hosts_go_stale_after_the_limit() {
+        let hour = Duration::from_secs(3600);
+        let at = Time::from_micros(0);
+        assert!(!is_stale(at, Time::from_micros(3_600_000_000), hour));
+        assert!(is_stale(at, Time::from_micros(3_600_000_001), hour));
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::model::name::Name;
-use crate::model::record::{Record, Seen, Time};
+use crate::model::record::{is_stale, Record, Seen, Time};
 
 /// The OpenAPI 3.1 description of `/api/v1/`, served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -73,27 +73,6 @@ pub struct ErrorJson {
     pub error: String,
 }
 
-/// Whether a host whose last report was at `last_seen` is stale at `now`.
-pub fn is_stale(last_seen: Time, now: Time, stale_after: Duration) -> bool {
-    let age = now.as_micros().saturating_sub(last_seen.as_micros());
-    age > i64::try_from(stale_after.as_micros()).unwrap_or(i64::MAX)
-}
-
-/// The changes of `changes` no older than `max_age` at `now` (`history_max_age`; `None`:
-/// all of them).
-pub fn within_max_age(
-    mut changes: Vec<(Time, IpAddr)>,
-    now: Time,
-    max_age: Option<Duration>,
-) -> Vec<(Time, IpAddr)> {
-    if let Some(max_age) = max_age {
-        let max_age = i64::try_from(max_age.as_micros()).unwrap_or(i64::MAX);
-        let oldest = now.as_micros().saturating_sub(max_age);
-        changes.retain(|(at, _)| at.as_micros() >= oldest);
-    }
-    changes
-}
-
 pub fn host(name: &Name, record: &Record, now: Time, stale_after: Duration) -> HostJson {
     HostJson {
         host: name.to_string(),
@@ -137,21 +116,9 @@ mod tests {
     }
 
     #[test]
-    fn changes_older_than_the_max_age_are_not_shown() {
-        let at = |secs: i64| Time::from_micros(secs * 1_000_000);
-        let addr: IpAddr = "203.0.113.1".parse().unwrap();
-        let changes = vec![(at(10), addr), (at(50), addr), (at(90), addr)];
-        let kept = within_max_age(changes.clone(), at(100), Some(Duration::from_secs(50)));
-        assert_eq!(kept, [(at(50), addr), (at(90), addr)]);
-        assert_eq!(within_max_age(changes.clone(), at(100), None), changes);
-    }
-
-    #[test]
-    fn hosts_go_stale_after_the_limit() {
+    fn a_host_is_its_record_as_json() {
         let hour = Duration::from_secs(3600);
         let at = Time::from_micros(0);
-        assert!(!is_stale(at, Time::from_micros(3_600_000_000), hour));
-        assert!(is_stale(at, Time::from_micros(3_600_000_001), hour));
         let record = Record::new("203.0.113.7".parse().unwrap(), at);
         let json = serde_json::to_value(host(
             &Name::parse("pc").unwrap(),

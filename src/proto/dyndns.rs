@@ -1,10 +1,13 @@
 //! The dyndns2 protocol, as routers, ddclient and inadyn speak it: a query string and
 //! an `Authorization` header in, one answer line per host out.
 //!
-//! Owns [`Update`] (what `/nic/update?...` asks), [`Credentials`] (HTTP Basic) and
-//! [`Answer`] (`good IP`, `nochg IP`, `badauth`, ...). Pure: bytes and strings in,
-//! values out; no sockets, no clock, no logging. Who may update what is `auth`'s;
-//! committing is the writer's; the HTTP edge (`http`) puts the pieces together.
+//! Owns [`Update`] (what `/nic/update?...` asks), [`Credentials`] (HTTP Basic),
+//! [`Answer`] (`good IP`, `nochg IP`, `badauth`, ...), and the two decisions around the
+//! writer: [`plan`] (refuse the request, or which reports to send for which names) and
+//! [`answer`] (each name's line from what became of its reports). Pure: bytes, strings
+//! and the policy in, values out; no sockets, no clock, no logging. Who may update what
+//! is `policy`'s; committing is the writer's; the HTTP edge (`edge/http/update.rs`) sends
+//! the reports, waits, counts and logs.
 //!
 //! Accepted forms, so that the URL templates of common routers work as they are:
 //!
@@ -27,10 +30,14 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
 use crate::model::name::Name;
+use crate::policy::{Policy, Refusal};
 
 /// Host names one request may update. dyndns2 servers answer `numhost` above a small
 /// limit (Dyn's was 20); a router updates one or two names.
 pub const MAX_HOSTS: usize = 20;
+
+/// Addresses one update reports: one of each family.
+pub const MAX_ADDRS: usize = 2;
 
 /// What one `/nic/update` asks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,9 +103,9 @@ pub enum CredentialsError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     /// Committed; the addresses now recorded.
-    Good(Vec<IpAddr>),
+    Good(Addrs),
     /// Committed, and the addresses were already those.
-    NoChange(Vec<IpAddr>),
+    NoChange(Addrs),
     /// The credentials are not a key, or the source may not report.
     BadAuth,
     /// Not a valid host name.
@@ -126,8 +133,8 @@ impl fmt::Display for Answer {
             Ok(())
         };
         match self {
-            Answer::Good(ips) => addrs(f, "good", ips),
-            Answer::NoChange(ips) => addrs(f, "nochg", ips),
+            Answer::Good(ips) => addrs(f, "good", ips.as_slice()),
+            Answer::NoChange(ips) => addrs(f, "nochg", ips.as_slice()),
             Answer::BadAuth => f.write_str("badauth"),
             Answer::NotFqdn => f.write_str("notfqdn"),
             Answer::NoHost => f.write_str("nohost"),
@@ -136,6 +143,44 @@ impl fmt::Display for Answer {
             Answer::DnsErr => f.write_str("dnserr"),
             Answer::ServerError => f.write_str("911"),
         }
+    }
+}
+
+/// The addresses one update reports, one report each: those the query gives, else the
+/// client's. At most one of each family, IPv4 first. Inline: every name's answer line
+/// repeats them, and an allocation per name showed in the update path.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Addrs {
+    addrs: [IpAddr; MAX_ADDRS],
+    len: usize,
+}
+
+impl Addrs {
+    /// The addresses of an update giving `ipv4` and `ipv6` (both `None`: `client`'s).
+    pub fn new(ipv4: Option<Ipv4Addr>, ipv6: Option<Ipv6Addr>, client: IpAddr) -> Addrs {
+        let one = |addr: IpAddr| Addrs {
+            addrs: [addr; MAX_ADDRS],
+            len: 1,
+        };
+        match (ipv4, ipv6) {
+            (None, None) => one(client),
+            (Some(v4), None) => one(IpAddr::V4(v4)),
+            (None, Some(v6)) => one(IpAddr::V6(v6)),
+            (Some(v4), Some(v6)) => Addrs {
+                addrs: [IpAddr::V4(v4), IpAddr::V6(v6)],
+                len: 2,
+            },
+        }
+    }
+
+    pub fn as_slice(&self) -> &[IpAddr] {
+        &self.addrs[..self.len]
+    }
+}
+
+impl fmt::Debug for Addrs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
     }
 }
 
@@ -267,6 +312,201 @@ pub fn parse_basic(header: &[u8]) -> Result<Credentials, CredentialsError> {
     })
 }
 
+/// What to do with an update request, as [`plan`] decides it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// A query no dyndns2 answer fits (always [`QueryError::BadAddress`]): HTTP `400`
+    /// with the error, and nothing recorded.
+    BadRequest(QueryError),
+    /// Refuse the whole request with one answer line.
+    Refuse(Denial),
+    /// Send one report per address of `addrs` for each name planned
+    /// [`HostPlan::Report`], and answer each name in order.
+    Report {
+        hosts: Vec<HostPlan>,
+        addrs: Addrs,
+        /// `offline=YES`: every report marks its host offline.
+        offline: bool,
+    },
+}
+
+/// What to do with one name of an update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPlan {
+    /// Report it, and answer from the reports' outcomes ([`answer`]).
+    Report(Name),
+    /// Answer at once, without a report.
+    Refuse(Denial),
+}
+
+/// Why dyndns2 refuses an update, or one name of it. The text is the detail the edge
+/// logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    /// The source is outside `allow_from`: `badauth`.
+    #[error("{0}")]
+    NotAllowed(Refusal),
+    /// Too many failed credentials from the source: `abuse`.
+    #[error("too many failed credentials")]
+    Throttled,
+    /// No `hostname`: `notfqdn`.
+    #[error("{}", QueryError::NoHostname)]
+    NoHostname,
+    /// More than [`MAX_HOSTS`] names: `numhost`.
+    #[error("{}", QueryError::TooManyHosts(*.0))]
+    TooManyHosts(usize),
+    /// An `Authorization` header that is not Basic credentials: `badauth`.
+    #[error("{0}")]
+    Credentials(CredentialsError),
+    /// A password that is no key of this server: `badauth`.
+    #[error("the password is not a key")]
+    NotAKey,
+    /// No credentials, for a name that needs them: `badauth`, which HTTP sends as a `401`
+    /// with a Basic challenge, so that clients send their credentials.
+    #[error("{0}")]
+    Unsigned(Refusal),
+    /// One name that is not a valid host name: `notfqdn` for it.
+    #[error("not a host name")]
+    BadName,
+    /// One name outside the key's scope (a per-host key used for another host): `nohost`
+    /// for it.
+    #[error("{0}")]
+    WrongHost(Name),
+}
+
+impl Denial {
+    /// The answer line.
+    pub fn answer(&self) -> Answer {
+        match self {
+            Denial::NotAllowed(_)
+            | Denial::Credentials(_)
+            | Denial::NotAKey
+            | Denial::Unsigned(_) => Answer::BadAuth,
+            Denial::Throttled => Answer::Abuse,
+            Denial::NoHostname | Denial::BadName => Answer::NotFqdn,
+            Denial::TooManyHosts(_) => Answer::NumHost,
+            Denial::WrongHost(_) => Answer::NoHost,
+        }
+    }
+
+    /// Whether credentials were needed and none came: HTTP answers `401` with a Basic
+    /// challenge, not `200`.
+    pub fn needs_credentials(&self) -> bool {
+        matches!(self, Denial::Unsigned(_))
+    }
+
+    /// Whether the source is charged for failed credentials (a source out of its budget
+    /// is [`Denial::Throttled`]). Absent credentials are not charged: a router without a
+    /// configured password is not guessing one.
+    pub fn charges_source(&self) -> bool {
+        matches!(self, Denial::Credentials(_) | Denial::NotAKey)
+    }
+}
+
+/// Decides what an update request gets, from the policy in force, the client's address,
+/// whether it is `throttled` for failed credentials, the query string and the
+/// `Authorization` header. The first that applies, in this order: a source outside
+/// `allow_from` (`badauth`); a throttled source (`abuse`); a query that is not an update
+/// (`notfqdn`, `numhost`, or `400` for a bad address); credentials in the header (else
+/// those in the query) that are not Basic or not a key (`badauth`); no credentials where
+/// a name needs them (`401`). Then, per name: not a host name (`notfqdn`), outside the
+/// key's scope (`nohost`), else one report per address.
+pub fn plan(
+    policy: &Policy,
+    client: IpAddr,
+    throttled: bool,
+    query: &str,
+    authorization: Option<&[u8]>,
+) -> Plan {
+    if let Err(refusal) = policy.admit(client) {
+        return Plan::Refuse(Denial::NotAllowed(refusal));
+    }
+    if throttled {
+        return Plan::Refuse(Denial::Throttled);
+    }
+    let update = match parse_query(query) {
+        Ok(update) => update,
+        Err(QueryError::NoHostname) => return Plan::Refuse(Denial::NoHostname),
+        Err(QueryError::TooManyHosts(n_hosts)) => {
+            return Plan::Refuse(Denial::TooManyHosts(n_hosts))
+        }
+        Err(e @ QueryError::BadAddress { .. }) => return Plan::BadRequest(e),
+    };
+    let credentials = match authorization {
+        Some(header) => match parse_basic(header) {
+            Ok(credentials) => Some(credentials),
+            Err(e) => return Plan::Refuse(Denial::Credentials(e)),
+        },
+        None => update.credentials,
+    };
+    // `None`: no credentials, for names that may be reported unsigned.
+    let scope = match &credentials {
+        Some(Credentials { password, .. }) => match policy.scope_of_password(password) {
+            Some(scope) => Some(scope),
+            None => return Plan::Refuse(Denial::NotAKey),
+        },
+        None => {
+            let refused = update
+                .hostnames
+                .iter()
+                .flatten()
+                .find_map(|name| policy.admit_unsigned(name).err());
+            if let Some(refusal) = refused {
+                return Plan::Refuse(Denial::Unsigned(refusal));
+            }
+            None
+        }
+    };
+    let hosts = update
+        .hostnames
+        .into_iter()
+        .map(|name| match name {
+            None => HostPlan::Refuse(Denial::BadName),
+            Some(name) if scope.is_some_and(|scope| !scope.covers(&name)) => {
+                HostPlan::Refuse(Denial::WrongHost(name))
+            }
+            Some(name) => HostPlan::Report(name),
+        })
+        .collect();
+    Plan::Report {
+        hosts,
+        addrs: Addrs::new(update.ipv4, update.ipv6, client),
+        offline: update.offline,
+    }
+}
+
+/// What became of one report, as the edge learned it from the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Committed, and it changed the host: a new address, or into or out of offline.
+    Changed,
+    /// Committed; the host already had it (only its last-seen time moved).
+    Unchanged,
+    /// Not committed: the store could not commit it, or (never for an unsigned report)
+    /// it was refused as a replay.
+    NotCommitted,
+    /// No decision: the writer has stopped, or none came in time (the report may still
+    /// commit).
+    Unavailable,
+}
+
+/// A name's answer line from the fates of its reports (one per address of `addrs`, or
+/// fewer when the edge stopped waiting at an [`Fate::Unavailable`]): `911` when any went
+/// undecided; else `dnserr` when any was not committed; else `good` when any changed the
+/// host (as the writer found it, so of two requests with the same new address only the
+/// first is `good`); else `nochg`.
+pub fn answer(fates: &[Fate], addrs: Addrs) -> Answer {
+    if fates.contains(&Fate::Unavailable) {
+        Answer::ServerError
+    } else if fates.contains(&Fate::NotCommitted) {
+        Answer::DnsErr
+    } else if fates.contains(&Fate::Changed) {
+        Answer::Good(addrs)
+    } else {
+        Answer::NoChange(addrs)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,11 +604,12 @@ mod tests {
 
     #[test]
     fn answers_are_dyndns2_lines() {
-        let v4: IpAddr = "203.0.113.7".parse().unwrap();
-        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let v4: Ipv4Addr = "203.0.113.7".parse().unwrap();
+        let v6: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let client: IpAddr = "192.0.2.1".parse().unwrap();
         let lines: Vec<String> = [
-            Answer::Good(vec![v4]),
-            Answer::NoChange(vec![v4, v6]),
+            Answer::Good(Addrs::new(Some(v4), None, client)),
+            Answer::NoChange(Addrs::new(Some(v4), Some(v6), client)),
             Answer::BadAuth,
             Answer::NotFqdn,
             Answer::NoHost,
@@ -415,6 +656,369 @@ mod tests {
             Err(CredentialsError::Malformed)
         );
         assert_eq!(parse_basic(b"\xff\xfe"), Err(CredentialsError::Malformed));
+    }
+
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const NAS_KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+    const CLIENT: &str = "192.0.2.1";
+
+    fn policy(config: &str) -> Policy {
+        Policy::new(&crate::config::parse(config).unwrap().server)
+    }
+
+    fn basic(password: &str) -> String {
+        format!("Basic {}", STANDARD.encode(format!("router:{password}")))
+    }
+
+    /// Plans an update from `client` (with `Authorization: authorization`, if any) under
+    /// the server config `config`, and compares a one-line summary with `expect`: `400
+    /// ERROR`; `[401] LINE [DETAIL] (charged)` for a request refused whole; or `report
+    /// ADDRS[ offline]: NAME | LINE [DETAIL], ...`.
+    fn check_plan(
+        config: &str,
+        client: &str,
+        throttled: bool,
+        query: &str,
+        authorization: Option<&str>,
+        expect: &str,
+    ) {
+        let plan = plan(
+            &policy(config),
+            client.parse().unwrap(),
+            throttled,
+            query,
+            authorization.map(str::as_bytes),
+        );
+        let refused = |denial: &Denial| format!("{} [{denial}]", denial.answer());
+        let actual = match &plan {
+            Plan::BadRequest(e) => format!("400 {e}"),
+            Plan::Refuse(denial) => format!(
+                "{}{}{}",
+                if denial.needs_credentials() {
+                    "401 "
+                } else {
+                    ""
+                },
+                refused(denial),
+                if denial.charges_source() {
+                    " (charged)"
+                } else {
+                    ""
+                },
+            ),
+            Plan::Report {
+                hosts,
+                addrs,
+                offline,
+            } => {
+                let hosts: Vec<String> = hosts
+                    .iter()
+                    .map(|host| match host {
+                        HostPlan::Report(name) => name.to_string(),
+                        HostPlan::Refuse(denial) => refused(denial),
+                    })
+                    .collect();
+                let addrs: Vec<String> = addrs.as_slice().iter().map(IpAddr::to_string).collect();
+                format!(
+                    "report {}{}: {}",
+                    addrs.join(","),
+                    if *offline { " offline" } else { "" },
+                    hosts.join(", ")
+                )
+            }
+        };
+        assert_eq!(
+            actual, expect,
+            "config {config:?}, client {client}, throttled {throttled}, query {query:?}, \
+             authorization {authorization:?}"
+        );
+    }
+
+    #[test]
+    fn plans_refuse_the_whole_request_in_order() {
+        let keyed = format!("[DynIP:Server]\nkey = {KEY}\nallow_from = 192.0.2.0/24\n");
+        let good = basic(KEY);
+        let good = Some(good.as_str());
+        let wrong = basic(NAS_KEY);
+        let wrong = Some(wrong.as_str());
+        let query = "hostname=pc&myip=203.0.113.7";
+        check_plan(&keyed, CLIENT, false, query, good, "report 203.0.113.7: pc");
+        // Outside allow_from comes first, even with the right key or when throttled.
+        check_plan(
+            &keyed,
+            "198.51.100.1",
+            false,
+            query,
+            good,
+            "badauth [source not in allow_from]",
+        );
+        check_plan(
+            &keyed,
+            "198.51.100.1",
+            true,
+            query,
+            good,
+            "badauth [source not in allow_from]",
+        );
+        // A throttled source hears `abuse`, whatever it sends.
+        check_plan(
+            &keyed,
+            CLIENT,
+            true,
+            query,
+            good,
+            "abuse [too many failed credentials]",
+        );
+        check_plan(
+            &keyed,
+            CLIENT,
+            true,
+            "",
+            wrong,
+            "abuse [too many failed credentials]",
+        );
+        // The query before the credentials: a bad query with a wrong key is not charged.
+        check_plan(
+            &keyed,
+            CLIENT,
+            false,
+            "myip=203.0.113.7",
+            wrong,
+            "notfqdn [no hostname]",
+        );
+        let many: Vec<String> = (0..=MAX_HOSTS).map(|idx| format!("h{idx}")).collect();
+        check_plan(
+            &keyed,
+            CLIENT,
+            false,
+            &format!("hostname={}", many.join(",")),
+            wrong,
+            "numhost [21 host names in one request; at most 20]",
+        );
+        check_plan(
+            &keyed,
+            CLIENT,
+            false,
+            "hostname=pc&myip=300.1.2.3",
+            wrong,
+            "400 myip=\"300.1.2.3\" is not an IPv4 or IPv6 address, or one of each separated by a comma",
+        );
+        // Credentials that are not a key are charged to the source.
+        check_plan(
+            &keyed,
+            CLIENT,
+            false,
+            query,
+            wrong,
+            "badauth [the password is not a key] (charged)",
+        );
+        check_plan(
+            &keyed,
+            CLIENT,
+            false,
+            query,
+            Some("Bearer whatever"),
+            "badauth [not HTTP Basic credentials] (charged)",
+        );
+        check_plan(
+            &keyed,
+            CLIENT,
+            false,
+            query,
+            Some("Basic !!!"),
+            "badauth [Basic credentials that are not base64 of user:password] (charged)",
+        );
+        // No credentials where a key is needed: a challenge, not a charge.
+        check_plan(
+            &keyed,
+            CLIENT,
+            false,
+            query,
+            None,
+            "401 badauth [unsigned reports are not accepted (a key is configured)]",
+        );
+    }
+
+    #[test]
+    fn plans_take_credentials_from_the_header_else_the_query() {
+        let keyed = format!("[DynIP:Server]\nkey = {KEY}\n");
+        let good = basic(KEY);
+        let wrong = basic(NAS_KEY);
+        check_plan(
+            &keyed,
+            CLIENT,
+            false,
+            &format!("hostname=pc&user=u&pass={}", url_encoded(KEY)),
+            None,
+            "report 192.0.2.1: pc",
+        );
+        check_plan(
+            &keyed,
+            CLIENT,
+            false,
+            &format!("hostname=pc&pass={}", url_encoded(NAS_KEY)),
+            None,
+            "badauth [the password is not a key] (charged)",
+        );
+        // The header wins over the query, either way.
+        check_plan(
+            &keyed,
+            CLIENT,
+            false,
+            &format!("hostname=pc&pass={}", url_encoded(NAS_KEY)),
+            Some(&good),
+            "report 192.0.2.1: pc",
+        );
+        check_plan(
+            &keyed,
+            CLIENT,
+            false,
+            &format!("hostname=pc&pass={}", url_encoded(KEY)),
+            Some(&wrong),
+            "badauth [the password is not a key] (charged)",
+        );
+    }
+
+    #[test]
+    fn plans_answer_each_name_by_the_key_s_scope() {
+        let config = format!("[DynIP:Server]\nkey = {KEY}\n[DynIP:Hosts]\nnas = {NAS_KEY}\n");
+        let nas = basic(NAS_KEY);
+        let shared = basic(KEY);
+        // One entry per name, in order: a per-host key reports its own host only.
+        check_plan(
+            &config,
+            CLIENT,
+            false,
+            "hostname=nas,pc,bad..name&myip=198.51.100.1",
+            Some(&nas),
+            "report 198.51.100.1: nas, nohost [pc], notfqdn [not a host name]",
+        );
+        check_plan(
+            &config,
+            CLIENT,
+            false,
+            "hostname=NAS,pc,bad..name&myip=198.51.100.1",
+            Some(&shared),
+            "report 198.51.100.1: NAS, pc, notfqdn [not a host name]",
+        );
+    }
+
+    #[test]
+    fn plans_without_credentials_where_unsigned_reports_are_accepted() {
+        // No key at all: anyone reports any name.
+        check_plan(
+            "",
+            CLIENT,
+            false,
+            "hostname=pc,bad..name",
+            None,
+            "report 192.0.2.1: pc, notfqdn [not a host name]",
+        );
+        // allow_unsigned with per-host keys: only the hosts without a key of their own.
+        let config =
+            format!("[DynIP:Server]\nallow_unsigned = yes\n[DynIP:Hosts]\nnas = {NAS_KEY}\n");
+        check_plan(
+            &config,
+            CLIENT,
+            false,
+            "hostname=pc",
+            None,
+            "report 192.0.2.1: pc",
+        );
+        check_plan(
+            &config,
+            CLIENT,
+            false,
+            "hostname=pc,nas",
+            None,
+            "401 badauth [unsigned report for nas, which has a key of its own]",
+        );
+        // Credentials count where they are given, even when none are needed.
+        let wrong = basic(KEY);
+        check_plan(
+            &config,
+            CLIENT,
+            false,
+            "hostname=pc",
+            Some(&wrong),
+            "badauth [the password is not a key] (charged)",
+        );
+    }
+
+    #[test]
+    fn plans_report_the_given_addresses_else_the_client_s() {
+        let config = "";
+        check_plan(
+            config,
+            CLIENT,
+            false,
+            "hostname=pc",
+            None,
+            "report 192.0.2.1: pc",
+        );
+        check_plan(
+            config,
+            "2001:db8::7",
+            false,
+            "hostname=pc",
+            None,
+            "report 2001:db8::7: pc",
+        );
+        check_plan(
+            config,
+            CLIENT,
+            false,
+            "hostname=pc&myip=203.0.113.7",
+            None,
+            "report 203.0.113.7: pc",
+        );
+        check_plan(
+            config,
+            CLIENT,
+            false,
+            "hostname=pc&myipv6=2001:db8::1",
+            None,
+            "report 2001:db8::1: pc",
+        );
+        check_plan(
+            config,
+            CLIENT,
+            false,
+            "hostname=a,b&myip=2001:db8::1,203.0.113.7&offline=yes",
+            None,
+            "report 203.0.113.7,2001:db8::1 offline: a, b",
+        );
+    }
+
+    fn url_encoded(text: &str) -> String {
+        form_urlencoded::byte_serialize(text.as_bytes()).collect()
+    }
+
+    /// Answers a name whose reports met `fates`, for an update of 203.0.113.7 and
+    /// 2001:db8::1, and compares the line with `expect`.
+    fn check_answer(fates: &[Fate], expect: &str) {
+        let addrs = Addrs::new(
+            Some("203.0.113.7".parse().unwrap()),
+            Some("2001:db8::1".parse().unwrap()),
+            CLIENT.parse().unwrap(),
+        );
+        assert_eq!(answer(fates, addrs).to_string(), expect, "{fates:?}");
+    }
+
+    #[test]
+    fn answers_follow_the_fates_of_a_name_s_reports() {
+        use Fate::{Changed, NotCommitted, Unavailable, Unchanged};
+        check_answer(&[Changed, Changed], "good 203.0.113.7,2001:db8::1");
+        check_answer(&[Unchanged, Changed], "good 203.0.113.7,2001:db8::1");
+        check_answer(&[Changed, Unchanged], "good 203.0.113.7,2001:db8::1");
+        check_answer(&[Unchanged, Unchanged], "nochg 203.0.113.7,2001:db8::1");
+        // Not committed beats changed: the update did not (all) happen.
+        check_answer(&[Changed, NotCommitted], "dnserr");
+        check_answer(&[NotCommitted, Unchanged], "dnserr");
+        // Undecided beats all: the report may still commit; try again later.
+        check_answer(&[NotCommitted, Unavailable], "911");
+        check_answer(&[Unavailable], "911");
+        check_answer(&[Changed, Unavailable], "911");
     }
 
     proptest::proptest! {

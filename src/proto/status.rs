@@ -10,8 +10,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::model::name::Name;
-use crate::model::record::{Record, Time};
-use crate::proto::api::is_stale;
+use crate::model::record::{is_stale, Record, Time};
 
 /// Hosts listed on one page: a page of this size renders in a few milliseconds and a
 /// browser shows it at once; beyond it the API lists everything.
