@@ -42,7 +42,7 @@ impl Interior {
 /// Keeps the interior up to date (rebuilt when hosts were added) and, with
 /// `dns_hide_stale`, notes addresses going stale as changes, so the serial rises when
 /// one does. Looks once per [`NOTIFY_EVERY`]; walks the table only when one is due.
-pub(super) async fn keep_interior(
+pub(super) async fn keep_interior_and_note_stale(
     interior: Arc<Interior>,
     table: Arc<Table>,
     shutdown: CancellationToken,

@@ -35,7 +35,7 @@ use crate::config::DnsConfig;
 use crate::model::record::Time;
 use crate::proto::zone::{Zone, ZoneError};
 use crate::state::table::Table;
-use interior::{keep_interior, Interior};
+use interior::{keep_interior_and_note_stale, Interior};
 use notify::notify;
 use tcp::{accept, TcpShared};
 use udp::{Limiter, UdpServer};
@@ -143,7 +143,7 @@ impl Dns {
             transfer_to: self.transfer_to,
             interior: Arc::clone(&interior),
         });
-        tasks.spawn(keep_interior(
+        tasks.spawn(keep_interior_and_note_stale(
             interior,
             Arc::clone(&table),
             shutdown.clone(),
