@@ -6,7 +6,6 @@
 //! sends can stop the loop. An acknowledgement goes out only after the writer committed
 //! its report.
 
-use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,15 +14,14 @@ use std::time::Instant;
 
 use chacha20poly1305::aead::rand_core::RngCore;
 use chacha20poly1305::aead::OsRng;
-use nix::sys::socket::{self, MsgFlags, MultiHeaders, SockaddrStorage};
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::config::BindHost;
+use crate::edge::net::{self, RecvBatch, RecvHeaders, SendHeaders, UdpOptions, Wait};
 use crate::error::Error;
 use crate::model::record::Time;
 use crate::policy::{self, Limiter, Policy};
@@ -36,6 +34,13 @@ use crate::writer::{Committed, Done, Refused, Report};
 /// with Linux's per-datagram overhead, to ride out a commit. The kernel caps it at
 /// `net.core.rmem_max`.
 const RECV_BUFFER: usize = 4 << 20;
+/// How a report socket is set up: non-blocking, for the runtime.
+const SOCKET: UdpOptions = UdpOptions {
+    reuse_port: false,
+    recv_buffer: RECV_BUFFER,
+    read_timeout: None,
+    nonblocking: true,
+};
 /// Datagrams per `recvmmsg` call: one system call for up to this many reports, where
 /// `recv_from` costs one each (about 2 µs here, as much as the rest of a report's path).
 const RECV_BATCH: usize = 64;
@@ -105,16 +110,7 @@ fn bind_error(addr: SocketAddr, source: std::io::Error) -> Error {
 }
 
 fn bind_one(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(false)?;
-    }
-    if let Err(e) = socket.set_recv_buffer_size(RECV_BUFFER) {
-        warn!(error = %e, "cannot enlarge the receive buffer");
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
+    net::udp_socket(addr, &SOCKET)
 }
 
 /// What a receive loop shares with the rest of the server.
@@ -167,7 +163,7 @@ pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<(
         nonces: Arc::new(Nonces::new()),
         limiter: Limiter::default(),
     };
-    let mut batch = RecvBatch::new();
+    let mut batch = RecvBatch::new(RECV_BATCH, SLOT_LEN);
     let mut acks = AckBatch::default();
     'serve: loop {
         tokio::select! {
@@ -179,23 +175,33 @@ pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<(
         }
         acks.send_queued(&queue, &socket, ACKS_PER_BATCH);
         for _ in 0..MAX_BATCHES_PER_TURN {
-            let n_received = match socket.try_io(Interest::READABLE, || batch.receive(&socket)) {
-                Ok(n_received) => n_received,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    debug!(error = %e, "receive failed");
-                    break;
-                }
-            };
+            let n_received =
+                match socket.try_io(Interest::READABLE, || receive(&mut batch, &socket)) {
+                    Ok(n_received) => n_received,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        debug!(error = %e, "receive failed");
+                        break;
+                    }
+                };
             for idx in 0..n_received {
-                let (datagram, len, peer, truncated) = batch.datagram(idx);
+                let datagram = batch.datagram(idx);
+                // A datagram without a source address (not possible on a UDP socket) reads
+                // as truncated from the unspecified address, and is refused.
+                let (peer, truncated) = match datagram.peer {
+                    Some(peer) => (peer, datagram.truncated),
+                    None => (SocketAddr::from(([0u8; 4], 0)), true),
+                };
                 let report = if truncated {
                     receiver.refuse(
                         peer,
-                        format!("datagram of {len} bytes is too large for a report"),
+                        format!(
+                            "datagram of {} bytes is too large for a report",
+                            datagram.len
+                        ),
                     )
                 } else {
-                    receiver.accept(datagram, peer)
+                    receiver.accept(datagram.bytes, peer)
                 };
                 let Some(report) = report else {
                     continue;
@@ -292,90 +298,24 @@ impl AckBatch {
 
 /// One `sendmmsg` call; returns how many datagrams went out.
 fn send_batch(socket: &UdpSocket, pending: &[PendingAck]) -> std::io::Result<usize> {
-    let iovs: Vec<[IoSlice<'_>; 1]> = pending
+    // Made per call: the headers cannot live in a task (see [`RecvHeaders`]).
+    let mut headers = SendHeaders::new(pending.len());
+    let datagrams = pending
         .iter()
-        .map(|pending| [IoSlice::new(&pending.datagram)])
-        .collect();
-    let addrs: Vec<Option<SockaddrStorage>> = pending
-        .iter()
-        .map(|pending| Some(SockaddrStorage::from(pending.peer)))
-        .collect();
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(iovs.len(), None);
-    let results = socket::sendmmsg(
-        socket.as_raw_fd(),
-        &mut headers,
-        &iovs,
-        addrs,
-        [],
-        MsgFlags::MSG_DONTWAIT,
-    )
-    .map_err(std::io::Error::from)?;
-    Ok(results.count())
+        .map(|pending| (&pending.datagram[..], pending.peer));
+    net::send_batch(socket.as_raw_fd(), &mut headers, datagrams, Wait::No)
+        .map_err(std::io::Error::from)
 }
 
-/// Buffers and headers for `recvmmsg`, reused for every call.
-struct RecvBatch {
-    slots: Vec<[u8; SLOT_LEN]>,
-    /// Per datagram of the last call: its length, its source, and whether it was cut.
-    received: Vec<(usize, Option<SocketAddr>, bool)>,
-}
-
-impl RecvBatch {
-    fn new() -> RecvBatch {
-        RecvBatch {
-            slots: vec![[0u8; SLOT_LEN]; RECV_BATCH],
-            received: Vec::with_capacity(RECV_BATCH),
-        }
-    }
-
-    /// Receives up to [`RECV_BATCH`] datagrams without blocking; returns how many.
-    fn receive(&mut self, socket: &UdpSocket) -> std::io::Result<usize> {
-        self.received.clear();
-        // Made per call: the headers hold raw pointers, so they cannot live in a task
-        // that moves between threads; two small allocations per batch.
-        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(RECV_BATCH, None);
-        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
-            .slots
-            .iter_mut()
-            .map(|slot| [IoSliceMut::new(slot)])
-            .collect();
-        let results = socket::recvmmsg(
-            socket.as_raw_fd(),
-            &mut headers,
-            iovs.iter_mut(),
-            // MSG_TRUNC in: the length returned is the datagram's, not what fit.
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
-            None,
-        )
-        .map_err(std::io::Error::from)?;
-        for msg in results {
-            let peer = msg.address.as_ref().and_then(socket_addr);
-            let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC) || msg.bytes > SLOT_LEN;
-            self.received.push((msg.bytes, peer, truncated));
-        }
-        Ok(self.received.len())
-    }
-
-    /// The `idx`th datagram of the last call: its bytes (cut to the slot), its length,
-    /// its source and whether it was cut.
-    /// A datagram without a source address (not possible on a UDP socket) reads as
-    /// truncated from the unspecified address, and is refused.
-    fn datagram(&self, idx: usize) -> (&[u8], usize, SocketAddr, bool) {
-        let (len, peer, truncated) = self.received[idx];
-        let bytes = &self.slots[idx][..len.min(SLOT_LEN)];
-        match peer {
-            Some(peer) => (bytes, len, peer, truncated),
-            None => (bytes, len, SocketAddr::from(([0u8; 4], 0)), true),
-        }
-    }
-}
-
-fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
-    if let Some(v4) = addr.as_sockaddr_in() {
-        return Some(SocketAddr::from((v4.ip(), v4.port())));
-    }
-    addr.as_sockaddr_in6()
-        .map(|v6| SocketAddr::new(IpAddr::V6(v6.ip()), v6.port()))
+/// Receives up to [`RECV_BATCH`] datagrams into `batch` without blocking; returns how
+/// many.
+fn receive(batch: &mut RecvBatch, socket: &UdpSocket) -> std::io::Result<usize> {
+    // Made per call: the headers cannot live in a task (see [`RecvHeaders`]); two small
+    // allocations per batch.
+    let mut headers = RecvHeaders::new(RECV_BATCH);
+    batch
+        .receive(socket.as_raw_fd(), &mut headers, Wait::No)
+        .map_err(std::io::Error::from)
 }
 
 /// Turns datagrams into reports, under the policy in force.

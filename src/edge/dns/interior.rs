@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::{all_hosts, NOTIFY_EVERY};
+use crate::edge::net;
 use crate::model::record::Time;
 use crate::state::table::Table;
 
@@ -51,13 +52,8 @@ pub(super) async fn keep_interior_and_note_stale(
     // When the next address goes stale, as of the last walk, and the table then.
     let mut next_stale = Some(Time::from_micros(i64::MIN));
     let mut generation = table.generation();
-    let mut ticks = tokio::time::interval(NOTIFY_EVERY);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
+    let mut ticks = net::every(NOTIFY_EVERY, &shutdown);
+    while ticks.tick().await {
         // Hosts are never removed: a new count is a new host.
         if table.len() != n_hosts {
             n_hosts = table.len();

@@ -25,13 +25,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::DnsConfig;
+use crate::edge::net::{self, UdpOptions};
 use crate::model::record::Time;
 use crate::proto::zone::{Zone, ZoneError};
 use crate::state::table::Table;
@@ -40,8 +40,17 @@ use notify::notify;
 use tcp::{accept, TcpShared};
 use udp::{Limiter, UdpServer};
 
-/// How often a UDP thread looks up from a quiet socket to see whether to stop.
-const WAKE: Duration = Duration::from_millis(200);
+/// How the UDP threads' sockets are set up.
+const UDP: UdpOptions = UdpOptions {
+    reuse_port: true,
+    // Room for bursts while a thread is busy: 4 MiB is about 40,000 queries.
+    recv_buffer: 4 << 20,
+    // How often a UDP thread looks up from a quiet socket to see whether to stop.
+    read_timeout: Some(Duration::from_millis(200)),
+    nonblocking: false,
+};
+/// TCP connections waiting to be accepted.
+const TCP_BACKLOG: i32 = 128;
 /// NOTIFYs go out at most this often, however often the zone changes.
 const NOTIFY_EVERY: Duration = Duration::from_secs(1);
 
@@ -148,7 +157,6 @@ impl Dns {
             Arc::clone(&table),
             shutdown.clone(),
         ));
-        self.tcp.set_nonblocking(true)?;
         let listener = TcpListener::from_std(self.tcp)?;
         tasks.spawn(accept(listener, shared, shutdown.clone()));
         if !self.notify.is_empty() {
@@ -186,9 +194,9 @@ fn bind_all(
     // again with another.
     let mut last_error = None;
     for _ in 0..16 {
-        let first = udp_socket(listen)?;
+        let first = net::udp_socket(listen, &UDP)?;
         let addr = first.local_addr()?;
-        let tcp = match tcp_listener(addr) {
+        let tcp = match net::tcp_listener(addr, TCP_BACKLOG) {
             Ok(tcp) => tcp,
             Err(e) if listen.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse => {
                 last_error = Some(e);
@@ -198,36 +206,11 @@ fn bind_all(
         };
         let mut udp = vec![first];
         for _ in 1..n_threads {
-            udp.push(udp_socket(addr)?);
+            udp.push(net::udp_socket(addr, &UDP)?);
         }
         return Ok((udp, tcp));
     }
     Err(last_error.unwrap_or_else(|| std::io::ErrorKind::AddrInUse.into()))
-}
-
-fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_port(true)?;
-    if addr.is_ipv6() {
-        // `[::]` then answers IPv4 as well, as `server_ip = *` does for reports.
-        let _ = socket.set_only_v6(false);
-    }
-    // Room for bursts while a thread is busy: 4 MiB is about 40,000 queries.
-    let _ = socket.set_recv_buffer_size(4 << 20);
-    socket.set_read_timeout(Some(WAKE))?;
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
-}
-
-fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        let _ = socket.set_only_v6(false);
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(128)?;
-    Ok(socket.into())
 }
 
 /// Every host's name and record, read from the table a chunk at a time so that the

@@ -10,6 +10,7 @@ use tracing::{debug, info, warn};
 
 use super::counters::Counters;
 use super::{serial, NOTIFY_EVERY};
+use crate::edge::net;
 use crate::model::record::Time;
 use crate::proto::zone::{self, Zone};
 use crate::state::table::Table;
@@ -38,13 +39,8 @@ pub(super) async fn notify(
     let v6 = bind("[::]:0");
     let mut notified: Option<u32> = None;
     let mut id: u16 = (Time::now().as_micros() & 0xffff) as u16;
-    let mut ticks = tokio::time::interval(NOTIFY_EVERY);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
+    let mut ticks = net::every(NOTIFY_EVERY, &shutdown);
+    while ticks.tick().await {
         let serial = serial(&table);
         if notified == Some(serial) {
             continue;

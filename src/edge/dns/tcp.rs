@@ -9,14 +9,13 @@ use hickory_proto::op::ResponseCode;
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::counters::{rcode_index, Counters};
 use super::interior::Interior;
 use super::{all_hosts, serial};
+use crate::edge::net::{self, Accept};
 use crate::model::record::Time;
 use crate::proto::zone::{self, Reply, Transport, Zone};
 use crate::state::table::Table;
@@ -35,48 +34,33 @@ pub(super) struct TcpShared {
     pub(super) interior: Arc<Interior>,
 }
 
+/// Serves TCP until `shutdown`, [`MAX_TCP`] connections at once; those still open then
+/// are cut.
 pub(super) async fn accept(
     listener: TcpListener,
     shared: Arc<TcpShared>,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_TCP));
-    let mut connections = JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => break,
-            permit = Arc::clone(&slots).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let shared = Arc::clone(&shared);
-                let shutdown = shutdown.clone();
-                connections.spawn(async move {
-                    tokio::select! {
-                        () = shutdown.cancelled() => {}
-                        res = connection(stream, peer, &shared) => {
-                            if let Err(e) = res {
-                                debug!(%peer, error = %e, "dns tcp connection ends");
-                            }
-                        }
+    let limits = Accept {
+        max_open: MAX_TCP,
+        pause_after_error: Duration::from_millis(10),
+        log_error: |e| warn!(error = %e, "dns tcp accept failed"),
+    };
+    let serve = |stream, peer| {
+        let shared = Arc::clone(&shared);
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                res = connection(stream, peer, &shared) => {
+                    if let Err(e) = res {
+                        debug!(%peer, error = %e, "dns tcp connection ends");
                     }
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                warn!(error = %e, "dns tcp accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
         }
-        while connections.try_join_next().is_some() {}
-    }
+    };
+    let mut connections = net::accept_bounded(&listener, limits, &shutdown, serve).await;
     connections.shutdown().await;
 }
 

@@ -2,21 +2,20 @@
 //! response rate limit they share.
 
 use std::collections::HashMap;
-use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use nix::errno::Errno;
-use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::counters::{rcode_index, Counters, Counts};
 use super::interior::Interior;
 use super::serial;
+use crate::edge::net::{self, RecvBatch, RecvHeaders, SendHeaders, Wait};
 use crate::model::record::Time;
 use crate::proto::zone::{self, Reply, Transport, Zone};
 use crate::state::table::Table;
@@ -29,6 +28,16 @@ pub(super) const BATCH: usize = 32;
 const SLOT: usize = 4096;
 /// Rate-limit buckets a UDP thread keeps before it forgets the sources that are quiet.
 const MAX_BUCKETS: usize = 65_536;
+
+/// A query of the batch that has an answer, waiting for the rate limit's verdict.
+#[derive(Debug, Clone, Copy)]
+struct Answered {
+    /// Its slot in the batch, and its answer's.
+    idx: usize,
+    peer: SocketAddr,
+    rcode: ResponseCode,
+    truncated: bool,
+}
 
 /// One UDP thread.
 pub(super) struct UdpServer {
@@ -65,46 +74,23 @@ impl UdpServer {
 
     pub(super) fn run(self, socket: &UdpSocket) {
         let fd = socket.as_raw_fd();
-        let mut slots = vec![[0u8; SLOT]; BATCH];
+        let mut batch = RecvBatch::new(BATCH, SLOT);
         let mut answers: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
-        let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-        let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-        let mut received: Vec<(usize, Option<SocketAddr>)> = Vec::with_capacity(BATCH);
-        let mut outgoing: Vec<(usize, SockaddrStorage)> = Vec::with_capacity(BATCH);
-        let mut answered: Vec<(usize, SocketAddr, ResponseCode, bool)> = Vec::with_capacity(BATCH);
+        let mut recv_headers = RecvHeaders::new(BATCH);
+        let mut send_headers = SendHeaders::new(BATCH);
+        let mut outgoing: Vec<(usize, SocketAddr)> = Vec::with_capacity(BATCH);
+        let mut answered: Vec<Answered> = Vec::with_capacity(BATCH);
         let mut verdicts: Vec<Verdict> = Vec::with_capacity(BATCH);
         while !self.shutdown.is_cancelled() {
-            received.clear();
-            {
-                let mut buffers: Vec<[IoSliceMut<'_>; 1]> = slots
-                    .iter_mut()
-                    .map(|slot| [IoSliceMut::new(slot)])
-                    .collect();
-                match recvmmsg(
-                    fd,
-                    &mut recv_headers,
-                    buffers.iter_mut(),
-                    MsgFlags::MSG_WAITFORONE,
-                    None,
-                ) {
-                    Ok(results) => {
-                        for msg in results {
-                            let len = if msg.flags.contains(MsgFlags::MSG_TRUNC) {
-                                0
-                            } else {
-                                msg.bytes
-                            };
-                            received.push((len, msg.address.and_then(std_addr)));
-                        }
-                    }
-                    Err(Errno::EAGAIN | Errno::EINTR) => continue,
-                    Err(e) => {
-                        warn!(error = %e, "dns receive failed");
-                        std::thread::sleep(Duration::from_millis(10));
-                        continue;
-                    }
+            let n_received = match batch.receive(fd, &mut recv_headers, Wait::Yes) {
+                Ok(n_received) => n_received,
+                Err(Errno::EAGAIN | Errno::EINTR) => continue,
+                Err(e) => {
+                    warn!(error = %e, "dns receive failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
                 }
-            }
+            };
             let now = Time::now();
             let serial = serial(&self.table);
             let mut counts = Counts::default();
@@ -115,21 +101,28 @@ impl UdpServer {
                 interior: &self.interior,
             };
             answered.clear();
-            for (idx, &(len, peer)) in received.iter().enumerate() {
-                let Some(peer) = peer else { continue };
-                let reply = self.zone.respond(
-                    &slots[idx][..len],
-                    Transport::Udp,
-                    serial,
-                    now,
-                    &hosts,
-                    &mut answers[idx],
-                );
+            for (idx, answer) in answers.iter_mut().enumerate().take(n_received) {
+                let datagram = batch.datagram(idx);
+                let Some(peer) = datagram.peer else { continue };
+                // Longer than any query: answered as what it is, not a query.
+                let query = if datagram.truncated {
+                    &[]
+                } else {
+                    datagram.bytes
+                };
+                let reply = self
+                    .zone
+                    .respond(query, Transport::Udp, serial, now, &hosts, answer);
                 let Reply::Answer { rcode, truncated } = reply else {
                     counts.dropped_malformed += 1;
                     continue;
                 };
-                answered.push((idx, peer, rcode, truncated));
+                answered.push(Answered {
+                    idx,
+                    peer,
+                    rcode,
+                    truncated,
+                });
             }
             // One lock for the batch, held only for the buckets' arithmetic.
             verdicts.clear();
@@ -141,10 +134,16 @@ impl UdpServer {
                 verdicts.extend(
                     answered
                         .iter()
-                        .map(|&(_, peer, _, _)| limiter.check(peer.ip(), now)),
+                        .map(|answered| limiter.check(answered.peer.ip(), now)),
                 );
             }
-            for (&(idx, peer, rcode, mut truncated), &verdict) in answered.iter().zip(&verdicts) {
+            for (answered, &verdict) in answered.iter().zip(&verdicts) {
+                let Answered {
+                    idx,
+                    peer,
+                    rcode,
+                    mut truncated,
+                } = *answered;
                 let answer = &mut answers[idx];
                 match verdict {
                     Verdict::Send => {}
@@ -164,7 +163,7 @@ impl UdpServer {
                 if truncated {
                     counts.truncated += 1;
                 }
-                outgoing.push((idx, SockaddrStorage::from(peer)));
+                outgoing.push((idx, peer));
             }
             send_all(fd, &mut send_headers, &answers, &outgoing);
             self.counters.add(&counts);
@@ -246,28 +245,19 @@ impl std::hash::Hasher for Fnv {
 /// Sends each `(answer index, peer)`; what the kernel will not take now is dropped (the
 /// client retries, as it would after any loss).
 fn send_all(
-    fd: std::os::fd::RawFd,
-    headers: &mut MultiHeaders<SockaddrStorage>,
+    fd: RawFd,
+    headers: &mut SendHeaders,
     answers: &[Vec<u8>],
-    outgoing: &[(usize, SockaddrStorage)],
+    outgoing: &[(usize, SocketAddr)],
 ) {
     let mut start = 0;
     while start < outgoing.len() {
-        let pending = &outgoing[start..];
-        let slices: Vec<[IoSlice<'_>; 1]> = pending
+        let pending = outgoing[start..]
             .iter()
-            .map(|(idx, _)| [IoSlice::new(&answers[*idx])])
-            .collect();
-        let addrs: Vec<Option<SockaddrStorage>> =
-            pending.iter().map(|(_, peer)| Some(*peer)).collect();
-        match sendmmsg(fd, headers, slices.iter(), &addrs, [], MsgFlags::empty()) {
-            Ok(results) => {
-                let n_sent = results.count();
-                if n_sent == 0 {
-                    return;
-                }
-                start += n_sent;
-            }
+            .map(|&(idx, peer)| (&answers[idx][..], peer));
+        match net::send_batch(fd, headers, pending, Wait::Yes) {
+            Ok(0) => return,
+            Ok(n_sent) => start += n_sent,
             Err(Errno::EINTR) => {}
             Err(e) => {
                 debug!(error = %e, "dns send failed; skipping one answer");
@@ -275,14 +265,6 @@ fn send_all(
             }
         }
     }
-}
-
-fn std_addr(addr: SockaddrStorage) -> Option<SocketAddr> {
-    if let Some(v4) = addr.as_sockaddr_in() {
-        return Some(SocketAddr::from(std::net::SocketAddrV4::from(*v4)));
-    }
-    addr.as_sockaddr_in6()
-        .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
 }
 
 /// What the rate limit says about one response.
