@@ -10,7 +10,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use chacha20poly1305::aead::rand_core::RngCore;
 use chacha20poly1305::aead::OsRng;
@@ -161,7 +160,7 @@ pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<(
             _alive: alive,
         },
         nonces: Arc::new(Nonces::new()),
-        limiter: Limiter::default(),
+        limiter: policy::datagram_limiter(),
     };
     let mut batch = RecvBatch::new(RECV_BATCH, SLOT_LEN);
     let mut acks = AckBatch::default();
@@ -353,8 +352,7 @@ impl From<DecodeError> for Dropped {
 impl Receiver {
     /// Drops a datagram refused before decoding, charging its source.
     fn refuse(&mut self, peer: SocketAddr, reason: String) -> Option<Report> {
-        self.limiter
-            .charge(peer.ip().to_canonical(), Instant::now());
+        self.limiter.charge(peer.ip().to_canonical(), Time::now());
         self.edge.metrics.refused(Via::Udp, Reason::Malformed);
         debug!(%peer, %reason, "dropping datagram");
         None
@@ -362,7 +360,7 @@ impl Receiver {
 
     fn accept(&mut self, datagram: &[u8], peer: SocketAddr) -> Option<Report> {
         let addr = peer.ip().to_canonical();
-        let now = Instant::now();
+        let now = Time::now();
         let policy = Arc::clone(&self.edge.policy.borrow());
         let res = policy
             .admit(addr)
@@ -389,7 +387,7 @@ impl Receiver {
         let addr = peer.ip().to_canonical();
         let at = Time::now();
         let unauthenticated = |limiter: &mut Limiter, dropped: Dropped| {
-            limiter.charge(addr, Instant::now());
+            limiter.charge(addr, at);
             Err(dropped)
         };
         let (key, scope, signed) = match wire::peek(datagram) {

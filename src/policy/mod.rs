@@ -1,16 +1,20 @@
 //! Who may report what: the keys, `allow_from`, `allow_unsigned`, and the rate limit on
 //! traffic that does not authenticate.
 //!
-//! Owns [`Policy`] (built from the server's config, swapped whole on SIGHUP) and
-//! [`Limiter`].
+//! Owns [`Policy`] (built from the server's config, swapped whole on SIGHUP); the
+//! per-source token buckets ([`Limiter`]) are `limit`'s.
 //!
 //! Role: pure, like `model` and `proto`: the caller passes addresses and the time in; no
 //! sockets, files, clock, threads, tokio or logging (`tests/architecture.rs` checks it).
 
+mod limit;
+
+pub use limit::{Limiter, RateDecision};
+
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ipnet::IpNet;
 
@@ -23,6 +27,18 @@ use crate::model::record::Time;
 /// their clocks by NTP; five minutes is Kerberos's allowance for the same problem. A
 /// client outside it hears nothing back and says to check the clock.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// Datagrams that do not authenticate a source may send per second, and in a burst,
+/// before it is dropped: far above what a misconfigured client (one report a minute)
+/// produces, far below a flood.
+const DATAGRAM_FAILURES_PER_SEC: f64 = 20.0;
+const DATAGRAM_FAILURE_BURST: f64 = 100.0;
+
+/// The limiter on report datagrams that do not authenticate: each failure spends a
+/// token, and a source without tokens is dropped before any decoding or cryptography.
+pub fn datagram_limiter() -> Limiter {
+    Limiter::new(DATAGRAM_FAILURES_PER_SEC, DATAGRAM_FAILURE_BURST)
+}
 
 /// Which names a key may report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,98 +192,6 @@ pub fn check_signed(scope: &Scope, name: &Name, signed_at: Time, now: Time) -> R
     Ok(())
 }
 
-/// Per-source token buckets for traffic that does not authenticate (bad datagrams,
-/// forged or wrong-key reports): each failure spends a token, and a source without tokens
-/// is dropped before any decoding or cryptography. Sources are IPv4 addresses and IPv6
-/// /64 networks (one customer's allocation).
-#[derive(Debug)]
-pub struct Limiter {
-    buckets: HashMap<IpAddr, Bucket>,
-    rate: f64,
-    burst: f64,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
-}
-
-/// Failures a source may cause per second, and in a burst, before it is dropped: far
-/// above what a misconfigured client (one report a minute) produces, far below a flood.
-const FAILURES_PER_SEC: f64 = 20.0;
-const FAILURE_BURST: f64 = 100.0;
-/// Sources tracked at most. When full, buckets that have refilled are forgotten; a flood
-/// from more sources than this falls back to the global cost of the decode itself.
-const MAX_SOURCES: usize = 65_536;
-
-impl Default for Limiter {
-    fn default() -> Limiter {
-        Limiter::new(FAILURES_PER_SEC, FAILURE_BURST)
-    }
-}
-
-impl Limiter {
-    pub fn new(rate: f64, burst: f64) -> Limiter {
-        Limiter {
-            buckets: HashMap::new(),
-            rate,
-            burst,
-        }
-    }
-
-    fn source(addr: IpAddr) -> IpAddr {
-        match addr.to_canonical() {
-            IpAddr::V6(addr) => {
-                let mut octets = addr.octets();
-                octets[8..].fill(0);
-                IpAddr::V6(octets.into())
-            }
-            v4 => v4,
-        }
-    }
-
-    /// Whether `addr` may still be heard.
-    ///
-    /// # Errors
-    /// [`Refusal::RateLimited`] while the source has no tokens.
-    pub fn check(&mut self, addr: IpAddr, now: Instant) -> Result<(), Refusal> {
-        let Some(bucket) = self.buckets.get_mut(&Limiter::source(addr)) else {
-            return Ok(());
-        };
-        refill(bucket, now, self.rate, self.burst);
-        if bucket.tokens >= 1.0 {
-            Ok(())
-        } else {
-            Err(Refusal::RateLimited)
-        }
-    }
-
-    /// Charges `addr` for one datagram that did not authenticate.
-    pub fn charge(&mut self, addr: IpAddr, now: Instant) {
-        if self.buckets.len() >= MAX_SOURCES {
-            let (rate, burst) = (self.rate, self.burst);
-            self.buckets.retain(|_, bucket| {
-                refill(bucket, now, rate, burst);
-                bucket.tokens < burst
-            });
-        }
-        let burst = self.burst;
-        let bucket = self.buckets.entry(Limiter::source(addr)).or_insert(Bucket {
-            tokens: burst,
-            updated: now,
-        });
-        refill(bucket, now, self.rate, self.burst);
-        bucket.tokens = (bucket.tokens - 1.0).max(0.0);
-    }
-}
-
-fn refill(bucket: &mut Bucket, now: Instant, rate: f64, burst: f64) {
-    let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-    bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
-    bucket.updated = now;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,27 +286,5 @@ mod tests {
             check_signed(&Scope::Any, &pc, minutes(-6), now),
             Err(Refusal::Skew { skew_secs: -360 })
         );
-    }
-
-    #[test]
-    fn failures_are_rate_limited_per_source() {
-        let mut limiter = Limiter::new(1.0, 3.0);
-        let start = Instant::now();
-        let attacker: IpAddr = "2001:db8::1".parse().unwrap();
-        let neighbour: IpAddr = "2001:db8::2".parse().unwrap();
-        let other: IpAddr = "192.0.2.1".parse().unwrap();
-        for _ in 0..3 {
-            assert_eq!(limiter.check(attacker, start), Ok(()));
-            limiter.charge(attacker, start);
-        }
-        assert_eq!(limiter.check(attacker, start), Err(Refusal::RateLimited));
-        assert_eq!(
-            limiter.check(neighbour, start),
-            Err(Refusal::RateLimited),
-            "same /64"
-        );
-        assert_eq!(limiter.check(other, start), Ok(()));
-        let later = start + Duration::from_secs(1);
-        assert_eq!(limiter.check(attacker, later), Ok(()));
     }
 }

@@ -38,7 +38,7 @@ use crate::state::table::Table;
 use interior::{keep_interior_and_note_stale, Interior};
 use notify::notify;
 use tcp::{accept, TcpShared};
-use udp::{Limiter, UdpServer};
+use udp::{response_limiter, UdpServer};
 
 /// How the UDP threads' sockets are set up.
 const UDP: UdpOptions = UdpOptions {
@@ -127,7 +127,7 @@ impl Dns {
         let local = self.local_addr()?;
         let interior = Arc::new(Interior::default());
         interior.rebuild(&table);
-        let limiter = Arc::new(Mutex::new(Limiter::new(self.rate_limit)));
+        let limiter = Arc::new(Mutex::new(response_limiter(self.rate_limit)));
         info!("listening dns={local}");
         let mut threads = Vec::new();
         for (idx, socket) in self.udp.into_iter().enumerate() {

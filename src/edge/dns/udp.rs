@@ -2,7 +2,7 @@
 //! response rate limit they share.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +17,7 @@ use super::interior::Interior;
 use super::serial;
 use crate::edge::net::{self, RecvBatch, RecvHeaders, SendHeaders, Wait};
 use crate::model::record::Time;
+use crate::policy::{Limiter, RateDecision};
 use crate::proto::zone::{self, Reply, Transport, Zone};
 use crate::state::table::Table;
 
@@ -26,10 +27,8 @@ pub(super) const BATCH: usize = 32;
 /// Room for one query. A longer datagram (flagged `MSG_TRUNC`) is dropped: no valid query
 /// for this zone comes near it.
 const SLOT: usize = 4096;
-/// Rate-limit buckets a UDP thread keeps before it forgets the sources that are quiet.
-const MAX_BUCKETS: usize = 65_536;
 
-/// A query of the batch that has an answer, waiting for the rate limit's verdict.
+/// A query of the batch that has an answer, waiting for the rate limit's decision.
 #[derive(Debug, Clone, Copy)]
 struct Answered {
     /// Its slot in the batch, and its answer's.
@@ -80,7 +79,7 @@ impl UdpServer {
         let mut send_headers = SendHeaders::new(BATCH);
         let mut outgoing: Vec<(usize, SocketAddr)> = Vec::with_capacity(BATCH);
         let mut answered: Vec<Answered> = Vec::with_capacity(BATCH);
-        let mut verdicts: Vec<Verdict> = Vec::with_capacity(BATCH);
+        let mut decisions: Vec<RateDecision> = Vec::with_capacity(BATCH);
         while !self.shutdown.is_cancelled() {
             let n_received = match batch.receive(fd, &mut recv_headers, Wait::Yes) {
                 Ok(n_received) => n_received,
@@ -104,7 +103,7 @@ impl UdpServer {
             for (idx, answer) in answers.iter_mut().enumerate().take(n_received) {
                 let datagram = batch.datagram(idx);
                 let Some(peer) = datagram.peer else { continue };
-                // Longer than any query: answered as what it is, not a query.
+                // Cut, so longer than any query: dropped as malformed.
                 let query = if datagram.truncated {
                     &[]
                 } else {
@@ -125,19 +124,19 @@ impl UdpServer {
                 });
             }
             // One lock for the batch, held only for the buckets' arithmetic.
-            verdicts.clear();
+            decisions.clear();
             {
                 let mut limiter = self
                     .limiter
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                verdicts.extend(
+                decisions.extend(
                     answered
                         .iter()
-                        .map(|answered| limiter.check(answered.peer.ip(), now)),
+                        .map(|answered| limiter.take(answered.peer.ip(), now)),
                 );
             }
-            for (answered, &verdict) in answered.iter().zip(&verdicts) {
+            for (answered, &decision) in answered.iter().zip(&decisions) {
                 let Answered {
                     idx,
                     peer,
@@ -145,13 +144,13 @@ impl UdpServer {
                     mut truncated,
                 } = *answered;
                 let answer = &mut answers[idx];
-                match verdict {
-                    Verdict::Send => {}
-                    Verdict::Drop => {
+                match decision {
+                    RateDecision::Send => {}
+                    RateDecision::Drop => {
                         counts.dropped_rate_limited += 1;
                         continue;
                     }
-                    Verdict::Slip => {
+                    RateDecision::Slip => {
                         if !zone::truncate_answer(answer) {
                             counts.dropped_rate_limited += 1;
                             continue;
@@ -267,107 +266,17 @@ fn send_all(
     }
 }
 
-/// What the rate limit says about one response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Send,
-    /// Over the limit: send nothing.
-    Drop,
-    /// Over the limit, but every other time send an empty answer with TC set, so a real
-    /// client behind a busy network retries over TCP (BIND's "slip 2").
-    Slip,
-}
-
-/// Response rate limiting per source network (/24 for IPv4, /56 for IPv6): a token
-/// bucket of `rate` responses per second, holding at most one second's worth. One for
-/// all the UDP threads: the kernel sends one source address and port to one socket, but
-/// a network's many ports reach every socket.
-pub(super) struct Limiter {
-    rate: u32,
-    buckets: HashMap<u128, Bucket>,
-}
-
-struct Bucket {
-    tokens: f64,
-    last: Time,
-    n_limited: u64,
-}
-
-impl Limiter {
-    pub(super) fn new(rate: u32) -> Limiter {
-        Limiter {
-            rate,
-            buckets: HashMap::new(),
-        }
-    }
-
-    fn check(&mut self, ip: IpAddr, now: Time) -> Verdict {
-        if self.rate == 0 {
-            return Verdict::Send;
-        }
-        let rate = f64::from(self.rate);
-        if self.buckets.len() >= MAX_BUCKETS {
-            // Forget the networks whose buckets have refilled: they are not over the limit.
-            self.buckets.retain(|_, bucket| {
-                bucket.tokens + (now.as_micros() - bucket.last.as_micros()) as f64 * rate / 1e6
-                    < rate
-            });
-        }
-        let bucket = self.buckets.entry(network(ip)).or_insert(Bucket {
-            tokens: rate,
-            last: now,
-            n_limited: 0,
-        });
-        let elapsed = now
-            .as_micros()
-            .saturating_sub(bucket.last.as_micros())
-            .max(0) as f64
-            / 1e6;
-        bucket.tokens = (bucket.tokens + elapsed * rate).min(rate);
-        bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            return Verdict::Send;
-        }
-        bucket.n_limited += 1;
-        if bucket.n_limited % 2 == 0 {
-            Verdict::Slip
-        } else {
-            Verdict::Drop
-        }
-    }
-}
-
-/// The network a source address is limited as: a /24 or a /56, tagged by family.
-fn network(ip: IpAddr) -> u128 {
-    match ip.to_canonical() {
-        IpAddr::V4(ip) => u128::from(u32::from(ip) & 0xffff_ff00) | (1 << 64),
-        IpAddr::V6(ip) => u128::from(ip) & !((1u128 << 72) - 1),
-    }
+/// The response rate limit: per source network (/24 for IPv4, /56 for IPv6), a token
+/// bucket of `rate` responses per second, holding at most one second's worth; none for a
+/// rate of 0. One for all the UDP threads: the kernel sends one source address and port
+/// to one socket, but a network's many ports reach every socket.
+pub(super) fn response_limiter(rate: u32) -> Limiter {
+    Limiter::new(f64::from(rate), f64::from(rate)).by_prefix(24, 56)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rate_limit_drops_and_slips_over_the_rate() {
-        let mut limiter = Limiter::new(3);
-        let at = |micros| Time::from_micros(micros);
-        let source: IpAddr = "192.0.2.7".parse().unwrap();
-        let neighbour: IpAddr = "192.0.2.200".parse().unwrap();
-        let verdicts: Vec<Verdict> = (0..6).map(|_| limiter.check(source, at(0))).collect();
-        use Verdict::*;
-        assert_eq!(verdicts, [Send, Send, Send, Drop, Slip, Drop]);
-        assert_eq!(limiter.check(neighbour, at(0)), Slip, "the same /24");
-        assert_eq!(limiter.check("198.51.100.1".parse().unwrap(), at(0)), Send);
-        assert_eq!(
-            limiter.check(source, at(400_000)),
-            Send,
-            "refilled after 0.4 s"
-        );
-        assert_eq!(Limiter::new(0).check(source, at(0)), Send);
-    }
 
     #[test]
     fn fnv_is_fnv_1a() {
@@ -380,15 +289,5 @@ mod tests {
         // The published FNV-1a 64-bit values of "a" and "foobar".
         assert_eq!(hash(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(hash(b"foobar"), 0x8594_4171_f739_67e8);
-    }
-
-    #[test]
-    fn networks_are_a_24_and_a_56() {
-        let net = |text: &str| network(text.parse().unwrap());
-        assert_eq!(net("192.0.2.1"), net("192.0.2.254"));
-        assert_ne!(net("192.0.2.1"), net("192.0.3.1"));
-        assert_eq!(net("::ffff:192.0.2.1"), net("192.0.2.9"));
-        assert_eq!(net("2001:db8:0:ff::1"), net("2001:db8:0:1::2"));
-        assert_ne!(net("2001:db8:0:100::1"), net("2001:db8::1"));
     }
 }

@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts, Path as UrlPath, RawQuery, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
@@ -580,14 +580,14 @@ impl Shared {
         self.limiter
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .charge(client, Instant::now());
+            .charge(client, Time::now());
     }
 
     fn is_throttled(&self, client: IpAddr) -> bool {
         self.limiter
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .check(client, Instant::now())
+            .check(client, Time::now())
             .is_err()
     }
 
