@@ -1,10 +1,12 @@
 //! The UDP edge: binds the report sockets and turns datagrams into reports for the writer.
 //!
-//! Owns the receive loop and the acknowledgements: decoding is `wire`'s, who may report is
-//! `auth`'s, committing is the writer's. A datagram that is refused is dropped with its
-//! reason at DEBUG, so a flood cannot flood the log, and gets no answer; nothing a peer
-//! sends can stop the loop. An acknowledgement goes out only after the writer committed
-//! its report.
+//! Owns the receive loop and the acknowledgements: whether a datagram is a report that may
+//! go to the writer is `policy::admit_datagram`'s (over `wire`), committing is the
+//! writer's; here are the sockets, the counting and logging of what was decided, and the
+//! writer's `Report` with its `Done` callback, which seals the acknowledgement. A datagram
+//! that is refused is dropped with its reason at DEBUG, so a flood cannot flood the log,
+//! and gets no answer; nothing a peer sends can stop the loop. An acknowledgement goes out
+//! only after the writer committed its report.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
@@ -22,9 +24,10 @@ use tracing::{debug, info};
 use crate::config::BindHost;
 use crate::edge::net::{self, RecvBatch, RecvHeaders, SendHeaders, UdpOptions, Wait};
 use crate::error::Error;
+use crate::model::key::Key;
 use crate::model::record::Time;
-use crate::policy::{self, Limiter, Policy};
-use crate::proto::wire::{self, Ack, DecodeError, Incoming, Kind};
+use crate::policy::{self, Admitted, Limiter, Policy};
+use crate::proto::wire::{self, Ack, Signed};
 use crate::state::handoff::Handoff;
 use crate::state::metrics::{Metrics, Reason, Via};
 use crate::writer::{Committed, Done, Refused, Report};
@@ -184,24 +187,7 @@ pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<(
                     }
                 };
             for idx in 0..n_received {
-                let datagram = batch.datagram(idx);
-                // A datagram without a source address (not possible on a UDP socket) reads
-                // as truncated from the unspecified address, and is refused.
-                let (peer, truncated) = match datagram.peer {
-                    Some(peer) => (peer, datagram.truncated),
-                    None => (SocketAddr::from(([0u8; 4], 0)), true),
-                };
-                let report = if truncated {
-                    receiver.refuse(
-                        peer,
-                        format!(
-                            "datagram of {} bytes is too large for a report",
-                            datagram.len
-                        ),
-                    )
-                } else {
-                    receiver.accept(datagram.bytes, peer)
-                };
+                let report = receiver.receive(batch.datagram(idx));
                 let Some(report) = report else {
                     continue;
                 };
@@ -322,119 +308,57 @@ struct Receiver {
     edge: Edge,
     acks: AckSender,
     nonces: Arc<Nonces>,
+    /// The buckets of sources sending what does not authenticate; `policy` decides.
     limiter: Limiter,
 }
 
-/// Why a datagram is dropped: its reason for the metrics, and what the log says.
-struct Dropped {
-    reason: Reason,
-    detail: String,
-}
-
-impl From<policy::Refusal> for Dropped {
-    fn from(refusal: policy::Refusal) -> Dropped {
-        Dropped {
-            reason: Reason::from(&refusal),
-            detail: refusal.to_string(),
-        }
-    }
-}
-
-impl From<DecodeError> for Dropped {
-    fn from(error: DecodeError) -> Dropped {
-        Dropped {
-            reason: Reason::from(&error),
-            detail: error.to_string(),
-        }
-    }
-}
-
 impl Receiver {
-    /// Drops a datagram refused before decoding, charging its source.
-    fn refuse(&mut self, peer: SocketAddr, reason: String) -> Option<Report> {
-        self.limiter.charge(peer.ip().to_canonical(), Time::now());
-        self.edge.metrics.refused(Via::Udp, Reason::Malformed);
-        debug!(%peer, %reason, "dropping datagram");
-        None
-    }
-
-    fn accept(&mut self, datagram: &[u8], peer: SocketAddr) -> Option<Report> {
+    /// The report `datagram` makes, or `None` when it is dropped (counted, and logged
+    /// with its reason at DEBUG).
+    fn receive(&mut self, datagram: net::Datagram<'_>) -> Option<Report> {
+        // A datagram without a source address (not possible on a UDP socket) reads as
+        // cut, from the unspecified address, and is refused.
+        let (peer, cut) = match datagram.peer {
+            Some(peer) => (peer, datagram.truncated),
+            None => (SocketAddr::from(([0u8; 4], 0)), true),
+        };
         let addr = peer.ip().to_canonical();
         let now = Time::now();
-        let policy = Arc::clone(&self.edge.policy.borrow());
-        let res = policy
-            .admit(addr)
-            .and_then(|()| self.limiter.check(addr, now))
-            .map_err(Dropped::from)
-            .and_then(|()| self.decode(&policy, datagram, peer));
-        match res {
-            Ok(report) => report,
-            Err(Dropped { reason, detail }) => {
-                self.edge.metrics.refused(Via::Udp, reason);
-                debug!(%peer, reason = %detail, "dropping datagram");
+        let admitted = if cut {
+            Err(policy::drop_cut_datagram(
+                &mut self.limiter,
+                addr,
+                datagram.len,
+                now,
+            ))
+        } else {
+            let policy = Arc::clone(&self.edge.policy.borrow());
+            policy::admit_datagram(&policy, &mut self.limiter, datagram.bytes, addr, now)
+        };
+        match admitted {
+            Ok(Admitted::Legacy { name }) => {
+                self.edge.metrics.accepted(Via::Udp);
+                Some(Report {
+                    name,
+                    addr,
+                    at: now,
+                    signed_at: None,
+                    offline: false,
+                    done: None,
+                })
+            }
+            Ok(Admitted::Signed { signed, key }) => Some(self.signed(signed, key, peer, now)),
+            Err(dropped) => {
+                self.edge.metrics.refused(Via::Udp, Reason::from(&dropped));
+                debug!(%peer, reason = %dropped, "dropping datagram");
                 None
             }
         }
     }
 
-    /// Decodes and authenticates; charges the source for what does not authenticate.
-    fn decode(
-        &mut self,
-        policy: &Policy,
-        datagram: &[u8],
-        peer: SocketAddr,
-    ) -> Result<Option<Report>, Dropped> {
-        let addr = peer.ip().to_canonical();
-        let at = Time::now();
-        let unauthenticated = |limiter: &mut Limiter, dropped: Dropped| {
-            limiter.charge(addr, at);
-            Err(dropped)
-        };
-        let (key, scope, signed) = match wire::peek(datagram) {
-            Err(e) => return unauthenticated(&mut self.limiter, Dropped::from(e)),
-            Ok(Incoming::Legacy(name)) => {
-                if let Err(refusal) = policy.admit_unsigned(&name) {
-                    return unauthenticated(&mut self.limiter, Dropped::from(refusal));
-                }
-                let report = Report {
-                    name,
-                    addr,
-                    at,
-                    signed_at: None,
-                    offline: false,
-                    done: None,
-                };
-                self.edge.metrics.accepted(Via::Udp);
-                return Ok(Some(report));
-            }
-            Ok(Incoming::Sealed {
-                kind: Kind::Ack, ..
-            }) => {
-                return unauthenticated(
-                    &mut self.limiter,
-                    Dropped {
-                        reason: Reason::Malformed,
-                        detail: "an acknowledgement, not a report".to_string(),
-                    },
-                )
-            }
-            Ok(Incoming::Sealed {
-                kind: Kind::Report,
-                key_id,
-            }) => {
-                let (key, scope) = match policy.key(key_id) {
-                    Ok(found) => found,
-                    Err(refusal) => {
-                        return unauthenticated(&mut self.limiter, Dropped::from(refusal))
-                    }
-                };
-                match wire::open_report(key, datagram) {
-                    Ok(signed) => (Arc::clone(key), scope, signed),
-                    Err(e) => return unauthenticated(&mut self.limiter, Dropped::from(e)),
-                }
-            }
-        };
-        policy::check_signed(scope, &signed.name, signed.time, at).map_err(Dropped::from)?;
+    /// The report of an admitted signed datagram, with the callback that counts the
+    /// writer's outcome and, once committed, seals the acknowledgement to `peer`.
+    fn signed(&self, signed: Signed, key: Arc<Key>, peer: SocketAddr, now: Time) -> Report {
         // The replay rule is the writer's to decide, in arrival order.
         let acks = self.acks.clone();
         let nonces = Arc::clone(&self.nonces);
@@ -458,13 +382,13 @@ impl Receiver {
                 acks.queue.push(PendingAck { peer, datagram });
             }
         });
-        Ok(Some(Report {
+        Report {
             name: signed.name,
-            addr,
-            at,
+            addr: peer.ip().to_canonical(),
+            at: now,
             signed_at: Some(signed.time),
             offline: false,
             done: Some(done),
-        }))
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
 
-use crate::policy::Refusal;
+use crate::policy::{Dropped, Refusal};
 use crate::proto::wire::DecodeError;
 
 /// The way a report came in.
@@ -112,6 +112,16 @@ impl From<&Refusal> for Reason {
             Refusal::UnknownKey(_) => Reason::UnknownKey,
             Refusal::WrongHost { .. } => Reason::WrongHost,
             Refusal::Skew { .. } => Reason::Skew,
+        }
+    }
+}
+
+impl From<&Dropped> for Reason {
+    fn from(dropped: &Dropped) -> Reason {
+        match dropped {
+            Dropped::Refused(refusal) => Reason::from(refusal),
+            Dropped::Undecodable(error) => Reason::from(error),
+            Dropped::Ack => Reason::Malformed,
         }
     }
 }
@@ -387,7 +397,7 @@ mod tests {
     }
 
     #[test]
-    fn refusals_and_decode_errors_map_to_their_reasons() {
+    fn refusals_drops_and_decode_errors_map_to_their_reasons() {
         let name = Name::parse("pc").unwrap();
         let refusals = [
             (Refusal::NotAllowed, Reason::NotAllowed),
@@ -403,6 +413,23 @@ mod tests {
         ];
         for (refusal, reason) in refusals {
             assert_eq!(Reason::from(&refusal), reason, "{refusal}");
+        }
+        for (dropped, reason) in [
+            (Dropped::Ack, Reason::Malformed),
+            (
+                Dropped::Refused(Refusal::Skew { skew_secs: 400 }),
+                Reason::Skew,
+            ),
+            (
+                Dropped::Undecodable(DecodeError::Unauthentic),
+                Reason::BadAuth,
+            ),
+            (
+                Dropped::Undecodable(DecodeError::TooLong(4000)),
+                Reason::Malformed,
+            ),
+        ] {
+            assert_eq!(Reason::from(&dropped), reason, "{dropped}");
         }
         for (error, reason) in [
             (DecodeError::Unauthentic, Reason::BadAuth),
