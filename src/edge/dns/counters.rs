@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hickory_proto::op::ResponseCode;
 
+use crate::proto::prometheus::{self, Kind};
 use crate::proto::zone::Reply;
 
 /// The response codes counted one by one; any other is counted as `other`.
@@ -91,30 +92,31 @@ impl Counters {
 
     /// Appends the counters in Prometheus' text format.
     pub fn render_prometheus(&self, out: &mut String) {
-        use std::fmt::Write;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        out.push_str("# HELP dynip_dns_responses_total DNS responses sent, by response code.\n");
-        out.push_str("# TYPE dynip_dns_responses_total counter\n");
+        let responses = "dynip_dns_responses_total";
+        prometheus::family(
+            out,
+            responses,
+            Kind::Counter,
+            "DNS responses sent, by response code.",
+        );
         let names = RCODES.iter().map(|(_, name)| *name).chain(["other"]);
         for (name, counter) in names.zip(&self.responses) {
-            let _ = writeln!(
-                out,
-                "dynip_dns_responses_total{{rcode=\"{name}\"}} {}",
-                load(counter)
-            );
+            prometheus::sample(out, responses, &[("rcode", name)], load(counter));
         }
-        out.push_str("# HELP dynip_dns_dropped_total DNS datagrams not answered, by reason.\n");
-        out.push_str("# TYPE dynip_dns_dropped_total counter\n");
-        let _ = writeln!(
+        let dropped = "dynip_dns_dropped_total";
+        prometheus::family(
             out,
-            "dynip_dns_dropped_total{{reason=\"malformed\"}} {}",
-            load(&self.dropped_malformed)
+            dropped,
+            Kind::Counter,
+            "DNS datagrams not answered, by reason.",
         );
-        let _ = writeln!(
-            out,
-            "dynip_dns_dropped_total{{reason=\"rate_limit\"}} {}",
-            load(&self.dropped_rate_limited)
-        );
+        for (reason, counter) in [
+            ("malformed", &self.dropped_malformed),
+            ("rate_limit", &self.dropped_rate_limited),
+        ] {
+            prometheus::sample(out, dropped, &[("reason", reason)], load(counter));
+        }
         for (name, help, counter) in [
             (
                 "dynip_dns_truncated_total",
@@ -137,11 +139,7 @@ impl Counters {
                 &self.notifies_sent,
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                load(counter)
-            );
+            prometheus::single(out, name, Kind::Counter, help, load(counter));
         }
     }
 }
@@ -178,4 +176,51 @@ mod tests {
         }
         assert_eq!(counters.responses("NOERROR"), 12);
     }
+
+    #[test]
+    fn the_exposition_is_exactly_this() {
+        let counters = Counters::default();
+        let mut counts = Counts::default();
+        counts.responses[rcode_index(ResponseCode::NoError)] = 12;
+        counts.responses[rcode_index(ResponseCode::NXDomain)] = 2;
+        counts.responses[rcode_index(ResponseCode::YXDomain)] = 5;
+        counts.dropped_malformed = 7;
+        counts.dropped_rate_limited = 8;
+        counts.truncated = 1;
+        counters.add(&counts);
+        counters.transfers.fetch_add(2, Ordering::Relaxed);
+        counters.transfers_refused.fetch_add(1, Ordering::Relaxed);
+        counters.notifies_sent.fetch_add(3, Ordering::Relaxed);
+        let mut out = String::new();
+        counters.render_prometheus(&mut out);
+        assert_eq!(out, EXPOSITION);
+    }
+
+    const EXPOSITION: &str = r#"# HELP dynip_dns_responses_total DNS responses sent, by response code.
+# TYPE dynip_dns_responses_total counter
+dynip_dns_responses_total{rcode="NOERROR"} 12
+dynip_dns_responses_total{rcode="FORMERR"} 0
+dynip_dns_responses_total{rcode="SERVFAIL"} 0
+dynip_dns_responses_total{rcode="NXDOMAIN"} 2
+dynip_dns_responses_total{rcode="NOTIMP"} 0
+dynip_dns_responses_total{rcode="REFUSED"} 0
+dynip_dns_responses_total{rcode="BADVERS"} 0
+dynip_dns_responses_total{rcode="other"} 5
+# HELP dynip_dns_dropped_total DNS datagrams not answered, by reason.
+# TYPE dynip_dns_dropped_total counter
+dynip_dns_dropped_total{reason="malformed"} 7
+dynip_dns_dropped_total{reason="rate_limit"} 8
+# HELP dynip_dns_truncated_total DNS responses sent with TC set.
+# TYPE dynip_dns_truncated_total counter
+dynip_dns_truncated_total 1
+# HELP dynip_dns_transfers_total Zone transfers sent.
+# TYPE dynip_dns_transfers_total counter
+dynip_dns_transfers_total 2
+# HELP dynip_dns_transfers_refused_total Zone transfers refused (source not in dns_transfer_to).
+# TYPE dynip_dns_transfers_refused_total counter
+dynip_dns_transfers_refused_total 1
+# HELP dynip_dns_notifies_sent_total NOTIFY datagrams sent, retries included.
+# TYPE dynip_dns_notifies_sent_total counter
+dynip_dns_notifies_sent_total 3
+"#;
 }
