@@ -254,9 +254,9 @@ impl Metrics {
         self.commit_seconds.observe(took.as_secs_f64());
     }
 
-    /// What the compaction has still to fold: records in the journal, and history log rows
-    /// not yet settled. Both fall back after each sweep; a backlog that only grows means
-    /// the compaction has stopped.
+    /// What the compaction has still to fold: records in the journal, and the journal's
+    /// address changes not yet settled into the history table. Both fall back after each
+    /// sweep; a backlog that only grows means the compaction has stopped.
     pub fn backlog(&self, journal_records: u64, unsettled_history: u64) {
         self.journal_records
             .store(journal_records, Ordering::Relaxed);
@@ -321,7 +321,7 @@ impl Metrics {
             (
                 "dynip_history_unsettled",
                 Kind::Gauge,
-                "Address changes in the history log, not yet settled into the history.",
+                "Address changes in the store's journal, not yet settled into the history.",
                 self.unsettled_history.load(Ordering::Relaxed),
             ),
             (
@@ -493,7 +493,7 @@ dynip_hosts 42
 # HELP dynip_journal_records Records in the store's journal, not yet folded into the snapshot.
 # TYPE dynip_journal_records gauge
 dynip_journal_records 17
-# HELP dynip_history_unsettled Address changes in the history log, not yet settled into the history.
+# HELP dynip_history_unsettled Address changes in the store's journal, not yet settled into the history.
 # TYPE dynip_history_unsettled gauge
 dynip_history_unsettled 4
 # HELP dynip_history_pruned_total Address changes deleted from the history as older than history_max_age.
