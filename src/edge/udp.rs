@@ -23,7 +23,6 @@ use tracing::{debug, info};
 
 use crate::config::BindHost;
 use crate::edge::net::{self, RecvBatch, RecvHeaders, SendHeaders, UdpOptions, Wait};
-use crate::error::Error;
 use crate::model::key::Key;
 use crate::model::record::Time;
 use crate::policy::{self, Admitted, Limiter, Policy};
@@ -57,33 +56,43 @@ const ACKS_PER_BATCH: usize = 2 * RECV_BATCH;
 /// truncated into something that decodes.
 const SLOT_LEN: usize = 2048;
 
+/// Why the report sockets cannot be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum UdpError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {name}:{port}: {source}")]
+    Resolve {
+        name: String,
+        port: u16,
+        source: std::io::Error,
+    },
+}
+
 /// Binds the report sockets for `server_ip`: `*` (or empty) is every address of both
 /// families, through one dual-stack socket where the OS has IPv6; a name binds every
 /// address it resolves to.
 ///
 /// # Errors
 /// When an address cannot be resolved or bound.
-pub fn bind(host: &BindHost, port: u16) -> Result<Vec<std::net::UdpSocket>, Error> {
+pub fn bind(host: &BindHost, port: u16) -> Result<Vec<std::net::UdpSocket>, UdpError> {
     match host {
         BindHost::All => {
             let any_v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
-            match bind_one(any_v6) {
+            match net::udp_socket(any_v6, &SOCKET) {
                 Ok(socket) => Ok(vec![socket]),
                 Err(e) => {
                     debug!(error = %e, "no dual-stack IPv6 socket; binding IPv4 only");
                     let any_v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
-                    Ok(vec![bind_one(any_v4).map_err(|e| bind_error(any_v4, e))?])
+                    Ok(vec![bind_one(any_v4)?])
                 }
             }
         }
-        BindHost::Addr(addr) => {
-            let addr = SocketAddr::new(*addr, port);
-            Ok(vec![bind_one(addr).map_err(|e| bind_error(addr, e))?])
-        }
-        BindHost::Name(name) => resolve(name, port)?
-            .into_iter()
-            .map(|addr| bind_one(addr).map_err(|e| bind_error(addr, e)))
-            .collect(),
+        BindHost::Addr(addr) => Ok(vec![bind_one(SocketAddr::new(*addr, port))?]),
+        BindHost::Name(name) => resolve(name, port)?.into_iter().map(bind_one).collect(),
     }
 }
 
@@ -91,11 +100,12 @@ pub fn bind(host: &BindHost, port: u16) -> Result<Vec<std::net::UdpSocket>, Erro
 ///
 /// # Errors
 /// When the name does not resolve.
-pub fn resolve(name: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
+pub fn resolve(name: &str, port: u16) -> Result<Vec<SocketAddr>, UdpError> {
     let mut addrs: Vec<SocketAddr> = (name, port)
         .to_socket_addrs()
-        .map_err(|source| Error::Bind {
-            addr: format!("{name}:{port}"),
+        .map_err(|source| UdpError::Resolve {
+            name: name.to_owned(),
+            port,
             source,
         })?
         .collect();
@@ -104,15 +114,8 @@ pub fn resolve(name: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
     Ok(addrs)
 }
 
-fn bind_error(addr: SocketAddr, source: std::io::Error) -> Error {
-    Error::Bind {
-        addr: addr.to_string(),
-        source,
-    }
-}
-
-fn bind_one(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    net::udp_socket(addr, &SOCKET)
+fn bind_one(addr: SocketAddr) -> Result<std::net::UdpSocket, UdpError> {
+    net::udp_socket(addr, &SOCKET).map_err(|source| UdpError::Bind { addr, source })
 }
 
 /// What a receive loop shares with the rest of the server.
