@@ -120,7 +120,7 @@ fn bind_one(addr: SocketAddr) -> Result<std::net::UdpSocket, UdpError> {
 
 /// What a receive loop shares with the rest of the server.
 #[derive(Clone)]
-pub struct Edge {
+pub struct Context {
     pub reports: mpsc::Sender<Report>,
     /// The keys and rules in force; replaced whole on SIGHUP.
     pub policy: watch::Receiver<Arc<Policy>>,
@@ -153,14 +153,14 @@ struct AckSender {
 ///
 /// # Errors
 /// When the socket cannot be registered with the runtime.
-pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<()> {
+pub async fn serve(socket: std::net::UdpSocket, context: Context) -> std::io::Result<()> {
     let socket = UdpSocket::from_std(socket)?;
     let local = socket.local_addr()?;
     info!("listening udp={local}");
     let queue = Arc::new(AckQueue::default());
     let (alive, mut all_gone) = mpsc::unbounded_channel::<std::convert::Infallible>();
     let mut receiver = Receiver {
-        edge: edge.clone(),
+        context: context.clone(),
         acks: AckSender {
             queue: Arc::clone(&queue),
             _alive: alive,
@@ -173,7 +173,7 @@ pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<(
     'serve: loop {
         tokio::select! {
             biased;
-            () = edge.shutdown.cancelled() => break,
+            () = context.shutdown.cancelled() => break,
             () = queue.ready() => {}
             () = std::future::ready(()), if acks.has_pending() => {}
             res = socket.readable() => res?,
@@ -194,7 +194,7 @@ pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<(
                 let Some(report) = report else {
                     continue;
                 };
-                if edge.reports.send(report).await.is_err() {
+                if context.reports.send(report).await.is_err() {
                     debug!("writer gone; receiver stops");
                     break 'serve;
                 }
@@ -211,7 +211,7 @@ pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<(
     // Dropping every sender of reports lets the writer finish; it then drops the last
     // callbacks holding an `AckSender`, which closes `all_gone`.
     drop(receiver);
-    drop(edge);
+    drop(context);
     loop {
         tokio::select! {
             () = queue.ready() => acks.send_queued(&queue, &socket, usize::MAX),
@@ -308,7 +308,7 @@ fn receive(batch: &mut RecvBatch, socket: &UdpSocket) -> std::io::Result<usize> 
 
 /// Turns datagrams into reports, under the policy in force.
 struct Receiver {
-    edge: Edge,
+    context: Context,
     acks: AckSender,
     nonces: Arc<Nonces>,
     /// The buckets of sources sending what does not authenticate; `policy` decides.
@@ -335,12 +335,12 @@ impl Receiver {
                 now,
             ))
         } else {
-            let policy = Arc::clone(&self.edge.policy.borrow());
+            let policy = Arc::clone(&self.context.policy.borrow());
             policy::admit_datagram(&policy, &mut self.limiter, datagram.bytes, addr, now)
         };
         match admitted {
             Ok(Admitted::Legacy { name }) => {
-                self.edge.metrics.accepted(Via::Udp);
+                self.context.metrics.accepted(Via::Udp);
                 Some(Report {
                     name,
                     addr,
@@ -352,7 +352,9 @@ impl Receiver {
             }
             Ok(Admitted::Signed { signed, key }) => Some(self.signed(signed, key, peer, now)),
             Err(dropped) => {
-                self.edge.metrics.refused(Via::Udp, Reason::from(&dropped));
+                self.context
+                    .metrics
+                    .refused(Via::Udp, Reason::from(&dropped));
                 debug!(%peer, reason = %dropped, "dropping datagram");
                 None
             }
@@ -366,7 +368,7 @@ impl Receiver {
         let acks = self.acks.clone();
         let nonces = Arc::clone(&self.nonces);
         let report_nonce = signed.nonce;
-        let metrics = Arc::clone(&self.edge.metrics);
+        let metrics = Arc::clone(&self.context.metrics);
         // Sealed on the writer thread, which has time between commits; the receive loop
         // only sends.
         let done: Done = Box::new(move |outcome: Result<Committed, Refused>| {

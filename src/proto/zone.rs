@@ -7,9 +7,9 @@
 //! the zone, FORMERR for what does not parse, and the messages of a zone transfer. Parsing
 //! and building is hickory-proto's.
 //!
-//! Pure: the caller passes the query, the serial, the time and the hosts ([`Hosts`]);
-//! no sockets, clock or logging. Sockets, transfers' access rules, rate limits and
-//! counters are `dns`'s.
+//! Pure: the caller passes the query, the serial, the time and the hosts
+//! ([`ZoneSource`]); no sockets, clock or logging. Sockets, transfers' access rules, rate
+//! limits and counters are `dns`'s.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
@@ -33,7 +33,7 @@ const PLAIN_UDP_PAYLOAD: usize = 512;
 const TRANSFER_MESSAGE_BYTES: usize = 16_384;
 
 /// What the zone answers from: the hosts' records.
-pub trait Hosts {
+pub trait ZoneSource {
     /// The record of the host named `name`.
     fn record(&self, name: &Name) -> Option<Record>;
     /// Whether some host's name ends in `.NAME` (`relative` is lowercase): then `NAME`
@@ -202,7 +202,7 @@ impl Zone {
         transport: Transport,
         serial: u32,
         now: Time,
-        hosts: &impl Hosts,
+        hosts: &impl ZoneSource,
         out: &mut Vec<u8>,
     ) -> Reply {
         out.clear();
@@ -514,7 +514,7 @@ impl Zone {
         &self,
         relative: &str,
         now: Time,
-        hosts: &impl Hosts,
+        hosts: &impl ZoneSource,
     ) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
         let Ok(name) = Name::parse(relative) else {
             return (None, None);
@@ -643,7 +643,7 @@ mod tests {
         Zone::new(&config, Duration::from_secs(3600)).unwrap()
     }
 
-    impl Hosts for BTreeMap<Name, Record> {
+    impl ZoneSource for BTreeMap<Name, Record> {
         fn record(&self, name: &Name) -> Option<Record> {
             self.get(name).copied()
         }

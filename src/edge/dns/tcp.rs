@@ -164,7 +164,7 @@ async fn write_message(stream: &mut TcpStream, message: &[u8]) -> std::io::Resul
 /// The names a TCP connection answers from.
 struct TcpHosts<'a>(&'a TcpShared);
 
-impl zone::Hosts for TcpHosts<'_> {
+impl zone::ZoneSource for TcpHosts<'_> {
     fn record(&self, name: &crate::model::name::Name) -> Option<crate::model::record::Record> {
         self.0.table.get(name).map(|entry| entry.record)
     }

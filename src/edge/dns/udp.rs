@@ -196,7 +196,7 @@ struct UdpHosts<'a> {
     interior: &'a Interior,
 }
 
-impl zone::Hosts for UdpHosts<'_> {
+impl zone::ZoneSource for UdpHosts<'_> {
     fn record(&self, name: &crate::model::name::Name) -> Option<crate::model::record::Record> {
         lookup(self.table, self.slots, name)
     }
