@@ -11,7 +11,8 @@ use crate::edge::client::ClientError;
 use crate::model::name::NameError;
 #[cfg(feature = "server")]
 use crate::{
-    edge::dns::DnsError, edge::export::ExportError, edge::http::HttpError, store::StoreError,
+    edge::dns::DnsError, edge::export::ExportError, edge::http::HttpError, edge::udp::UdpError,
+    store::StoreError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +72,9 @@ pub enum Error {
     #[cfg(feature = "server")]
     #[error(transparent)]
     Dns(#[from] DnsError),
+    #[cfg(feature = "server")]
+    #[error(transparent)]
+    Udp(#[from] UdpError),
 }
 
 impl Error {
@@ -102,6 +106,8 @@ impl Error {
             Error::Dns(DnsError::Bind { .. }) => 7,
             #[cfg(feature = "server")]
             Error::Dns(DnsError::Zone(_)) => 3,
+            #[cfg(feature = "server")]
+            Error::Udp(UdpError::Bind { .. } | UdpError::Resolve { .. }) => 7,
         }
     }
 }
@@ -139,5 +145,27 @@ mod tests {
             detail: String::new(),
         });
         assert_eq!(corrupt.exit_code(), 6);
+    }
+
+    #[cfg(feature = "server")]
+    #[test]
+    fn report_sockets_that_cannot_be_bound_exit_7() {
+        let bind = Error::from(UdpError::Bind {
+            addr: "192.0.2.1:1979".parse().unwrap(),
+            source: std::io::ErrorKind::AddrNotAvailable.into(),
+        });
+        assert_eq!(bind.exit_code(), 7);
+        assert!(bind
+            .to_string()
+            .starts_with("cannot listen on 192.0.2.1:1979: "));
+        let resolve = Error::from(UdpError::Resolve {
+            name: "nowhere.invalid".into(),
+            port: 1979,
+            source: std::io::ErrorKind::NotFound.into(),
+        });
+        assert_eq!(resolve.exit_code(), 7);
+        assert!(resolve
+            .to_string()
+            .starts_with("cannot listen on nowhere.invalid:1979: "));
     }
 }

@@ -181,7 +181,7 @@ impl Server {
             .map_err(|e| Error::Internal(format!("cannot start the checkpointer: {e}")))?;
 
         let mut edges = JoinSet::new();
-        let edge = udp::Edge {
+        let edge = udp::Context {
             reports: reports.clone(),
             policy: self.policy.subscribe(),
             shutdown: shutdown.clone(),

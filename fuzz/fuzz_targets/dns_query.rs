@@ -11,12 +11,12 @@ use std::time::Duration;
 use dynip::config::DnsConfig;
 use dynip::model::name::Name;
 use dynip::model::record::{Record, Time};
-use dynip::proto::zone::{Hosts, Reply, Transport, Zone, MAX_UDP_PAYLOAD};
+use dynip::proto::zone::{Reply, Transport, Zone, ZoneSource, MAX_UDP_PAYLOAD};
 use libfuzzer_sys::fuzz_target;
 
 struct Table(BTreeMap<Name, Record>);
 
-impl Hosts for Table {
+impl ZoneSource for Table {
     fn record(&self, name: &Name) -> Option<Record> {
         self.0.get(name).copied()
     }

@@ -219,7 +219,7 @@ fn resolve_bind_host(host: &BindHost, port: u16) -> Result<Vec<SocketAddr>, Erro
             Ok(Vec::new())
         }
         BindHost::Addr(addr) => Ok(vec![SocketAddr::new(*addr, port)]),
-        BindHost::Name(name) => crate::edge::udp::resolve(name, port),
+        BindHost::Name(name) => Ok(crate::edge::udp::resolve(name, port)?),
     }
 }
 

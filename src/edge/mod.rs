@@ -15,6 +15,8 @@ pub mod export;
 #[cfg(feature = "server")]
 pub mod http;
 #[cfg(feature = "server")]
+pub mod net;
+#[cfg(feature = "server")]
 pub mod systemd;
 #[cfg(feature = "server")]
 pub mod udp;

@@ -1,33 +1,32 @@
 //! The UDP edge: binds the report sockets and turns datagrams into reports for the writer.
 //!
-//! Owns the receive loop and the acknowledgements: decoding is `wire`'s, who may report is
-//! `auth`'s, committing is the writer's. A datagram that is refused is dropped with its
-//! reason at DEBUG, so a flood cannot flood the log, and gets no answer; nothing a peer
-//! sends can stop the loop. An acknowledgement goes out only after the writer committed
-//! its report.
+//! Owns the receive loop and the acknowledgements: whether a datagram is a report that may
+//! go to the writer is `policy::admit_datagram`'s (over `wire`), committing is the
+//! writer's; here are the sockets, the counting and logging of what was decided, and the
+//! writer's `Report` with its `Done` callback, which seals the acknowledgement. A datagram
+//! that is refused is dropped with its reason at DEBUG, so a flood cannot flood the log,
+//! and gets no answer; nothing a peer sends can stop the loop. An acknowledgement goes out
+//! only after the writer committed its report.
 
-use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use chacha20poly1305::aead::rand_core::RngCore;
 use chacha20poly1305::aead::OsRng;
-use nix::sys::socket::{self, MsgFlags, MultiHeaders, SockaddrStorage};
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::config::BindHost;
-use crate::error::Error;
+use crate::edge::net::{self, RecvBatch, RecvHeaders, SendHeaders, UdpOptions, Wait};
+use crate::model::key::Key;
 use crate::model::record::Time;
-use crate::policy::{self, Limiter, Policy};
-use crate::proto::wire::{self, Ack, DecodeError, Incoming, Kind};
+use crate::policy::{self, Admitted, Limiter, Policy};
+use crate::proto::wire::{self, Ack, Signed};
 use crate::state::handoff::Handoff;
 use crate::state::metrics::{Metrics, Reason, Via};
 use crate::writer::{Committed, Done, Refused, Report};
@@ -36,6 +35,13 @@ use crate::writer::{Committed, Done, Refused, Report};
 /// with Linux's per-datagram overhead, to ride out a commit. The kernel caps it at
 /// `net.core.rmem_max`.
 const RECV_BUFFER: usize = 4 << 20;
+/// How a report socket is set up: non-blocking, for the runtime.
+const SOCKET: UdpOptions = UdpOptions {
+    reuse_port: false,
+    recv_buffer: RECV_BUFFER,
+    read_timeout: None,
+    nonblocking: true,
+};
 /// Datagrams per `recvmmsg` call: one system call for up to this many reports, where
 /// `recv_from` costs one each (about 2 µs here, as much as the rest of a report's path).
 const RECV_BATCH: usize = 64;
@@ -50,33 +56,43 @@ const ACKS_PER_BATCH: usize = 2 * RECV_BATCH;
 /// truncated into something that decodes.
 const SLOT_LEN: usize = 2048;
 
+/// Why the report sockets cannot be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum UdpError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {name}:{port}: {source}")]
+    Resolve {
+        name: String,
+        port: u16,
+        source: std::io::Error,
+    },
+}
+
 /// Binds the report sockets for `server_ip`: `*` (or empty) is every address of both
 /// families, through one dual-stack socket where the OS has IPv6; a name binds every
 /// address it resolves to.
 ///
 /// # Errors
 /// When an address cannot be resolved or bound.
-pub fn bind(host: &BindHost, port: u16) -> Result<Vec<std::net::UdpSocket>, Error> {
+pub fn bind(host: &BindHost, port: u16) -> Result<Vec<std::net::UdpSocket>, UdpError> {
     match host {
         BindHost::All => {
             let any_v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port);
-            match bind_one(any_v6) {
+            match net::udp_socket(any_v6, &SOCKET) {
                 Ok(socket) => Ok(vec![socket]),
                 Err(e) => {
                     debug!(error = %e, "no dual-stack IPv6 socket; binding IPv4 only");
                     let any_v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
-                    Ok(vec![bind_one(any_v4).map_err(|e| bind_error(any_v4, e))?])
+                    Ok(vec![bind_one(any_v4)?])
                 }
             }
         }
-        BindHost::Addr(addr) => {
-            let addr = SocketAddr::new(*addr, port);
-            Ok(vec![bind_one(addr).map_err(|e| bind_error(addr, e))?])
-        }
-        BindHost::Name(name) => resolve(name, port)?
-            .into_iter()
-            .map(|addr| bind_one(addr).map_err(|e| bind_error(addr, e)))
-            .collect(),
+        BindHost::Addr(addr) => Ok(vec![bind_one(SocketAddr::new(*addr, port))?]),
+        BindHost::Name(name) => resolve(name, port)?.into_iter().map(bind_one).collect(),
     }
 }
 
@@ -84,11 +100,12 @@ pub fn bind(host: &BindHost, port: u16) -> Result<Vec<std::net::UdpSocket>, Erro
 ///
 /// # Errors
 /// When the name does not resolve.
-pub fn resolve(name: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
+pub fn resolve(name: &str, port: u16) -> Result<Vec<SocketAddr>, UdpError> {
     let mut addrs: Vec<SocketAddr> = (name, port)
         .to_socket_addrs()
-        .map_err(|source| Error::Bind {
-            addr: format!("{name}:{port}"),
+        .map_err(|source| UdpError::Resolve {
+            name: name.to_owned(),
+            port,
             source,
         })?
         .collect();
@@ -97,29 +114,13 @@ pub fn resolve(name: &str, port: u16) -> Result<Vec<SocketAddr>, Error> {
     Ok(addrs)
 }
 
-fn bind_error(addr: SocketAddr, source: std::io::Error) -> Error {
-    Error::Bind {
-        addr: addr.to_string(),
-        source,
-    }
-}
-
-fn bind_one(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(false)?;
-    }
-    if let Err(e) = socket.set_recv_buffer_size(RECV_BUFFER) {
-        warn!(error = %e, "cannot enlarge the receive buffer");
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
+fn bind_one(addr: SocketAddr) -> Result<std::net::UdpSocket, UdpError> {
+    net::udp_socket(addr, &SOCKET).map_err(|source| UdpError::Bind { addr, source })
 }
 
 /// What a receive loop shares with the rest of the server.
 #[derive(Clone)]
-pub struct Edge {
+pub struct Context {
     pub reports: mpsc::Sender<Report>,
     /// The keys and rules in force; replaced whole on SIGHUP.
     pub policy: watch::Receiver<Arc<Policy>>,
@@ -152,55 +153,48 @@ struct AckSender {
 ///
 /// # Errors
 /// When the socket cannot be registered with the runtime.
-pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<()> {
+pub async fn serve(socket: std::net::UdpSocket, context: Context) -> std::io::Result<()> {
     let socket = UdpSocket::from_std(socket)?;
     let local = socket.local_addr()?;
     info!("listening udp={local}");
     let queue = Arc::new(AckQueue::default());
     let (alive, mut all_gone) = mpsc::unbounded_channel::<std::convert::Infallible>();
     let mut receiver = Receiver {
-        edge: edge.clone(),
+        context: context.clone(),
         acks: AckSender {
             queue: Arc::clone(&queue),
             _alive: alive,
         },
         nonces: Arc::new(Nonces::new()),
-        limiter: Limiter::default(),
+        limiter: policy::datagram_limiter(),
     };
-    let mut batch = RecvBatch::new();
+    let mut batch = RecvBatch::new(RECV_BATCH, SLOT_LEN);
     let mut acks = AckBatch::default();
     'serve: loop {
         tokio::select! {
             biased;
-            () = edge.shutdown.cancelled() => break,
+            () = context.shutdown.cancelled() => break,
             () = queue.ready() => {}
             () = std::future::ready(()), if acks.has_pending() => {}
             res = socket.readable() => res?,
         }
         acks.send_queued(&queue, &socket, ACKS_PER_BATCH);
         for _ in 0..MAX_BATCHES_PER_TURN {
-            let n_received = match socket.try_io(Interest::READABLE, || batch.receive(&socket)) {
-                Ok(n_received) => n_received,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    debug!(error = %e, "receive failed");
-                    break;
-                }
-            };
-            for idx in 0..n_received {
-                let (datagram, len, peer, truncated) = batch.datagram(idx);
-                let report = if truncated {
-                    receiver.refuse(
-                        peer,
-                        format!("datagram of {len} bytes is too large for a report"),
-                    )
-                } else {
-                    receiver.accept(datagram, peer)
+            let n_received =
+                match socket.try_io(Interest::READABLE, || receive(&mut batch, &socket)) {
+                    Ok(n_received) => n_received,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        debug!(error = %e, "receive failed");
+                        break;
+                    }
                 };
+            for idx in 0..n_received {
+                let report = receiver.receive(batch.datagram(idx));
                 let Some(report) = report else {
                     continue;
                 };
-                if edge.reports.send(report).await.is_err() {
+                if context.reports.send(report).await.is_err() {
                     debug!("writer gone; receiver stops");
                     break 'serve;
                 }
@@ -217,7 +211,7 @@ pub async fn serve(socket: std::net::UdpSocket, edge: Edge) -> std::io::Result<(
     // Dropping every sender of reports lets the writer finish; it then drops the last
     // callbacks holding an `AckSender`, which closes `all_gone`.
     drop(receiver);
-    drop(edge);
+    drop(context);
     loop {
         tokio::select! {
             () = queue.ready() => acks.send_queued(&queue, &socket, usize::MAX),
@@ -292,216 +286,89 @@ impl AckBatch {
 
 /// One `sendmmsg` call; returns how many datagrams went out.
 fn send_batch(socket: &UdpSocket, pending: &[PendingAck]) -> std::io::Result<usize> {
-    let iovs: Vec<[IoSlice<'_>; 1]> = pending
+    // Made per call: the headers cannot live in a task (see [`RecvHeaders`]).
+    let mut headers = SendHeaders::new(pending.len());
+    let datagrams = pending
         .iter()
-        .map(|pending| [IoSlice::new(&pending.datagram)])
-        .collect();
-    let addrs: Vec<Option<SockaddrStorage>> = pending
-        .iter()
-        .map(|pending| Some(SockaddrStorage::from(pending.peer)))
-        .collect();
-    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(iovs.len(), None);
-    let results = socket::sendmmsg(
-        socket.as_raw_fd(),
-        &mut headers,
-        &iovs,
-        addrs,
-        [],
-        MsgFlags::MSG_DONTWAIT,
-    )
-    .map_err(std::io::Error::from)?;
-    Ok(results.count())
+        .map(|pending| (&pending.datagram[..], pending.peer));
+    net::send_batch(socket.as_raw_fd(), &mut headers, datagrams, Wait::No)
+        .map_err(std::io::Error::from)
 }
 
-/// Buffers and headers for `recvmmsg`, reused for every call.
-struct RecvBatch {
-    slots: Vec<[u8; SLOT_LEN]>,
-    /// Per datagram of the last call: its length, its source, and whether it was cut.
-    received: Vec<(usize, Option<SocketAddr>, bool)>,
-}
-
-impl RecvBatch {
-    fn new() -> RecvBatch {
-        RecvBatch {
-            slots: vec![[0u8; SLOT_LEN]; RECV_BATCH],
-            received: Vec::with_capacity(RECV_BATCH),
-        }
-    }
-
-    /// Receives up to [`RECV_BATCH`] datagrams without blocking; returns how many.
-    fn receive(&mut self, socket: &UdpSocket) -> std::io::Result<usize> {
-        self.received.clear();
-        // Made per call: the headers hold raw pointers, so they cannot live in a task
-        // that moves between threads; two small allocations per batch.
-        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(RECV_BATCH, None);
-        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
-            .slots
-            .iter_mut()
-            .map(|slot| [IoSliceMut::new(slot)])
-            .collect();
-        let results = socket::recvmmsg(
-            socket.as_raw_fd(),
-            &mut headers,
-            iovs.iter_mut(),
-            // MSG_TRUNC in: the length returned is the datagram's, not what fit.
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
-            None,
-        )
-        .map_err(std::io::Error::from)?;
-        for msg in results {
-            let peer = msg.address.as_ref().and_then(socket_addr);
-            let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC) || msg.bytes > SLOT_LEN;
-            self.received.push((msg.bytes, peer, truncated));
-        }
-        Ok(self.received.len())
-    }
-
-    /// The `idx`th datagram of the last call: its bytes (cut to the slot), its length,
-    /// its source and whether it was cut.
-    /// A datagram without a source address (not possible on a UDP socket) reads as
-    /// truncated from the unspecified address, and is refused.
-    fn datagram(&self, idx: usize) -> (&[u8], usize, SocketAddr, bool) {
-        let (len, peer, truncated) = self.received[idx];
-        let bytes = &self.slots[idx][..len.min(SLOT_LEN)];
-        match peer {
-            Some(peer) => (bytes, len, peer, truncated),
-            None => (bytes, len, SocketAddr::from(([0u8; 4], 0)), true),
-        }
-    }
-}
-
-fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
-    if let Some(v4) = addr.as_sockaddr_in() {
-        return Some(SocketAddr::from((v4.ip(), v4.port())));
-    }
-    addr.as_sockaddr_in6()
-        .map(|v6| SocketAddr::new(IpAddr::V6(v6.ip()), v6.port()))
+/// Receives up to [`RECV_BATCH`] datagrams into `batch` without blocking; returns how
+/// many.
+fn receive(batch: &mut RecvBatch, socket: &UdpSocket) -> std::io::Result<usize> {
+    // Made per call: the headers cannot live in a task (see [`RecvHeaders`]); two small
+    // allocations per batch.
+    let mut headers = RecvHeaders::new(RECV_BATCH);
+    batch
+        .receive(socket.as_raw_fd(), &mut headers, Wait::No)
+        .map_err(std::io::Error::from)
 }
 
 /// Turns datagrams into reports, under the policy in force.
 struct Receiver {
-    edge: Edge,
+    context: Context,
     acks: AckSender,
     nonces: Arc<Nonces>,
+    /// The buckets of sources sending what does not authenticate; `policy` decides.
     limiter: Limiter,
 }
 
-/// Why a datagram is dropped: its reason for the metrics, and what the log says.
-struct Dropped {
-    reason: Reason,
-    detail: String,
-}
-
-impl From<policy::Refusal> for Dropped {
-    fn from(refusal: policy::Refusal) -> Dropped {
-        Dropped {
-            reason: Reason::from(&refusal),
-            detail: refusal.to_string(),
-        }
-    }
-}
-
-impl From<DecodeError> for Dropped {
-    fn from(error: DecodeError) -> Dropped {
-        Dropped {
-            reason: Reason::from(&error),
-            detail: error.to_string(),
-        }
-    }
-}
-
 impl Receiver {
-    /// Drops a datagram refused before decoding, charging its source.
-    fn refuse(&mut self, peer: SocketAddr, reason: String) -> Option<Report> {
-        self.limiter
-            .charge(peer.ip().to_canonical(), Instant::now());
-        self.edge.metrics.refused(Via::Udp, Reason::Malformed);
-        debug!(%peer, %reason, "dropping datagram");
-        None
-    }
-
-    fn accept(&mut self, datagram: &[u8], peer: SocketAddr) -> Option<Report> {
+    /// The report `datagram` makes, or `None` when it is dropped (counted, and logged
+    /// with its reason at DEBUG).
+    fn receive(&mut self, datagram: net::Datagram<'_>) -> Option<Report> {
+        // A datagram without a source address (not possible on a UDP socket) reads as
+        // cut, from the unspecified address, and is refused.
+        let (peer, cut) = match datagram.peer {
+            Some(peer) => (peer, datagram.truncated),
+            None => (SocketAddr::from(([0u8; 4], 0)), true),
+        };
         let addr = peer.ip().to_canonical();
-        let now = Instant::now();
-        let policy = Arc::clone(&self.edge.policy.borrow());
-        let res = policy
-            .admit(addr)
-            .and_then(|()| self.limiter.check(addr, now))
-            .map_err(Dropped::from)
-            .and_then(|()| self.decode(&policy, datagram, peer));
-        match res {
-            Ok(report) => report,
-            Err(Dropped { reason, detail }) => {
-                self.edge.metrics.refused(Via::Udp, reason);
-                debug!(%peer, reason = %detail, "dropping datagram");
+        let now = Time::now();
+        let admitted = if cut {
+            Err(policy::drop_cut_datagram(
+                &mut self.limiter,
+                addr,
+                datagram.len,
+                now,
+            ))
+        } else {
+            let policy = Arc::clone(&self.context.policy.borrow());
+            policy::admit_datagram(&policy, &mut self.limiter, datagram.bytes, addr, now)
+        };
+        match admitted {
+            Ok(Admitted::Legacy { name }) => {
+                self.context.metrics.accepted(Via::Udp);
+                Some(Report {
+                    name,
+                    addr,
+                    at: now,
+                    signed_at: None,
+                    offline: false,
+                    done: None,
+                })
+            }
+            Ok(Admitted::Signed { signed, key }) => Some(self.signed(signed, key, peer, now)),
+            Err(dropped) => {
+                self.context
+                    .metrics
+                    .refused(Via::Udp, Reason::from(&dropped));
+                debug!(%peer, reason = %dropped, "dropping datagram");
                 None
             }
         }
     }
 
-    /// Decodes and authenticates; charges the source for what does not authenticate.
-    fn decode(
-        &mut self,
-        policy: &Policy,
-        datagram: &[u8],
-        peer: SocketAddr,
-    ) -> Result<Option<Report>, Dropped> {
-        let addr = peer.ip().to_canonical();
-        let at = Time::now();
-        let unauthenticated = |limiter: &mut Limiter, dropped: Dropped| {
-            limiter.charge(addr, Instant::now());
-            Err(dropped)
-        };
-        let (key, scope, signed) = match wire::peek(datagram) {
-            Err(e) => return unauthenticated(&mut self.limiter, Dropped::from(e)),
-            Ok(Incoming::Legacy(name)) => {
-                if let Err(refusal) = policy.admit_unsigned(&name) {
-                    return unauthenticated(&mut self.limiter, Dropped::from(refusal));
-                }
-                let report = Report {
-                    name,
-                    addr,
-                    at,
-                    signed_at: None,
-                    offline: false,
-                    done: None,
-                };
-                self.edge.metrics.accepted(Via::Udp);
-                return Ok(Some(report));
-            }
-            Ok(Incoming::Sealed {
-                kind: Kind::Ack, ..
-            }) => {
-                return unauthenticated(
-                    &mut self.limiter,
-                    Dropped {
-                        reason: Reason::Malformed,
-                        detail: "an acknowledgement, not a report".to_string(),
-                    },
-                )
-            }
-            Ok(Incoming::Sealed {
-                kind: Kind::Report,
-                key_id,
-            }) => {
-                let (key, scope) = match policy.key(key_id) {
-                    Ok(found) => found,
-                    Err(refusal) => {
-                        return unauthenticated(&mut self.limiter, Dropped::from(refusal))
-                    }
-                };
-                match wire::open_report(key, datagram) {
-                    Ok(signed) => (Arc::clone(key), scope, signed),
-                    Err(e) => return unauthenticated(&mut self.limiter, Dropped::from(e)),
-                }
-            }
-        };
-        policy::check_signed(scope, &signed.name, signed.time, at).map_err(Dropped::from)?;
+    /// The report of an admitted signed datagram, with the callback that counts the
+    /// writer's outcome and, once committed, seals the acknowledgement to `peer`.
+    fn signed(&self, signed: Signed, key: Arc<Key>, peer: SocketAddr, now: Time) -> Report {
         // The replay rule is the writer's to decide, in arrival order.
         let acks = self.acks.clone();
         let nonces = Arc::clone(&self.nonces);
         let report_nonce = signed.nonce;
-        let metrics = Arc::clone(&self.edge.metrics);
+        let metrics = Arc::clone(&self.context.metrics);
         // Sealed on the writer thread, which has time between commits; the receive loop
         // only sends.
         let done: Done = Box::new(move |outcome: Result<Committed, Refused>| {
@@ -520,13 +387,13 @@ impl Receiver {
                 acks.queue.push(PendingAck { peer, datagram });
             }
         });
-        Ok(Some(Report {
+        Report {
             name: signed.name,
-            addr,
-            at,
+            addr: peer.ip().to_canonical(),
+            at: now,
             signed_at: Some(signed.time),
             offline: false,
             done: Some(done),
-        }))
+        }
     }
 }

@@ -1,16 +1,20 @@
 //! Who may report what: the keys, `allow_from`, `allow_unsigned`, and the rate limit on
 //! traffic that does not authenticate.
 //!
-//! Owns [`Policy`] (built from the server's config, swapped whole on SIGHUP) and
-//! [`Limiter`].
+//! Owns [`Policy`] (built from the server's config, swapped whole on SIGHUP); the
+//! per-source token buckets ([`Limiter`]) are `limit`'s.
 //!
 //! Role: pure, like `model` and `proto`: the caller passes addresses and the time in; no
 //! sockets, files, clock, threads, tokio or logging (`tests/architecture.rs` checks it).
 
+mod limit;
+
+pub use limit::{Limiter, RateDecision};
+
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ipnet::IpNet;
 
@@ -18,11 +22,24 @@ use crate::config::ServerConfig;
 use crate::model::key::{Key, KeyId};
 use crate::model::name::Name;
 use crate::model::record::Time;
+use crate::proto::wire::{self, DecodeError, Incoming, Kind, Signed};
 
 /// How far a signed report's client time may be from the server's clock. Clients keep
 /// their clocks by NTP; five minutes is Kerberos's allowance for the same problem. A
 /// client outside it hears nothing back and says to check the clock.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// Datagrams that do not authenticate a source may send per second, and in a burst,
+/// before it is dropped: far above what a misconfigured client (one report a minute)
+/// produces, far below a flood.
+const DATAGRAM_FAILURES_PER_SEC: f64 = 20.0;
+const DATAGRAM_FAILURE_BURST: f64 = 100.0;
+
+/// The limiter on report datagrams that do not authenticate: each failure spends a
+/// token, and a source without tokens is dropped before any decoding or cryptography.
+pub fn datagram_limiter() -> Limiter {
+    Limiter::new(DATAGRAM_FAILURES_PER_SEC, DATAGRAM_FAILURE_BURST)
+}
 
 /// Which names a key may report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +172,96 @@ impl Policy {
     }
 }
 
+/// A report datagram that may go to the writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admitted {
+    /// The original's datagram, unsigned: accepted as it is, and never answered.
+    Legacy { name: Name },
+    /// A signed report, authenticated and in its key's scope and time; the writer still
+    /// applies the replay rule. Its acknowledgement is sealed under `key`.
+    Signed { signed: Signed, key: Arc<Key> },
+}
+
+/// Why a report datagram is dropped. What it says is the log's reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Dropped {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Undecodable(#[from] DecodeError),
+    #[error("an acknowledgement, not a report")]
+    Ack,
+}
+
+/// Decides on one report datagram from `addr` at `now`: the source against `allow_from`
+/// and `limiter`, then the original's datagram against `allow_unsigned`, or a sealed one
+/// opened under the key it names and checked against that key's scope and the clock.
+/// A datagram that does not authenticate costs its source a token of `limiter`.
+///
+/// # Errors
+/// Why the datagram is dropped.
+pub fn admit_datagram(
+    policy: &Policy,
+    limiter: &mut Limiter,
+    datagram: &[u8],
+    addr: IpAddr,
+    now: Time,
+) -> Result<Admitted, Dropped> {
+    policy.admit(addr)?;
+    limiter.check(addr, now)?;
+    let (signed, key, scope) = match authenticate(policy, datagram) {
+        Ok(Authenticated::Legacy(name)) => return Ok(Admitted::Legacy { name }),
+        Ok(Authenticated::Signed { signed, key, scope }) => (signed, key, scope),
+        Err(dropped) => {
+            limiter.charge(addr, now);
+            return Err(dropped);
+        }
+    };
+    check_signed(scope, &signed.name, signed.time, now)?;
+    Ok(Admitted::Signed {
+        signed,
+        key: Arc::clone(key),
+    })
+}
+
+/// Drops a datagram the socket cut (longer than any report), charging its source as for
+/// any datagram that does not authenticate.
+pub fn drop_cut_datagram(limiter: &mut Limiter, addr: IpAddr, len: usize, now: Time) -> Dropped {
+    limiter.charge(addr, now);
+    Dropped::Undecodable(DecodeError::TooLong(len))
+}
+
+/// A datagram that authenticated, or needs not.
+enum Authenticated<'a> {
+    Legacy(Name),
+    Signed {
+        signed: Signed,
+        key: &'a Arc<Key>,
+        scope: &'a Scope,
+    },
+}
+
+/// Opens a datagram: every error here is one its source is charged for.
+fn authenticate<'a>(policy: &'a Policy, datagram: &[u8]) -> Result<Authenticated<'a>, Dropped> {
+    match wire::peek(datagram)? {
+        Incoming::Legacy(name) => {
+            policy.admit_unsigned(&name)?;
+            Ok(Authenticated::Legacy(name))
+        }
+        Incoming::Sealed {
+            kind: Kind::Ack, ..
+        } => Err(Dropped::Ack),
+        Incoming::Sealed {
+            kind: Kind::Report,
+            key_id,
+        } => {
+            let (key, scope) = policy.key(key_id)?;
+            let signed = wire::open_report(key, datagram)?;
+            Ok(Authenticated::Signed { signed, key, scope })
+        }
+    }
+}
+
 /// Checks a signed report's name against its key's scope, and its time against the
 /// server's clock.
 ///
@@ -174,98 +281,6 @@ pub fn check_signed(scope: &Scope, name: &Name, signed_at: Time, now: Time) -> R
         });
     }
     Ok(())
-}
-
-/// Per-source token buckets for traffic that does not authenticate (bad datagrams,
-/// forged or wrong-key reports): each failure spends a token, and a source without tokens
-/// is dropped before any decoding or cryptography. Sources are IPv4 addresses and IPv6
-/// /64 networks (one customer's allocation).
-#[derive(Debug)]
-pub struct Limiter {
-    buckets: HashMap<IpAddr, Bucket>,
-    rate: f64,
-    burst: f64,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
-}
-
-/// Failures a source may cause per second, and in a burst, before it is dropped: far
-/// above what a misconfigured client (one report a minute) produces, far below a flood.
-const FAILURES_PER_SEC: f64 = 20.0;
-const FAILURE_BURST: f64 = 100.0;
-/// Sources tracked at most. When full, buckets that have refilled are forgotten; a flood
-/// from more sources than this falls back to the global cost of the decode itself.
-const MAX_SOURCES: usize = 65_536;
-
-impl Default for Limiter {
-    fn default() -> Limiter {
-        Limiter::new(FAILURES_PER_SEC, FAILURE_BURST)
-    }
-}
-
-impl Limiter {
-    pub fn new(rate: f64, burst: f64) -> Limiter {
-        Limiter {
-            buckets: HashMap::new(),
-            rate,
-            burst,
-        }
-    }
-
-    fn source(addr: IpAddr) -> IpAddr {
-        match addr.to_canonical() {
-            IpAddr::V6(addr) => {
-                let mut octets = addr.octets();
-                octets[8..].fill(0);
-                IpAddr::V6(octets.into())
-            }
-            v4 => v4,
-        }
-    }
-
-    /// Whether `addr` may still be heard.
-    ///
-    /// # Errors
-    /// [`Refusal::RateLimited`] while the source has no tokens.
-    pub fn check(&mut self, addr: IpAddr, now: Instant) -> Result<(), Refusal> {
-        let Some(bucket) = self.buckets.get_mut(&Limiter::source(addr)) else {
-            return Ok(());
-        };
-        refill(bucket, now, self.rate, self.burst);
-        if bucket.tokens >= 1.0 {
-            Ok(())
-        } else {
-            Err(Refusal::RateLimited)
-        }
-    }
-
-    /// Charges `addr` for one datagram that did not authenticate.
-    pub fn charge(&mut self, addr: IpAddr, now: Instant) {
-        if self.buckets.len() >= MAX_SOURCES {
-            let (rate, burst) = (self.rate, self.burst);
-            self.buckets.retain(|_, bucket| {
-                refill(bucket, now, rate, burst);
-                bucket.tokens < burst
-            });
-        }
-        let burst = self.burst;
-        let bucket = self.buckets.entry(Limiter::source(addr)).or_insert(Bucket {
-            tokens: burst,
-            updated: now,
-        });
-        refill(bucket, now, self.rate, self.burst);
-        bucket.tokens = (bucket.tokens - 1.0).max(0.0);
-    }
-}
-
-fn refill(bucket: &mut Bucket, now: Instant, rate: f64, burst: f64) {
-    let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-    bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
-    bucket.updated = now;
 }
 
 #[cfg(test)]
@@ -364,25 +379,133 @@ mod tests {
         );
     }
 
-    #[test]
-    fn failures_are_rate_limited_per_source() {
-        let mut limiter = Limiter::new(1.0, 3.0);
-        let start = Instant::now();
-        let attacker: IpAddr = "2001:db8::1".parse().unwrap();
-        let neighbour: IpAddr = "2001:db8::2".parse().unwrap();
-        let other: IpAddr = "192.0.2.1".parse().unwrap();
-        for _ in 0..3 {
-            assert_eq!(limiter.check(attacker, start), Ok(()));
-            limiter.charge(attacker, start);
+    /// One datagram through admission: what it gives, and whether its source was
+    /// charged for it (a limiter of one token, which a charge empties).
+    fn check(
+        config_text: &str,
+        datagram: &[u8],
+        source: &str,
+        drained: bool,
+        expect: Result<Admitted, Dropped>,
+        charged: bool,
+    ) {
+        let policy = Policy::new(&config(config_text));
+        let mut limiter = Limiter::new(1.0, 1.0);
+        let addr: IpAddr = source.parse().unwrap();
+        let now = Time::from_micros(NOW);
+        if drained {
+            limiter.charge(addr, now);
         }
-        assert_eq!(limiter.check(attacker, start), Err(Refusal::RateLimited));
+        let got = admit_datagram(&policy, &mut limiter, datagram, addr, now);
+        assert_eq!(got, expect, "{source}, {datagram:?}");
         assert_eq!(
-            limiter.check(neighbour, start),
-            Err(Refusal::RateLimited),
-            "same /64"
+            limiter.check(addr, now).is_err(),
+            charged,
+            "charged for {expect:?}"
         );
-        assert_eq!(limiter.check(other, start), Ok(()));
-        let later = start + Duration::from_secs(1);
-        assert_eq!(limiter.check(attacker, later), Ok(()));
+    }
+
+    const NOW: i64 = 1_700_000_000_000_000;
+
+    fn sealed(key: &str, name: &str, minutes_off: i64) -> (Vec<u8>, Signed) {
+        let key = Key::parse(key).unwrap();
+        let name = Name::parse(name).unwrap();
+        let time = Time::from_micros(NOW + minutes_off * 60_000_000);
+        let nonce = [9u8; wire::NONCE_LEN];
+        let datagram = wire::seal_report(&key, &nonce, &name, time);
+        (datagram, Signed { name, time, nonce })
+    }
+
+    fn signed(key: &str, signed: Signed) -> Result<Admitted, Dropped> {
+        Ok(Admitted::Signed {
+            signed,
+            key: Arc::new(Key::parse(key).unwrap()),
+        })
+    }
+
+    #[test]
+    fn datagrams_are_admitted_or_dropped_for_their_reason() {
+        let keyed = format!("[DynIP:Server]\nkey = {KEY}\n[DynIP:Hosts]\npc = {OTHER}\n");
+        let open = format!("[DynIP:Server]\nallow_unsigned = yes\n[DynIP:Hosts]\npc = {OTHER}\n");
+        let fenced = format!("[DynIP:Server]\nkey = {KEY}\nallow_from = 192.0.2.0/24\n");
+        let from = "198.51.100.7";
+        let name = |text: &str| Name::parse(text).unwrap();
+        let refused = |refusal| Err(Dropped::Refused(refusal));
+        let undecodable = |error| Err(Dropped::Undecodable(error));
+
+        // Unsigned: allowed with allow_unsigned, never for a name with a key.
+        let tv = Ok(Admitted::Legacy { name: name("tv") });
+        check(&open, b"tv\n", from, false, tv, false);
+        check(&keyed, b"tv", from, false, refused(Refusal::Unsigned), true);
+        let keyed_host = refused(Refusal::UnsignedForKeyedHost(name("pc")));
+        check(&open, b"pc", from, false, keyed_host, true);
+
+        // Signed: the shared key for any name, the host's key for its name.
+        let (datagram, report) = sealed(KEY, "nas", 0);
+        check(&keyed, &datagram, from, false, signed(KEY, report), false);
+        let (datagram, report) = sealed(OTHER, "pc", 4);
+        check(&keyed, &datagram, from, false, signed(OTHER, report), false);
+
+        // A key the server does not know, a tag that does not verify.
+        let stranger = Key::from_bytes([1; 32]);
+        let (datagram, _) = sealed(&stranger.encode(), "pc", 0);
+        let unknown = refused(Refusal::UnknownKey(stranger.id()));
+        check(&keyed, &datagram, from, false, unknown, true);
+        let (mut datagram, _) = sealed(KEY, "pc", 0);
+        *datagram.last_mut().unwrap() ^= 1;
+        let forged = undecodable(DecodeError::Unauthentic);
+        check(&keyed, &datagram, from, false, forged, true);
+
+        // Authentic, but out of scope or out of time: not charged.
+        let (datagram, _) = sealed(OTHER, "nas", 0);
+        let wrong_host = refused(Refusal::WrongHost { name: name("nas") });
+        check(&keyed, &datagram, from, false, wrong_host, false);
+        let (datagram, _) = sealed(KEY, "pc", 6);
+        let ahead = refused(Refusal::Skew { skew_secs: 360 });
+        check(&keyed, &datagram, from, false, ahead, false);
+        let (datagram, _) = sealed(KEY, "pc", -6);
+        let behind = refused(Refusal::Skew { skew_secs: -360 });
+        check(&keyed, &datagram, from, false, behind, false);
+
+        // Not a report at all.
+        let empty = undecodable(DecodeError::Empty);
+        check(&keyed, b"", from, false, empty, true);
+        let ack = wire::Ack {
+            report_nonce: [9; wire::NONCE_LEN],
+            seen: "198.51.100.7:4000".parse().unwrap(),
+            server_time: Time::from_micros(NOW),
+        };
+        let ack = wire::seal_ack(&Key::parse(KEY).unwrap(), &[3; wire::NONCE_LEN], &ack);
+        check(&keyed, &ack, from, false, Err(Dropped::Ack), true);
+
+        // The source first: outside allow_from, or out of tokens, nothing is opened.
+        let (datagram, report) = sealed(KEY, "pc", 0);
+        let inside = "192.0.2.1";
+        check(
+            &fenced,
+            &datagram,
+            inside,
+            false,
+            signed(KEY, report),
+            false,
+        );
+        let outside = refused(Refusal::NotAllowed);
+        check(&fenced, &datagram, from, false, outside, false);
+        let limited = refused(Refusal::RateLimited);
+        check(&keyed, &datagram, from, true, limited, true);
+    }
+
+    #[test]
+    fn a_cut_datagram_is_dropped_as_too_long_and_charged() {
+        let mut limiter = Limiter::new(1.0, 1.0);
+        let addr: IpAddr = "2001:db8::1".parse().unwrap();
+        let now = Time::from_micros(NOW);
+        let dropped = drop_cut_datagram(&mut limiter, addr, 4000, now);
+        assert_eq!(dropped, Dropped::Undecodable(DecodeError::TooLong(4000)));
+        assert_eq!(
+            dropped.to_string(),
+            "datagram of 4000 bytes is too large for a report"
+        );
+        assert_eq!(limiter.check(addr, now), Err(Refusal::RateLimited));
     }
 }

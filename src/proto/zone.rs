@@ -7,9 +7,9 @@
 //! the zone, FORMERR for what does not parse, and the messages of a zone transfer. Parsing
 //! and building is hickory-proto's.
 //!
-//! Pure: the caller passes the query, the serial, the time and the hosts ([`Hosts`]);
-//! no sockets, clock or logging. Sockets, transfers' access rules, rate limits and
-//! counters are `dns`'s.
+//! Pure: the caller passes the query, the serial, the time and the hosts
+//! ([`ZoneSource`]); no sockets, clock or logging. Sockets, transfers' access rules, rate
+//! limits and counters are `dns`'s.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
@@ -33,7 +33,7 @@ const PLAIN_UDP_PAYLOAD: usize = 512;
 const TRANSFER_MESSAGE_BYTES: usize = 16_384;
 
 /// What the zone answers from: the hosts' records.
-pub trait Hosts {
+pub trait ZoneSource {
     /// The record of the host named `name`.
     fn record(&self, name: &Name) -> Option<Record>;
     /// Whether some host's name ends in `.NAME` (`relative` is lowercase): then `NAME`
@@ -202,7 +202,7 @@ impl Zone {
         transport: Transport,
         serial: u32,
         now: Time,
-        hosts: &impl Hosts,
+        hosts: &impl ZoneSource,
         out: &mut Vec<u8>,
     ) -> Reply {
         out.clear();
@@ -226,40 +226,25 @@ impl Zone {
             }
         };
         let edns = request.extensions().as_ref().map(|_| our_edns());
+        // Every error answer to the request: its id and EDNS, with what it asked. (Cloning
+        // an `Edns` of ours allocates nothing: it has no options.)
+        let answer_error = |op_code, question: Option<&Query>, rcode, out: &mut Vec<u8>| {
+            let question = question.cloned();
+            self.error(request.id(), op_code, question, edns.clone(), rcode, out)
+        };
         if request.op_code() != OpCode::Query {
-            let question = request.queries().first().cloned();
-            return self.error(
-                request.id(),
-                request.op_code(),
-                question,
-                edns,
-                ResponseCode::NotImp,
-                out,
-            );
+            let question = request.queries().first();
+            return answer_error(request.op_code(), question, ResponseCode::NotImp, out);
         }
         let [question] = request.queries() else {
-            return self.error(
-                request.id(),
-                request.op_code(),
-                None,
-                edns,
-                ResponseCode::FormErr,
-                out,
-            );
+            return answer_error(request.op_code(), None, ResponseCode::FormErr, out);
         };
         if request
             .extensions()
             .as_ref()
             .is_some_and(|edns| edns.version() > 0)
         {
-            return self.error(
-                request.id(),
-                OpCode::Query,
-                Some(question.clone()),
-                edns,
-                ResponseCode::BADVERS,
-                out,
-            );
+            return answer_error(OpCode::Query, Some(question), ResponseCode::BADVERS, out);
         }
         let limit = match transport {
             Transport::Tcp => usize::from(u16::MAX),
@@ -271,16 +256,7 @@ impl Zone {
         // Outside the zone, or not class IN: never an open resolver.
         let relative = match self.relative(question.name()) {
             Some(relative) if question.query_class() == DNSClass::IN => relative,
-            _ => {
-                return self.error(
-                    request.id(),
-                    OpCode::Query,
-                    Some(question.clone()),
-                    edns,
-                    ResponseCode::Refused,
-                    out,
-                )
-            }
+            _ => return answer_error(OpCode::Query, Some(question), ResponseCode::Refused, out),
         };
         let qtype = question.query_type();
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
@@ -290,14 +266,7 @@ impl Zone {
                     query: question.clone(),
                 };
             }
-            return self.error(
-                request.id(),
-                OpCode::Query,
-                Some(question.clone()),
-                edns,
-                ResponseCode::Refused,
-                out,
-            );
+            return answer_error(OpCode::Query, Some(question), ResponseCode::Refused, out);
         }
 
         let mut response = response_to(&request, question.clone(), edns);
@@ -514,7 +483,7 @@ impl Zone {
         &self,
         relative: &str,
         now: Time,
-        hosts: &impl Hosts,
+        hosts: &impl ZoneSource,
     ) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
         let Ok(name) = Name::parse(relative) else {
             return (None, None);
@@ -645,7 +614,7 @@ mod tests {
         Zone::new(&config, Duration::from_secs(3600)).unwrap()
     }
 
-    impl Hosts for BTreeMap<Name, Record> {
+    impl ZoneSource for BTreeMap<Name, Record> {
         fn record(&self, name: &Name) -> Option<Record> {
             self.get(name).copied()
         }
@@ -868,6 +837,81 @@ mod tests {
             answer(&zone, &two.to_vec().unwrap(), Transport::Udp, 3),
             "Form Error q=[] an=[] ns=[] ad=[] edns=None"
         );
+    }
+
+    #[test]
+    fn error_answers_echo_the_id_the_edns_and_the_question() {
+        let zone = zone(|_| {});
+        let with_edns = |mut message: Message, version: u8| {
+            let mut edns = Edns::new();
+            edns.set_max_payload(4096).set_version(version);
+            message.set_id(4242).set_edns(edns);
+            message.to_vec().unwrap()
+        };
+        let question = |name: &str, qtype| Query::query(DnsName::from_ascii(name).unwrap(), qtype);
+        let asking = |name: &str, qtype| {
+            let mut message = Message::new();
+            message.add_query(question(name, qtype));
+            message
+        };
+        let mut notify = asking("dyn.example.com.", RecordType::SOA);
+        notify.set_op_code(OpCode::Notify);
+        let mut two = asking("a.dyn.example.com.", RecordType::A);
+        two.add_query(question("b.dyn.example.com.", RecordType::A));
+        // The rcode as `respond` says and as the wire says (BADVERS is 16: four bits in the
+        // header, the rest in the OPT record), the id, the question and our EDNS.
+        let describe = |bytes: &[u8]| {
+            let mut out = Vec::new();
+            let reply = zone.respond(
+                bytes,
+                Transport::Udp,
+                7,
+                Time::from_micros(0),
+                &hosts(),
+                &mut out,
+            );
+            let Reply::Answer {
+                rcode,
+                truncated: false,
+            } = reply
+            else {
+                return format!("{reply:?}");
+            };
+            let message = Message::from_vec(&out).unwrap();
+            let queries: Vec<String> = message
+                .queries()
+                .iter()
+                .map(|query| format!("{} {}", query.name(), query.query_type()))
+                .collect();
+            format!(
+                "{rcode:?} {} id={} q=[{}] edns={:?}",
+                u16::from(message.response_code()),
+                message.id(),
+                queries.join(", "),
+                message.extensions().as_ref().map(Edns::max_payload),
+            )
+        };
+        for (bytes, expect) in [
+            (
+                with_edns(notify, 0),
+                "NotImp 4 id=4242 q=[dyn.example.com. SOA] edns=Some(1232)",
+            ),
+            (with_edns(two, 0), "FormErr 1 id=4242 q=[] edns=Some(1232)"),
+            (
+                with_edns(asking("old.dyn.example.com.", RecordType::A), 1),
+                "BADVERS 16 id=4242 q=[old.dyn.example.com. A] edns=Some(1232)",
+            ),
+            (
+                with_edns(asking("www.example.org.", RecordType::A), 0),
+                "Refused 5 id=4242 q=[www.example.org. A] edns=Some(1232)",
+            ),
+            (
+                with_edns(asking("dyn.example.com.", RecordType::AXFR), 0),
+                "Refused 5 id=4242 q=[dyn.example.com. AXFR] edns=Some(1232)",
+            ),
+        ] {
+            assert_eq!(describe(&bytes), expect);
+        }
     }
 
     #[test]

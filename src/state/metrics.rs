@@ -3,14 +3,15 @@
 //! Owns [`Metrics`]: lock-free counters and histograms, shared by `Arc` between the
 //! edges (reports accepted and refused, by path and reason) and the writer (commit batch
 //! sizes and latency). Other modules add their own families with
-//! [`Metrics::add_family`]. Rendering is pure text; serving it is `http`'s.
+//! [`Metrics::add_family`]. The text is written by `proto::prometheus`; serving it is
+//! `http`'s.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
 
-use crate::policy::Refusal;
+use crate::policy::{Dropped, Refusal};
+use crate::proto::prometheus::{self, Kind};
 use crate::proto::wire::DecodeError;
 
 /// The way a report came in.
@@ -116,6 +117,16 @@ impl From<&Refusal> for Reason {
     }
 }
 
+impl From<&Dropped> for Reason {
+    fn from(dropped: &Dropped) -> Reason {
+        match dropped {
+            Dropped::Refused(refusal) => Reason::from(refusal),
+            Dropped::Undecodable(error) => Reason::from(error),
+            Dropped::Ack => Reason::Malformed,
+        }
+    }
+}
+
 /// A datagram that does not decode is malformed, unless it decodes but does not
 /// authenticate.
 impl From<&DecodeError> for Reason {
@@ -167,18 +178,14 @@ impl<const N: usize> Histogram<N> {
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (bound, count) in self.bounds.iter().zip(&self.counts) {
-            cumulative += count.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        cumulative += self.above.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let buckets = self
+            .bounds
+            .iter()
+            .zip(&self.counts)
+            .map(|(bound, count)| (*bound, count.load(Ordering::Relaxed)));
+        let above = self.above.load(Ordering::Relaxed);
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}");
-        let _ = writeln!(out, "{name}_count {cumulative}");
+        prometheus::histogram(out, name, help, buckets, above, sum);
     }
 }
 
@@ -247,9 +254,9 @@ impl Metrics {
         self.commit_seconds.observe(took.as_secs_f64());
     }
 
-    /// What the compaction has still to fold: records in the journal, and history log rows
-    /// not yet settled. Both fall back after each sweep; a backlog that only grows means
-    /// the compaction has stopped.
+    /// What the compaction has still to fold: records in the journal, and the journal's
+    /// address changes not yet settled into the history table. Both fall back after each
+    /// sweep; a backlog that only grows means the compaction has stopped.
     pub fn backlog(&self, journal_records: u64, unsettled_history: u64) {
         self.journal_records
             .store(journal_records, Ordering::Relaxed);
@@ -275,21 +282,23 @@ impl Metrics {
     /// number of hosts known.
     pub fn render(&self, n_hosts: usize) -> String {
         let mut out = String::with_capacity(4096);
-        out.push_str(
-            "# HELP dynip_reports_accepted_total Reports committed to the store, by the way they came in.\n\
-             # TYPE dynip_reports_accepted_total counter\n",
+        let accepted = "dynip_reports_accepted_total";
+        prometheus::family(
+            &mut out,
+            accepted,
+            Kind::Counter,
+            "Reports committed to the store, by the way they came in.",
         );
         for path in Via::ALL {
             let n = self.accepted[path as usize].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "dynip_reports_accepted_total{{path=\"{}\"}} {n}",
-                path.label()
-            );
+            prometheus::sample(&mut out, accepted, &[("path", path.label())], n);
         }
-        out.push_str(
-            "# HELP dynip_reports_refused_total Reports refused, by the way they came in and why.\n\
-             # TYPE dynip_reports_refused_total counter\n",
+        let refused = "dynip_reports_refused_total";
+        prometheus::family(
+            &mut out,
+            refused,
+            Kind::Counter,
+            "Reports refused, by the way they came in and why.",
         );
         for path in Via::ALL {
             for (idx, reason) in Reason::ALL.iter().enumerate() {
@@ -297,27 +306,33 @@ impl Metrics {
                     continue;
                 }
                 let n = self.refused[path as usize][idx].load(Ordering::Relaxed);
-                let _ = writeln!(
-                    out,
-                    "dynip_reports_refused_total{{path=\"{}\",reason=\"{}\"}} {n}",
-                    path.label(),
-                    reason.label()
-                );
+                let labels = [("path", path.label()), ("reason", reason.label())];
+                prometheus::sample(&mut out, refused, &labels, n);
             }
         }
-        let _ = write!(
-            out,
-            "# HELP dynip_hosts Hosts known.\n# TYPE dynip_hosts gauge\ndynip_hosts {n_hosts}\n\
-             # HELP dynip_journal_records Records in the store's journal, not yet folded into the snapshot.\n\
-             # TYPE dynip_journal_records gauge\ndynip_journal_records {}\n\
-             # HELP dynip_history_unsettled Address changes in the history log, not yet settled into the history.\n\
-             # TYPE dynip_history_unsettled gauge\ndynip_history_unsettled {}\n\
-             # HELP dynip_history_pruned_total Address changes deleted from the history as older than history_max_age.\n\
-             # TYPE dynip_history_pruned_total counter\ndynip_history_pruned_total {}\n",
-            self.journal_records.load(Ordering::Relaxed),
-            self.unsettled_history.load(Ordering::Relaxed),
-            self.pruned_history.load(Ordering::Relaxed),
-        );
+        for (name, kind, help, value) in [
+            ("dynip_hosts", Kind::Gauge, "Hosts known.", n_hosts as u64),
+            (
+                "dynip_journal_records",
+                Kind::Gauge,
+                "Records in the store's journal, not yet folded into the snapshot.",
+                self.journal_records.load(Ordering::Relaxed),
+            ),
+            (
+                "dynip_history_unsettled",
+                Kind::Gauge,
+                "Address changes in the store's journal, not yet settled into the history.",
+                self.unsettled_history.load(Ordering::Relaxed),
+            ),
+            (
+                "dynip_history_pruned_total",
+                Kind::Counter,
+                "Address changes deleted from the history as older than history_max_age.",
+                self.pruned_history.load(Ordering::Relaxed),
+            ),
+        ] {
+            prometheus::single(&mut out, name, kind, help, value);
+        }
         self.batch_size.render(
             &mut out,
             "dynip_commit_batch_size",
@@ -387,7 +402,7 @@ mod tests {
     }
 
     #[test]
-    fn refusals_and_decode_errors_map_to_their_reasons() {
+    fn refusals_drops_and_decode_errors_map_to_their_reasons() {
         let name = Name::parse("pc").unwrap();
         let refusals = [
             (Refusal::NotAllowed, Reason::NotAllowed),
@@ -404,6 +419,23 @@ mod tests {
         for (refusal, reason) in refusals {
             assert_eq!(Reason::from(&refusal), reason, "{refusal}");
         }
+        for (dropped, reason) in [
+            (Dropped::Ack, Reason::Malformed),
+            (
+                Dropped::Refused(Refusal::Skew { skew_secs: 400 }),
+                Reason::Skew,
+            ),
+            (
+                Dropped::Undecodable(DecodeError::Unauthentic),
+                Reason::BadAuth,
+            ),
+            (
+                Dropped::Undecodable(DecodeError::TooLong(4000)),
+                Reason::Malformed,
+            ),
+        ] {
+            assert_eq!(Reason::from(&dropped), reason, "{dropped}");
+        }
         for (error, reason) in [
             (DecodeError::Unauthentic, Reason::BadAuth),
             (DecodeError::Empty, Reason::Malformed),
@@ -412,4 +444,95 @@ mod tests {
             assert_eq!(Reason::from(&error), reason, "{error}");
         }
     }
+
+    /// The whole exposition of known counts, byte for byte: scrapers and dashboards
+    /// depend on every name, label and HELP text.
+    #[test]
+    fn the_exposition_is_exactly_this() {
+        let metrics = Metrics::default();
+        metrics.accepted(Via::Udp);
+        metrics.accepted(Via::Http);
+        metrics.accepted(Via::Http);
+        metrics.refused(Via::Udp, Reason::BadAuth);
+        metrics.refused(Via::Http, Reason::TooManyHosts);
+        metrics.committed(3, Duration::from_micros(300));
+        metrics.committed(5000, Duration::from_secs(2));
+        metrics.backlog(17, 4);
+        metrics.pruned(259);
+        assert_eq!(metrics.render(42), EXPOSITION);
+    }
+
+    const EXPOSITION: &str = r#"# HELP dynip_reports_accepted_total Reports committed to the store, by the way they came in.
+# TYPE dynip_reports_accepted_total counter
+dynip_reports_accepted_total{path="udp"} 1
+dynip_reports_accepted_total{path="http"} 2
+# HELP dynip_reports_refused_total Reports refused, by the way they came in and why.
+# TYPE dynip_reports_refused_total counter
+dynip_reports_refused_total{path="udp",reason="malformed"} 0
+dynip_reports_refused_total{path="udp",reason="not_allowed"} 0
+dynip_reports_refused_total{path="udp",reason="rate_limited"} 0
+dynip_reports_refused_total{path="udp",reason="unsigned"} 0
+dynip_reports_refused_total{path="udp",reason="unknown_key"} 0
+dynip_reports_refused_total{path="udp",reason="bad_auth"} 1
+dynip_reports_refused_total{path="udp",reason="wrong_host"} 0
+dynip_reports_refused_total{path="udp",reason="skew"} 0
+dynip_reports_refused_total{path="udp",reason="replayed"} 0
+dynip_reports_refused_total{path="udp",reason="commit_failed"} 0
+dynip_reports_refused_total{path="http",reason="malformed"} 0
+dynip_reports_refused_total{path="http",reason="not_allowed"} 0
+dynip_reports_refused_total{path="http",reason="rate_limited"} 0
+dynip_reports_refused_total{path="http",reason="unsigned"} 0
+dynip_reports_refused_total{path="http",reason="bad_auth"} 0
+dynip_reports_refused_total{path="http",reason="wrong_host"} 0
+dynip_reports_refused_total{path="http",reason="too_many_hosts"} 1
+dynip_reports_refused_total{path="http",reason="commit_failed"} 0
+dynip_reports_refused_total{path="http",reason="unavailable"} 0
+# HELP dynip_hosts Hosts known.
+# TYPE dynip_hosts gauge
+dynip_hosts 42
+# HELP dynip_journal_records Records in the store's journal, not yet folded into the snapshot.
+# TYPE dynip_journal_records gauge
+dynip_journal_records 17
+# HELP dynip_history_unsettled Address changes in the store's journal, not yet settled into the history.
+# TYPE dynip_history_unsettled gauge
+dynip_history_unsettled 4
+# HELP dynip_history_pruned_total Address changes deleted from the history as older than history_max_age.
+# TYPE dynip_history_pruned_total counter
+dynip_history_pruned_total 259
+# HELP dynip_commit_batch_size Reports per store commit (group commit).
+# TYPE dynip_commit_batch_size histogram
+dynip_commit_batch_size_bucket{le="1"} 0
+dynip_commit_batch_size_bucket{le="2"} 0
+dynip_commit_batch_size_bucket{le="4"} 1
+dynip_commit_batch_size_bucket{le="8"} 1
+dynip_commit_batch_size_bucket{le="16"} 1
+dynip_commit_batch_size_bucket{le="32"} 1
+dynip_commit_batch_size_bucket{le="64"} 1
+dynip_commit_batch_size_bucket{le="128"} 1
+dynip_commit_batch_size_bucket{le="256"} 1
+dynip_commit_batch_size_bucket{le="512"} 1
+dynip_commit_batch_size_bucket{le="1024"} 1
+dynip_commit_batch_size_bucket{le="2048"} 1
+dynip_commit_batch_size_bucket{le="4096"} 1
+dynip_commit_batch_size_bucket{le="+Inf"} 2
+dynip_commit_batch_size_sum 5003
+dynip_commit_batch_size_count 2
+# HELP dynip_commit_duration_seconds Time to commit one batch to the store.
+# TYPE dynip_commit_duration_seconds histogram
+dynip_commit_duration_seconds_bucket{le="0.0001"} 0
+dynip_commit_duration_seconds_bucket{le="0.00025"} 0
+dynip_commit_duration_seconds_bucket{le="0.0005"} 1
+dynip_commit_duration_seconds_bucket{le="0.001"} 1
+dynip_commit_duration_seconds_bucket{le="0.0025"} 1
+dynip_commit_duration_seconds_bucket{le="0.005"} 1
+dynip_commit_duration_seconds_bucket{le="0.01"} 1
+dynip_commit_duration_seconds_bucket{le="0.025"} 1
+dynip_commit_duration_seconds_bucket{le="0.05"} 1
+dynip_commit_duration_seconds_bucket{le="0.1"} 1
+dynip_commit_duration_seconds_bucket{le="0.25"} 1
+dynip_commit_duration_seconds_bucket{le="1"} 1
+dynip_commit_duration_seconds_bucket{le="+Inf"} 2
+dynip_commit_duration_seconds_sum 2.0003
+dynip_commit_duration_seconds_count 2
+"#;
 }

@@ -26,7 +26,7 @@ mod update;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::header::{self, HeaderValue};
@@ -348,14 +348,14 @@ impl Shared {
         self.limiter
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .charge(client, Instant::now());
+            .charge(client, Time::now());
     }
 
     fn is_throttled(&self, client: IpAddr) -> bool {
         self.limiter
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .check(client, Instant::now())
+            .check(client, Time::now())
             .is_err()
     }
 }
