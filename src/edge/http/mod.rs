@@ -49,6 +49,7 @@ use tower_http::timeout::TimeoutLayer;
 use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
+use crate::model::record::Time;
 use crate::policy::{Limiter, Policy};
 use crate::state::metrics::Metrics;
 use crate::state::table::Table;
