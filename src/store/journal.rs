@@ -2,14 +2,29 @@
 //! blobs, and back.
 //!
 //! Pure: bytes in, values out; no SQL, no I/O. A blob that does not decode means a damaged
-//! store, so decoding never panics, whatever the bytes.
+//! store, so decoding never panics, whatever the bytes, and every value has one encoding
+//! (`encode(decode(blob)) == blob` whenever `decode` succeeds).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{HistoryRow, LoggedChange};
-use crate::model::name::Name;
+use crate::model::name::{Name, NameError};
 use crate::model::record::{Record, Seen, Time};
-use crate::state::table::Entry;
+
+/// Why a journal blob does not decode: the store that holds it is damaged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JournalError {
+    #[error("truncated record")]
+    Truncated,
+    #[error("unknown flags {0:#x}")]
+    UnknownFlags(u8),
+    #[error("name not UTF-8")]
+    NameNotUtf8,
+    #[error("bad host name {name:?}: {source}")]
+    BadName { name: String, source: NameError },
+    #[error("bad address length {0}")]
+    BadAddressLength(u8),
+}
 
 /// Flags of a record's encoding in the journal.
 const HAS_V4: u8 = 1;
@@ -22,10 +37,11 @@ const OFFLINE: u8 = 8;
 /// and last-change times, the IPv6 address (16 bytes) with its two times, and
 /// `signed_at`, each only if present (the flags say which, and whether the host is
 /// offline). Times are i64 microseconds, big-endian.
-pub fn encode_records(records: &[(Name, Entry)]) -> Vec<u8> {
+pub fn encode_records<'a>(
+    records: impl ExactSizeIterator<Item = (&'a Name, &'a Record)>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(records.len() * 64);
-    for (name, entry) in records {
-        let record = &entry.record;
+    for (name, record) in records {
         let name = name.as_str().as_bytes();
         // A Name is at most 253 bytes.
         out.push(name.len() as u8);
@@ -66,16 +82,19 @@ fn encode_seen(out: &mut Vec<u8>, octets: &[u8], last_seen: Time, last_change: T
 }
 
 /// Reads what [`encode_records`] wrote.
-pub fn decode_records(mut blob: &[u8]) -> Result<Vec<(Name, Record)>, String> {
+///
+/// # Errors
+/// The first thing in `blob` that is not an encoded record.
+pub fn decode_records(mut blob: &[u8]) -> Result<Vec<(Name, Record)>, JournalError> {
     /// One family's address and times, when `present`.
     fn seen<A: From<[u8; N]>, const N: usize>(
         blob: &mut &[u8],
         present: bool,
-    ) -> Result<Option<Seen<A>>, String> {
+    ) -> Result<Option<Seen<A>>, JournalError> {
         if !present {
             return Ok(None);
         }
-        let octets: [u8; N] = take(blob, N)?.try_into().map_err(|_| "bad address")?;
+        let octets: [u8; N] = take(blob)?;
         let (last_seen, last_change) = (time(blob)?, time(blob)?);
         Ok(Some(Seen {
             addr: A::from(octets),
@@ -87,9 +106,9 @@ pub fn decode_records(mut blob: &[u8]) -> Result<Vec<(Name, Record)>, String> {
     while !blob.is_empty() {
         let name = name(&mut blob)?;
         let first_seen = time(&mut blob)?;
-        let flags = take(&mut blob, 1)?[0];
+        let [flags] = take(&mut blob)?;
         if flags & !(HAS_V4 | HAS_V6 | HAS_SIGNED | OFFLINE) != 0 {
-            return Err(format!("unknown flags {flags:#x}"));
+            return Err(JournalError::UnknownFlags(flags));
         }
         let v4 = seen::<Ipv4Addr, 4>(&mut blob, flags & HAS_V4 != 0)?;
         let v6 = seen::<Ipv6Addr, 16>(&mut blob, flags & HAS_V6 != 0)?;
@@ -138,59 +157,64 @@ pub fn encode_changes(changes: &[LoggedChange]) -> Vec<u8> {
     out
 }
 
-/// Decodes what [`encode_changes`] wrote.
-pub fn decode_changes(mut blob: &[u8]) -> Result<Vec<LoggedChange>, String> {
+/// Reads what [`encode_changes`] wrote.
+///
+/// # Errors
+/// The first thing in `blob` that is not an encoded change.
+pub fn decode_changes(mut blob: &[u8]) -> Result<Vec<LoggedChange>, JournalError> {
     let mut changes = Vec::new();
     while !blob.is_empty() {
-        let id: [u8; 8] = take(&mut blob, 8)?.try_into().map_err(|_| "bad id")?;
+        let id = i64::from_be_bytes(take(&mut blob)?);
         let name = name(&mut blob)?;
         let at = time(&mut blob)?;
-        let addr = match take(&mut blob, 1)?[0] {
-            4 => IpAddr::from(<[u8; 4]>::try_from(take(&mut blob, 4)?).map_err(|_| "bad address")?),
-            16 => {
-                IpAddr::from(<[u8; 16]>::try_from(take(&mut blob, 16)?).map_err(|_| "bad address")?)
-            }
-            len => return Err(format!("bad address length {len}")),
+        let addr = match take(&mut blob)? {
+            [4] => IpAddr::from(take::<4>(&mut blob)?),
+            [16] => IpAddr::from(take::<16>(&mut blob)?),
+            [len] => return Err(JournalError::BadAddressLength(len)),
         };
         changes.push(LoggedChange {
-            id: i64::from_be_bytes(id),
+            id,
             change: HistoryRow { name, at, addr },
         });
     }
     Ok(changes)
 }
 
-fn take<'a>(blob: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
-    if blob.len() < n {
-        return Err("truncated record".to_string());
-    }
-    let (head, rest) = blob.split_at(n);
+/// The next `N` bytes.
+fn take<const N: usize>(blob: &mut &[u8]) -> Result<[u8; N], JournalError> {
+    let (head, rest) = blob
+        .split_first_chunk::<N>()
+        .ok_or(JournalError::Truncated)?;
     *blob = rest;
-    Ok(head)
+    Ok(*head)
 }
 
-fn time(blob: &mut &[u8]) -> Result<Time, String> {
-    let bytes: [u8; 8] = take(blob, 8)?.try_into().map_err(|_| "bad time")?;
-    Ok(Time::from_micros(i64::from_be_bytes(bytes)))
+fn time(blob: &mut &[u8]) -> Result<Time, JournalError> {
+    Ok(Time::from_micros(i64::from_be_bytes(take(blob)?)))
 }
 
 /// A host name: its length (1 byte) and bytes.
-fn name(blob: &mut &[u8]) -> Result<Name, String> {
-    let len = usize::from(take(blob, 1)?[0]);
-    let name = std::str::from_utf8(take(blob, len)?).map_err(|_| "name not UTF-8")?;
-    Name::parse(name).map_err(|e| format!("bad host name {name:?}: {e}"))
+fn name(blob: &mut &[u8]) -> Result<Name, JournalError> {
+    let [len] = take(blob)?;
+    let len = usize::from(len);
+    if blob.len() < len {
+        return Err(JournalError::Truncated);
+    }
+    let (name, rest) = blob.split_at(len);
+    *blob = rest;
+    let name = std::str::from_utf8(name).map_err(|_| JournalError::NameNotUtf8)?;
+    Name::parse(name).map_err(|source| JournalError::BadName {
+        name: name.to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn entry(record: Record) -> Entry {
-        Entry {
-            record,
-            seq: 7,
-            dirty: true,
-        }
+    fn encode(records: &[(Name, Record)]) -> Vec<u8> {
+        encode_records(records.iter().map(|(name, record)| (name, record)))
     }
 
     #[test]
@@ -201,15 +225,10 @@ mod tests {
         let mut v6_only = Record::new("::1".parse().unwrap(), Time::from_micros(1));
         v6_only.offline = true;
         let records = vec![
-            (Name::parse("kitchen-pc").unwrap(), entry(both)),
-            (Name::parse(&"k".repeat(63)).unwrap(), entry(v6_only)),
+            (Name::parse("kitchen-pc").unwrap(), both),
+            (Name::parse(&"k".repeat(63)).unwrap(), v6_only),
         ];
-        let decoded = decode_records(&encode_records(&records)).unwrap();
-        let expect: Vec<(Name, Record)> = records
-            .iter()
-            .map(|(name, entry)| (name.clone(), entry.record))
-            .collect();
-        assert_eq!(decoded, expect);
+        assert_eq!(decode_records(&encode(&records)).unwrap(), records);
     }
 
     #[test]
@@ -243,25 +262,36 @@ mod tests {
         }
         let mut bad_length = blob.clone();
         bad_length[8 + 1 + 10 + 8] = 6;
-        assert!(decode_changes(&bad_length).is_err());
+        assert_eq!(
+            decode_changes(&bad_length),
+            Err(JournalError::BadAddressLength(6))
+        );
     }
 
     #[test]
     fn damaged_journal_records_are_errors() {
         let records = vec![(
             Name::parse("pc").unwrap(),
-            entry(Record::new(
-                "203.0.113.7".parse().unwrap(),
-                Time::from_micros(1),
-            )),
+            Record::new("203.0.113.7".parse().unwrap(), Time::from_micros(1)),
         )];
-        let blob = encode_records(&records);
+        let blob = encode(&records);
         for len in 0..blob.len() {
             let res = decode_records(&blob[..len]);
             assert!(len == 0 || res.is_err(), "{len} bytes decoded: {res:?}");
         }
         let mut bad_flags = blob.clone();
         bad_flags[3 + 8] = 0x80;
-        assert!(decode_records(&bad_flags).is_err());
+        assert_eq!(
+            decode_records(&bad_flags),
+            Err(JournalError::UnknownFlags(0x80))
+        );
+        let mut bad_name = blob.clone();
+        bad_name[1] = b'!';
+        assert_eq!(
+            decode_records(&bad_name).unwrap_err().to_string(),
+            "bad host name \"!c\": character '!' is not allowed (letters, digits, \"-\", \"_\", \".\")"
+        );
+        bad_name[1] = 0xff;
+        assert_eq!(decode_records(&bad_name), Err(JournalError::NameNotUtf8));
     }
 }

@@ -465,7 +465,11 @@ impl Store {
                 .execute(params![
                     turn.seq,
                     turn.records.len() as i64,
-                    encode_records(turn.records),
+                    encode_records(
+                        turn.records
+                            .iter()
+                            .map(|(name, entry)| (name, &entry.record))
+                    ),
                     changes
                 ])?;
             }
