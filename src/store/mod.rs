@@ -18,7 +18,7 @@
 //! The folder: this file holds what the writer and the readers speak ([`Loaded`],
 //! [`Progress`], [`Turn`], [`StoreError`]); `sqlite` the [`Store`] itself, its schema and
 //! statements; `journal` the journal entries' binary codec (pure); `checkpoint` the
-//! checkpointer thread.
+//! checkpointer thread; `import` the original's JSON file into an empty store.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -29,10 +29,12 @@ use crate::model::record::Time;
 use crate::state::table::Entry;
 
 mod checkpoint;
+mod import;
 pub mod journal;
 mod sqlite;
 
 pub use checkpoint::keep_checkpointed;
+pub use import::import_original;
 pub use sqlite::Store;
 use sqlite::SCHEMA_VERSION;
 
@@ -61,6 +63,12 @@ pub enum StoreError {
     Sql {
         path: PathBuf,
         source: rusqlite::Error,
+    },
+    /// The copy of the original's JSON file kept before importing it.
+    #[error("cannot write client log {path}: {source}")]
+    Backup {
+        path: PathBuf,
+        source: std::io::Error,
     },
 }
 
