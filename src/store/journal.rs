@@ -211,6 +211,8 @@ fn name(blob: &mut &[u8]) -> Result<Name, JournalError> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn encode(records: &[(Name, Record)]) -> Vec<u8> {
@@ -293,5 +295,91 @@ mod tests {
         );
         bad_name[1] = 0xff;
         assert_eq!(decode_records(&bad_name), Err(JournalError::NameNotUtf8));
+    }
+
+    /// Valid names: labels of letters (some not ASCII, some capital), digits, `-`, `_`.
+    fn any_name() -> impl Strategy<Value = Name> {
+        "[a-zA-Z0-9äÄİß_-]{1,20}(\\.[a-zA-Z0-9_-]{1,63}){0,3}"
+            .prop_filter_map("a valid name", |text| Name::parse(&text).ok())
+    }
+
+    fn any_time() -> impl Strategy<Value = Time> {
+        any::<i64>().prop_map(Time::from_micros)
+    }
+
+    fn any_seen<A: std::fmt::Debug + Arbitrary>() -> impl Strategy<Value = Option<Seen<A>>> {
+        proptest::option::of((any::<A>(), any_time(), any_time()).prop_map(
+            |(addr, last_seen, last_change)| Seen {
+                addr,
+                last_seen,
+                last_change,
+            },
+        ))
+    }
+
+    fn any_record() -> impl Strategy<Value = Record> {
+        (
+            any_time(),
+            any_seen::<Ipv4Addr>(),
+            any_seen::<Ipv6Addr>(),
+            proptest::option::of(any_time()),
+            any::<bool>(),
+        )
+            .prop_map(|(first_seen, v4, v6, signed_at, offline)| Record {
+                first_seen,
+                v4,
+                v6,
+                signed_at,
+                offline,
+            })
+    }
+
+    fn any_change() -> impl Strategy<Value = LoggedChange> {
+        (any::<i64>(), any_name(), any_time(), any::<IpAddr>()).prop_map(|(id, name, at, addr)| {
+            LoggedChange {
+                id,
+                change: HistoryRow { name, at, addr },
+            }
+        })
+    }
+
+    /// Names compare without case: the spelling must survive too.
+    fn spelled(records: &[(Name, Record)]) -> Vec<(String, Record)> {
+        records
+            .iter()
+            .map(|(name, record)| (name.as_str().to_string(), *record))
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_and_decode_to_their_one_encoding(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+        ) {
+            if let Ok(records) = decode_records(&bytes) {
+                prop_assert_eq!(encode(&records), bytes.clone());
+            }
+            if let Ok(changes) = decode_changes(&bytes) {
+                prop_assert_eq!(encode_changes(&changes), bytes);
+            }
+        }
+
+        #[test]
+        fn records_round_trip(
+            records in proptest::collection::vec((any_name(), any_record()), 0..8),
+        ) {
+            let decoded = decode_records(&encode(&records)).unwrap();
+            prop_assert_eq!(spelled(&decoded), spelled(&records));
+        }
+
+        #[test]
+        fn changes_round_trip(changes in proptest::collection::vec(any_change(), 0..8)) {
+            let decoded = decode_changes(&encode_changes(&changes)).unwrap();
+            let spellings = |changes: &[LoggedChange]| -> Vec<String> {
+                changes.iter().map(|logged| logged.change.name.as_str().to_string()).collect()
+            };
+            prop_assert_eq!(spellings(&decoded), spellings(&changes));
+            prop_assert_eq!(decoded, changes);
+        }
     }
 }
