@@ -9,24 +9,17 @@
 //! order: a signed report whose client time is not later than the host's last one is
 //! refused, and changes nothing.
 //!
-//! Each commit also carries a step of folding the journal into the snapshot, in the same
-//! transaction (one fsync): a sweep walks the table in name order, writes the entries
-//! changed since the last sweep a chunk per turn (with those hosts' address changes,
-//! settled from memory into the store's history), and when it reaches the end drops the
-//! journal entries from before it began, a few per turn. Each chunk touches
-//! neighbouring pages of the snapshot, so a sweep rewrites the snapshot about once,
-//! sequentially, and no turn holds up reports for long (one `DELETE` of a whole journal
-//! took 0.3–0.4 s at 1,000,000 hosts).
-//!
-//! With `history_max_age`, a turn also deletes a chunk of the history's oldest changes,
-//! once a minute, or ten times a second while there are more to delete.
+//! Each commit also carries a step of the compaction, in the same transaction: a chunk of
+//! the sweep that folds the journal into the snapshot and settles address changes into
+//! the store's history, and with `history_max_age` a chunk of the history's oldest
+//! changes to delete. The state machine is in `compaction` (`writer/compaction.rs`).
 //!
 //! The writer exits when the last sender is dropped, after committing what was queued.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -39,51 +32,20 @@ use crate::state::metrics::Metrics;
 use crate::state::table::{Entry, Slot, Table};
 use crate::store::{HistoryRow, LoggedChange, Progress, Removed, Store, Turn, PRUNE_ROWS_PER_TURN};
 
+mod compaction;
+
+pub use compaction::Recent;
+use compaction::{
+    hold, logged, sweep_chunk, sweep_due, Phase, Prune, Sweep, PRUNE_EVERY, PRUNE_PAUSE,
+    SWEEP_SCAN_PER_CHUNK_ENTRY,
+};
+
 /// The most reports in one transaction. At 100,000 reports/s a full batch is 40 ms of
 /// traffic; larger batches save little (one fsync is about 0.2 ms here) and delay acks.
 pub const MAX_BATCH: usize = 4096;
 /// Reports that may wait for the writer. When full, receivers wait, and the kernel's socket
 /// buffer holds the rest: backpressure instead of unbounded memory.
 pub const QUEUE_LEN: usize = 4 * MAX_BATCH;
-/// Dirty entries the sweep writes in one turn: as many as the turn's batch, so the sweep
-/// keeps pace with the journal (a batch adds at most one record per report), within these
-/// bounds.
-/// A full chunk costs 3-4 ms of commit: given to every turn, it held up each report
-/// that came during a sweep (every second or so at 50,000 reports/s with 10,000 hosts) by
-/// that much, the p99 latency; a small batch now gets a small chunk.
-const MIN_SWEEP_CHUNK: usize = 128;
-const MAX_SWEEP_CHUNK: usize = 2048;
-/// Entries the sweep may scan per turn to find its chunk's dirty ones, per entry written.
-const SWEEP_SCAN_PER_CHUNK_ENTRY: usize = 32;
-/// A sweep starts once the journal holds more rows than the table has hosts (but not for
-/// fewer than this many): the journal stays at most about twice the snapshot, and every
-/// report costs at most one journal row and one snapshot row.
-const SWEEP_MIN_JOURNAL: u64 = 65_536;
-/// A sweep also starts once this many address changes per host are unsettled (but not
-/// for fewer than [`SWEEP_MIN_JOURNAL`]): the writer holds each one in memory (see
-/// [`Recent`]: a 64-byte map entry a host and 40 bytes a change, about 130 bytes a host
-/// with one once the map's and the allocator's overhead are counted), so a fleet that
-/// changes address all at once starts a sweep at an eighth of its hosts (16 bytes a host
-/// at 1,000,000) instead of holding them all until the journal outgrows the table. Changes that come during the sweep, for hosts
-/// it has passed, still wait for the next one.
-const SWEEP_UNSETTLED_PER_HOST: f64 = 0.125;
-
-/// How often a turn prunes the history (`history_max_age`) once a prune found less than a
-/// chunk to delete.
-const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// The pause between two chunks while a prune catches up (after the limit is first set
-/// on a long history): 2,560 rows a second at most, so that catching up does not slow
-/// every commit.
-const PRUNE_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// Whether a compaction sweep is due: the journal outgrew the table, or the unsettled
-/// changes the writer keeps in memory grew past their share.
-fn sweep_due(journal_records: u64, n_unsettled: u64, n_hosts: usize) -> bool {
-    let n_hosts = n_hosts as u64;
-    journal_records > SWEEP_MIN_JOURNAL.max(n_hosts)
-        || n_unsettled > SWEEP_MIN_JOURNAL.max((n_hosts as f64 * SWEEP_UNSETTLED_PER_HOST) as u64)
-}
 
 /// One report for the writer.
 pub struct Report {
@@ -108,56 +70,6 @@ pub type Done = Box<dyn FnOnce(Outcome) + Send>;
 
 /// What the writer decided on a report.
 pub type Outcome = Result<Committed, Refused>;
-
-/// Address changes in the journal that the sweep has not yet settled into the store's
-/// `history`, by host. The writer adds a commit's changes and removes those it settles;
-/// the server's history readers add a host's to what the store's `history` holds, which
-/// spares them decoding the whole journal.
-#[derive(Debug, Default)]
-pub struct Recent {
-    by_host: Mutex<HashMap<Name, Vec<Unsettled>>>,
-}
-
-/// One unsettled change of a host: its history id, time and address (the host is the
-/// map's key, not repeated).
-type Unsettled = (i64, Time, IpAddr);
-
-impl Recent {
-    /// A host's unsettled changes.
-    pub fn of(&self, name: &Name) -> Vec<LoggedChange> {
-        self.lock()
-            .get_key_value(name)
-            .map(|(name, changes)| logged(name, changes).collect())
-            .unwrap_or_default()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<Name, Vec<Unsettled>>> {
-        // Nothing panics while holding the lock, so a poisoned map is still whole.
-        self.by_host.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// Adds `changes`, just committed (or found unsettled in the journal at start-up).
-fn hold(by_host: &mut HashMap<Name, Vec<Unsettled>>, changes: Vec<LoggedChange>) {
-    for LoggedChange { id, change } in changes {
-        by_host
-            .entry(change.name)
-            .or_default()
-            .push((id, change.at, change.addr));
-    }
-}
-
-/// A host's unsettled changes as the store takes them.
-fn logged<'a>(name: &'a Name, changes: &'a [Unsettled]) -> impl Iterator<Item = LoggedChange> + 'a {
-    changes.iter().map(|&(id, at, addr)| LoggedChange {
-        id,
-        change: HistoryRow {
-            name: name.clone(),
-            at,
-            addr,
-        },
-    })
-}
 
 /// A committed report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,26 +186,6 @@ pub fn spawn(
     Ok((tx, handle))
 }
 
-/// How many dirty entries the sweep writes in a turn with `n_reports` reports.
-fn sweep_chunk(n_reports: usize) -> usize {
-    n_reports.clamp(MIN_SWEEP_CHUNK, MAX_SWEEP_CHUNK)
-}
-
-struct Sweep {
-    /// Journal entries below this were written before the sweep began: every host they
-    /// touch was dirty then and is written (and its changes settled) by the sweep, so
-    /// they can go when it ends.
-    start: i64,
-    phase: Phase,
-}
-
-enum Phase {
-    /// Writing dirty records; the next chunk starts after this name.
-    Scan { after: Option<Name> },
-    /// Every dirty record is written: dropping the journal entries below `start`.
-    Drop,
-}
-
 struct Writer {
     store: Store,
     table: Arc<Table>,
@@ -313,12 +205,6 @@ struct Writer {
     metrics: Arc<Metrics>,
     liveness: Arc<Liveness>,
     prune: Option<Prune>,
-}
-
-/// When the history is next pruned, of changes older than `max_age`.
-struct Prune {
-    max_age: std::time::Duration,
-    next: Instant,
 }
 
 /// A batch's reports, decided: the records they change and their history, and which
@@ -626,22 +512,5 @@ impl Writer {
             history,
             verdicts,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_sweep_is_due_when_the_journal_or_the_unsettled_history_outgrows_its_share() {
-        // Few hosts: 65,536 of either.
-        assert!(!sweep_due(65_536, 65_536, 10));
-        assert!(sweep_due(65_537, 0, 10));
-        assert!(sweep_due(0, 65_537, 10));
-        // 1,000,000 hosts: a journal record each, or an unsettled change per eight.
-        assert!(!sweep_due(1_000_000, 125_000, 1_000_000));
-        assert!(sweep_due(1_000_001, 0, 1_000_000));
-        assert!(sweep_due(0, 125_001, 1_000_000));
     }
 }
