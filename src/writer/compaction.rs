@@ -22,13 +22,13 @@
 //!   any ── a commit failed, or the store could not say what is left ──► (none)
 //! ```
 //!
-//! - **Start** ([`sweep_due`]): when the journal holds more records than the table has
+//! - **Start** ([`Limits::sweep_due`]): when the journal holds more records than the table has
 //!   hosts, or the unsettled changes pass an eighth of the hosts (never below
 //!   [`SWEEP_MIN_JOURNAL`] of either). `start` is the next journal sequence number: every
 //!   entry below it was written before the sweep began, so every host it touches was
 //!   dirty then, and the sweep will write it.
 //! - **Scan**: each turn takes the next dirty entries after `after` in name order (a
-//!   chunk as large as the turn's batch, [`sweep_chunk`], scanning at most
+//!   chunk as large as the turn's batch, [`Limits::sweep_chunk`], scanning at most
 //!   [`SWEEP_SCAN_PER_CHUNK_ENTRY`] entries per chunk entry), writes them into `hosts`,
 //!   and writes those hosts' unsettled changes (from [`Recent`]) into `history`, whose
 //!   index by name is then written in name order too. After the commit the table marks
@@ -64,9 +64,10 @@ use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use super::Now;
 use crate::model::name::Name;
 use crate::model::record::Time;
-use crate::store::{HistoryRow, LoggedChange};
+use crate::store::{HistoryRow, LoggedChange, PRUNE_ROWS_PER_TURN};
 
 /// Dirty entries the sweep writes in one turn: as many as the turn's batch, so the sweep
 /// keeps pace with the journal (a batch adds at most one record per report), within these
@@ -100,12 +101,44 @@ pub(super) const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_se
 /// every commit.
 pub(super) const PRUNE_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Whether a compaction sweep is due: the journal outgrew the table, or the unsettled
-/// changes the writer keeps in memory grew past their share.
-pub(super) fn sweep_due(journal_records: u64, n_unsettled: u64, n_hosts: usize) -> bool {
-    let n_hosts = n_hosts as u64;
-    journal_records > SWEEP_MIN_JOURNAL.max(n_hosts)
-        || n_unsettled > SWEEP_MIN_JOURNAL.max((n_hosts as f64 * SWEEP_UNSETTLED_PER_HOST) as u64)
+/// The compaction's sizes: the constants above while serving; smaller in tests, so that a
+/// few reports make a sweep of several chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Limits {
+    /// [`SWEEP_MIN_JOURNAL`].
+    pub(super) min_journal: u64,
+    /// [`MIN_SWEEP_CHUNK`].
+    pub(super) min_chunk: usize,
+    /// [`MAX_SWEEP_CHUNK`].
+    pub(super) max_chunk: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            min_journal: SWEEP_MIN_JOURNAL,
+            min_chunk: MIN_SWEEP_CHUNK,
+            max_chunk: MAX_SWEEP_CHUNK,
+        }
+    }
+}
+
+impl Limits {
+    /// Whether a compaction sweep is due: the journal outgrew the table, or the unsettled
+    /// changes the writer keeps in memory grew past their share.
+    pub(super) fn sweep_due(&self, journal_records: u64, n_unsettled: u64, n_hosts: usize) -> bool {
+        let n_hosts = n_hosts as u64;
+        journal_records > self.min_journal.max(n_hosts)
+            || n_unsettled
+                > self
+                    .min_journal
+                    .max((n_hosts as f64 * SWEEP_UNSETTLED_PER_HOST) as u64)
+    }
+
+    /// How many dirty entries the sweep writes in a turn with `n_reports` reports.
+    pub(super) fn sweep_chunk(&self, n_reports: usize) -> usize {
+        n_reports.clamp(self.min_chunk, self.max_chunk)
+    }
 }
 
 /// Address changes in the journal that the sweep has not yet settled into the store's
@@ -161,11 +194,6 @@ pub(super) fn logged<'a>(
     })
 }
 
-/// How many dirty entries the sweep writes in a turn with `n_reports` reports.
-pub(super) fn sweep_chunk(n_reports: usize) -> usize {
-    n_reports.clamp(MIN_SWEEP_CHUNK, MAX_SWEEP_CHUNK)
-}
-
 pub(super) struct Sweep {
     /// Journal entries below this were written before the sweep began: every host they
     /// touch was dirty then and is written (and its changes settled) by the sweep, so
@@ -182,24 +210,137 @@ pub(super) enum Phase {
 }
 
 /// When the history is next pruned, of changes older than `max_age`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Prune {
     pub(super) max_age: std::time::Duration,
     pub(super) next: Instant,
+}
+
+impl Prune {
+    /// Pruning from `now` on: the first turn prunes.
+    pub(super) fn new(max_age: std::time::Duration, now: Instant) -> Prune {
+        Prune { max_age, next: now }
+    }
+
+    /// The time before which a turn at `now` prunes the history, when a prune is due.
+    pub(super) fn before(&self, now: Now) -> Option<Time> {
+        if self.next > now.instant {
+            return None;
+        }
+        let max_age = i64::try_from(self.max_age.as_micros()).unwrap_or(i64::MAX);
+        Some(Time::from_micros(
+            now.time.as_micros().saturating_sub(max_age),
+        ))
+    }
+
+    /// After a prune at `now` that deleted `n_pruned` rows: the next one after
+    /// [`PRUNE_PAUSE`] while there are more (it found a whole chunk), else in
+    /// [`PRUNE_EVERY`].
+    pub(super) fn pruned(&mut self, n_pruned: u64, now: Instant) {
+        self.next = if n_pruned >= PRUNE_ROWS_PER_TURN as u64 {
+            now + PRUNE_PAUSE
+        } else {
+            now + PRUNE_EVERY
+        };
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Whether a sweep is due with `journal_records` and `n_unsettled` over `n_hosts`.
+    fn check_due(journal_records: u64, n_unsettled: u64, n_hosts: usize, expect: bool) {
+        assert_eq!(
+            Limits::default().sweep_due(journal_records, n_unsettled, n_hosts),
+            expect,
+            "{journal_records} journal records, {n_unsettled} unsettled, {n_hosts} hosts"
+        );
+    }
+
     #[test]
     fn a_sweep_is_due_when_the_journal_or_the_unsettled_history_outgrows_its_share() {
         // Few hosts: 65,536 of either.
-        assert!(!sweep_due(65_536, 65_536, 10));
-        assert!(sweep_due(65_537, 0, 10));
-        assert!(sweep_due(0, 65_537, 10));
+        check_due(65_536, 65_536, 10, false);
+        check_due(65_537, 0, 10, true);
+        check_due(0, 65_537, 10, true);
+        check_due(0, 0, 0, false);
         // 1,000,000 hosts: a journal record each, or an unsettled change per eight.
-        assert!(!sweep_due(1_000_000, 125_000, 1_000_000));
-        assert!(sweep_due(1_000_001, 0, 1_000_000));
-        assert!(sweep_due(0, 125_001, 1_000_000));
+        check_due(1_000_000, 125_000, 1_000_000, false);
+        check_due(1_000_001, 0, 1_000_000, true);
+        check_due(0, 125_001, 1_000_000, true);
+        // 100,000 hosts: an eighth is below the floor, so the floor counts.
+        check_due(100_000, 65_536, 100_000, false);
+        check_due(100_001, 0, 100_000, true);
+        check_due(0, 65_537, 100_000, true);
+    }
+
+    #[test]
+    fn a_sweep_chunk_is_the_batch_within_its_bounds() {
+        let limits = Limits::default();
+        for (n_reports, expect) in [
+            (0, 128),
+            (1, 128),
+            (128, 128),
+            (500, 500),
+            (2048, 2048),
+            (4096, 2048),
+        ] {
+            assert_eq!(limits.sweep_chunk(n_reports), expect, "{n_reports} reports");
+        }
+    }
+
+    /// The clock at `secs` seconds after `start`, the wall clock reading `secs` s too.
+    fn at(start: Instant, secs: f64) -> Now {
+        Now {
+            time: Time::from_micros((secs * 1e6) as i64),
+            instant: start + std::time::Duration::from_secs_f64(secs),
+        }
+    }
+
+    #[test]
+    fn a_prune_is_due_at_its_time_and_deletes_what_is_older_than_the_limit() {
+        let start = Instant::now();
+        let prune = Prune::new(std::time::Duration::from_secs(10), at(start, 5.0).instant);
+        for (secs, expect) in [
+            (4.9, None),
+            (5.0, Some(Time::from_micros(-5_000_000))),
+            (100.0, Some(Time::from_micros(90_000_000))),
+        ] {
+            assert_eq!(prune.before(at(start, secs)), expect, "at {secs} s");
+        }
+        // A limit longer than the clock can count: nothing is older.
+        let forever = Prune::new(std::time::Duration::MAX, start);
+        assert_eq!(
+            forever.before(at(start, 1.0)),
+            Some(Time::from_micros(1_000_000 - i64::MAX))
+        );
+    }
+
+    #[test]
+    fn a_prune_comes_back_in_a_minute_or_in_100_ms_while_it_is_behind() {
+        let start = Instant::now();
+        let chunk = PRUNE_ROWS_PER_TURN as u64;
+        for (n_pruned, pause) in [
+            (0, PRUNE_EVERY),
+            (1, PRUNE_EVERY),
+            (chunk - 1, PRUNE_EVERY),
+            (chunk, PRUNE_PAUSE),
+        ] {
+            let mut prune = Prune::new(std::time::Duration::from_secs(10), start);
+            let now = at(start, 30.0);
+            prune.pruned(n_pruned, now.instant);
+            assert_eq!(prune.next, now.instant + pause, "after {n_pruned} rows");
+            assert_eq!(
+                prune.before(at(start, 30.0 + pause.as_secs_f64() - 0.001)),
+                None
+            );
+            assert!(prune
+                .before(at(start, 30.0 + pause.as_secs_f64()))
+                .is_some());
+        }
+        // Behind on a long history: ten chunks a second at most.
+        assert_eq!(PRUNE_PAUSE, std::time::Duration::from_millis(100));
+        assert_eq!(PRUNE_EVERY, std::time::Duration::from_secs(60));
     }
 }
