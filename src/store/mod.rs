@@ -18,7 +18,8 @@
 //! The folder: this file holds what the writer and the readers speak ([`Loaded`],
 //! [`Progress`], [`Turn`], [`StoreError`]); `sqlite` the [`Store`] itself, its schema and
 //! statements; `journal` the journal entries' binary codec (pure); `checkpoint` the
-//! checkpointer thread; `import` the original's JSON file into an empty store.
+//! checkpointer thread; `import` the original's JSON file into an empty store; `crash`
+//! the points where a test stops a writer's turn as a crash would.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -29,11 +30,15 @@ use crate::model::record::Time;
 use crate::state::table::Entry;
 
 mod checkpoint;
+mod crash;
 mod import;
 pub mod journal;
 mod sqlite;
 
 pub use checkpoint::keep_checkpointed;
+pub(crate) use crash::{crash_point, CrashPoint};
+#[cfg(test)]
+pub(crate) use crash::{set_hook as set_crash_hook, Hook as CrashHook};
 pub use import::import_original;
 pub use sqlite::Store;
 use sqlite::SCHEMA_VERSION;

@@ -9,8 +9,8 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row}
 
 use super::journal::{decode_changes, decode_records, encode_changes, encode_records};
 use super::{
-    HistoryRow, Loaded, LoggedChange, Progress, Removed, StoreError, Turn, Unsettled,
-    DROP_ENTRIES_PER_TURN, PRUNE_ROWS_PER_TURN,
+    crash_point, CrashPoint, HistoryRow, Loaded, LoggedChange, Progress, Removed, StoreError, Turn,
+    Unsettled, DROP_ENTRIES_PER_TURN, PRUNE_ROWS_PER_TURN,
 };
 use crate::model::name::Name;
 use crate::model::record::{Record, Seen, Time};
@@ -472,6 +472,7 @@ impl Store {
                     ),
                     changes
                 ])?;
+                crash_point(CrashPoint::JournalAppended);
             }
             insert_history(
                 &tx,
@@ -480,15 +481,20 @@ impl Store {
                     .iter()
                     .map(|logged| (Some(logged.id), &logged.change)),
             )?;
+            if !turn.settle.is_empty() {
+                crash_point(CrashPoint::HistorySettled);
+            }
             if turn.n_reports > 0 {
                 tx.prepare_cached("UPDATE meta SET value = value + ?1 WHERE key = 'reports'")?
                     .execute([turn.n_reports as i64])?;
+                crash_point(CrashPoint::ReportsCounted);
             }
             if !turn.snapshot.is_empty() {
                 let mut upsert = tx.prepare_cached(&insert_sql("INSERT OR REPLACE INTO hosts"))?;
                 for (name, entry) in turn.snapshot {
                     bind_record(&mut upsert, name, entry)?;
                 }
+                crash_point(CrashPoint::SnapshotWritten);
             }
             let mut n_dropped = 0u64;
             if let Some(before) = turn.drop_before {
@@ -501,6 +507,7 @@ impl Store {
                 while let Some(row) = rows.next()? {
                     n_dropped += row.get::<_, i64>(0)? as u64;
                 }
+                crash_point(CrashPoint::JournalDropped);
             }
             let mut n_pruned = 0u64;
             if let Some(before) = turn.prune_before {
@@ -513,6 +520,7 @@ impl Store {
                     )?
                     .execute(params![before.as_micros(), PRUNE_ROWS_PER_TURN])?
                     as u64;
+                crash_point(CrashPoint::HistoryPruned);
             }
             Ok(Removed {
                 n_dropped,
@@ -521,6 +529,7 @@ impl Store {
         })()
         .map_err(|e| sql(path, e))?;
         tx.commit().map_err(|e| sql(path, e))?;
+        crash_point(CrashPoint::Committed);
         Ok(removed)
     }
 
@@ -625,6 +634,21 @@ impl Store {
             }
             _ => self.sql(source),
         }
+    }
+}
+
+#[cfg(test)]
+impl Store {
+    /// Closes the store as a crash leaves it: without the checkpoint SQLite makes when
+    /// the last connection closes, so the write-ahead log stays for the next open to
+    /// recover from.
+    pub(crate) fn close_as_crashed(self) {
+        self.conn
+            .set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                true,
+            )
+            .expect("SQLite has had NO_CKPT_ON_CLOSE since 3.16.2");
     }
 }
 

@@ -30,9 +30,13 @@ use crate::model::name::Name;
 use crate::model::record::{Change, Record, Time};
 use crate::state::metrics::Metrics;
 use crate::state::table::{Entry, Slot, Table};
-use crate::store::{HistoryRow, LoggedChange, Progress, Removed, Store, Turn};
+use crate::store::{
+    crash_point, CrashPoint, HistoryRow, LoggedChange, Progress, Removed, Store, Turn,
+};
 
 mod compaction;
+#[cfg(test)]
+mod crash_tests;
 
 pub use compaction::Recent;
 use compaction::{hold, logged, Limits, Phase, Prune, Sweep, SWEEP_SCAN_PER_CHUNK_ENTRY};
@@ -445,6 +449,7 @@ impl Writer {
             prune_before: self.prune.as_ref().and_then(|prune| prune.before(now)),
         };
         let pruning = turn.prune_before.is_some();
+        crash_point(CrashPoint::BeforeCommit);
         // The commit's latency, for the metrics: measured, not a decision's input.
         let started = Instant::now();
         let committed = self.store.commit(&turn);
@@ -494,6 +499,7 @@ impl Writer {
                     .collect();
                 self.table.mark_clean(&written);
                 self.advance_sweep(scanned_to);
+                crash_point(CrashPoint::TableUpdated);
                 Ok(shown_at)
             }
             Err(e) => {
@@ -521,6 +527,7 @@ impl Writer {
                 done(outcome);
             }
         }
+        crash_point(CrashPoint::Answered);
     }
 
     /// After a prune at `now` that deleted `n_pruned` rows: counts them, and schedules
