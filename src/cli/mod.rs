@@ -36,7 +36,7 @@ use crate::{
     config::{BindHost, ServerConfig},
     model::record::{Record, Time},
     server::{PolicyHandle, Server},
-    store::{Store, Unsettled},
+    store::{PendingChanges, Store},
 };
 
 /// Logging flags, shared by every command (the original's `-v` and `--debug`).
@@ -749,7 +749,7 @@ fn history(path: &Path, host: &str, json: bool) -> Result<(), Error> {
     let config = load_config(path)?;
     let store = Store::open_read_only(&config.server.store_path)?;
     let changes = crate::proto::api::within_max_age(
-        store.history(&name, Unsettled::Journal)?,
+        store.history(&name, PendingChanges::Journal)?,
         Time::now(),
         config.server.history_max_age,
     );

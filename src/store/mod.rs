@@ -95,7 +95,7 @@ pub struct Loaded {
     pub progress: Progress,
 }
 
-/// Where the writer goes on from: what the journal and the history log hold.
+/// Where the writer goes on from: what the journal holds, and the next history id.
 #[derive(Debug, Default)]
 pub struct Progress {
     /// The next journal sequence number to use.
@@ -110,7 +110,7 @@ pub struct Progress {
 
 /// Where a history read finds the changes not yet settled into `history`.
 #[derive(Debug, Clone, Copy)]
-pub enum Unsettled<'a> {
+pub enum PendingChanges<'a> {
     /// In the journal: for a reader beside the server, or without one (`dynip history`).
     Journal,
     /// Given: the host's changes the server's writer holds in memory (a subset of the

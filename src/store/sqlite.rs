@@ -9,8 +9,8 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row}
 
 use super::journal::{decode_changes, decode_records, encode_changes, encode_records};
 use super::{
-    crash_point, CrashPoint, HistoryRow, Loaded, LoggedChange, Progress, Removed, StoreError, Turn,
-    Unsettled, DROP_ENTRIES_PER_TURN, PRUNE_ROWS_PER_TURN,
+    crash_point, CrashPoint, HistoryRow, Loaded, LoggedChange, PendingChanges, Progress, Removed,
+    StoreError, Turn, DROP_ENTRIES_PER_TURN, PRUNE_ROWS_PER_TURN,
 };
 use crate::model::name::Name;
 use crate::model::record::{Record, Seen, Time};
@@ -65,17 +65,10 @@ INSERT OR IGNORE INTO history (id, name, name_key, at, address)
 DROP TABLE history_log;
 ";
 
-/// Each address change is written twice. A commit writes its changes into its journal
-/// entry (`journal.changes`, encoded by [`super::journal`]): a few bytes beside the records, where an
-/// indexed insert per change dirtied one random page of `history_by_name`, 4 KiB written
-/// per report (a third of the writer's time), and a row per change in an unindexed log
-/// still cost a sixth. The compaction sweep, which walks the hosts in name order, settles
-/// each host's changes into `history` as it writes the host's snapshot row, so the index
-/// is written in name order, several rows per page; the journal entry goes at the end of
-/// the sweep. The writer keeps the unsettled changes in memory (see `writer`), and the
-/// server's readers add them to what `history` holds; a reader without the server (`dynip
-/// history`) decodes them from the journal. A change can be in both for a while (settled,
-/// its journal entry not yet dropped): the same `id`, read once.
+/// Each address change is written twice: into its commit's journal entry, then into
+/// `history` when the sweep writes its host, in name order (an indexed insert per change
+/// was a random 4 KiB page per report, a third of the writer's time). Both hold it until
+/// the entry is dropped: the same `id`, read once ([`Store::history`]).
 ///
 /// `name_key` is the name as compared ([`Name::folded`]): SQLite's `NOCASE` folds ASCII
 /// only, and names are compared with full Unicode lowercase.
@@ -548,14 +541,14 @@ impl Store {
     }
 
     /// A host's address changes, oldest first: those in `history`, and those not yet
-    /// settled there, from `unsettled`.
+    /// settled there, from `pending`.
     ///
     /// # Errors
     /// On a failed query or a row that does not decode.
     pub fn history(
         &self,
         name: &Name,
-        unsettled: Unsettled<'_>,
+        pending: PendingChanges<'_>,
     ) -> Result<Vec<(Time, IpAddr)>, StoreError> {
         let query = if self.has_log {
             "SELECT id, at, address FROM history WHERE name_key = ?1 \
@@ -585,10 +578,10 @@ impl Store {
                 changes.insert(logged.id, (logged.change.at, logged.change.addr));
             }
         };
-        match unsettled {
-            Unsettled::Given(given) => given.iter().for_each(add),
-            Unsettled::Journal if self.before_changes => {}
-            Unsettled::Journal => {
+        match pending {
+            PendingChanges::Given(given) => given.iter().for_each(add),
+            PendingChanges::Journal if self.before_changes => {}
+            PendingChanges::Journal => {
                 // Every entry's changes: as many as the journal holds records at most
                 // (a sweep starts when those outnumber the hosts, or 65,536).
                 let mut statement = self
@@ -828,7 +821,7 @@ mod tests {
                 .n_pruned
         };
         let remaining = |store: &Store| {
-            let changes = store.history(&pc, Unsettled::Given(&[])).unwrap();
+            let changes = store.history(&pc, PendingChanges::Given(&[])).unwrap();
             changes.first().map(|(at, _)| at.as_micros())
         };
         // Everything but the last 5 is older: a chunk in the first turn, the rest next.
@@ -838,7 +831,13 @@ mod tests {
         assert_eq!(prune(&mut store, before), 5);
         assert_eq!(remaining(&store), Some(before));
         assert_eq!(prune(&mut store, before), 0, "nothing older is left");
-        assert_eq!(store.history(&pc, Unsettled::Given(&[])).unwrap().len(), 5);
+        assert_eq!(
+            store
+                .history(&pc, PendingChanges::Given(&[]))
+                .unwrap()
+                .len(),
+            5
+        );
     }
 
     #[test]
@@ -879,14 +878,14 @@ mod tests {
             })
             .unwrap();
         let folded = Name::parse("pc").unwrap();
-        let journal = Unsettled::Journal;
+        let journal = PendingChanges::Journal;
         assert_eq!(
             store.history(&folded, journal).unwrap(),
             expected,
             "from the journal"
         );
         assert_eq!(
-            store.history(&pc, Unsettled::Given(&[])).unwrap(),
+            store.history(&pc, PendingChanges::Given(&[])).unwrap(),
             [],
             "none settled"
         );
@@ -907,7 +906,7 @@ mod tests {
             expected,
             "settled in part"
         );
-        let given = Unsettled::Given(&logged[2..]);
+        let given = PendingChanges::Given(&logged[2..]);
         assert_eq!(
             store.history(&pc, given).unwrap(),
             expected,
@@ -952,7 +951,7 @@ mod tests {
         let migrated = Store::open(&path).unwrap();
         assert_eq!(migrated.version().unwrap(), SCHEMA_VERSION);
         assert_eq!(
-            migrated.history(&pc, Unsettled::Given(&[])).unwrap(),
+            migrated.history(&pc, PendingChanges::Given(&[])).unwrap(),
             expected
         );
         assert_eq!(migrated.load().unwrap().progress.next_history_id, 4);

@@ -83,13 +83,11 @@ pub(super) const SWEEP_SCAN_PER_CHUNK_ENTRY: usize = 32;
 /// fewer than this many): the journal stays at most about twice the snapshot, and every
 /// report costs at most one journal row and one snapshot row.
 const SWEEP_MIN_JOURNAL: u64 = 65_536;
-/// A sweep also starts once this many address changes per host are unsettled (but not
-/// for fewer than [`SWEEP_MIN_JOURNAL`]): the writer holds each one in memory (see
-/// [`Recent`]: a 64-byte map entry a host and 40 bytes a change, about 130 bytes a host
-/// with one once the map's and the allocator's overhead are counted), so a fleet that
-/// changes address all at once starts a sweep at an eighth of its hosts (16 bytes a host
-/// at 1,000,000) instead of holding them all until the journal outgrows the table. Changes that come during the sweep, for hosts
-/// it has passed, still wait for the next one.
+/// A sweep also starts once this many address changes per host wait in memory (never for
+/// fewer than [`SWEEP_MIN_JOURNAL`]): [`Recent`] costs about 130 bytes a host with one
+/// (map entry, [`HeldChange`], allocator), so a renumbered fleet costs 16 bytes a host,
+/// not all its changes until the journal outgrows the table. Changes for hosts a sweep
+/// has passed wait for the next one.
 const SWEEP_UNSETTLED_PER_HOST: f64 = 0.125;
 
 /// How often a turn prunes the history (`history_max_age`) once a prune found less than a
@@ -147,12 +145,18 @@ impl Limits {
 /// spares them decoding the whole journal.
 #[derive(Debug, Default)]
 pub struct Recent {
-    by_host: Mutex<HashMap<Name, Vec<Unsettled>>>,
+    by_host: Mutex<HashMap<Name, Vec<HeldChange>>>,
 }
 
-/// One unsettled change of a host: its history id, time and address (the host is the
-/// map's key, not repeated).
-pub(super) type Unsettled = (i64, Time, IpAddr);
+/// One unsettled change of a host, as [`Recent`] holds it: the host is the map's key, not
+/// repeated (40 bytes a change, beside a 64-byte map entry a host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct HeldChange {
+    /// The history id the commit gave it.
+    id: i64,
+    at: Time,
+    addr: IpAddr,
+}
 
 impl Recent {
     /// A host's unsettled changes.
@@ -163,35 +167,38 @@ impl Recent {
             .unwrap_or_default()
     }
 
-    pub(super) fn lock(&self) -> MutexGuard<'_, HashMap<Name, Vec<Unsettled>>> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, HashMap<Name, Vec<HeldChange>>> {
         // Nothing panics while holding the lock, so a poisoned map is still whole.
         self.by_host.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 /// Adds `changes`, just committed (or found unsettled in the journal at start-up).
-pub(super) fn hold(by_host: &mut HashMap<Name, Vec<Unsettled>>, changes: Vec<LoggedChange>) {
+pub(super) fn hold(by_host: &mut HashMap<Name, Vec<HeldChange>>, changes: Vec<LoggedChange>) {
     for LoggedChange { id, change } in changes {
-        by_host
-            .entry(change.name)
-            .or_default()
-            .push((id, change.at, change.addr));
+        by_host.entry(change.name).or_default().push(HeldChange {
+            id,
+            at: change.at,
+            addr: change.addr,
+        });
     }
 }
 
 /// A host's unsettled changes as the store takes them.
 pub(super) fn logged<'a>(
     name: &'a Name,
-    changes: &'a [Unsettled],
+    changes: &'a [HeldChange],
 ) -> impl Iterator<Item = LoggedChange> + 'a {
-    changes.iter().map(|&(id, at, addr)| LoggedChange {
-        id,
-        change: HistoryRow {
-            name: name.clone(),
-            at,
-            addr,
-        },
-    })
+    changes
+        .iter()
+        .map(|&HeldChange { id, at, addr }| LoggedChange {
+            id,
+            change: HistoryRow {
+                name: name.clone(),
+                at,
+                addr,
+            },
+        })
 }
 
 pub(super) struct Sweep {
@@ -273,6 +280,11 @@ mod tests {
         check_due(100_000, 65_536, 100_000, false);
         check_due(100_001, 0, 100_000, true);
         check_due(0, 65_537, 100_000, true);
+    }
+
+    #[test]
+    fn a_held_change_is_40_bytes_as_the_sweep_threshold_counts() {
+        assert_eq!(std::mem::size_of::<HeldChange>(), 40);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::*;
-use crate::store::{set_crash_hook, CrashHook, Loaded, Unsettled};
+use crate::store::{set_crash_hook, CrashHook, Loaded, PendingChanges};
 
 /// The script's turns, `STEP` apart.
 const N_TURNS: usize = 30;
@@ -346,9 +346,9 @@ fn check_store(path: &Path, expect: &Model, now: Now, what: &str) -> (Store, Loa
     let limit = Time::from_micros(now.time.as_micros() - MAX_AGE.as_micros() as i64);
     let mut n_pruned = 0;
     for (name, changes) in &expect.history {
-        let journal = store.history(name, Unsettled::Journal).unwrap();
+        let journal = store.history(name, PendingChanges::Journal).unwrap();
         let held = store
-            .history(name, Unsettled::Given(&loaded.progress.unsettled))
+            .history(name, PendingChanges::Given(&loaded.progress.unsettled))
             .unwrap();
         assert_eq!(
             held, journal,

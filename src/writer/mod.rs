@@ -464,8 +464,12 @@ impl Writer {
                 if !decided.records.is_empty() {
                     self.next_seq += 1;
                 }
-                self.n_unsettled =
-                    self.n_unsettled + decided.history.len() as u64 - settle.len() as u64;
+                // `settle` is every held change of the chunk's hosts, copied out of
+                // `recent` under its lock, and only this thread changes `recent`: it is
+                // part of what `n_unsettled` counts.
+                debug_assert!(settle.len() as u64 <= self.n_unsettled);
+                self.n_unsettled = self.n_unsettled.saturating_sub(settle.len() as u64)
+                    + decided.history.len() as u64;
                 self.next_history_id += decided.history.len() as i64;
                 {
                     let mut by_host = self.recent.lock();

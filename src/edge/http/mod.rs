@@ -53,7 +53,7 @@ use crate::proto::status;
 use crate::state::handoff::Handoff;
 use crate::state::metrics::{Metrics, Reason, Via};
 use crate::state::table::Table;
-use crate::store::{Store, StoreError, Unsettled};
+use crate::store::{PendingChanges, Store, StoreError};
 use crate::writer::{Outcome, Recent, Report};
 
 /// The largest request head (request line and headers). A router's update URL with its
@@ -804,7 +804,7 @@ impl Shared {
             match store.as_ref() {
                 Some(store) => {
                     let recent = shared.edge.recent.of(&name);
-                    let changes = store.history(&name, Unsettled::Given(&recent))?;
+                    let changes = store.history(&name, PendingChanges::Given(&recent))?;
                     Ok(api::within_max_age(
                         changes,
                         Time::now(),
