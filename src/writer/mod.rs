@@ -7,7 +7,9 @@
 //!
 //! The writer is where the replay rule is decided, since it alone sees every report in
 //! order: a signed report whose client time is not later than the host's last one is
-//! refused, and changes nothing.
+//! refused, and changes nothing. The decision on a batch is `decide`, a pure function of
+//! the batch and the current records; the thread reads the clock once per turn and
+//! passes it in (`Now`).
 //!
 //! Each commit also carries a step of the compaction, in the same transaction: a chunk of
 //! the sweep that folds the journal into the snapshot and settles address changes into
@@ -15,6 +17,9 @@
 //! changes to delete. The state machine is in `compaction` (`writer/compaction.rs`).
 //!
 //! The writer exits when the last sender is dropped, after committing what was queued.
+//!
+//! Must not know SQL (the store does), nor change the table or answer a report before
+//! the commit that holds it (`writer/crash_tests.rs` checks both at every step).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
