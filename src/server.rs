@@ -5,7 +5,6 @@
 //! write the export). Must not decode, validate or store anything itself.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -17,12 +16,11 @@ use crate::config::ServerConfig;
 use crate::edge::dns::Dns;
 use crate::edge::export;
 use crate::error::Error;
-use crate::model::name::Name;
-use crate::model::record::{Record, Time};
+use crate::model::record::Time;
 use crate::policy::Policy;
 use crate::state::metrics::Metrics;
 use crate::state::table::Table;
-use crate::store::{self, HistoryRow, Loaded, Progress, Store};
+use crate::store::{self, Loaded, Progress, Store};
 use crate::writer::{Liveness, Recent};
 use crate::{edge::http, edge::systemd, edge::udp, writer};
 
@@ -67,7 +65,12 @@ impl Server {
         let imported = export::read(&config.client_log_path)?;
         let mut store = Store::open(&config.store_path)?;
         if store.is_empty()? && imported.n_entries > 0 {
-            import(&mut store, &config.client_log_path, &imported)?;
+            store::import_original(
+                &mut store,
+                &config.client_log_path,
+                &imported.hosts,
+                &imported.skipped,
+            )?;
         }
         // A million imported hosts are over 100 MiB: gone before the table is loaded.
         drop(imported);
@@ -267,61 +270,4 @@ fn yield_to_reports() {
     if res != 0 {
         debug!(error = %std::io::Error::last_os_error(), "cannot lower a background thread's priority");
     }
-}
-
-/// Imports the original's file into the empty store, after keeping a copy of it beside
-/// itself (`PATH.orig`, never overwritten): entries that could not be imported are still
-/// in the copy when the export replaces the file.
-fn import(store: &mut Store, path: &Path, imported: &export::Imported) -> Result<(), Error> {
-    let mut backup = path.as_os_str().to_owned();
-    backup.push(".orig");
-    let backup = std::path::PathBuf::from(backup);
-    if !backup.exists() {
-        std::fs::copy(path, &backup).map_err(|source| {
-            Error::Export(export::ExportError::Write {
-                path: backup.clone(),
-                source,
-            })
-        })?;
-    }
-    for reason in &imported.skipped {
-        warn!(file = %path.display(), entry = %reason, "entry not imported (kept in the copy)");
-    }
-    // The original compared names as bytes, so a renamed machine may have left two
-    // spellings of one name: keep the one reported last.
-    let mut latest: std::collections::BTreeMap<&Name, &Record> = Default::default();
-    for (name, record) in &imported.hosts {
-        match latest.get(name) {
-            Some(kept) if kept.last_seen() >= record.last_seen() => {}
-            _ => {
-                latest.insert(name, record);
-            }
-        }
-    }
-    let hosts: Vec<(Name, Record)> = latest
-        .into_iter()
-        .map(|(name, record)| (name.clone(), *record))
-        .collect();
-    let mut history: Vec<HistoryRow> = imported
-        .hosts
-        .iter()
-        .filter_map(|(name, record)| {
-            let (addr, at) = record.latest()?;
-            Some(HistoryRow {
-                name: name.clone(),
-                at,
-                addr,
-            })
-        })
-        .collect();
-    history.sort_by_key(|change| change.at);
-    store.import(&hosts, &history)?;
-    warn!(
-        file = %path.display(),
-        n_hosts = hosts.len(),
-        n_skipped = imported.skipped.len(),
-        copy = %backup.display(),
-        "imported the original DynIP client log into the store"
-    );
-    Ok(())
 }

@@ -7,7 +7,7 @@ use super::{load_config, print};
 use crate::error::Error;
 use crate::model::name::Name;
 use crate::model::record::{Record, Time};
-use crate::store::{Store, Unsettled};
+use crate::store::{Store, PendingChanges};
 
 pub(super) fn list(path: &Path, json: bool) -> Result<(), Error> {
     let config = load_config(path)?;
@@ -89,7 +89,7 @@ pub(super) fn history(path: &Path, host: &str, json: bool) -> Result<(), Error> 
     let config = load_config(path)?;
     let store = Store::open_read_only(&config.server.store_path)?;
     let changes = crate::model::record::within_max_age(
-        store.history(&name, Unsettled::Journal)?,
+        store.history(&name, PendingChanges::Journal)?,
         Time::now(),
         config.server.history_max_age,
     );

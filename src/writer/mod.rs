@@ -7,26 +7,24 @@
 //!
 //! The writer is where the replay rule is decided, since it alone sees every report in
 //! order: a signed report whose client time is not later than the host's last one is
-//! refused, and changes nothing.
+//! refused, and changes nothing. The decision on a batch is `decide`, a pure function of
+//! the batch and the current records; the thread reads the clock once per turn and
+//! passes it in (`Now`).
 //!
-//! Each commit also carries a step of folding the journal into the snapshot, in the same
-//! transaction (one fsync): a sweep walks the table in name order, writes the entries
-//! changed since the last sweep a chunk per turn (with those hosts' address changes,
-//! settled from memory into the store's history), and when it reaches the end drops the
-//! journal entries from before it began, a few per turn. Each chunk touches
-//! neighbouring pages of the snapshot, so a sweep rewrites the snapshot about once,
-//! sequentially, and no turn holds up reports for long (one `DELETE` of a whole journal
-//! took 0.3–0.4 s at 1,000,000 hosts).
-//!
-//! With `history_max_age`, a turn also deletes a chunk of the history's oldest changes,
-//! once a minute, or ten times a second while there are more to delete.
+//! Each commit also carries a step of the compaction, in the same transaction: a chunk of
+//! the sweep that folds the journal into the snapshot and settles address changes into
+//! the store's history, and with `history_max_age` a chunk of the history's oldest
+//! changes to delete. The state machine is in `compaction` (`writer/compaction.rs`).
 //!
 //! The writer exits when the last sender is dropped, after committing what was queued.
+//!
+//! Must not know SQL (the store does), nor change the table or answer a report before
+//! the commit that holds it (`writer/crash_tests.rs` checks both at every step).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -37,7 +35,16 @@ use crate::model::name::Name;
 use crate::model::record::{Change, Record, Time};
 use crate::state::metrics::Metrics;
 use crate::state::table::{Entry, Slot, Table};
-use crate::store::{HistoryRow, LoggedChange, Progress, Removed, Store, Turn, PRUNE_ROWS_PER_TURN};
+use crate::store::{
+    crash_point, CrashPoint, HistoryRow, LoggedChange, Progress, Removed, Store, Turn,
+};
+
+mod compaction;
+#[cfg(test)]
+mod crash_tests;
+
+pub use compaction::Recent;
+use compaction::{hold, logged, Limits, Phase, Prune, Sweep, SWEEP_SCAN_PER_CHUNK_ENTRY};
 
 /// The most reports in one transaction. At 100,000 reports/s a full batch is 40 ms of
 /// traffic; larger batches save little (one fsync is about 0.2 ms here) and delay acks.
@@ -45,45 +52,6 @@ pub const MAX_BATCH: usize = 4096;
 /// Reports that may wait for the writer. When full, receivers wait, and the kernel's socket
 /// buffer holds the rest: backpressure instead of unbounded memory.
 pub const QUEUE_LEN: usize = 4 * MAX_BATCH;
-/// Dirty entries the sweep writes in one turn: as many as the turn's batch, so the sweep
-/// keeps pace with the journal (a batch adds at most one record per report), within these
-/// bounds.
-/// A full chunk costs 3-4 ms of commit: given to every turn, it held up each report
-/// that came during a sweep (every second or so at 50,000 reports/s with 10,000 hosts) by
-/// that much, the p99 latency; a small batch now gets a small chunk.
-const MIN_SWEEP_CHUNK: usize = 128;
-const MAX_SWEEP_CHUNK: usize = 2048;
-/// Entries the sweep may scan per turn to find its chunk's dirty ones, per entry written.
-const SWEEP_SCAN_PER_CHUNK_ENTRY: usize = 32;
-/// A sweep starts once the journal holds more rows than the table has hosts (but not for
-/// fewer than this many): the journal stays at most about twice the snapshot, and every
-/// report costs at most one journal row and one snapshot row.
-const SWEEP_MIN_JOURNAL: u64 = 65_536;
-/// A sweep also starts once this many address changes per host are unsettled (but not
-/// for fewer than [`SWEEP_MIN_JOURNAL`]): the writer holds each one in memory (see
-/// [`Recent`]: a 64-byte map entry a host and 40 bytes a change, about 130 bytes a host
-/// with one once the map's and the allocator's overhead are counted), so a fleet that
-/// changes address all at once starts a sweep at an eighth of its hosts (16 bytes a host
-/// at 1,000,000) instead of holding them all until the journal outgrows the table. Changes that come during the sweep, for hosts
-/// it has passed, still wait for the next one.
-const SWEEP_UNSETTLED_PER_HOST: f64 = 0.125;
-
-/// How often a turn prunes the history (`history_max_age`) once a prune found less than a
-/// chunk to delete.
-const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// The pause between two chunks while a prune catches up (after the limit is first set
-/// on a long history): 2,560 rows a second at most, so that catching up does not slow
-/// every commit.
-const PRUNE_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// Whether a compaction sweep is due: the journal outgrew the table, or the unsettled
-/// changes the writer keeps in memory grew past their share.
-fn sweep_due(journal_records: u64, n_unsettled: u64, n_hosts: usize) -> bool {
-    let n_hosts = n_hosts as u64;
-    journal_records > SWEEP_MIN_JOURNAL.max(n_hosts)
-        || n_unsettled > SWEEP_MIN_JOURNAL.max((n_hosts as f64 * SWEEP_UNSETTLED_PER_HOST) as u64)
-}
 
 /// One report for the writer.
 pub struct Report {
@@ -108,56 +76,6 @@ pub type Done = Box<dyn FnOnce(Outcome) + Send>;
 
 /// What the writer decided on a report.
 pub type Outcome = Result<Committed, Refused>;
-
-/// Address changes in the journal that the sweep has not yet settled into the store's
-/// `history`, by host. The writer adds a commit's changes and removes those it settles;
-/// the server's history readers add a host's to what the store's `history` holds, which
-/// spares them decoding the whole journal.
-#[derive(Debug, Default)]
-pub struct Recent {
-    by_host: Mutex<HashMap<Name, Vec<Unsettled>>>,
-}
-
-/// One unsettled change of a host: its history id, time and address (the host is the
-/// map's key, not repeated).
-type Unsettled = (i64, Time, IpAddr);
-
-impl Recent {
-    /// A host's unsettled changes.
-    pub fn of(&self, name: &Name) -> Vec<LoggedChange> {
-        self.lock()
-            .get_key_value(name)
-            .map(|(name, changes)| logged(name, changes).collect())
-            .unwrap_or_default()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<Name, Vec<Unsettled>>> {
-        // Nothing panics while holding the lock, so a poisoned map is still whole.
-        self.by_host.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// Adds `changes`, just committed (or found unsettled in the journal at start-up).
-fn hold(by_host: &mut HashMap<Name, Vec<Unsettled>>, changes: Vec<LoggedChange>) {
-    for LoggedChange { id, change } in changes {
-        by_host
-            .entry(change.name)
-            .or_default()
-            .push((id, change.at, change.addr));
-    }
-}
-
-/// A host's unsettled changes as the store takes them.
-fn logged<'a>(name: &'a Name, changes: &'a [Unsettled]) -> impl Iterator<Item = LoggedChange> + 'a {
-    changes.iter().map(|&(id, at, addr)| LoggedChange {
-        id,
-        change: HistoryRow {
-            name: name.clone(),
-            at,
-            addr,
-        },
-    })
-}
 
 /// A committed report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,56 +166,43 @@ pub fn spawn(
     history_max_age: Option<std::time::Duration>,
 ) -> std::io::Result<(mpsc::Sender<Report>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE_LEN);
-    let n_unsettled = progress.unsettled.len() as u64;
-    hold(&mut recent.lock(), progress.unsettled);
-    metrics.backlog(progress.journal_records, n_unsettled);
-    let writer = Writer {
+    let writer = Writer::new(
         store,
         table,
-        rx,
-        next_seq: progress.next_seq,
-        journal_records: progress.journal_records,
-        next_history_id: progress.next_history_id,
-        n_unsettled,
+        progress,
         recent,
-        sweep: None,
         metrics,
-        liveness,
-        prune: history_max_age.map(|max_age| Prune {
-            max_age,
-            next: Instant::now(),
-        }),
-    };
+        history_max_age.map(|max_age| Prune::new(max_age, Instant::now())),
+        Limits::default(),
+    );
     let handle = std::thread::Builder::new()
         .name("dynip-writer".to_string())
-        .spawn(move || writer.run())?;
+        .spawn(move || writer.run(rx, &liveness))?;
     Ok((tx, handle))
 }
 
-/// How many dirty entries the sweep writes in a turn with `n_reports` reports.
-fn sweep_chunk(n_reports: usize) -> usize {
-    n_reports.clamp(MIN_SWEEP_CHUNK, MAX_SWEEP_CHUNK)
+/// The clock, read once per turn by the writer thread and passed into the turn, whose
+/// decisions read no clock of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Now {
+    /// The wall clock: what the history's times are compared with.
+    pub time: Time,
+    /// The monotonic clock: what paces the prune (a wall clock set back must not stop it).
+    pub instant: Instant,
 }
 
-struct Sweep {
-    /// Journal entries below this were written before the sweep began: every host they
-    /// touch was dirty then and is written (and its changes settled) by the sweep, so
-    /// they can go when it ends.
-    start: i64,
-    phase: Phase,
-}
-
-enum Phase {
-    /// Writing dirty records; the next chunk starts after this name.
-    Scan { after: Option<Name> },
-    /// Every dirty record is written: dropping the journal entries below `start`.
-    Drop,
+impl Now {
+    fn read() -> Now {
+        Now {
+            time: Time::now(),
+            instant: Instant::now(),
+        }
+    }
 }
 
 struct Writer {
     store: Store,
     table: Arc<Table>,
-    rx: mpsc::Receiver<Report>,
     /// The next journal entry's sequence number.
     next_seq: i64,
     /// Records in the journal, not yet folded into the snapshot.
@@ -310,47 +215,150 @@ struct Writer {
     /// The changes in `recent`.
     n_unsettled: u64,
     sweep: Option<Sweep>,
+    limits: Limits,
     metrics: Arc<Metrics>,
-    liveness: Arc<Liveness>,
     prune: Option<Prune>,
-}
-
-/// When the history is next pruned, of changes older than `max_age`.
-struct Prune {
-    max_age: std::time::Duration,
-    next: Instant,
 }
 
 /// A batch's reports, decided: the records they change and their history, and which
 /// reports the replay rule refused.
-struct Decided {
-    records: Vec<(Name, Entry)>,
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Decided<S> {
+    /// Each changed host's new record, once, whatever the number of its reports.
+    pub records: Vec<(Name, Entry)>,
     /// Where each record's host lives in the table (`None`: a new host).
-    slots: Vec<Option<Slot>>,
-    history: Vec<LoggedChange>,
+    pub slots: Vec<Option<S>>,
+    /// The batch's address changes, in arrival order, with their history ids.
+    pub history: Vec<LoggedChange>,
     /// Per report: refused by the replay rule, or else whether it changed its host.
-    verdicts: Vec<Verdict>,
+    pub verdicts: Vec<Verdict>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
+pub(crate) enum Verdict {
     Replayed,
+    /// A new address, or into or out of offline: dyndns2's `good`.
     Changed,
+    /// Only the last-seen time moved: `nochg`.
     Unchanged,
 }
 
+/// Applies a batch to copies of the current records, in arrival order (a report sees
+/// what the batch's earlier reports did to its host): the replay rule (a signed report's
+/// client time must be later than the host's `signed_at`), good or nochg, offline, and the
+/// address changes, numbered from `next_history_id`. `lookup` finds a host's record
+/// and where it lives (`S`, the table's slot); the records come out with `seq` and dirty.
+pub(crate) fn decide<S: Copy>(
+    batch: &[Report],
+    mut lookup: impl FnMut(&Name) -> Option<(S, Record)>,
+    next_history_id: i64,
+    seq: i64,
+) -> Decided<S> {
+    let mut pending: HashMap<Name, (Option<S>, Record)> = HashMap::with_capacity(batch.len());
+    let mut history = Vec::new();
+    let mut verdicts = Vec::with_capacity(batch.len());
+    for report in batch {
+        let (slot, current) = match pending.get(&report.name) {
+            Some(&(slot, record)) => (slot, Some(record)),
+            None => match lookup(&report.name) {
+                Some((slot, record)) => (Some(slot), Some(record)),
+                None => (None, None),
+            },
+        };
+        if let (Some(signed_at), Some(record)) = (report.signed_at, &current) {
+            if !record.is_fresh(signed_at) {
+                verdicts.push(Verdict::Replayed);
+                continue;
+            }
+        }
+        let (mut record, change, was_offline) = match current {
+            Some(mut record) => {
+                let was_offline = record.offline;
+                let change = record.apply(report.addr, report.at);
+                (record, change, was_offline)
+            }
+            None => (
+                Record::new(report.addr, report.at),
+                Change::NewAddress,
+                report.offline,
+            ),
+        };
+        if report.signed_at.is_some() {
+            record.signed_at = report.signed_at;
+        }
+        record.offline = report.offline;
+        verdicts.push(
+            if change == Change::NewAddress || was_offline != report.offline {
+                Verdict::Changed
+            } else {
+                Verdict::Unchanged
+            },
+        );
+        pending.insert(report.name.clone(), (slot, record));
+        if change == Change::NewAddress {
+            history.push(LoggedChange {
+                id: next_history_id + history.len() as i64,
+                change: HistoryRow {
+                    name: report.name.clone(),
+                    at: report.at,
+                    addr: report.addr.to_canonical(),
+                },
+            });
+        }
+    }
+    let dirty = true;
+    let (slots, records) = pending
+        .into_iter()
+        .map(|(name, (slot, record))| (slot, (name, Entry { record, seq, dirty })))
+        .unzip();
+    Decided {
+        records,
+        slots,
+        history,
+        verdicts,
+    }
+}
+
 impl Writer {
-    fn run(mut self) {
+    /// A writer going on from `progress`, with its unsettled changes put into `recent`.
+    fn new(
+        store: Store,
+        table: Arc<Table>,
+        progress: Progress,
+        recent: Arc<Recent>,
+        metrics: Arc<Metrics>,
+        prune: Option<Prune>,
+        limits: Limits,
+    ) -> Writer {
+        let n_unsettled = progress.unsettled.len() as u64;
+        hold(&mut recent.lock(), progress.unsettled);
+        metrics.backlog(progress.journal_records, n_unsettled);
+        Writer {
+            store,
+            table,
+            next_seq: progress.next_seq,
+            journal_records: progress.journal_records,
+            next_history_id: progress.next_history_id,
+            n_unsettled,
+            recent,
+            sweep: None,
+            limits,
+            metrics,
+            prune,
+        }
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Report>, liveness: &Liveness) {
         loop {
             let first = if self.sweep.is_some() {
-                match self.rx.try_recv() {
+                match rx.try_recv() {
                     Ok(report) => Some(report),
                     // Nothing queued: a turn of sweeping alone.
                     Err(mpsc::error::TryRecvError::Empty) => None,
                     Err(mpsc::error::TryRecvError::Disconnected) => break,
                 }
             } else {
-                match self.rx.blocking_recv() {
+                match rx.blocking_recv() {
                     Some(report) => Some(report),
                     None => break,
                 }
@@ -358,43 +366,61 @@ impl Writer {
             let mut batch = Vec::with_capacity(64);
             batch.extend(first);
             while !batch.is_empty() && batch.len() < MAX_BATCH {
-                match self.rx.try_recv() {
+                match rx.try_recv() {
                     Ok(report) => batch.push(report),
                     Err(_) => break,
                 }
             }
-            self.liveness.turn_starts();
-            self.turn(batch);
-            self.liveness.turn_ends();
-            if self.sweep.is_none()
-                && sweep_due(self.journal_records, self.n_unsettled, self.table.len())
-            {
-                debug!(
-                    journal_records = self.journal_records,
-                    "compaction sweep starts"
-                );
-                self.sweep = Some(Sweep {
-                    start: self.next_seq,
-                    phase: Phase::Scan { after: None },
-                });
-            }
+            liveness.turn_starts();
+            self.turn(batch, Now::read());
+            liveness.turn_ends();
+            self.start_sweep_if_due();
         }
         debug!("writer stops: no more reports");
     }
 
-    /// One transaction: the batch, and a step of the sweep if one is under way.
-    fn turn(&mut self, batch: Vec<Report>) {
-        let decided = self.decide(&batch);
+    /// After a turn: a sweep starts when the journal or the unsettled changes outgrew
+    /// their share.
+    fn start_sweep_if_due(&mut self) {
+        if self.sweep.is_none()
+            && self
+                .limits
+                .sweep_due(self.journal_records, self.n_unsettled, self.table.len())
+        {
+            debug!(
+                journal_records = self.journal_records,
+                "compaction sweep starts"
+            );
+            self.sweep = Some(Sweep {
+                start: self.next_seq,
+                phase: Phase::Scan { after: None },
+            });
+        }
+    }
+
+    /// One transaction: the batch, and a step of the sweep if one is under way, and of
+    /// the prune if one is due at `now`.
+    fn turn(&mut self, batch: Vec<Report>, now: Now) {
+        let decided = decide(
+            &batch,
+            |name| {
+                self.table
+                    .find(name)
+                    .map(|(slot, entry)| (slot, entry.record))
+            },
+            self.next_history_id,
+            self.next_seq,
+        );
         let seq = self.next_seq;
         let (snapshot, snapshot_slots, scanned_to) = match &self.sweep {
             Some(Sweep {
                 phase: Phase::Scan { after },
                 ..
-            }) => self.table.dirty_after(
-                after.as_ref(),
-                sweep_chunk(batch.len()),
-                SWEEP_SCAN_PER_CHUNK_ENTRY * sweep_chunk(batch.len()),
-            ),
+            }) => {
+                let chunk = self.limits.sweep_chunk(batch.len());
+                self.table
+                    .dirty_after(after.as_ref(), chunk, SWEEP_SCAN_PER_CHUNK_ENTRY * chunk)
+            }
             _ => (Vec::new(), Vec::new(), None),
         };
         let settle: Vec<LoggedChange> = {
@@ -425,9 +451,11 @@ impl Writer {
             snapshot: &snapshot,
             settle: &settle,
             drop_before,
-            prune_before: self.prune_before(),
+            prune_before: self.prune.as_ref().and_then(|prune| prune.before(now)),
         };
         let pruning = turn.prune_before.is_some();
+        crash_point(CrashPoint::BeforeCommit);
+        // The commit's latency, for the metrics: measured, not a decision's input.
         let started = Instant::now();
         let committed = self.store.commit(&turn);
         if !batch.is_empty() {
@@ -441,8 +469,12 @@ impl Writer {
                 if !decided.records.is_empty() {
                     self.next_seq += 1;
                 }
-                self.n_unsettled =
-                    self.n_unsettled + decided.history.len() as u64 - settle.len() as u64;
+                // `settle` is every held change of the chunk's hosts, copied out of
+                // `recent` under its lock, and only this thread changes `recent`: it is
+                // part of what `n_unsettled` counts.
+                debug_assert!(settle.len() as u64 <= self.n_unsettled);
+                self.n_unsettled = self.n_unsettled.saturating_sub(settle.len() as u64)
+                    + decided.history.len() as u64;
                 self.next_history_id += decided.history.len() as i64;
                 {
                     let mut by_host = self.recent.lock();
@@ -454,16 +486,20 @@ impl Writer {
                 self.journal_records =
                     (self.journal_records + decided.records.len() as u64).saturating_sub(n_dropped);
                 if pruning {
-                    self.pruned(n_pruned);
+                    self.pruned(n_pruned, now);
                 }
                 self.metrics.backlog(self.journal_records, self.n_unsettled);
                 let updates = decided.slots.into_iter().zip(decided.records);
-                if self
+                let dns_changed = self
                     .table
-                    .update_found(updates.map(|(slot, (name, entry))| (slot, name, entry)))
-                {
-                    // Taken after the table shows the change, as the serial needs.
-                    self.table.note_dns_change(Time::now());
+                    .update_found(updates.map(|(slot, (name, entry))| (slot, name, entry)));
+                // Read after the table shows the batch, not `now`: the DNS serial needs a
+                // time no earlier than the change became visible (a transfer in between
+                // must not keep a serial that already counts it), and acknowledgements
+                // say when their report committed.
+                let shown_at = Time::now();
+                if dns_changed {
+                    self.table.note_dns_change(shown_at);
                 }
                 let written: Vec<(Slot, i64)> = snapshot_slots
                     .into_iter()
@@ -472,7 +508,8 @@ impl Writer {
                     .collect();
                 self.table.mark_clean(&written);
                 self.advance_sweep(scanned_to);
-                Ok(Time::now())
+                crash_point(CrashPoint::TableUpdated);
+                Ok(shown_at)
             }
             Err(e) => {
                 error!(error = %e, n_reports = batch.len(), "dropping reports: commit failed");
@@ -483,7 +520,10 @@ impl Writer {
         };
         for (report, verdict) in batch.into_iter().zip(decided.verdicts) {
             let outcome = match verdict {
-                Verdict::Replayed => Err(Refused::Replayed),
+                Verdict::Replayed => {
+                    debug!(host = %report.name, addr = %report.addr, "refusing replayed report");
+                    Err(Refused::Replayed)
+                }
                 Verdict::Changed | Verdict::Unchanged => outcome.map(|at| Committed {
                     at,
                     changed: verdict == Verdict::Changed,
@@ -496,37 +536,24 @@ impl Writer {
                 done(outcome);
             }
         }
+        crash_point(CrashPoint::Answered);
     }
 
-    /// Moves the sweep on after a committed turn.
-    /// The time before which this turn prunes the history, when a prune is due.
-    fn prune_before(&self) -> Option<Time> {
-        let prune = self
-            .prune
-            .as_ref()
-            .filter(|prune| prune.next <= Instant::now())?;
-        let max_age = i64::try_from(prune.max_age.as_micros()).unwrap_or(i64::MAX);
-        Some(Time::from_micros(
-            Time::now().as_micros().saturating_sub(max_age),
-        ))
-    }
-
-    /// After a prune that deleted `n_pruned` rows: the next one after [`PRUNE_PAUSE`]
-    /// while there are more, else in [`PRUNE_EVERY`].
-    fn pruned(&mut self, n_pruned: u64) {
+    /// After a prune at `now` that deleted `n_pruned` rows: counts them, and schedules
+    /// the next.
+    fn pruned(&mut self, n_pruned: u64, now: Now) {
         if let Some(prune) = &mut self.prune {
             if n_pruned > 0 {
                 debug!(n_pruned, "history pruned");
                 self.metrics.pruned(n_pruned);
             }
-            prune.next = if n_pruned as i64 >= PRUNE_ROWS_PER_TURN {
-                Instant::now() + PRUNE_PAUSE
-            } else {
-                Instant::now() + PRUNE_EVERY
-            };
+            prune.pruned(n_pruned, now.instant);
         }
     }
 
+    /// Moves the sweep on after a committed turn: to the next chunk, from the last chunk
+    /// to dropping, and from dropping to done once no journal entry from before the sweep
+    /// is left.
     fn advance_sweep(&mut self, scanned_to: Option<Name>) {
         let Some(sweep) = &mut self.sweep else {
             return;
@@ -556,92 +583,349 @@ impl Writer {
             },
         }
     }
-
-    /// Applies a batch to copies of the current records, deciding the replay rule in
-    /// arrival order.
-    fn decide(&self, batch: &[Report]) -> Decided {
-        let mut pending: HashMap<Name, (Option<Slot>, Record)> =
-            HashMap::with_capacity(batch.len());
-        let mut history = Vec::new();
-        let mut verdicts = Vec::with_capacity(batch.len());
-        for report in batch {
-            let (slot, current) = match pending.get(&report.name) {
-                Some(&(slot, record)) => (slot, Some(record)),
-                None => match self.table.find(&report.name) {
-                    Some((slot, entry)) => (Some(slot), Some(entry.record)),
-                    None => (None, None),
-                },
-            };
-            if let (Some(signed_at), Some(record)) = (report.signed_at, &current) {
-                if !record.is_fresh(signed_at) {
-                    debug!(host = %report.name, addr = %report.addr, "refusing replayed report");
-                    verdicts.push(Verdict::Replayed);
-                    continue;
-                }
-            }
-            let (mut record, change, was_offline) = match current {
-                Some(mut record) => {
-                    let was_offline = record.offline;
-                    let change = record.apply(report.addr, report.at);
-                    (record, change, was_offline)
-                }
-                None => (
-                    Record::new(report.addr, report.at),
-                    Change::NewAddress,
-                    report.offline,
-                ),
-            };
-            if report.signed_at.is_some() {
-                record.signed_at = report.signed_at;
-            }
-            record.offline = report.offline;
-            verdicts.push(
-                if change == Change::NewAddress || was_offline != report.offline {
-                    Verdict::Changed
-                } else {
-                    Verdict::Unchanged
-                },
-            );
-            pending.insert(report.name.clone(), (slot, record));
-            if change == Change::NewAddress {
-                history.push(LoggedChange {
-                    id: self.next_history_id + history.len() as i64,
-                    change: HistoryRow {
-                        name: report.name.clone(),
-                        at: report.at,
-                        addr: report.addr.to_canonical(),
-                    },
-                });
-            }
-        }
-        let seq = self.next_seq;
-        let dirty = true;
-        let (slots, records) = pending
-            .into_iter()
-            .map(|(name, (slot, record))| (slot, (name, Entry { record, seq, dirty })))
-            .unzip();
-        Decided {
-            records,
-            slots,
-            history,
-            verdicts,
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Verdict::{Changed, Replayed, Unchanged};
+
+    fn secs(secs: i64) -> Time {
+        Time::from_micros(secs * 1_000_000)
+    }
+
+    /// A host in the table before the batch: name, address, last report (s), the client's
+    /// time of its last signed report (s), offline.
+    type Host = (&'static str, &'static str, i64, Option<i64>, bool);
+
+    /// A report: host, address, receive time (s), the client's time if signed (s), offline.
+    fn report(name: &str, addr: &str, at: i64, signed_at: Option<i64>, offline: bool) -> Report {
+        Report {
+            name: Name::parse(name).unwrap(),
+            addr: addr.parse().unwrap(),
+            at: secs(at),
+            signed_at: signed_at.map(secs),
+            offline,
+            done: None,
+        }
+    }
+
+    fn unsigned(name: &str, addr: &str, at: i64) -> Report {
+        report(name, addr, at, None, false)
+    }
+
+    fn signed(name: &str, addr: &str, at: i64, signed_at: i64) -> Report {
+        report(name, addr, at, Some(signed_at), false)
+    }
+
+    /// A record as the tests compare it: the name as spelled, the host's slot (its index
+    /// in the table), the IPv4 and IPv6 addresses, the client's time of the last signed report (s), offline.
+    type Shown<S> = (S, Option<usize>, Option<S>, Option<S>, Option<i64>, bool);
+
+    /// Decides `batch` over a table of `known` hosts, with history ids from 100 and
+    /// journal entry 7, and compares each report's verdict, the address changes as
+    /// (host, address, time in s), and the records (by name).
+    fn check(
+        known: &[Host],
+        batch: &[Report],
+        verdicts: &[Verdict],
+        history: &[(&str, &str, i64)],
+        records: &[Shown<&str>],
+    ) {
+        let table: HashMap<Name, (usize, Record)> = known
+            .iter()
+            .enumerate()
+            .map(|(idx, &(name, addr, at, signed_at, offline))| {
+                let mut record = Record::new(addr.parse().unwrap(), secs(at));
+                record.signed_at = signed_at.map(secs);
+                record.offline = offline;
+                (Name::parse(name).unwrap(), (idx, record))
+            })
+            .collect();
+        let decided = decide(batch, |name| table.get(name).copied(), 100, 7);
+        let what = format!("{batch:?} over {known:?}");
+        assert_eq!(decided.verdicts, verdicts, "verdicts of {what}");
+        let expect: Vec<LoggedChange> = history
+            .iter()
+            .enumerate()
+            .map(|(idx, &(name, addr, at))| LoggedChange {
+                id: 100 + idx as i64,
+                change: HistoryRow {
+                    name: Name::parse(name).unwrap(),
+                    at: secs(at),
+                    addr: addr.parse().unwrap(),
+                },
+            })
+            .collect();
+        assert_eq!(decided.history, expect, "history of {what}");
+        let mut shown: Vec<Shown<String>> = decided
+            .slots
+            .iter()
+            .zip(&decided.records)
+            .map(|(&slot, (name, entry))| {
+                assert_eq!((entry.seq, entry.dirty), (7, true), "{name}'s entry");
+                let record = &entry.record;
+                (
+                    name.as_str().to_string(),
+                    slot,
+                    record.v4.map(|seen| seen.addr.to_string()),
+                    record.v6.map(|seen| seen.addr.to_string()),
+                    record.signed_at.map(|at| at.as_micros() / 1_000_000),
+                    record.offline,
+                )
+            })
+            .collect();
+        shown.sort();
+        let expect: Vec<Shown<String>> = records
+            .iter()
+            .map(|&(name, slot, v4, v6, signed_at, offline)| {
+                (
+                    name.to_string(),
+                    slot,
+                    v4.map(str::to_string),
+                    v6.map(str::to_string),
+                    signed_at,
+                    offline,
+                )
+            })
+            .collect();
+        assert_eq!(shown, expect, "records of {what}");
+    }
 
     #[test]
-    fn a_sweep_is_due_when_the_journal_or_the_unsettled_history_outgrows_its_share() {
-        // Few hosts: 65,536 of either.
-        assert!(!sweep_due(65_536, 65_536, 10));
-        assert!(sweep_due(65_537, 0, 10));
-        assert!(sweep_due(0, 65_537, 10));
-        // 1,000,000 hosts: a journal record each, or an unsettled change per eight.
-        assert!(!sweep_due(1_000_000, 125_000, 1_000_000));
-        assert!(sweep_due(1_000_001, 0, 1_000_000));
-        assert!(sweep_due(0, 125_001, 1_000_000));
+    fn a_new_host_is_changed_and_its_address_goes_into_the_history() {
+        check(
+            &[],
+            &[unsigned("pc", "203.0.113.1", 10)],
+            &[Changed],
+            &[("pc", "203.0.113.1", 10)],
+            &[("pc", None, Some("203.0.113.1"), None, None, false)],
+        );
+        check(
+            &[],
+            &[signed("pc", "2001:db8::1", 10, 9)],
+            &[Changed],
+            &[("pc", "2001:db8::1", 10)],
+            &[("pc", None, None, Some("2001:db8::1"), Some(9), false)],
+        );
+        check(
+            &[],
+            &[report("pc", "203.0.113.1", 10, None, true)],
+            &[Changed],
+            &[("pc", "203.0.113.1", 10)],
+            &[("pc", None, Some("203.0.113.1"), None, None, true)],
+        );
+        // An IPv4-mapped address is IPv4, in the record and in the history.
+        check(
+            &[],
+            &[unsigned("pc", "::ffff:203.0.113.1", 10)],
+            &[Changed],
+            &[("pc", "203.0.113.1", 10)],
+            &[("pc", None, Some("203.0.113.1"), None, None, false)],
+        );
+    }
+
+    #[test]
+    fn the_same_address_is_nochg_and_a_new_one_of_either_family_is_good() {
+        let known: &[Host] = &[
+            ("laptop", "198.51.100.9", 1, None, false),
+            ("pc", "203.0.113.1", 1, None, false),
+        ];
+        // The record goes to the journal as the report spelled the name.
+        check(
+            known,
+            &[unsigned("PC", "203.0.113.1", 10)],
+            &[Unchanged],
+            &[],
+            &[("PC", Some(1), Some("203.0.113.1"), None, None, false)],
+        );
+        check(
+            known,
+            &[unsigned("pc", "::ffff:203.0.113.1", 10)],
+            &[Unchanged],
+            &[],
+            &[("pc", Some(1), Some("203.0.113.1"), None, None, false)],
+        );
+        check(
+            known,
+            &[unsigned("pc", "203.0.113.2", 10)],
+            &[Changed],
+            &[("pc", "203.0.113.2", 10)],
+            &[("pc", Some(1), Some("203.0.113.2"), None, None, false)],
+        );
+        // The first IPv6 address of a host with IPv4: a change, and the IPv4 stays.
+        check(
+            known,
+            &[unsigned("pc", "2001:db8::1", 10)],
+            &[Changed],
+            &[("pc", "2001:db8::1", 10)],
+            &[(
+                "pc",
+                Some(1),
+                Some("203.0.113.1"),
+                Some("2001:db8::1"),
+                None,
+                false,
+            )],
+        );
+    }
+
+    #[test]
+    fn a_signed_report_needs_a_client_time_later_than_the_hosts() {
+        let known: &[Host] = &[("pc", "203.0.113.1", 1, Some(50), false)];
+        let replayed = |report: Report| check(known, &[report], &[Replayed], &[], &[]);
+        replayed(signed("pc", "203.0.113.1", 10, 49));
+        replayed(signed("pc", "203.0.113.1", 10, 50));
+        // A replay changes nothing, not even with a new address.
+        replayed(signed("pc", "203.0.113.2", 10, 50));
+        check(
+            known,
+            &[signed("pc", "203.0.113.1", 10, 51)],
+            &[Unchanged],
+            &[],
+            &[("pc", Some(0), Some("203.0.113.1"), None, Some(51), false)],
+        );
+        // Unsigned reports are not replays, and keep the signed time.
+        check(
+            known,
+            &[unsigned("pc", "203.0.113.2", 10)],
+            &[Changed],
+            &[("pc", "203.0.113.2", 10)],
+            &[("pc", Some(0), Some("203.0.113.2"), None, Some(50), false)],
+        );
+        // A host that never signed takes any time.
+        check(
+            &[("pc", "203.0.113.1", 1, None, false)],
+            &[signed("pc", "203.0.113.1", 10, -5)],
+            &[Unchanged],
+            &[],
+            &[("pc", Some(0), Some("203.0.113.1"), None, Some(-5), false)],
+        );
+    }
+
+    #[test]
+    fn going_offline_and_coming_back_are_changes() {
+        let online: &[Host] = &[("pc", "203.0.113.1", 1, None, false)];
+        let offline: &[Host] = &[("pc", "203.0.113.1", 1, None, true)];
+        check(
+            online,
+            &[report("pc", "203.0.113.1", 10, None, true)],
+            &[Changed],
+            &[],
+            &[("pc", Some(0), Some("203.0.113.1"), None, None, true)],
+        );
+        check(
+            offline,
+            &[report("pc", "203.0.113.1", 10, None, true)],
+            &[Unchanged],
+            &[],
+            &[("pc", Some(0), Some("203.0.113.1"), None, None, true)],
+        );
+        check(
+            offline,
+            &[unsigned("pc", "203.0.113.1", 10)],
+            &[Changed],
+            &[],
+            &[("pc", Some(0), Some("203.0.113.1"), None, None, false)],
+        );
+        check(
+            offline,
+            &[unsigned("pc", "203.0.113.2", 10)],
+            &[Changed],
+            &[("pc", "203.0.113.2", 10)],
+            &[("pc", Some(0), Some("203.0.113.2"), None, None, false)],
+        );
+    }
+
+    #[test]
+    fn reports_of_one_host_in_one_batch_are_decided_in_arrival_order() {
+        let known: &[Host] = &[("pc", "203.0.113.1", 1, Some(50), false)];
+        check(
+            &[],
+            &[
+                unsigned("pc", "203.0.113.1", 10),
+                unsigned("pc", "203.0.113.2", 11),
+            ],
+            &[Changed, Changed],
+            &[("pc", "203.0.113.1", 10), ("pc", "203.0.113.2", 11)],
+            &[("pc", None, Some("203.0.113.2"), None, None, false)],
+        );
+        check(
+            &[],
+            &[
+                unsigned("pc", "203.0.113.1", 10),
+                unsigned("PC", "203.0.113.1", 11),
+            ],
+            &[Changed, Unchanged],
+            &[("pc", "203.0.113.1", 10)],
+            &[("pc", None, Some("203.0.113.1"), None, None, false)],
+        );
+        // The second of two reports with one client time is a replay of the first.
+        check(
+            known,
+            &[
+                signed("pc", "203.0.113.1", 10, 60),
+                signed("pc", "203.0.113.2", 11, 60),
+            ],
+            &[Unchanged, Replayed],
+            &[],
+            &[("pc", Some(0), Some("203.0.113.1"), None, Some(60), false)],
+        );
+        check(
+            known,
+            &[
+                signed("pc", "203.0.113.1", 10, 61),
+                signed("pc", "203.0.113.1", 11, 60),
+            ],
+            &[Unchanged, Replayed],
+            &[],
+            &[("pc", Some(0), Some("203.0.113.1"), None, Some(61), false)],
+        );
+        check(
+            known,
+            &[
+                signed("pc", "203.0.113.1", 10, 60),
+                signed("pc", "203.0.113.2", 11, 61),
+            ],
+            &[Unchanged, Changed],
+            &[("pc", "203.0.113.2", 11)],
+            &[("pc", Some(0), Some("203.0.113.2"), None, Some(61), false)],
+        );
+        check(
+            known,
+            &[
+                report("pc", "203.0.113.1", 10, None, true),
+                unsigned("pc", "203.0.113.1", 11),
+            ],
+            &[Changed, Changed],
+            &[],
+            &[("pc", Some(0), Some("203.0.113.1"), None, Some(50), false)],
+        );
+        // Changes of several hosts are numbered in arrival order.
+        check(
+            known,
+            &[
+                unsigned("tv", "198.51.100.1", 10),
+                unsigned("pc", "2001:db8::1", 11),
+                unsigned("tv", "198.51.100.2", 12),
+            ],
+            &[Changed, Changed, Changed],
+            &[
+                ("tv", "198.51.100.1", 10),
+                ("pc", "2001:db8::1", 11),
+                ("tv", "198.51.100.2", 12),
+            ],
+            &[
+                (
+                    "pc",
+                    Some(0),
+                    Some("203.0.113.1"),
+                    Some("2001:db8::1"),
+                    Some(50),
+                    false,
+                ),
+                ("tv", None, Some("198.51.100.2"), None, None, false),
+            ],
+        );
     }
 }

@@ -24,7 +24,7 @@ use crate::policy::{Policy, Scope};
 use crate::proto::api;
 use crate::proto::dyndns;
 use crate::proto::status;
-use crate::store::{Store, StoreError, Unsettled};
+use crate::store::{Store, StoreError, PendingChanges};
 
 /// A reader of the API: the scope of the key given as the bearer token.
 pub(super) struct ApiReader(Scope);
@@ -228,7 +228,7 @@ impl Shared {
             match store.as_ref() {
                 Some(store) => {
                     let recent = shared.context.recent.of(&name);
-                    let changes = store.history(&name, Unsettled::Given(&recent))?;
+                    let changes = store.history(&name, PendingChanges::Given(&recent))?;
                     Ok(record::within_max_age(
                         changes,
                         Time::now(),

@@ -1,0 +1,538 @@
+//! The writer's commit sequence under crashes: a deterministic model test.
+//!
+//! A real store on a temporary file, and a scripted run of batches: hosts that change
+//! address (both families), signed reports and replays, hosts going offline and back,
+//! turns with no report while a sweep runs. The writer's limits are small, so that the
+//! script makes sweeps of several chunks, drops journal entries and prunes the history.
+//!
+//! A first run notes every crash point ([`CrashPoint`]) each turn reaches. Then, for each
+//! of them, a run stops there as a crash would: the writer is abandoned (its connection
+//! closed without the checkpoint of a clean close), the store is opened and loaded as at a restart and compared with
+//! a model (host → addresses, and each host's address changes); a new writer goes on from
+//! what was loaded with the rest of the script, and the store is compared again at the
+//! end. At every crash point of every run, the table must show a batch only once it is
+//! committed, and no report may be answered before then.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::*;
+use crate::store::{set_crash_hook, CrashHook, Loaded, PendingChanges};
+
+/// The script's turns, `STEP` apart.
+const N_TURNS: usize = 30;
+const STEP: Duration = Duration::from_secs(20);
+const N_HOSTS: u64 = 8;
+/// `history_max_age`: the history of the first turns is pruned by the last ones.
+const MAX_AGE: Duration = Duration::from_secs(150);
+/// A sweep once the journal holds more records than the 8 hosts (or 6 changes wait), two
+/// hosts a turn.
+const LIMITS: Limits = Limits {
+    min_journal: 6,
+    min_chunk: 2,
+    max_chunk: 2,
+};
+
+/// One report of the script.
+#[derive(Debug, Clone)]
+struct Spec {
+    name: Name,
+    addr: IpAddr,
+    at: Time,
+    signed_at: Option<Time>,
+    offline: bool,
+}
+
+struct Script {
+    batches: Vec<Vec<Spec>>,
+    /// The clock of the first turn; turn `n` is `n` steps later.
+    start: Now,
+}
+
+impl Script {
+    /// Random but fixed (a xorshift generator with a constant seed).
+    fn new() -> Script {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut random = move |below: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % below
+        };
+        let start = Now {
+            time: Time::from_micros(1_700_000_000_000_000),
+            instant: Instant::now(),
+        };
+        let mut client_times = [0i64; N_HOSTS as usize];
+        let mut batches = Vec::new();
+        for turn in 0..N_TURNS {
+            let mut batch = Vec::new();
+            // Every seventh turn, nothing came: a turn of sweeping alone.
+            let n_reports = if turn % 7 == 6 { 0 } else { 1 + random(5) };
+            for idx in 0..n_reports {
+                let host = random(N_HOSTS);
+                let choice = random(3) as u16;
+                let addr = if random(3) == 0 {
+                    IpAddr::V6(Ipv6Addr::new(
+                        0x2001,
+                        0xdb8,
+                        0,
+                        host as u16,
+                        0,
+                        0,
+                        0,
+                        choice,
+                    ))
+                } else {
+                    IpAddr::V4(Ipv4Addr::new(203, 0, 113, (10 * host) as u8 + choice as u8))
+                };
+                let client_time = &mut client_times[host as usize];
+                let (signed_at, offline) = match random(10) {
+                    0..=3 => (None, false),
+                    4..=7 => {
+                        *client_time += 1 + random(3) as i64;
+                        (Some(*client_time), false)
+                    }
+                    // A replay: the client time of the host's last signed report.
+                    8 => (Some(*client_time), false),
+                    _ => (None, true),
+                };
+                batch.push(Spec {
+                    name: Name::parse(&format!("host-{host}")).unwrap(),
+                    addr,
+                    at: Time::from_micros(
+                        start.time.as_micros() + turn as i64 * STEP.as_micros() as i64 + idx as i64,
+                    ),
+                    signed_at: signed_at.map(|secs| Time::from_micros(secs * 1_000_000)),
+                    offline,
+                });
+            }
+            batches.push(batch);
+        }
+        Script { batches, start }
+    }
+
+    fn now(&self, turn: usize) -> Now {
+        Now {
+            time: Time::from_micros(
+                self.start.time.as_micros() + turn as i64 * STEP.as_micros() as i64,
+            ),
+            instant: self.start.instant + STEP * turn as u32,
+        }
+    }
+
+    /// The turn's reports, each answering into `answers`.
+    fn reports(&self, turn: usize, answers: &Arc<Mutex<Vec<Answer>>>) -> Vec<Report> {
+        self.batches[turn]
+            .iter()
+            .enumerate()
+            .map(|(idx, spec)| {
+                let answers = Arc::clone(answers);
+                Report {
+                    name: spec.name.clone(),
+                    addr: spec.addr,
+                    at: spec.at,
+                    signed_at: spec.signed_at,
+                    offline: spec.offline,
+                    done: Some(Box::new(move |outcome: Outcome| {
+                        answers.lock().unwrap().push(Answer { turn, idx, outcome })
+                    })),
+                }
+            })
+            .collect()
+    }
+}
+
+/// What a report's `Done` was called with.
+#[derive(Debug)]
+struct Answer {
+    turn: usize,
+    idx: usize,
+    outcome: Outcome,
+}
+
+/// A host as the model and the tests see it: each family's address and last report, the
+/// client time of its last signed report, offline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Host {
+    v4: Option<(Ipv4Addr, Time)>,
+    v6: Option<(Ipv6Addr, Time)>,
+    signed_at: Option<Time>,
+    offline: bool,
+}
+
+impl Host {
+    fn of(record: &Record) -> Host {
+        Host {
+            v4: record.v4.map(|seen| (seen.addr, seen.last_seen)),
+            v6: record.v6.map(|seen| (seen.addr, seen.last_seen)),
+            signed_at: record.signed_at,
+            offline: record.offline,
+        }
+    }
+}
+
+/// What the store must hold after the batches committed so far: written from the rules,
+/// not from the writer's code.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Model {
+    hosts: BTreeMap<Name, Host>,
+    /// Each host's address changes, oldest first.
+    history: BTreeMap<Name, Vec<(Time, IpAddr)>>,
+}
+
+impl Model {
+    /// Applies a batch; returns each report's answer: `None` for a replay, else whether
+    /// it changed its host (`good`).
+    fn apply(&mut self, batch: &[Spec]) -> Vec<Option<bool>> {
+        let mut answers = Vec::new();
+        for spec in batch {
+            let addr = spec.addr.to_canonical();
+            let host = self.hosts.entry(spec.name.clone()).or_insert(Host {
+                v4: None,
+                v6: None,
+                signed_at: None,
+                offline: spec.offline,
+            });
+            let is_new = host.v4.is_none() && host.v6.is_none();
+            if let (Some(signed_at), Some(last)) = (spec.signed_at, host.signed_at) {
+                if signed_at <= last {
+                    answers.push(None);
+                    continue;
+                }
+            }
+            let new_address = match addr {
+                IpAddr::V4(v4) => host
+                    .v4
+                    .replace((v4, spec.at))
+                    .is_none_or(|(old, _)| old != v4),
+                IpAddr::V6(v6) => host
+                    .v6
+                    .replace((v6, spec.at))
+                    .is_none_or(|(old, _)| old != v6),
+            };
+            answers.push(Some(is_new || new_address || host.offline != spec.offline));
+            host.offline = spec.offline;
+            host.signed_at = spec.signed_at.or(host.signed_at);
+            if new_address {
+                let changes = self.history.entry(spec.name.clone()).or_default();
+                changes.push((spec.at, addr));
+            }
+        }
+        answers
+    }
+}
+
+fn table_hosts(table: &Table) -> BTreeMap<Name, Host> {
+    table
+        .chunk_after(None, usize::MAX)
+        .into_iter()
+        .map(|(name, entry)| (name, Host::of(&entry.record)))
+        .collect()
+}
+
+/// A crash at a crash point: unwound through the turn without a panic message.
+#[derive(Debug, Clone, Copy)]
+struct Crashed(CrashPoint);
+
+/// What the hook knows of the turn under way.
+struct Turning {
+    turn: usize,
+    /// The model before the turn's batch, and with it.
+    before: Model,
+    after: Model,
+    table: Arc<Table>,
+    answers: Arc<Mutex<Vec<Answer>>>,
+    crash_at: Option<(usize, CrashPoint)>,
+    /// Every crash point reached, by turn.
+    reached: Vec<(usize, CrashPoint)>,
+}
+
+/// At every crash point: the table shows the batch only once it is committed and the
+/// writer is past its bookkeeping, no report is answered before the end of the turn, and
+/// at `crash_at`, a crash.
+fn hook(turning: Rc<RefCell<Turning>>) -> CrashHook {
+    Box::new(move |point| {
+        let mut turning = turning.borrow_mut();
+        let turn = turning.turn;
+        turning.reached.push((turn, point));
+        let expect = if point >= CrashPoint::TableUpdated {
+            &turning.after.hosts
+        } else {
+            &turning.before.hosts
+        };
+        assert_eq!(
+            &table_hosts(&turning.table),
+            expect,
+            "turn {turn}: what the table shows at {point:?}"
+        );
+        if point < CrashPoint::Answered {
+            let answers = turning.answers.lock().unwrap();
+            let early: Vec<&Answer> = answers
+                .iter()
+                .filter(|answer| answer.turn == turn)
+                .collect();
+            assert!(
+                early.is_empty(),
+                "turn {turn}: answered at {point:?}: {early:?}"
+            );
+        }
+        if turning.crash_at == Some((turn, point)) {
+            drop(turning);
+            resume_unwind(Box::new(Crashed(point)));
+        }
+    })
+}
+
+/// Removes the thread's hook however the test ends.
+struct HookGuard;
+
+impl Drop for HookGuard {
+    fn drop(&mut self) {
+        set_crash_hook(None);
+    }
+}
+
+fn writer(store: Store, loaded: Loaded, now: Now) -> (Writer, Arc<Table>) {
+    let table = Arc::new(Table::new(loaded.hosts));
+    let writer = Writer::new(
+        store,
+        Arc::clone(&table),
+        loaded.progress,
+        Arc::new(Recent::default()),
+        Arc::new(Metrics::default()),
+        Some(Prune::new(MAX_AGE, now.instant)),
+        LIMITS,
+    );
+    (writer, table)
+}
+
+/// Opens and loads the store at `path` as a restart does, and compares it with `expect`
+/// at `now`: the same hosts, and of each host's changes every one the prune cannot have
+/// taken yet (newer than `MAX_AGE`), and none the model lacks, in order; read from the
+/// journal as `dynip history` does, and with the unsettled changes held as the server
+/// does. Returns the store, what it loaded, and how many changes were pruned.
+fn check_store(path: &Path, expect: &Model, now: Now, what: &str) -> (Store, Loaded, usize) {
+    let store = Store::open(path).unwrap();
+    let loaded = store.load().unwrap();
+    let hosts: BTreeMap<Name, Host> = loaded
+        .hosts
+        .iter()
+        .map(|(name, entry)| (name.clone(), Host::of(&entry.record)))
+        .collect();
+    assert_eq!(hosts, expect.hosts, "{what}: the hosts");
+    let ids: BTreeSet<i64> = loaded
+        .progress
+        .unsettled
+        .iter()
+        .map(|logged| logged.id)
+        .collect();
+    assert_eq!(
+        ids.len(),
+        loaded.progress.unsettled.len(),
+        "{what}: unsettled ids repeat"
+    );
+    assert!(
+        ids.last()
+            .is_none_or(|&last| last < loaded.progress.next_history_id),
+        "{what}: the next history id is taken"
+    );
+    let limit = Time::from_micros(now.time.as_micros() - MAX_AGE.as_micros() as i64);
+    let mut n_pruned = 0;
+    for (name, changes) in &expect.history {
+        let journal = store.history(name, PendingChanges::Journal).unwrap();
+        let held = store
+            .history(name, PendingChanges::Given(&loaded.progress.unsettled))
+            .unwrap();
+        assert_eq!(
+            held, journal,
+            "{what}: {name}'s history, held or from the journal"
+        );
+        let kept: Vec<(Time, IpAddr)> = changes
+            .iter()
+            .filter(|change| journal.contains(change))
+            .copied()
+            .collect();
+        assert_eq!(
+            journal, kept,
+            "{what}: {name}'s history has changes the model lacks"
+        );
+        let lost: Vec<&(Time, IpAddr)> = changes
+            .iter()
+            .filter(|change| !journal.contains(change) && change.0 >= limit)
+            .collect();
+        assert!(lost.is_empty(), "{what}: {name}'s history lost {lost:?}");
+        n_pruned += changes.len() - kept.len();
+    }
+    (store, loaded, n_pruned)
+}
+
+/// Checks the turn's answers against the model's, in order.
+fn check_answers(answers: &Mutex<Vec<Answer>>, turn: usize, expect: &[Option<bool>]) {
+    let answers = answers.lock().unwrap();
+    let got: Vec<(usize, Option<bool>)> = answers
+        .iter()
+        .filter(|answer| answer.turn == turn)
+        .map(|answer| {
+            let changed = match answer.outcome {
+                Ok(committed) => Some(committed.changed),
+                Err(Refused::Replayed) => None,
+                Err(Refused::CommitFailed) => panic!("turn {turn}: a commit failed"),
+            };
+            (answer.idx, changed)
+        })
+        .collect();
+    let expect: Vec<(usize, Option<bool>)> = expect.iter().copied().enumerate().collect();
+    assert_eq!(got, expect, "turn {turn}: the answers");
+}
+
+/// What one run of the script did.
+struct Run {
+    /// The crash points reached before the crash, if any.
+    reached: Vec<(usize, CrashPoint)>,
+    crashed: bool,
+    /// Changes the prune took by the end.
+    n_pruned: usize,
+}
+
+/// Runs the script on a new store, crashing at `crash_at`, restarting, and going on.
+fn run(script: &Script, crash_at: Option<(usize, CrashPoint)>) -> Run {
+    // In memory where there is a tmpfs: the test is about the order of the steps, not
+    // the disk, and a fsync there costs nothing (225 runs: 3 s instead of 15).
+    let shm = Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .unwrap();
+    let path = dir.path().join("dynip.sqlite3");
+    let store = Store::open(&path).unwrap();
+    let loaded = store.load().unwrap();
+    let (mut writer, mut table) = writer(store, loaded, script.now(0));
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let turning = Rc::new(RefCell::new(Turning {
+        turn: 0,
+        before: Model::default(),
+        after: Model::default(),
+        table: Arc::clone(&table),
+        answers: Arc::clone(&answers),
+        crash_at,
+        reached: Vec::new(),
+    }));
+    let _guard = HookGuard;
+    set_crash_hook(Some(hook(Rc::clone(&turning))));
+    let mut model = Model::default();
+    let mut crashed = false;
+    for turn in 0..N_TURNS {
+        let now = script.now(turn);
+        let mut after = model.clone();
+        let expect = after.apply(&script.batches[turn]);
+        {
+            let mut turning = turning.borrow_mut();
+            turning.turn = turn;
+            turning.before = model.clone();
+            turning.after = after.clone();
+        }
+        let reports = script.reports(turn, &answers);
+        let res = catch_unwind(AssertUnwindSafe(|| {
+            writer.turn(reports, now);
+            writer.start_sweep_if_due();
+        }));
+        let point = match res {
+            Ok(()) => {
+                check_answers(&answers, turn, &expect);
+                model = after;
+                continue;
+            }
+            Err(payload) => match payload.downcast_ref::<Crashed>() {
+                Some(&Crashed(point)) => point,
+                None => resume_unwind(payload),
+            },
+        };
+        // The crash: nothing of the writer is written any more, and its connection
+        // leaves the write-ahead log as it is.
+        crashed = true;
+        writer.store.close_as_crashed();
+        let answered: Vec<usize> = answers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|answer| answer.turn == turn)
+            .map(|answer| answer.idx)
+            .collect();
+        if point.is_committed() {
+            model = after;
+        } else {
+            assert!(
+                answered.is_empty(),
+                "turn {turn}: answered before its commit"
+            );
+        }
+        let what = format!("after a crash at {point:?} in turn {turn}");
+        let (store, loaded, _) = check_store(&path, &model, now, &what);
+        (writer, table) = self::writer(store, loaded, now);
+        let mut turning = turning.borrow_mut();
+        turning.table = Arc::clone(&table);
+        turning.crash_at = None;
+    }
+    drop(writer);
+    drop(table);
+    let what = format!("at the end (crash at {crash_at:?})");
+    let (_, _, n_pruned) = check_store(&path, &model, script.now(N_TURNS - 1), &what);
+    let reached = std::mem::take(&mut turning.borrow_mut().reached);
+    Run {
+        reached,
+        crashed,
+        n_pruned,
+    }
+}
+
+#[test]
+fn a_crash_at_any_step_of_any_turn_loses_nothing_acknowledged_and_keeps_no_half_commit() {
+    let script = Script::new();
+    let dry = run(&script, None);
+    assert!(!dry.crashed);
+    // The script must reach what it is for: several sweep chunks, a drop at a sweep's
+    // end, and a prune that deleted something.
+    let reached: BTreeSet<CrashPoint> = dry.reached.iter().map(|&(_, point)| point).collect();
+    let all = [
+        CrashPoint::BeforeCommit,
+        CrashPoint::JournalAppended,
+        CrashPoint::HistorySettled,
+        CrashPoint::ReportsCounted,
+        CrashPoint::SnapshotWritten,
+        CrashPoint::JournalDropped,
+        CrashPoint::HistoryPruned,
+        CrashPoint::Committed,
+        CrashPoint::TableUpdated,
+        CrashPoint::Answered,
+    ];
+    assert_eq!(
+        reached,
+        all.into_iter().collect(),
+        "crash points the script reaches"
+    );
+    let chunks: BTreeSet<usize> = dry
+        .reached
+        .iter()
+        .filter(|&&(_, point)| point == CrashPoint::SnapshotWritten)
+        .map(|&(turn, _)| turn)
+        .collect();
+    assert!(
+        chunks.iter().any(|turn| chunks.contains(&(turn + 1))),
+        "no sweep of two chunks or more: {chunks:?}"
+    );
+    assert!(dry.n_pruned > 0, "the prune took nothing");
+
+    for &crash_at in &dry.reached {
+        let run = run(&script, Some(crash_at));
+        assert!(run.crashed, "no crash at {crash_at:?}");
+    }
+}
