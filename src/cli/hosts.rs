@@ -7,7 +7,7 @@ use super::{load_config, print};
 use crate::error::Error;
 use crate::model::name::Name;
 use crate::model::record::{Record, Time};
-use crate::store::{Store, PendingChanges};
+use crate::store::{PendingChanges, Store};
 
 pub(super) fn list(path: &Path, json: bool) -> Result<(), Error> {
     let config = load_config(path)?;

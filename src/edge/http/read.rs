@@ -24,7 +24,7 @@ use crate::policy::{Policy, Scope};
 use crate::proto::api;
 use crate::proto::dyndns;
 use crate::proto::status;
-use crate::store::{Store, StoreError, PendingChanges};
+use crate::store::{PendingChanges, Store, StoreError};
 
 /// A reader of the API: the scope of the key given as the bearer token.
 pub(super) struct ApiReader(Scope);
