@@ -218,13 +218,8 @@ fn bind_all(
 fn all_hosts(table: &Table) -> Vec<(crate::model::name::Name, crate::model::record::Record)> {
     const CHUNK: usize = 4096;
     let mut hosts = Vec::with_capacity(table.len());
-    let mut after = None;
-    loop {
-        let chunk = table.chunk_after(after.as_ref(), CHUNK);
-        let Some((last, _)) = chunk.last() else {
-            return hosts;
-        };
-        after = Some(last.clone());
+    for chunk in table.chunks(CHUNK) {
         hosts.extend(chunk.into_iter().map(|(name, entry)| (name, entry.record)));
     }
+    hosts
 }

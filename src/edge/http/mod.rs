@@ -39,8 +39,7 @@ use hyper_util::service::TowerToHyperService;
 use ipnet::IpNet;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
@@ -49,6 +48,7 @@ use tower_http::timeout::TimeoutLayer;
 use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
+use crate::edge::net::{self, Accept};
 use crate::model::record::Time;
 use crate::policy::{Limiter, Policy};
 use crate::state::metrics::Metrics;
@@ -133,24 +133,8 @@ pub fn bind(config: &ServerConfig) -> Result<Option<Listener>, HttpError> {
         return Ok(None);
     };
     let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
-    let bind_error = |source| HttpError::Bind { addr, source };
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )
-    .map_err(bind_error)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(false).map_err(bind_error)?;
-    }
-    socket.set_reuse_address(true).map_err(bind_error)?;
-    socket.set_nonblocking(true).map_err(bind_error)?;
-    socket.bind(&addr.into()).map_err(bind_error)?;
-    socket.listen(1024).map_err(bind_error)?;
-    Ok(Some(Listener {
-        tcp: socket.into(),
-        tls,
-    }))
+    let tcp = net::tcp_listener(addr, 1024).map_err(|source| HttpError::Bind { addr, source })?;
+    Ok(Some(Listener { tcp, tls }))
 }
 
 /// What the HTTP edge shares with the rest of the server.
@@ -210,33 +194,18 @@ pub async fn serve(listener: Listener, context: Context) -> std::io::Result<()> 
         history: Mutex::new(None),
         outcomes,
     }));
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut connections = JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => break,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            res = tcp.accept() => match res {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, do not spin.
-                    debug!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    let limits = Accept {
+        max_open: MAX_CONNECTIONS,
+        pause_after_error: Duration::from_millis(50),
+        log_error: |e| debug!(error = %e, "accept failed"),
+    };
+    let tls = listener.tls;
+    let serve = |stream: tokio::net::TcpStream, peer| {
         let _ = stream.set_nodelay(true);
         let router = router.clone();
-        let tls = listener.tls.clone();
+        let tls = tls.clone();
         let shutdown = shutdown.clone();
-        connections.spawn(async move {
+        async move {
             match tls {
                 None => serve_connection(stream, peer, router, shutdown).await,
                 Some(acceptor) => {
@@ -247,11 +216,9 @@ pub async fn serve(listener: Listener, context: Context) -> std::io::Result<()> 
                     }
                 }
             }
-            drop(permit);
-        });
-        while connections.try_join_next().is_some() {}
-    }
-    drop(router);
+        }
+    };
+    let mut connections = net::accept_bounded(&tcp, limits, &shutdown, serve).await;
     debug!(%local, n_open = connections.len(), "HTTP stops; finishing open requests");
     let drain = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
