@@ -287,7 +287,7 @@ impl Metrics {
             &mut out,
             accepted,
             Kind::Counter,
-            "Reports committed to the store, by the way they came in.",
+            "Reports accepted, by the way they came in: signed reports and dyndns2 updates once committed, the original's unanswered datagrams once admitted.",
         );
         for path in Via::ALL {
             let n = self.accepted[path as usize].load(Ordering::Relaxed);
@@ -462,7 +462,7 @@ mod tests {
         assert_eq!(metrics.render(42), EXPOSITION);
     }
 
-    const EXPOSITION: &str = r#"# HELP dynip_reports_accepted_total Reports committed to the store, by the way they came in.
+    const EXPOSITION: &str = r#"# HELP dynip_reports_accepted_total Reports accepted, by the way they came in: signed reports and dyndns2 updates once committed, the original's unanswered datagrams once admitted.
 # TYPE dynip_reports_accepted_total counter
 dynip_reports_accepted_total{path="udp"} 1
 dynip_reports_accepted_total{path="http"} 2
