@@ -184,7 +184,7 @@ impl Server {
             .map_err(|e| Error::Internal(format!("cannot start the checkpointer: {e}")))?;
 
         let mut edges = JoinSet::new();
-        let edge = udp::Context {
+        let edge = udp::UdpContext {
             reports: reports.clone(),
             policy: self.policy.subscribe(),
             shutdown: shutdown.clone(),
@@ -195,7 +195,7 @@ impl Server {
         }
         drop(edge);
         if let Some(listener) = self.http {
-            let edge = http::Context {
+            let edge = http::HttpContext {
                 reports: reports.clone(),
                 policy: self.policy.subscribe(),
                 table: Arc::clone(&self.table),

@@ -77,7 +77,7 @@ pub fn check(path: &Path, config: &Config) -> Result<Checked, Error> {
 
     let udp_addrs = resolve_bind_host(&server.server_ip, server.server_port)?;
     for addr in &udp_addrs {
-        may_bind(*addr, Transport::Udp)?;
+        may_bind(*addr, SocketKind::Udp)?;
     }
     let where_udp = match &server.server_ip {
         BindHost::All => format!(
@@ -93,7 +93,7 @@ pub fn check(path: &Path, config: &Config) -> Result<Checked, Error> {
 
     match server.http_listen {
         Some(addr) => {
-            may_bind(addr, Transport::Tcp)?;
+            may_bind(addr, SocketKind::Tcp)?;
             let scheme = match &server.tls {
                 Some(files) => {
                     crate::edge::http::check_tls(files)?;
@@ -122,8 +122,8 @@ pub fn check(path: &Path, config: &Config) -> Result<Checked, Error> {
         Some(addr) => {
             crate::proto::zone::Zone::new(&server.dns, server.stale_after)
                 .map_err(|e| Error::Dns(crate::edge::dns::DnsError::Zone(e)))?;
-            may_bind(addr, Transport::Udp)?;
-            may_bind(addr, Transport::Tcp)?;
+            may_bind(addr, SocketKind::Udp)?;
+            may_bind(addr, SocketKind::Tcp)?;
             let zone = server.dns.zone.as_deref().unwrap_or_default();
             checked
                 .lines
@@ -224,18 +224,18 @@ fn resolve_bind_host(host: &BindHost, port: u16) -> Result<Vec<SocketAddr>, Erro
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Transport {
+enum SocketKind {
     Udp,
     Tcp,
 }
 
 /// Tests that `addr`'s address is this machine's, by binding it on port 0 (a running
 /// server keeps its port), and that this user may bind `addr`'s port.
-fn may_bind(addr: SocketAddr, transport: Transport) -> Result<(), Error> {
+fn may_bind(addr: SocketAddr, transport: SocketKind) -> Result<(), Error> {
     let any_port = SocketAddr::new(addr.ip(), 0);
     let bound = match transport {
-        Transport::Udp => std::net::UdpSocket::bind(any_port).map(drop),
-        Transport::Tcp => std::net::TcpListener::bind(any_port).map(drop),
+        SocketKind::Udp => std::net::UdpSocket::bind(any_port).map(drop),
+        SocketKind::Tcp => std::net::TcpListener::bind(any_port).map(drop),
     };
     bound.map_err(|source| Error::Bind {
         addr: addr.to_string(),
@@ -297,10 +297,10 @@ mod tests {
 
     #[test]
     fn loopback_may_be_bound_and_another_machines_address_may_not() {
-        may_bind("127.0.0.1:0".parse().unwrap(), Transport::Udp).unwrap();
-        may_bind("127.0.0.1:0".parse().unwrap(), Transport::Tcp).unwrap();
+        may_bind("127.0.0.1:0".parse().unwrap(), SocketKind::Udp).unwrap();
+        may_bind("127.0.0.1:0".parse().unwrap(), SocketKind::Tcp).unwrap();
         // TEST-NET-3 (RFC 5737): never an address of this machine; nothing is sent.
-        let err = may_bind("203.0.113.9:8080".parse().unwrap(), Transport::Tcp).unwrap_err();
+        let err = may_bind("203.0.113.9:8080".parse().unwrap(), SocketKind::Tcp).unwrap_err();
         assert_eq!(err.exit_code(), 7, "{err}");
         assert!(
             err.to_string().contains("not an address of this machine"),

@@ -120,7 +120,7 @@ fn bind_one(addr: SocketAddr) -> Result<std::net::UdpSocket, UdpError> {
 
 /// What a receive loop shares with the rest of the server.
 #[derive(Clone)]
-pub struct Context {
+pub struct UdpContext {
     pub reports: mpsc::Sender<Report>,
     /// The keys and rules in force; replaced whole on SIGHUP.
     pub policy: watch::Receiver<Arc<Policy>>,
@@ -153,7 +153,7 @@ struct AckSender {
 ///
 /// # Errors
 /// When the socket cannot be registered with the runtime.
-pub async fn serve(socket: std::net::UdpSocket, context: Context) -> std::io::Result<()> {
+pub async fn serve(socket: std::net::UdpSocket, context: UdpContext) -> std::io::Result<()> {
     let socket = UdpSocket::from_std(socket)?;
     let local = socket.local_addr()?;
     info!("listening udp={local}");
@@ -308,7 +308,7 @@ fn receive(batch: &mut RecvBatch, socket: &UdpSocket) -> std::io::Result<usize> 
 
 /// Turns datagrams into reports, under the policy in force.
 struct Receiver {
-    context: Context,
+    context: UdpContext,
     acks: AckSender,
     nonces: Arc<Nonces>,
     /// The buckets of sources sending what does not authenticate; `policy` decides.

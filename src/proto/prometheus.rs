@@ -10,24 +10,24 @@ use std::fmt::Write as _;
 
 /// A family's type, for its `# TYPE` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub enum MetricType {
     Counter,
     Gauge,
     Histogram,
 }
 
-impl Kind {
+impl MetricType {
     fn as_str(self) -> &'static str {
         match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
         }
     }
 }
 
 /// Starts a family: its `# HELP` and `# TYPE` lines.
-pub fn family(out: &mut String, name: &str, kind: Kind, help: &str) {
+pub fn family(out: &mut String, name: &str, kind: MetricType, help: &str) {
     out.push_str("# HELP ");
     out.push_str(name);
     out.push(' ');
@@ -59,7 +59,7 @@ pub fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: u64)
 }
 
 /// A family of one sample without labels.
-pub fn single(out: &mut String, name: &str, kind: Kind, help: &str, value: u64) {
+pub fn single(out: &mut String, name: &str, kind: MetricType, help: &str, value: u64) {
     family(out, name, kind, help);
     sample(out, name, &[], value);
 }
@@ -74,7 +74,7 @@ pub fn histogram(
     above: u64,
     sum: f64,
 ) {
-    family(out, name, Kind::Histogram, help);
+    family(out, name, MetricType::Histogram, help);
     let mut cumulative = 0;
     for (bound, count) in buckets {
         cumulative += count;
@@ -117,7 +117,7 @@ mod tests {
     fn families_and_samples() {
         check(
             |out| {
-                family(out, "x_total", Kind::Counter, "Things done.");
+                family(out, "x_total", MetricType::Counter, "Things done.");
                 sample(out, "x_total", &[("path", "udp")], 3);
                 sample(out, "x_total", &[("path", "http"), ("reason", "skew")], 0);
             },
@@ -125,7 +125,7 @@ mod tests {
              x_total{path=\"udp\"} 3\nx_total{path=\"http\",reason=\"skew\"} 0\n",
         );
         check(
-            |out| single(out, "hosts", Kind::Gauge, "Hosts known.", 42),
+            |out| single(out, "hosts", MetricType::Gauge, "Hosts known.", 42),
             "# HELP hosts Hosts known.\n# TYPE hosts gauge\nhosts 42\n",
         );
     }
@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn help_and_label_values_are_escaped() {
         check(
-            |out| family(out, "x", Kind::Gauge, "a \\ b\nc \"d\""),
+            |out| family(out, "x", MetricType::Gauge, "a \\ b\nc \"d\""),
             "# HELP x a \\\\ b\\nc \"d\"\n# TYPE x gauge\n",
         );
         check(

@@ -11,7 +11,7 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use crate::policy::{Dropped, Refusal};
-use crate::proto::prometheus::{self, Kind};
+use crate::proto::prometheus::{self, MetricType};
 use crate::proto::wire::DecodeError;
 
 /// The way a report came in.
@@ -286,7 +286,7 @@ impl Metrics {
         prometheus::family(
             &mut out,
             accepted,
-            Kind::Counter,
+            MetricType::Counter,
             "Reports accepted, by the way they came in: signed reports and dyndns2 updates once committed, the original's unanswered datagrams once admitted.",
         );
         for path in Via::ALL {
@@ -297,7 +297,7 @@ impl Metrics {
         prometheus::family(
             &mut out,
             refused,
-            Kind::Counter,
+            MetricType::Counter,
             "Reports refused, by the way they came in and why.",
         );
         for path in Via::ALL {
@@ -311,22 +311,27 @@ impl Metrics {
             }
         }
         for (name, kind, help, value) in [
-            ("dynip_hosts", Kind::Gauge, "Hosts known.", n_hosts as u64),
+            (
+                "dynip_hosts",
+                MetricType::Gauge,
+                "Hosts known.",
+                n_hosts as u64,
+            ),
             (
                 "dynip_journal_records",
-                Kind::Gauge,
+                MetricType::Gauge,
                 "Records in the store's journal, not yet folded into the snapshot.",
                 self.journal_records.load(Ordering::Relaxed),
             ),
             (
                 "dynip_history_unsettled",
-                Kind::Gauge,
+                MetricType::Gauge,
                 "Address changes in the store's journal, not yet settled into the history.",
                 self.unsettled_history.load(Ordering::Relaxed),
             ),
             (
                 "dynip_history_pruned_total",
-                Kind::Counter,
+                MetricType::Counter,
                 "Address changes deleted from the history as older than history_max_age.",
                 self.pruned_history.load(Ordering::Relaxed),
             ),

@@ -103,12 +103,12 @@ mod tests {
     use crate::model::record::Time;
 
     /// An entry of the original's file: name as spelled, address, time (µs).
-    type Entry = (&'static str, &'static str, i64);
+    type ImportRow = (&'static str, &'static str, i64);
 
     /// Deduplicates `entries` and compares what is kept, and the history, with the same
     /// shape.
-    fn check(entries: &[Entry], hosts: &[Entry], history: &[Entry]) {
-        let parse = |&(name, addr, at): &Entry| {
+    fn check(entries: &[ImportRow], hosts: &[ImportRow], history: &[ImportRow]) {
+        let parse = |&(name, addr, at): &ImportRow| {
             let addr: IpAddr = addr.parse().unwrap();
             (Name::parse(name).unwrap(), addr, Time::from_micros(at))
         };

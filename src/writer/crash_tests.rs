@@ -128,7 +128,7 @@ impl Script {
     }
 
     /// The turn's reports, each answering into `answers`.
-    fn reports(&self, turn: usize, answers: &Arc<Mutex<Vec<Answer>>>) -> Vec<Report> {
+    fn reports(&self, turn: usize, answers: &Arc<Mutex<Vec<Heard>>>) -> Vec<Report> {
         self.batches[turn]
             .iter()
             .enumerate()
@@ -141,7 +141,7 @@ impl Script {
                     signed_at: spec.signed_at,
                     offline: spec.offline,
                     done: Some(Box::new(move |outcome: Outcome| {
-                        answers.lock().unwrap().push(Answer { turn, idx, outcome })
+                        answers.lock().unwrap().push(Heard { turn, idx, outcome })
                     })),
                 }
             })
@@ -151,7 +151,7 @@ impl Script {
 
 /// What a report's `Done` was called with.
 #[derive(Debug)]
-struct Answer {
+struct Heard {
     turn: usize,
     idx: usize,
     outcome: Outcome,
@@ -160,16 +160,16 @@ struct Answer {
 /// A host as the model and the tests see it: each family's address and last report, the
 /// client time of its last signed report, offline.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Host {
+struct ModelHost {
     v4: Option<(Ipv4Addr, Time)>,
     v6: Option<(Ipv6Addr, Time)>,
     signed_at: Option<Time>,
     offline: bool,
 }
 
-impl Host {
-    fn of(record: &Record) -> Host {
-        Host {
+impl ModelHost {
+    fn of(record: &Record) -> ModelHost {
+        ModelHost {
             v4: record.v4.map(|seen| (seen.addr, seen.last_seen)),
             v6: record.v6.map(|seen| (seen.addr, seen.last_seen)),
             signed_at: record.signed_at,
@@ -182,7 +182,7 @@ impl Host {
 /// not from the writer's code.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Model {
-    hosts: BTreeMap<Name, Host>,
+    hosts: BTreeMap<Name, ModelHost>,
     /// Each host's address changes, oldest first.
     history: BTreeMap<Name, Vec<(Time, IpAddr)>>,
 }
@@ -194,7 +194,7 @@ impl Model {
         let mut answers = Vec::new();
         for spec in batch {
             let addr = spec.addr.to_canonical();
-            let host = self.hosts.entry(spec.name.clone()).or_insert(Host {
+            let host = self.hosts.entry(spec.name.clone()).or_insert(ModelHost {
                 v4: None,
                 v6: None,
                 signed_at: None,
@@ -229,11 +229,11 @@ impl Model {
     }
 }
 
-fn table_hosts(table: &Table) -> BTreeMap<Name, Host> {
+fn table_hosts(table: &Table) -> BTreeMap<Name, ModelHost> {
     table
         .chunk_after(None, usize::MAX)
         .into_iter()
-        .map(|(name, entry)| (name, Host::of(&entry.record)))
+        .map(|(name, entry)| (name, ModelHost::of(&entry.record)))
         .collect()
 }
 
@@ -248,7 +248,7 @@ struct Turning {
     before: Model,
     after: Model,
     table: Arc<Table>,
-    answers: Arc<Mutex<Vec<Answer>>>,
+    answers: Arc<Mutex<Vec<Heard>>>,
     crash_at: Option<(usize, CrashPoint)>,
     /// Every crash point reached, by turn.
     reached: Vec<(usize, CrashPoint)>,
@@ -274,7 +274,7 @@ fn hook(turning: Rc<RefCell<Turning>>) -> CrashHook {
         );
         if point < CrashPoint::Answered {
             let answers = turning.answers.lock().unwrap();
-            let early: Vec<&Answer> = answers
+            let early: Vec<&Heard> = answers
                 .iter()
                 .filter(|answer| answer.turn == turn)
                 .collect();
@@ -321,10 +321,10 @@ fn writer(store: Store, loaded: Loaded, now: Now) -> (Writer, Arc<Table>) {
 fn check_store(path: &Path, expect: &Model, now: Now, what: &str) -> (Store, Loaded, usize) {
     let store = Store::open(path).unwrap();
     let loaded = store.load().unwrap();
-    let hosts: BTreeMap<Name, Host> = loaded
+    let hosts: BTreeMap<Name, ModelHost> = loaded
         .hosts
         .iter()
-        .map(|(name, entry)| (name.clone(), Host::of(&entry.record)))
+        .map(|(name, entry)| (name.clone(), ModelHost::of(&entry.record)))
         .collect();
     assert_eq!(hosts, expect.hosts, "{what}: the hosts");
     let ids: BTreeSet<i64> = loaded
@@ -374,7 +374,7 @@ fn check_store(path: &Path, expect: &Model, now: Now, what: &str) -> (Store, Loa
 }
 
 /// Checks the turn's answers against the model's, in order.
-fn check_answers(answers: &Mutex<Vec<Answer>>, turn: usize, expect: &[Option<bool>]) {
+fn check_answers(answers: &Mutex<Vec<Heard>>, turn: usize, expect: &[Option<bool>]) {
     let answers = answers.lock().unwrap();
     let got: Vec<(usize, Option<bool>)> = answers
         .iter()

@@ -596,7 +596,7 @@ mod tests {
 
     /// A host in the table before the batch: name, address, last report (s), the client's
     /// time of its last signed report (s), offline.
-    type Host = (&'static str, &'static str, i64, Option<i64>, bool);
+    type KnownHost = (&'static str, &'static str, i64, Option<i64>, bool);
 
     /// A report: host, address, receive time (s), the client's time if signed (s), offline.
     fn report(name: &str, addr: &str, at: i64, signed_at: Option<i64>, offline: bool) -> Report {
@@ -626,7 +626,7 @@ mod tests {
     /// journal entry 7, and compares each report's verdict, the address changes as
     /// (host, address, time in s), and the records (by name).
     fn check(
-        known: &[Host],
+        known: &[KnownHost],
         batch: &[Report],
         verdicts: &[Verdict],
         history: &[(&str, &str, i64)],
@@ -727,7 +727,7 @@ mod tests {
 
     #[test]
     fn the_same_address_is_nochg_and_a_new_one_of_either_family_is_good() {
-        let known: &[Host] = &[
+        let known: &[KnownHost] = &[
             ("laptop", "198.51.100.9", 1, None, false),
             ("pc", "203.0.113.1", 1, None, false),
         ];
@@ -772,7 +772,7 @@ mod tests {
 
     #[test]
     fn a_signed_report_needs_a_client_time_later_than_the_hosts() {
-        let known: &[Host] = &[("pc", "203.0.113.1", 1, Some(50), false)];
+        let known: &[KnownHost] = &[("pc", "203.0.113.1", 1, Some(50), false)];
         let replayed = |report: Report| check(known, &[report], &[Replayed], &[], &[]);
         replayed(signed("pc", "203.0.113.1", 10, 49));
         replayed(signed("pc", "203.0.113.1", 10, 50));
@@ -805,8 +805,8 @@ mod tests {
 
     #[test]
     fn going_offline_and_coming_back_are_changes() {
-        let online: &[Host] = &[("pc", "203.0.113.1", 1, None, false)];
-        let offline: &[Host] = &[("pc", "203.0.113.1", 1, None, true)];
+        let online: &[KnownHost] = &[("pc", "203.0.113.1", 1, None, false)];
+        let offline: &[KnownHost] = &[("pc", "203.0.113.1", 1, None, true)];
         check(
             online,
             &[report("pc", "203.0.113.1", 10, None, true)],
@@ -839,7 +839,7 @@ mod tests {
 
     #[test]
     fn reports_of_one_host_in_one_batch_are_decided_in_arrival_order() {
-        let known: &[Host] = &[("pc", "203.0.113.1", 1, Some(50), false)];
+        let known: &[KnownHost] = &[("pc", "203.0.113.1", 1, Some(50), false)];
         check(
             &[],
             &[

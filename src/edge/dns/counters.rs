@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hickory_proto::op::ResponseCode;
 
-use crate::proto::prometheus::{self, Kind};
+use crate::proto::prometheus::{self, MetricType};
 use crate::proto::zone::Reply;
 
 /// The response codes counted one by one; any other is counted as `other`.
@@ -97,7 +97,7 @@ impl Counters {
         prometheus::family(
             out,
             responses,
-            Kind::Counter,
+            MetricType::Counter,
             "DNS responses sent, by response code.",
         );
         let names = RCODES.iter().map(|(_, name)| *name).chain(["other"]);
@@ -108,7 +108,7 @@ impl Counters {
         prometheus::family(
             out,
             dropped,
-            Kind::Counter,
+            MetricType::Counter,
             "DNS datagrams not answered, by reason.",
         );
         for (reason, counter) in [
@@ -139,7 +139,7 @@ impl Counters {
                 &self.notifies_sent,
             ),
         ] {
-            prometheus::single(out, name, Kind::Counter, help, load(counter));
+            prometheus::single(out, name, MetricType::Counter, help, load(counter));
         }
     }
 }

@@ -139,7 +139,7 @@ pub fn bind(config: &ServerConfig) -> Result<Option<Listener>, HttpError> {
 
 /// What the HTTP edge shares with the rest of the server.
 #[derive(Clone)]
-pub struct Context {
+pub struct HttpContext {
     pub reports: mpsc::Sender<Report>,
     /// The keys and rules in force; replaced whole on SIGHUP, as for UDP.
     pub policy: watch::Receiver<Arc<Policy>>,
@@ -159,7 +159,7 @@ pub struct Context {
 
 /// The routes' shared state.
 struct Shared {
-    context: Context,
+    context: HttpContext,
     /// Failed credentials per source; a source without tokens is answered `abuse`.
     limiter: Mutex<Limiter>,
     /// A read-only connection to the store, for histories (the table has none), opened
@@ -173,7 +173,7 @@ struct Shared {
 ///
 /// # Errors
 /// When the socket cannot be registered with the runtime.
-pub async fn serve(listener: Listener, context: Context) -> std::io::Result<()> {
+pub async fn serve(listener: Listener, context: HttpContext) -> std::io::Result<()> {
     let tcp = TcpListener::from_std(listener.tcp)?;
     let local = tcp.local_addr()?;
     let proto = if listener.tls.is_some() {
