@@ -395,6 +395,56 @@ fn every_exception_is_still_needed() {
     }
 }
 
+/// The types each file declares: structs, enums and traits anywhere, type aliases at the
+/// top level (an indented `type X =` is a trait's associated type, named by the trait).
+fn declared_types(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let rest = trimmed
+            .strip_prefix("pub(crate) ")
+            .or_else(|| trimmed.strip_prefix("pub(super) "))
+            .or_else(|| trimmed.strip_prefix("pub "))
+            .unwrap_or(trimmed);
+        let indented = trimmed.len() != line.len();
+        let name = ["struct ", "enum ", "trait "]
+            .iter()
+            .find_map(|keyword| rest.strip_prefix(keyword))
+            .or_else(|| rest.strip_prefix("type ").filter(|_| !indented));
+        if let Some(name) = name {
+            let name: String = name
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if name.starts_with(|c: char| c.is_ascii_uppercase()) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+/// Two types of one name in two modules make `grep` and imports ambiguous.
+#[test]
+fn no_two_types_share_a_name() {
+    let mut declared: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (file, text) in sources() {
+        for name in declared_types(&text) {
+            declared.entry(name).or_default().push(file.clone());
+        }
+    }
+    let shared: Vec<String> = declared
+        .iter()
+        .filter(|(_, files)| files.len() > 1)
+        .map(|(name, files)| format!("{name}: {}", files.join(", ")))
+        .collect();
+    assert!(
+        shared.is_empty(),
+        "types that share a name (rename one):\n{}",
+        shared.join("\n")
+    );
+}
+
 /// The rules catch what they are for: each planted line breaks the rule it names.
 #[test]
 fn the_rules_catch_what_they_are_for() {
