@@ -39,7 +39,7 @@ pub enum Error {
     Client(#[from] ClientError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
-        addr: String,
+        addr: std::net::SocketAddr,
         source: std::io::Error,
     },
     #[cfg(feature = "server")]

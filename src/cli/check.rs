@@ -215,7 +215,10 @@ fn writable(file: &Path) -> Result<(), Error> {
 fn resolve_bind_host(host: &BindHost, port: u16) -> Result<Vec<SocketAddr>, Error> {
     match host {
         BindHost::All => {
-            may_bind_port(port)?;
+            may_bind_port(SocketAddr::new(
+                std::net::Ipv6Addr::UNSPECIFIED.into(),
+                port,
+            ))?;
             Ok(Vec::new())
         }
         BindHost::Addr(addr) => Ok(vec![SocketAddr::new(*addr, port)]),
@@ -238,30 +241,25 @@ fn may_bind(addr: SocketAddr, transport: SocketKind) -> Result<(), Error> {
         SocketKind::Tcp => std::net::TcpListener::bind(any_port).map(drop),
     };
     bound.map_err(|source| Error::Bind {
-        addr: addr.to_string(),
+        addr,
         source: std::io::Error::new(
             source.kind(),
             format!("{source}: {} is not an address of this machine", addr.ip()),
         ),
     })?;
-    may_bind_port(addr.port()).map_err(|e| match e {
-        Error::Bind { source, .. } => Error::Bind {
-            addr: addr.to_string(),
-            source,
-        },
-        other => other,
-    })
+    may_bind_port(addr)
 }
 
-/// Tests that this user may bind `port`: a port below 1024 needs root or
+/// Tests that this user may bind `addr`'s port: a port below 1024 needs root or
 /// `CAP_NET_BIND_SERVICE` (the service unit grants it), unless the kernel lowered the
 /// limit.
-fn may_bind_port(port: u16) -> Result<(), Error> {
+fn may_bind_port(addr: SocketAddr) -> Result<(), Error> {
+    let port = addr.port();
     if port == 0 || port >= unprivileged_port_start() || may_bind_privileged() {
         return Ok(());
     }
     Err(Error::Bind {
-        addr: format!("port {port}"),
+        addr,
         source: std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
             "ports below 1024 need root or CAP_NET_BIND_SERVICE \
