@@ -247,16 +247,8 @@ impl Table {
         }
     }
 
-    /// Up to `limit` dirty entries after `after`, scanning at most `scan` entries; returns
-    /// them with their slots, and the last name scanned (`None` when the scan reached the
-    /// end).
-    #[allow(clippy::type_complexity)]
-    pub fn dirty_after(
-        &self,
-        after: Option<&Name>,
-        limit: usize,
-        scan: usize,
-    ) -> (Vec<(Name, Entry)>, Vec<Slot>, Option<Name>) {
+    /// Up to `limit` dirty entries after `after`, scanning at most `scan` entries.
+    pub fn dirty_after(&self, after: Option<&Name>, limit: usize, scan: usize) -> Dirty {
         let hosts = self.read();
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut dirty = Vec::new();
@@ -264,7 +256,11 @@ impl Table {
         let mut last = None;
         for (n_scanned, (name, &slot)) in hosts.index.range((lower, Bound::Unbounded)).enumerate() {
             if n_scanned == scan || dirty.len() == limit {
-                return (dirty, slots, last);
+                return Dirty {
+                    entries: dirty,
+                    slots,
+                    scanned_to: last,
+                };
             }
             let entry = hosts.entry(slot);
             if entry.dirty {
@@ -273,7 +269,11 @@ impl Table {
             }
             last = Some(name.clone());
         }
-        (dirty, slots, None)
+        Dirty {
+            entries: dirty,
+            slots,
+            scanned_to: None,
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Hosts> {
@@ -289,6 +289,17 @@ impl Table {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// What [`Table::dirty_after`] found: the compaction sweep's next chunk.
+#[derive(Debug, Default)]
+pub struct Dirty {
+    /// The dirty entries, in name order.
+    pub entries: Vec<(Name, Entry)>,
+    /// Where each lives, for [`Table::mark_clean`].
+    pub slots: Vec<Slot>,
+    /// The last name scanned; `None` when the scan reached the end of the table.
+    pub scanned_to: Option<Name>,
 }
 
 /// The walk of [`Table::chunks`].
@@ -374,12 +385,12 @@ mod tests {
     #[test]
     fn dirty_scan_is_bounded_and_resumable() {
         let table = table(&[("a", false), ("b", true), ("c", false), ("d", true)]);
-        let (dirty, _, last) = table.dirty_after(None, 10, 2);
-        assert_eq!(names(&dirty), ["b"]);
-        assert_eq!(last.as_ref().map(Name::as_str), Some("b"));
-        let (dirty, _, last) = table.dirty_after(last.as_ref(), 10, 10);
-        assert_eq!(names(&dirty), ["d"]);
-        assert_eq!(last, None);
+        let first = table.dirty_after(None, 10, 2);
+        assert_eq!(names(&first.entries), ["b"]);
+        assert_eq!(first.scanned_to.as_ref().map(Name::as_str), Some("b"));
+        let second = table.dirty_after(first.scanned_to.as_ref(), 10, 10);
+        assert_eq!(names(&second.entries), ["d"]);
+        assert_eq!(second.scanned_to, None);
     }
 
     #[test]

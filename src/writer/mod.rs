@@ -34,7 +34,7 @@ use tracing::{debug, error, info};
 use crate::model::name::Name;
 use crate::model::record::{Change, Record, Time};
 use crate::state::metrics::Metrics;
-use crate::state::table::{Entry, Slot, Table};
+use crate::state::table::{Dirty, Entry, Slot, Table};
 use crate::store::{
     crash_point, CrashPoint, HistoryRow, LoggedChange, Progress, Removed, Store, Turn,
 };
@@ -412,7 +412,11 @@ impl Writer {
             self.next_seq,
         );
         let seq = self.next_seq;
-        let (snapshot, snapshot_slots, scanned_to) = match &self.sweep {
+        let Dirty {
+            entries: snapshot,
+            slots: snapshot_slots,
+            scanned_to,
+        } = match &self.sweep {
             Some(Sweep {
                 phase: Phase::Scan { after },
                 ..
@@ -421,7 +425,7 @@ impl Writer {
                 self.table
                     .dirty_after(after.as_ref(), chunk, SWEEP_SCAN_PER_CHUNK_ENTRY * chunk)
             }
-            _ => (Vec::new(), Vec::new(), None),
+            _ => Dirty::default(),
         };
         let settle: Vec<LoggedChange> = {
             let by_host = self.recent.lock();
