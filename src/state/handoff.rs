@@ -45,10 +45,6 @@ impl<T> Handoff<T> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<T>> {
-        // A push cannot panic while holding the lock, so a poisoned queue still holds
-        // whole items.
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        super::lock(&self.pending)
     }
 }

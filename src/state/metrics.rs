@@ -272,10 +272,7 @@ impl Metrics {
     /// Adds a family rendered after the built-in ones, on every scrape: `render` appends
     /// complete `# HELP`/`# TYPE`/sample lines to the string it is given.
     pub fn add_family(&self, render: Family) {
-        self.families
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(render);
+        super::write(&self.families).push(render);
     }
 
     /// The exposition in Prometheus's text format (version 0.0.4), with `n_hosts` as the
@@ -348,12 +345,7 @@ impl Metrics {
             "dynip_commit_duration_seconds",
             "Time to commit one batch to the store.",
         );
-        for family in self
-            .families
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .iter()
-        {
+        for family in super::read(&self.families).iter() {
             family(&mut out);
         }
         out

@@ -277,17 +277,12 @@ impl Table {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Hosts> {
-        // A poisoned lock means a writer panicked mid-update; the map itself is still a
-        // valid map (BTreeMap::insert does not leave it torn), so keep serving it.
-        self.hosts
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        // BTreeMap::insert does not leave the map torn if it panics.
+        super::read(&self.hosts)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Hosts> {
-        self.hosts
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        super::write(&self.hosts)
     }
 }
 

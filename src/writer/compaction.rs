@@ -61,12 +61,13 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use super::Now;
 use crate::model::name::Name;
 use crate::model::record::Time;
+use crate::state;
 use crate::store::{HistoryRow, LoggedChange, PRUNE_ROWS_PER_TURN};
 
 /// Dirty entries the sweep writes in one turn: as many as the turn's batch, so the sweep
@@ -168,8 +169,7 @@ impl Recent {
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, HashMap<Name, Vec<HeldChange>>> {
-        // Nothing panics while holding the lock, so a poisoned map is still whole.
-        self.by_host.lock().unwrap_or_else(PoisonError::into_inner)
+        state::lock(&self.by_host)
     }
 }
 

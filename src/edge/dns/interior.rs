@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::{all_hosts, NOTIFY_EVERY};
 use crate::edge::net;
 use crate::model::record::Time;
+use crate::state;
 use crate::state::table::Table;
 
 /// The zone's empty non-terminals: `garage` while `pi.garage` is a host. Rebuilt when a
@@ -18,10 +19,7 @@ pub(super) struct Interior(std::sync::RwLock<std::collections::HashSet<String>>)
 
 impl Interior {
     pub(super) fn contains(&self, relative: &str) -> bool {
-        let names = self
-            .0
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let names = state::read(&self.0);
         !names.is_empty() && names.contains(relative)
     }
 

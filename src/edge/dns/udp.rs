@@ -19,6 +19,7 @@ use crate::edge::net::{self, RecvBatch, RecvHeaders, SendHeaders, Wait};
 use crate::model::record::Time;
 use crate::policy::{Limiter, RateDecision};
 use crate::proto::zone::{self, Reply, Transport, Zone};
+use crate::state;
 use crate::state::table::Table;
 
 /// Queries per `recvmmsg` (and answers per `sendmmsg`): past 32 a system call's cost is
@@ -126,10 +127,7 @@ impl UdpServer {
             // One lock for the batch, held only for the buckets' arithmetic.
             decisions.clear();
             {
-                let mut limiter = self
-                    .limiter
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut limiter = state::lock(&self.limiter);
                 decisions.extend(
                     answered
                         .iter()

@@ -51,6 +51,7 @@ use crate::config::ServerConfig;
 use crate::edge::net::{self, Accept};
 use crate::model::record::Time;
 use crate::policy::{Limiter, Policy};
+use crate::state;
 use crate::state::metrics::Metrics;
 use crate::state::table::Table;
 use crate::store::Store;
@@ -313,16 +314,11 @@ impl Shared {
 
     /// Charges `client` for failed credentials.
     fn charge(&self, client: IpAddr) {
-        self.limiter
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .charge(client, Time::now());
+        state::lock(&self.limiter).charge(client, Time::now());
     }
 
     fn is_throttled(&self, client: IpAddr) -> bool {
-        self.limiter
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        state::lock(&self.limiter)
             .check(client, Time::now())
             .is_err()
     }

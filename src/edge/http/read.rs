@@ -24,6 +24,7 @@ use crate::policy::{Policy, Scope};
 use crate::proto::api;
 use crate::proto::dyndns;
 use crate::proto::status;
+use crate::state;
 use crate::store::{PendingChanges, Store, StoreError};
 
 /// A reader of the API: the scope of the key given as the bearer token.
@@ -218,10 +219,7 @@ impl Shared {
     async fn history(self: &Arc<Self>, name: Name) -> Result<Vec<(Time, IpAddr)>, HistoryError> {
         let shared = Arc::clone(self);
         let changes = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-            let mut store = shared
-                .history
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut store = state::lock(&shared.history);
             if store.is_none() {
                 *store = Some(Store::open_read_only(&shared.context.store_path)?);
             }
