@@ -314,7 +314,10 @@ fn violations(sources: &[(String, String)], dependencies: &BTreeSet<String>) -> 
                     "cli", "server", "error", "Error",
                 ];
                 if folder_like.contains(&item) && !role.may_import().contains(&item) {
-                    broken(format!("uses `crate::{item}`"));
+                    broken(format!(
+                        "uses `crate::{item}`, but may use only crate::{{{}}}",
+                        role.may_import().join(", ")
+                    ));
                 }
                 continue;
             }
