@@ -35,6 +35,7 @@ const PURE_CRATES: &[&str] = &[
     "form_urlencoded",
     "hickory_proto",
     "hkdf",
+    "hmac",
     "humantime",
     "ipnet",
     "serde",

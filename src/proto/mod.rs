@@ -11,6 +11,8 @@ pub mod api;
 #[cfg(feature = "server")]
 pub mod dyndns;
 #[cfg(feature = "server")]
+pub mod notify;
+#[cfg(feature = "server")]
 pub mod prometheus;
 #[cfg(feature = "server")]
 pub mod status;

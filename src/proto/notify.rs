@@ -1,0 +1,429 @@
+//! Notifications as they go on the wire: the webhook bodies, their signature, what a
+//! receiver's answer means, and when to try again.
+//!
+//! Owns [`Delivery`] (one event, or a host's coalesced events, with the id receivers
+//! de-duplicate by), the generic JSON body ([`generic_body`], version [`BODY_VERSION`])
+//! and the presets' shapes ([`request`]: ntfy, Gotify, Slack-compatible), the
+//! `X-Dynip-Signature` ([`signature`]), and the retry rules ([`verdict`], [`backoff`]).
+//! Pure: events and the time in, bytes and decisions out; sending is the notify edge's.
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use sha2::Sha256;
+
+use crate::model::event::{Addresses, Event, EventKind};
+
+/// The generic body's version: a field removed or changed in meaning makes a new one;
+/// fields may be added within a version.
+pub const BODY_VERSION: u32 = 1;
+
+/// The header that carries the body's signature.
+pub const SIGNATURE_HEADER: &str = "X-Dynip-Signature";
+
+/// What one message to a sink says: an event, or the latest of a host's events coalesced
+/// over the sink's `coalesce` interval, with how many there were.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The id of the (latest) event: receivers de-duplicate by it, since a delivery may
+    /// arrive more than once.
+    pub id: i64,
+    /// The latest event, with its addresses before the first of them.
+    pub event: Event,
+    /// How many events it stands for (1: not coalesced).
+    pub count: u32,
+}
+
+impl Delivery {
+    /// `events` of one host, oldest first, as one delivery: the latest event's kind, time
+    /// and new addresses, the first one's old addresses, and the count. `None` for none.
+    pub fn coalesced(events: &[(i64, Event)]) -> Option<Delivery> {
+        let (first, last) = (events.first()?, events.last()?);
+        let mut event = last.1.clone();
+        event.ipv4.old = first.1.ipv4.old;
+        event.ipv6.old = first.1.ipv6.old;
+        Some(Delivery {
+            id: last.0,
+            event,
+            count: u32::try_from(events.len()).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+/// Which shape a webhook's request takes (`preset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// The generic JSON body.
+    Generic,
+    /// ntfy: the message as text, its title in a header, to the topic's URL.
+    Ntfy,
+    /// Gotify: `{"title", "message", "priority"}`, to `/message?token=...`.
+    Gotify,
+    /// Slack's incoming webhooks, and what copies them (Mattermost, Discord's `/slack`):
+    /// `{"text"}`.
+    Slack,
+}
+
+impl Preset {
+    /// The preset a config word names.
+    pub fn parse(word: &str) -> Option<Preset> {
+        match word.to_ascii_lowercase().as_str() {
+            "generic" => Some(Preset::Generic),
+            "ntfy" => Some(Preset::Ntfy),
+            "gotify" => Some(Preset::Gotify),
+            "slack" => Some(Preset::Slack),
+            _ => None,
+        }
+    }
+}
+
+/// A webhook request's content: what the edge POSTs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub content_type: &'static str,
+    /// Headers beside the content type and the signature.
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+#[derive(Serialize)]
+struct FamilyJson<A> {
+    old: Option<A>,
+    new: Option<A>,
+}
+
+impl<A: Copy> From<Addresses<A>> for FamilyJson<A> {
+    fn from(addresses: Addresses<A>) -> FamilyJson<A> {
+        FamilyJson {
+            old: addresses.old,
+            new: addresses.new,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct GenericBody<'a> {
+    version: u32,
+    id: i64,
+    event: &'static str,
+    host: &'a str,
+    time: String,
+    ipv4: FamilyJson<Ipv4Addr>,
+    ipv6: FamilyJson<Ipv6Addr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<u32>,
+}
+
+/// The generic body: `{"version", "id", "event", "host", "time", "ipv4": {"old", "new"},
+/// "ipv6": {"old", "new"}}`, addresses or null, time in RFC 3339, and `"count"` when the
+/// delivery stands for more than one event.
+pub fn generic_body(delivery: &Delivery) -> String {
+    let event = &delivery.event;
+    let body = GenericBody {
+        version: BODY_VERSION,
+        id: delivery.id,
+        event: event.kind.as_str(),
+        host: event.host.as_str(),
+        time: event.at.rfc3339(),
+        ipv4: event.ipv4.into(),
+        ipv6: event.ipv6.into(),
+        count: (delivery.count > 1).then_some(delivery.count),
+    };
+    // Strings, numbers and addresses only: serializing cannot fail.
+    serde_json::to_string(&body).unwrap_or_default()
+}
+
+/// A one-line title and a short text, for the presets that show a message to a person.
+pub fn message(delivery: &Delivery) -> (String, String) {
+    let event = &delivery.event;
+    let host = event.host.as_str();
+    let title = match event.kind {
+        EventKind::Changed => format!("{host}: new address"),
+        EventKind::New => format!("{host}: new host"),
+        EventKind::Stale => format!("{host}: no report"),
+        EventKind::Back => format!("{host}: reporting again"),
+        EventKind::Offline => format!("{host}: offline"),
+        EventKind::Online => format!("{host}: online"),
+    };
+    let mut text = String::new();
+    let family = |text: &mut String, name: &str, old: Option<String>, new: Option<String>| match (
+        old, new,
+    ) {
+        (Some(old), Some(new)) if old != new => {
+            let _ = write!(text, "{name} {old} -> {new}. ");
+        }
+        (None, Some(new)) => {
+            let _ = write!(text, "{name} {new}. ");
+        }
+        (Some(old), None) => {
+            let _ = write!(text, "{name} was {old}. ");
+        }
+        (Some(same), Some(_)) => {
+            let _ = write!(text, "{name} {same}. ");
+        }
+        (None, None) => {}
+    };
+    let string = |addr: Option<std::net::IpAddr>| addr.map(|addr| addr.to_string());
+    family(
+        &mut text,
+        "IPv4",
+        string(event.ipv4.old.map(Into::into)),
+        string(event.ipv4.new.map(Into::into)),
+    );
+    family(
+        &mut text,
+        "IPv6",
+        string(event.ipv6.old.map(Into::into)),
+        string(event.ipv6.new.map(Into::into)),
+    );
+    let _ = write!(text, "At {}", event.at.rfc3339());
+    if delivery.count > 1 {
+        let _ = write!(text, " ({} events)", delivery.count);
+    }
+    text.push('.');
+    (title, text)
+}
+
+/// The request a webhook with `preset` sends for `delivery`.
+pub fn request(preset: Preset, delivery: &Delivery) -> Request {
+    let id = ("X-Dynip-Event-Id", delivery.id.to_string());
+    match preset {
+        Preset::Generic => Request {
+            content_type: "application/json",
+            headers: vec![id],
+            body: generic_body(delivery),
+        },
+        Preset::Ntfy => {
+            let (title, text) = message(delivery);
+            Request {
+                content_type: "text/plain; charset=utf-8",
+                headers: vec![id, ("Title", title), ("Tags", "dynip".to_string())],
+                body: text,
+            }
+        }
+        Preset::Gotify => {
+            let (title, text) = message(delivery);
+            let body = serde_json::json!({"title": title, "message": text, "priority": 5});
+            Request {
+                content_type: "application/json",
+                headers: vec![id],
+                body: body.to_string(),
+            }
+        }
+        Preset::Slack => {
+            let (title, text) = message(delivery);
+            let body = serde_json::json!({"text": format!("*{title}* {text}")});
+            Request {
+                content_type: "application/json",
+                headers: vec![id],
+                body: body.to_string(),
+            }
+        }
+    }
+}
+
+/// The `X-Dynip-Signature` of `body` under `secret`: `sha256=` and the lowercase hex of
+/// HMAC-SHA256(secret, body), as GitHub signs its webhooks.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    // HMAC takes a key of any length: `new_from_slice` cannot fail.
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256=");
+    for byte in mac.finalize().into_bytes() {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
+/// What a receiver's answer means for a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryVerdict {
+    Delivered,
+    /// Try again: after the receiver's `Retry-After` when it gave one, else by backoff.
+    Retry {
+        after: Option<Duration>,
+    },
+    /// Never try again: the receiver refused it for good (a 4xx but 408 and 429).
+    Permanent,
+}
+
+/// The verdict on an HTTP answer with `status` and, when it had one, a `Retry-After`
+/// header (seconds; the HTTP-date form is read as no hint).
+pub fn verdict(status: u16, retry_after: Option<&str>) -> DeliveryVerdict {
+    let after = retry_after
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    match status {
+        200..=299 => DeliveryVerdict::Delivered,
+        408 | 429 => DeliveryVerdict::Retry { after },
+        400..=499 => DeliveryVerdict::Permanent,
+        _ => DeliveryVerdict::Retry { after },
+    }
+}
+
+/// The first retry comes after this long; each next one after twice as long.
+pub const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// No retry waits longer: a sink that comes back is heard from within this long.
+pub const MAX_RETRY: Duration = Duration::from_secs(300);
+
+/// How long to wait before try `attempt + 1` after `attempt` failed ones (1: the first
+/// delivery failed), without a hint from the receiver: [`FIRST_RETRY`] doubled per
+/// failure, up to [`MAX_RETRY`]. `jitter` in `[0, 1)` (the caller's randomness) takes off
+/// up to a quarter, so sinks that failed together do not retry together.
+pub fn backoff(attempt: u32, jitter: f64) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(20);
+    let wait = FIRST_RETRY.saturating_mul(1 << doublings).min(MAX_RETRY);
+    wait.mul_f64(1.0 - 0.25 * jitter.clamp(0.0, 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::name::Name;
+    use crate::model::record::Time;
+
+    fn event(kind: EventKind, old: Option<&str>, new: Option<&str>, seconds: i64) -> Event {
+        Event {
+            kind,
+            host: Name::parse("kitchen-pc").unwrap(),
+            at: Time::from_micros(seconds * 1_000_000),
+            ipv4: Addresses {
+                old: old.map(|addr| addr.parse().unwrap()),
+                new: new.map(|addr| addr.parse().unwrap()),
+            },
+            ipv6: Addresses {
+                old: None,
+                new: None,
+            },
+        }
+    }
+
+    fn delivery(event: Event) -> Delivery {
+        Delivery {
+            id: 7,
+            event,
+            count: 1,
+        }
+    }
+
+    #[test]
+    fn the_generic_body_is_the_documented_json() {
+        let changed = event(EventKind::Changed, Some("192.0.2.1"), Some("192.0.2.2"), 0);
+        assert_eq!(
+            generic_body(&delivery(changed.clone())),
+            r#"{"version":1,"id":7,"event":"changed","host":"kitchen-pc","time":"1970-01-01T00:00:00Z","ipv4":{"old":"192.0.2.1","new":"192.0.2.2"},"ipv6":{"old":null,"new":null}}"#
+        );
+        let coalesced = Delivery {
+            count: 3,
+            ..delivery(changed)
+        };
+        assert!(generic_body(&coalesced).ends_with(r#","count":3}"#));
+    }
+
+    #[test]
+    fn coalesced_events_keep_the_first_old_and_the_last_new_address() {
+        let events = [
+            (
+                3,
+                event(EventKind::Changed, Some("192.0.2.1"), Some("192.0.2.2"), 1),
+            ),
+            (
+                5,
+                event(EventKind::Changed, Some("192.0.2.2"), Some("192.0.2.3"), 2),
+            ),
+            (
+                9,
+                event(EventKind::Offline, Some("192.0.2.3"), Some("192.0.2.3"), 3),
+            ),
+        ];
+        let coalesced = Delivery::coalesced(&events).unwrap();
+        assert_eq!(coalesced.id, 9);
+        assert_eq!(coalesced.count, 3);
+        assert_eq!(coalesced.event.kind, EventKind::Offline);
+        assert_eq!(coalesced.event.ipv4.old, Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(coalesced.event.ipv4.new, Some("192.0.2.3".parse().unwrap()));
+        assert_eq!(Delivery::coalesced(&[]), None);
+    }
+
+    #[test]
+    fn presets_shape_the_message_as_each_receiver_expects() {
+        let moved = delivery(event(
+            EventKind::Changed,
+            Some("192.0.2.1"),
+            Some("192.0.2.2"),
+            0,
+        ));
+        let text = "IPv4 192.0.2.1 -> 192.0.2.2. At 1970-01-01T00:00:00Z.";
+        let ntfy = request(Preset::Ntfy, &moved);
+        assert_eq!(ntfy.body, text);
+        assert!(ntfy
+            .headers
+            .contains(&("Title", "kitchen-pc: new address".to_string())));
+        let gotify: serde_json::Value =
+            serde_json::from_str(&request(Preset::Gotify, &moved).body).unwrap();
+        assert_eq!(gotify["title"], "kitchen-pc: new address");
+        assert_eq!(gotify["message"], text);
+        let slack: serde_json::Value =
+            serde_json::from_str(&request(Preset::Slack, &moved).body).unwrap();
+        assert_eq!(slack["text"], format!("*kitchen-pc: new address* {text}"));
+        for preset in [Preset::Generic, Preset::Ntfy, Preset::Gotify, Preset::Slack] {
+            let request = request(preset, &moved);
+            assert!(request
+                .headers
+                .contains(&("X-Dynip-Event-Id", "7".to_string())));
+        }
+        let new = delivery(event(EventKind::New, None, Some("192.0.2.1"), 0));
+        assert_eq!(message(&new).1, "IPv4 192.0.2.1. At 1970-01-01T00:00:00Z.");
+    }
+
+    #[test]
+    fn the_signature_is_hmac_sha256_in_hex() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            signature(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn answers_are_delivered_retried_or_refused_for_good() {
+        assert_eq!(verdict(200, None), DeliveryVerdict::Delivered);
+        assert_eq!(verdict(204, None), DeliveryVerdict::Delivered);
+        assert_eq!(verdict(500, None), DeliveryVerdict::Retry { after: None });
+        assert_eq!(
+            verdict(503, Some("120")),
+            DeliveryVerdict::Retry {
+                after: Some(Duration::from_secs(120))
+            }
+        );
+        assert_eq!(
+            verdict(429, Some(" 5 ")),
+            DeliveryVerdict::Retry {
+                after: Some(Duration::from_secs(5))
+            }
+        );
+        assert_eq!(verdict(408, None), DeliveryVerdict::Retry { after: None });
+        assert_eq!(
+            verdict(429, Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+            DeliveryVerdict::Retry { after: None }
+        );
+        assert_eq!(verdict(404, None), DeliveryVerdict::Permanent);
+        assert_eq!(verdict(401, Some("5")), DeliveryVerdict::Permanent);
+        assert_eq!(verdict(301, None), DeliveryVerdict::Retry { after: None });
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_jitter_takes_off_a_quarter_at_most() {
+        let seconds = |attempt| backoff(attempt, 0.0).as_secs();
+        assert_eq!([1, 2, 3, 4, 9].map(seconds), [1, 2, 4, 8, 256]);
+        assert_eq!(seconds(10), MAX_RETRY.as_secs());
+        assert_eq!(seconds(u32::MAX), MAX_RETRY.as_secs());
+        assert_eq!(backoff(3, 0.999_999).as_millis(), 3_000);
+        assert_eq!(backoff(3, 7.0), Duration::from_secs(3));
+    }
+}
