@@ -4,7 +4,8 @@
 //! Owns [`Delivery`] (one event, or a host's coalesced events, with the id receivers
 //! de-duplicate by), the generic JSON body ([`generic_body`], version [`BODY_VERSION`])
 //! and the presets' shapes ([`request`]: ntfy, Gotify, Slack-compatible), the
-//! `X-Dynip-Signature` ([`signature`]), and the retry rules ([`verdict`], [`backoff`]).
+//! `X-Dynip-Signature` ([`signature`]), the retry rules ([`verdict`], [`backoff`]), and
+//! which events a sink hears and when ([`SinkFilter`], [`due_at`]).
 //! Pure: events and the time in, bytes and decisions out; sending is the notify edge's.
 
 use std::fmt::Write as _;
@@ -16,6 +17,7 @@ use serde::Serialize;
 use sha2::Sha256;
 
 use crate::model::event::{Addresses, Event, EventKind};
+use crate::model::record::Time;
 
 /// The generic body's version: a field removed or changed in meaning makes a new one;
 /// fields may be added within a version.
@@ -281,11 +283,91 @@ pub fn backoff(attempt: u32, jitter: f64) -> Duration {
     wait.mul_f64(1.0 - 0.25 * jitter.clamp(0.0, 1.0))
 }
 
+/// A glob over host names (`hosts = ...`): `*` any run of characters, `?` any one,
+/// anything else itself, compared case-insensitively as names are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostGlob(String);
+
+impl HostGlob {
+    pub fn new(pattern: &str) -> HostGlob {
+        HostGlob(pattern.to_ascii_lowercase())
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        let (pattern, name) = (self.0.as_bytes(), name.as_bytes());
+        // Iterative matching with one backtrack point: linear for patterns with one `*`,
+        // and never exponential.
+        let (mut p, mut n) = (0, 0);
+        let mut star: Option<(usize, usize)> = None;
+        while n < name.len() {
+            match pattern.get(p) {
+                Some(b'*') => {
+                    star = Some((p, n));
+                    p += 1;
+                }
+                Some(&c) if c == b'?' || c == name[n].to_ascii_lowercase() => {
+                    p += 1;
+                    n += 1;
+                }
+                _ => match star {
+                    Some((star_p, star_n)) => {
+                        p = star_p + 1;
+                        n = star_n + 1;
+                        star = Some((star_p, star_n + 1));
+                    }
+                    None => return false,
+                },
+            }
+        }
+        pattern[p..].iter().all(|&c| c == b'*')
+    }
+}
+
+/// Which events a sink wants (`events = ...`, `hosts = ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkFilter {
+    pub events: Vec<EventKind>,
+    pub hosts: Vec<HostGlob>,
+}
+
+impl SinkFilter {
+    /// Every event of every host (the defaults).
+    pub fn all() -> SinkFilter {
+        SinkFilter {
+            events: EventKind::ALL.to_vec(),
+            hosts: vec![HostGlob::new("*")],
+        }
+    }
+
+    pub fn wants(&self, event: &Event) -> bool {
+        self.events.contains(&event.kind)
+            && self
+                .hosts
+                .iter()
+                .any(|glob| glob.matches(event.host.as_str()))
+    }
+}
+
+/// When a host's pending events are due to go to a sink, with `coalesce`: the first at
+/// once, and after a delivery, what comes within `coalesce` of it waits for the end of
+/// that interval and goes as one message. A host that flaps every second for a minute
+/// under `coalesce = 1m` makes two messages, not sixty; `coalesce = 0` sends each event
+/// when it happens.
+pub fn due_at(oldest_pending: Time, last_sent: Option<Time>, coalesce: Duration) -> Time {
+    let interval = i64::try_from(coalesce.as_micros()).unwrap_or(i64::MAX);
+    match last_sent {
+        Some(sent) if interval > 0 => {
+            let window_end = sent.as_micros().saturating_add(interval);
+            Time::from_micros(window_end.max(oldest_pending.as_micros()))
+        }
+        _ => oldest_pending,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::name::Name;
-    use crate::model::record::Time;
 
     fn event(kind: EventKind, old: Option<&str>, new: Option<&str>, seconds: i64) -> Event {
         Event {
@@ -425,5 +507,79 @@ mod tests {
         assert_eq!(seconds(u32::MAX), MAX_RETRY.as_secs());
         assert_eq!(backoff(3, 0.999_999).as_millis(), 3_000);
         assert_eq!(backoff(3, 7.0), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn host_globs_match_names_as_names_compare() {
+        let check = |pattern: &str, name: &str, expect: bool| {
+            assert_eq!(
+                HostGlob::new(pattern).matches(name),
+                expect,
+                "{pattern} ~ {name}"
+            );
+        };
+        check("*", "kitchen-pc", true);
+        check("kitchen-*", "kitchen-pc", true);
+        check("KITCHEN-*", "kitchen-pc", true);
+        check("*-pc", "kitchen-pc", true);
+        check("k?tchen-pc", "kitchen-pc", true);
+        check("*.home", "nas.home", true);
+        check("*.home", "nas.office", false);
+        check("kitchen", "kitchen-pc", false);
+        check("a*b*c", "aXbYc", true);
+        check("a*b*c", "aXbY", false);
+        check("", "", true);
+        check("", "x", false);
+        // A pattern made to backtrack still answers at once.
+        check("*a*a*a*a*a*a*b", &"a".repeat(200), false);
+    }
+
+    #[test]
+    fn a_sink_hears_the_kinds_and_hosts_it_asked_for() {
+        let moved = event(EventKind::Changed, Some("192.0.2.1"), Some("192.0.2.2"), 0);
+        assert!(SinkFilter::all().wants(&moved));
+        let stale_only = SinkFilter {
+            events: vec![EventKind::Stale],
+            hosts: vec![HostGlob::new("*")],
+        };
+        assert!(!stale_only.wants(&moved));
+        let other_hosts = SinkFilter {
+            events: EventKind::ALL.to_vec(),
+            hosts: vec![HostGlob::new("nas*"), HostGlob::new("router")],
+        };
+        assert!(!other_hosts.wants(&moved));
+    }
+
+    #[test]
+    fn the_first_event_goes_at_once_and_the_rest_wait_out_the_interval() {
+        let at = |seconds: i64| Time::from_micros(seconds * 1_000_000);
+        let minute = Duration::from_secs(60);
+        assert_eq!(due_at(at(100), None, minute), at(100), "nothing sent yet");
+        assert_eq!(
+            due_at(at(130), Some(at(100)), minute),
+            at(160),
+            "inside the interval"
+        );
+        assert_eq!(due_at(at(200), Some(at(100)), minute), at(200), "after it");
+        assert_eq!(
+            due_at(at(130), Some(at(100)), Duration::ZERO),
+            at(130),
+            "coalesce = 0"
+        );
+        // Flapping every second for a minute: sent at 0, then everything from 1 to 60
+        // at 60, then 61 onwards at 120.
+        let mut sent = None;
+        let mut messages = 0;
+        let mut pending: Option<Time> = None;
+        for second in 0..=60 {
+            pending = pending.or(Some(at(second)));
+            let due = due_at(pending.unwrap(), sent, minute);
+            if due <= at(second) {
+                messages += 1;
+                sent = Some(at(second));
+                pending = None;
+            }
+        }
+        assert_eq!(messages, 2, "one at once, one for the rest of the minute");
     }
 }
