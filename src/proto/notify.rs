@@ -3,7 +3,8 @@
 //!
 //! Owns [`Delivery`] (one event, or a host's coalesced events, with the id receivers
 //! de-duplicate by), the generic JSON body ([`generic_body`], version [`BODY_VERSION`])
-//! and the presets' shapes ([`request`]: ntfy, Gotify, Slack-compatible), the
+//! and the presets' shapes ([`request`]: ntfy, Gotify, Slack-compatible), a command's
+//! environment ([`command_env`]) and an e-mail's text ([`email`]), the
 //! `X-Dynip-Signature` ([`signature`]), the retry rules ([`verdict`], [`backoff`]), and
 //! which events a sink hears and when ([`SinkFilter`], [`due_at`]).
 //! Pure: events and the time in, bytes and decisions out; sending is the notify edge's.
@@ -225,6 +226,38 @@ pub fn request(preset: Preset, delivery: &Delivery) -> Request {
             }
         }
     }
+}
+
+/// The environment a command sink's program runs with (inadyn's hook style): the event,
+/// its id, the host, the time, the new and the old address of each family (empty when the
+/// host has none), and the count.
+pub fn command_env(delivery: &Delivery) -> Vec<(&'static str, String)> {
+    let event = &delivery.event;
+    let text =
+        |addr: Option<std::net::IpAddr>| addr.map(|addr| addr.to_string()).unwrap_or_default();
+    vec![
+        ("DYNIP_EVENT", event.kind.as_str().to_string()),
+        ("DYNIP_EVENT_ID", delivery.id.to_string()),
+        ("DYNIP_HOST", event.host.as_str().to_string()),
+        ("DYNIP_TIME", event.at.rfc3339()),
+        ("DYNIP_IPV4", text(event.ipv4.new.map(Into::into))),
+        ("DYNIP_IPV6", text(event.ipv6.new.map(Into::into))),
+        ("DYNIP_OLD_IPV4", text(event.ipv4.old.map(Into::into))),
+        ("DYNIP_OLD_IPV6", text(event.ipv6.old.map(Into::into))),
+        ("DYNIP_COUNT", delivery.count.to_string()),
+    ]
+}
+
+/// An e-mail's subject and plain-text body: the message a person reads, then the generic
+/// body for whatever filters mail by content.
+pub fn email(delivery: &Delivery) -> (String, String) {
+    let (title, text) = message(delivery);
+    let body = format!(
+        "{text}\n\nEvent {} from dynip.\n{}\n",
+        delivery.id,
+        generic_body(delivery)
+    );
+    (format!("[dynip] {title}"), body)
 }
 
 /// The `X-Dynip-Signature` of `body` under `secret`: `sha256=` and the lowercase hex of
@@ -581,5 +614,43 @@ mod tests {
             }
         }
         assert_eq!(messages, 2, "one at once, one for the rest of the minute");
+    }
+
+    #[test]
+    fn a_command_hears_the_event_in_its_environment() {
+        let moved = delivery(event(
+            EventKind::Changed,
+            Some("192.0.2.1"),
+            Some("192.0.2.2"),
+            0,
+        ));
+        let env = command_env(&moved);
+        let get = |key: &str| {
+            env.iter()
+                .find(|(name, _)| *name == key)
+                .map(|(_, value)| value.as_str())
+        };
+        assert_eq!(get("DYNIP_EVENT"), Some("changed"));
+        assert_eq!(get("DYNIP_EVENT_ID"), Some("7"));
+        assert_eq!(get("DYNIP_HOST"), Some("kitchen-pc"));
+        assert_eq!(get("DYNIP_TIME"), Some("1970-01-01T00:00:00Z"));
+        assert_eq!(get("DYNIP_IPV4"), Some("192.0.2.2"));
+        assert_eq!(get("DYNIP_OLD_IPV4"), Some("192.0.2.1"));
+        assert_eq!(get("DYNIP_IPV6"), Some(""));
+        assert_eq!(get("DYNIP_COUNT"), Some("1"));
+    }
+
+    #[test]
+    fn an_email_says_it_in_the_subject_and_carries_the_generic_body() {
+        let moved = delivery(event(
+            EventKind::Changed,
+            Some("192.0.2.1"),
+            Some("192.0.2.2"),
+            0,
+        ));
+        let (subject, body) = email(&moved);
+        assert_eq!(subject, "[dynip] kitchen-pc: new address");
+        assert!(body.starts_with("IPv4 192.0.2.1 -> 192.0.2.2."), "{body}");
+        assert!(body.contains(&generic_body(&moved)), "{body}");
     }
 }
