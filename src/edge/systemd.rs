@@ -13,6 +13,7 @@ use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::edge::net;
 use crate::state::metrics::Metrics;
 use crate::state::table::Table;
 use crate::writer::Liveness;
@@ -50,17 +51,9 @@ pub async fn keep_alive(
 ) {
     let watchdog = sd_notify::watchdog_enabled();
     let every = watchdog.map_or(STATUS_EVERY, |interval| (interval / 2).min(STATUS_EVERY));
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = net::every(every, &shutdown);
     let mut was_stuck = false;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => {
-                stopping();
-                return;
-            }
-            _ = ticks.tick() => {}
-        }
+    while ticks.tick().await {
         let status = status_line(&table, &metrics);
         let Some(interval) = watchdog else {
             send(&[NotifyState::Status(&status)]);
@@ -82,6 +75,7 @@ pub async fn keep_alive(
             }
         }
     }
+    stopping();
 }
 
 /// What `systemctl status` shows under the unit's name.
