@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use crate::model::name::Name;
-use crate::model::record::{is_stale, Record, Time};
+use crate::model::record::{is_stale, stale_from, Record, Time};
 
 /// What happened to a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -144,13 +144,7 @@ pub fn stale_since(record: &Record, now: Time, stale_after: Duration) -> Option<
         return None;
     }
     let after = i64::try_from(stale_after.as_micros()).unwrap_or(i64::MAX);
-    Some(Time::from_micros(
-        record
-            .last_seen()
-            .as_micros()
-            .saturating_add(after)
-            .saturating_add(1),
-    ))
+    Some(stale_from(record.last_seen(), after))
 }
 
 #[cfg(test)]

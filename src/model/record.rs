@@ -184,6 +184,12 @@ fn see<A: PartialEq + Copy>(slot: &mut Option<Seen<A>>, addr: A, at: Time) -> Ch
     }
 }
 
+/// The first moment a host (or an address) last seen at `last_seen` is stale: more than
+/// `after_micros` later. [`is_stale`] is `now` at or past it.
+pub fn stale_from(last_seen: Time, after_micros: i64) -> Time {
+    Time(last_seen.0.saturating_add(after_micros).saturating_add(1))
+}
+
 /// Whether a host whose last report was at `last_seen` is stale at `now`.
 pub fn is_stale(last_seen: Time, now: Time, stale_after: Duration) -> bool {
     let age = now.as_micros().saturating_sub(last_seen.as_micros());

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use crate::model::record::Time;
+use crate::model::record::{stale_from, Time};
 
 /// When what DNS shows last changed, and the highest serial handed out.
 #[derive(Debug, Default)]
@@ -69,10 +69,7 @@ impl Staleness {
         let (mut went_stale, mut next): (Option<i64>, Option<i64>) = (None, None);
         for last_seen in last_seen {
             // Hidden from the first microsecond it is more than `after` old.
-            let hidden_at = last_seen
-                .as_micros()
-                .saturating_add(after)
-                .saturating_add(1);
+            let hidden_at = stale_from(last_seen, after).as_micros();
             if hidden_at <= now.as_micros() {
                 went_stale = went_stale.max(Some(hidden_at));
             } else {
