@@ -42,6 +42,7 @@ const PURE_CRATES: &[&str] = &[
     "serde_json",
     "sha2",
     "thiserror",
+    "url",
 ];
 
 /// Crates only some places may use: the crate, and the path prefixes that may use it.

@@ -40,6 +40,8 @@ pub(super) const SERVER_KEYS: &[Setting<ServerConfig>] = &[
     Setting { name: "public_metrics",  apply: |c, v| set(&mut c.public_metrics, boolean(v)) },
     Setting { name: "stale_after",     apply: |c, v| set(&mut c.stale_after, positive_duration(v)) },
     Setting { name: "history_max_age", apply: |c, v| set(&mut c.history_max_age, positive_duration(v).map(Some)) },
+    Setting { name: "notify_max_age",  apply: |c, v| set(&mut c.notify_max_age, positive_duration(v)) },
+    Setting { name: "notify_max_age",  apply: |c, v| set(&mut c.notify_max_age, positive_duration(v)) },
     Setting { name: "dns_listen",      apply: |c, v| set(&mut c.dns.listen, socket_addr(v, None).map(Some)) },
     Setting { name: "dns_zone",        apply: |c, v| set(&mut c.dns.zone, domain(v).map(Some)) },
     Setting { name: "dns_ttl",         apply: |c, v| set(&mut c.dns.ttl, duration(v)) },
@@ -142,6 +144,18 @@ pub(super) fn warnings(ini: &Ini) -> Vec<String> {
         match SECTIONS.iter().find(|section| section.name == name) {
             Some(section) => {
                 for (key, _) in options.iter().filter(|(key, _)| !(section.knows)(key)) {
+                    warnings.push(format!(
+                        "unknown key {:?} in [{shown}], ignored",
+                        quoted(key)
+                    ));
+                }
+            }
+            #[cfg(feature = "server")]
+            None if name.starts_with(NOTIFY_SECTION_PREFIX) => {
+                for (key, _) in options
+                    .iter()
+                    .filter(|(key, _)| !super::notify::SINK_KEYS.contains(key))
+                {
                     warnings.push(format!(
                         "unknown key {:?} in [{shown}], ignored",
                         quoted(key)

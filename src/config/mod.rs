@@ -83,11 +83,17 @@ use crate::model::name::Name;
 
 mod ini;
 mod keys;
+#[cfg(feature = "server")]
+mod notify;
 mod template;
 
 use ini::{quoted, Ini};
 use keys::{
     check_tls, default_store_path, read_hosts, read_section, warnings, CLIENT_KEYS, SERVER_KEYS,
+};
+#[cfg(feature = "server")]
+pub use notify::{
+    Secret, SinkConfig, Target, DEFAULT_COALESCE, DEFAULT_DELIVERY_TIMEOUT, NOTIFY_SECTION_PREFIX,
 };
 pub use template::{template, template_in};
 
@@ -190,6 +196,13 @@ pub struct ServerConfig {
     pub history_max_age: Option<Duration>,
     /// The `dns_*` keys: the DNS responder.
     pub dns: DnsConfig,
+    /// `[DynIP:Notify:NAME]` sections: where notifications go. Empty: no events are
+    /// kept at all.
+    #[cfg(feature = "server")]
+    pub notify: Vec<SinkConfig>,
+    /// `notify_max_age`, default a day: an event not delivered by then is dropped, with
+    /// an error logged and counted.
+    pub notify_max_age: Duration,
 }
 
 /// The `dns_*` keys of `[DynIP:Server]`: the authoritative DNS responder for `dns_zone`.
@@ -262,6 +275,9 @@ pub struct TlsFiles {
 /// of five minutes, so one missed report or a short outage does not mark a host.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(60 * 60);
 
+/// `notify_max_age` when the file names none.
+pub const DEFAULT_NOTIFY_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
 impl ServerConfig {
     /// Whether unsigned (original) datagrams are accepted: as `allow_unsigned` says, else
     /// only when no key of any kind is configured.
@@ -291,6 +307,9 @@ impl Default for ServerConfig {
             stale_after: DEFAULT_STALE_AFTER,
             history_max_age: None,
             dns: DnsConfig::default(),
+            #[cfg(feature = "server")]
+            notify: Vec::new(),
+            notify_max_age: DEFAULT_NOTIFY_MAX_AGE,
         }
     }
 }
@@ -373,6 +392,10 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
         server.store_path = default_store_path(&server.client_log_path);
     }
     server.hosts = read_hosts(&ini)?;
+    #[cfg(feature = "server")]
+    {
+        server.notify = notify::read_sinks(&ini)?;
+    }
     check_tls(&ini, &server)?;
     if server.dns.listen.is_some() && server.dns.zone.is_none() {
         let found = ini.get(SERVER_SECTION, "dns_listen");

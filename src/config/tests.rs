@@ -2,6 +2,8 @@ use std::path::Path;
 
 use super::ini::Options;
 use super::*;
+use crate::model::event::EventKind;
+use crate::proto::notify::{HostGlob, Preset, SinkFilter};
 
 /// Parses `input` with the INI layer alone and compares a dump of it (or the error)
 /// with `expect`: `[DEFAULT]` first when it has options, then every section in file
@@ -62,6 +64,8 @@ fn dump_config(config: &Config) -> String {
                 stale_after,
                 history_max_age,
                 dns,
+                notify,
+                notify_max_age,
             },
         client:
             ClientConfig {
@@ -104,6 +108,8 @@ fn dump_config(config: &Config) -> String {
     field!(server.stale_after, stale_after);
     field!(server.history_max_age, history_max_age);
     field!(server.dns, dns);
+    field!(server.notify, notify);
+    field!(server.notify_max_age, notify_max_age);
     field!(client.key, client_key);
     field!(client.server_hostname, server_hostname);
     field!(client.server_port, client_server_port);
@@ -899,5 +905,131 @@ fn dns_keys_read_and_refuse() {
     check(
         "[DynIP:Server]\ndns_ttl = soon\n",
         "error: [DynIP:Server] dns_ttl = \"soon\": not a duration (e.g. 60, 90s, 5m, 1h, 1w)",
+    );
+}
+
+#[test]
+fn notify_sinks_are_read_with_their_defaults() {
+    let config = parse(
+        "[DynIP:Server]\nnotify_max_age = 2h\n\
+         [DynIP:Notify:chat]\nkind = webhook\nurl = https://ntfy.example.com/home\npreset = ntfy\n\
+         secret = s3cret\nevents = changed, stale back\nhosts = kitchen-* pc?\ncoalesce = 0\n\
+         [DynIP:Notify:hook]\nkind = command\ncommand = /usr/bin/apprise -b 'a b'\ntimeout = 30s\n\
+         [DynIP:Notify:mail]\nkind = email\nsmtp_url = smtps://me:pw@mail.example.com\n\
+         from = dynip@example.com\nto = a@example.com, b@example.com\n",
+    )
+    .unwrap();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    assert_eq!(config.server.notify_max_age, Duration::from_secs(7200));
+    let [chat, hook, mail] = &config.server.notify[..] else {
+        panic!("three sinks: {:?}", config.server.notify);
+    };
+    assert_eq!(chat.name, "chat");
+    assert!(matches!(
+        &chat.target,
+        Target::Webhook { url, preset: Preset::Ntfy, secret: Some(Secret::Text(secret)) }
+            if url.as_str() == "https://ntfy.example.com/home" && secret == "s3cret"
+    ));
+    assert_eq!(
+        chat.filter.events,
+        [EventKind::Changed, EventKind::Stale, EventKind::Back]
+    );
+    assert_eq!(
+        chat.filter.hosts,
+        [HostGlob::new("kitchen-*"), HostGlob::new("pc?")]
+    );
+    assert_eq!(chat.coalesce, Duration::ZERO);
+    assert_eq!(chat.timeout, DEFAULT_DELIVERY_TIMEOUT);
+    assert_eq!(
+        hook.target,
+        Target::Command {
+            program: "/usr/bin/apprise".into(),
+            args: vec!["-b".into(), "a b".into()]
+        }
+    );
+    assert_eq!(hook.filter, SinkFilter::all());
+    assert_eq!(hook.coalesce, DEFAULT_COALESCE);
+    assert_eq!(hook.timeout, Duration::from_secs(30));
+    assert!(matches!(
+        &mail.target,
+        Target::Email { smtp_url, from, to }
+            if smtp_url.scheme() == "smtps" && from == "dynip@example.com"
+                && to == &["a@example.com", "b@example.com"]
+    ));
+}
+
+#[test]
+fn bad_notify_sinks_name_the_key() {
+    let sink = |body: &str| {
+        parse(&format!("[DynIP:Notify:x]\n{body}"))
+            .unwrap_err()
+            .to_string()
+    };
+    for (body, expect) in [
+        ("url = http://h/", "[DynIP:Notify:x] kind = \"\": missing"),
+        (
+            "kind = pigeon",
+            "[DynIP:Notify:x] kind = \"pigeon\": not a sink kind",
+        ),
+        ("kind = webhook", "[DynIP:Notify:x] url = \"\": missing"),
+        (
+            "kind = webhook\nurl = ftp://h/",
+            "[DynIP:Notify:x] url = \"ftp://h/\": not an http",
+        ),
+        (
+            "kind = webhook\nurl = h",
+            "[DynIP:Notify:x] url = \"h\": not a URL",
+        ),
+        (
+            "kind = webhook\nurl = http://h/\npreset = teams",
+            "preset = \"teams\": not a preset",
+        ),
+        (
+            "kind = webhook\nurl = http://h/\nsecret = a\nsecret_file = /b",
+            "secret_file = \"/b\": give secret or secret_file",
+        ),
+        (
+            "kind = webhook\nurl = http://h/\ncommand = x",
+            "command = \"x\": does not apply",
+        ),
+        ("kind = command\ncommand = 'x", "command = \"'x\": a quote"),
+        (
+            "kind = email\nsmtp_url = http://h\nfrom = a@b\nto = c@d",
+            "smtp_url = \"http://h\": not an smtp",
+        ),
+        (
+            "kind = email\nsmtp_url = smtp://h\nfrom = a@b\nto = c",
+            "to = \"c\": not a list of e-mail",
+        ),
+        (
+            "kind = email\nsmtp_url = smtp://h\nto = c@d",
+            "from = \"\": missing",
+        ),
+        (
+            "kind = command\ncommand = x\nevents = changed moved",
+            "events = \"changed moved\": not a list of events",
+        ),
+        (
+            "kind = command\ncommand = x\ncoalesce = soon",
+            "coalesce = \"soon\"",
+        ),
+        (
+            "kind = command\ncommand = x\ntimeout = 0",
+            "timeout = \"0\": must be more than 0",
+        ),
+    ] {
+        let error = sink(body);
+        assert!(error.contains(expect), "{body:?}: {error}");
+    }
+    let error = parse("[DynIP:Notify:a b]\nkind = command\ncommand = x\n").unwrap_err();
+    assert!(error.to_string().contains("the sink's name"), "{error}");
+}
+
+#[test]
+fn unknown_keys_of_a_sink_are_warnings() {
+    let config = parse("[DynIP:Notify:x]\nkind = command\ncommand = x\ncolour = red\n").unwrap();
+    assert_eq!(
+        config.warnings,
+        ["unknown key \"colour\" in [DynIP:Notify:x], ignored"]
     );
 }
