@@ -150,15 +150,16 @@ impl Server {
         let table = Arc::clone(&self.table);
         let recent = Arc::new(Recent::default());
         let liveness = Arc::new(Liveness::default());
-        let (reports, writer) = writer::spawn(
-            self.store,
+        let (reports, writer) = writer::spawn(writer::Setup {
+            store: self.store,
             table,
-            self.progress,
-            Arc::clone(&recent),
-            Arc::clone(&self.metrics),
-            Arc::clone(&liveness),
-            self.config.history_max_age,
-        )
+            progress: self.progress,
+            recent: Arc::clone(&recent),
+            metrics: Arc::clone(&self.metrics),
+            liveness: Arc::clone(&liveness),
+            history_max_age: self.config.history_max_age,
+            notice: None,
+        })
         .map_err(|e| Error::Internal(format!("cannot start the writer: {e}")))?;
 
         let (stop_export, stop_rx) = std::sync::mpsc::channel::<()>();

@@ -93,7 +93,8 @@ use keys::{
 };
 #[cfg(feature = "server")]
 pub use notify::{
-    Secret, SinkConfig, Target, DEFAULT_COALESCE, DEFAULT_DELIVERY_TIMEOUT, NOTIFY_SECTION_PREFIX,
+    Secret, SinkConfig, SinkTarget, DEFAULT_COALESCE, DEFAULT_DELIVERY_TIMEOUT,
+    NOTIFY_SECTION_PREFIX,
 };
 pub use template::{template, template_in};
 

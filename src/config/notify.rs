@@ -48,7 +48,7 @@ pub struct SinkConfig {
     /// The section's name after `DynIP:Notify:`: the sink's name in logs, metrics and
     /// the store.
     pub name: String,
-    pub target: Target,
+    pub target: SinkTarget,
     /// `events` and `hosts`.
     pub filter: SinkFilter,
     /// `coalesce`, default a minute: a host's events within this long of its last
@@ -61,7 +61,7 @@ pub struct SinkConfig {
 
 /// Where a sink's messages go (`kind`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub enum SinkTarget {
     /// `kind = webhook`: `url`, `preset`, `secret` or `secret_file`.
     Webhook {
         url: Url,
@@ -162,7 +162,7 @@ fn read_sink(ini: &Ini, section: &str, name: &str) -> Result<SinkConfig, ConfigE
                 )),
                 (None, None) => None,
             };
-            Target::Webhook {
+            SinkTarget::Webhook {
                 url,
                 preset,
                 secret,
@@ -172,7 +172,7 @@ fn read_sink(ini: &Ini, section: &str, name: &str) -> Result<SinkConfig, ConfigE
             let line = required("command", "missing: a command sink needs its command")?;
             let mut words = command_words(line).map_err(|reason| bad("command", reason))?;
             let program = words.remove(0);
-            Target::Command {
+            SinkTarget::Command {
                 program,
                 args: words,
             }
@@ -199,7 +199,7 @@ fn read_sink(ini: &Ini, section: &str, name: &str) -> Result<SinkConfig, ConfigE
                     "not a list of e-mail addresses (separated by commas)",
                 ));
             }
-            Target::Email {
+            SinkTarget::Email {
                 smtp_url,
                 from: from.to_owned(),
                 to,
@@ -211,9 +211,9 @@ fn read_sink(ini: &Ini, section: &str, name: &str) -> Result<SinkConfig, ConfigE
         keys.iter().find(|key| value(key).is_some()).copied()
     };
     let foreign = match &target {
-        Target::Webhook { .. } => only(&["command", "smtp_url", "from", "to"]),
-        Target::Command { .. } => only(&["url", "preset", "secret", "secret_file", "smtp_url"]),
-        Target::Email { .. } => only(&["url", "preset", "secret", "secret_file", "command"]),
+        SinkTarget::Webhook { .. } => only(&["command", "smtp_url", "from", "to"]),
+        SinkTarget::Command { .. } => only(&["url", "preset", "secret", "secret_file", "smtp_url"]),
+        SinkTarget::Email { .. } => only(&["url", "preset", "secret", "secret_file", "command"]),
     };
     if let Some(key) = foreign {
         return Err(bad(key, "does not apply to this kind of sink"));

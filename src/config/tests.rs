@@ -927,7 +927,7 @@ fn notify_sinks_are_read_with_their_defaults() {
     assert_eq!(chat.name, "chat");
     assert!(matches!(
         &chat.target,
-        Target::Webhook { url, preset: Preset::Ntfy, secret: Some(Secret::Text(secret)) }
+        SinkTarget::Webhook { url, preset: Preset::Ntfy, secret: Some(Secret::Text(secret)) }
             if url.as_str() == "https://ntfy.example.com/home" && secret == "s3cret"
     ));
     assert_eq!(
@@ -942,7 +942,7 @@ fn notify_sinks_are_read_with_their_defaults() {
     assert_eq!(chat.timeout, DEFAULT_DELIVERY_TIMEOUT);
     assert_eq!(
         hook.target,
-        Target::Command {
+        SinkTarget::Command {
             program: "/usr/bin/apprise".into(),
             args: vec!["-b".into(), "a b".into()]
         }
@@ -952,7 +952,7 @@ fn notify_sinks_are_read_with_their_defaults() {
     assert_eq!(hook.timeout, Duration::from_secs(30));
     assert!(matches!(
         &mail.target,
-        Target::Email { smtp_url, from, to }
+        SinkTarget::Email { smtp_url, from, to }
             if smtp_url.scheme() == "smtps" && from == "dynip@example.com"
                 && to == &["a@example.com", "b@example.com"]
     ));

@@ -60,6 +60,60 @@ impl EventKind {
     }
 }
 
+/// Where one event stands with one sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryState {
+    /// Not delivered yet: in the outbox.
+    Pending,
+    /// The sink took it (a 2xx, a command's exit 0, an accepted e-mail).
+    Delivered,
+    /// The sink refused it for good (a 4xx, an SMTP 5xx): not tried again.
+    Failed,
+    /// Not delivered within `notify_max_age`: given up.
+    Dropped,
+}
+
+impl DeliveryState {
+    pub const ALL: [DeliveryState; 4] = [
+        DeliveryState::Pending,
+        DeliveryState::Delivered,
+        DeliveryState::Failed,
+        DeliveryState::Dropped,
+    ];
+
+    /// The state's word in the store, the API and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+            DeliveryState::Dropped => "dropped",
+        }
+    }
+
+    pub fn parse(word: &str) -> Option<DeliveryState> {
+        DeliveryState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == word)
+    }
+}
+
+/// What became of an event with a sink: what the sink's thread tells the writer, which
+/// writes it down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    /// The sink, by its index in the config's order.
+    pub sink: usize,
+    /// The event.
+    pub id: i64,
+    pub state: DeliveryState,
+    /// Tries it took.
+    pub attempts: u32,
+    pub at: Time,
+    /// The last try's outcome, for the operator ("HTTP 503", "exit status 2").
+    pub detail: String,
+}
+
 /// One family's address before and after the event (`None`: the host had none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Addresses<A> {

@@ -6,6 +6,7 @@
 
 pub mod handoff;
 pub mod metrics;
+pub mod outbox;
 pub mod serial;
 pub mod table;
 

@@ -24,6 +24,8 @@ pub(crate) enum CrashPoint {
     JournalDropped,
     /// In the transaction: the history's oldest changes pruned; not yet committed.
     HistoryPruned,
+    /// The turn's events and settled deliveries are written.
+    OutboxWritten,
     /// The transaction committed; neither the writer's own state nor the table updated.
     Committed,
     /// The table shows the batch and the sweep moved on; no report answered yet.

@@ -18,13 +18,15 @@
 //! The folder: this file holds what the writer and the readers speak ([`Loaded`],
 //! [`Progress`], [`Turn`], [`StoreError`]); `sqlite` the [`Store`] itself, its schema and
 //! statements; `journal` the journal entries' binary codec (pure); `checkpoint` the
-//! checkpointer thread; `import` the original's JSON file into an empty store; `crash`
-//! the points where a test stops a writer's turn as a crash would.
+//! checkpointer thread; `import` the original's JSON file into an empty store; `outbox`
+//! the notifications' events and their deliveries; `crash` the points where a test stops
+//! a writer's turn as a crash would.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use crate::model::event::{DeliveryState, Event, Settlement};
 use crate::model::name::Name;
 use crate::model::record::Time;
 use crate::state::table::Entry;
@@ -33,6 +35,9 @@ mod checkpoint;
 mod crash;
 mod import;
 pub mod journal;
+mod outbox;
+#[cfg(test)]
+pub(crate) use outbox::pending_of as outbox_pending_of;
 mod sqlite;
 
 pub use checkpoint::keep_checkpointed;
@@ -155,6 +160,59 @@ pub struct Turn<'a> {
     /// Delete the history's changes from before this time (`history_max_age`), oldest
     /// first, up to [`PRUNE_ROWS_PER_TURN`].
     pub prune_before: Option<Time>,
+    /// The sinks' names, which `events` and `settled` refer to by index.
+    pub sink_names: &'a [String],
+    /// Events the turn's reports (or the stale scan) made, each with the sinks that
+    /// want it: written with a pending delivery per sink (the outbox).
+    pub events: &'a [NewEvent],
+    /// The next event id, kept when `events` is not empty.
+    pub next_event: i64,
+    /// Deliveries the sinks finished since the last turn.
+    pub settled: &'a [Settlement],
+    /// Hosts whose going stale was announced (`Some(since)`), or which reported again
+    /// after it (`None`).
+    pub stale: &'a [(Name, Option<Time>)],
+    /// Delete events from before this time, oldest first, up to
+    /// [`PRUNE_ROWS_PER_TURN`], with their deliveries.
+    pub prune_events_before: Option<Time>,
+}
+
+/// An event for the outbox, numbered by the writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub id: i64,
+    pub event: Event,
+    /// The sinks (indexes into [`Turn::sink_names`]) it goes to.
+    pub sinks: Vec<usize>,
+}
+
+/// What the notifications go on from after a restart.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outbox {
+    /// The next event id.
+    pub next_event: i64,
+    /// Pending deliveries, by sink name, oldest first.
+    pub pending: BTreeMap<String, Vec<(i64, Event)>>,
+    /// Hosts whose going stale was announced.
+    pub stale: Vec<Name>,
+}
+
+/// A recorded event with its deliveries, for the API, the status page and `dynip events`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    pub id: i64,
+    pub event: Event,
+    pub deliveries: Vec<DeliveryRecord>,
+}
+
+/// One sink's delivery of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub sink: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub settled_at: Option<Time>,
+    pub detail: Option<String>,
 }
 
 /// What a turn's commit removed.

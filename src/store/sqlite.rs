@@ -21,8 +21,9 @@ const APPLICATION_ID: i64 = 0x6479_6e69;
 /// `PRAGMA user_version`: the schema this build writes and reads. Version 2 added
 /// `hosts.offline`, version 3 `history_log`, version 4 replaced that table with
 /// `journal.changes`; an older store is read as it is, and migrated when the server opens
-/// it (an `ALTER TABLE`, and for version 3 its log rows copied into `history`).
-pub(super) const SCHEMA_VERSION: i64 = 4;
+/// it (an `ALTER TABLE`, and for version 3 its log rows copied into `history`). Version 5
+/// added the notifications' `events`, `deliveries` (the outbox) and `stale_hosts`.
+pub(super) const SCHEMA_VERSION: i64 = 5;
 /// Page cache of the writer's connection, in KiB: large enough that a compaction chunk's
 /// pages stay cached between the read and the write of the B-tree, small against the
 /// per-host memory budget (300 bytes × 1,000,000 hosts).
@@ -58,6 +59,32 @@ CREATE TABLE history (
 CREATE INDEX history_by_name ON history (name_key, at);
 INSERT INTO meta (key, value) VALUES ('reports', 0);
 ";
+/// The notifications' tables (version 5): each event once, and its delivery to each sink
+/// that wants it; a `pending` delivery is the outbox. `stale_hosts` holds the hosts whose
+/// going stale was announced, so that a restart does not announce it again.
+const SCHEMA_EVENTS: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    name_key TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    ipv4_old TEXT, ipv4_new TEXT, ipv6_old TEXT, ipv6_new TEXT
+);
+CREATE INDEX IF NOT EXISTS events_by_name ON events (name_key, id);
+CREATE TABLE IF NOT EXISTS deliveries (
+    event INTEGER NOT NULL,
+    sink TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    settled_at INTEGER,
+    detail TEXT,
+    PRIMARY KEY (event, sink)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (sink, event) WHERE state = 'pending';
+CREATE TABLE IF NOT EXISTS stale_hosts (name TEXT PRIMARY KEY, since INTEGER NOT NULL) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta (key, value) VALUES ('next_event', 1);
+";
 /// From version 3 to 4: the log's rows, settled or not, go into `history`.
 const MIGRATE_LOG: &str = "
 INSERT OR IGNORE INTO history (id, name, name_key, at, address)
@@ -90,6 +117,8 @@ pub struct Store {
     /// A store of version 3, opened read-only: changes not yet settled are in
     /// `history_log`.
     has_log: bool,
+    /// A store from before version 5, opened read-only: it has no events.
+    pub(super) before_events: bool,
 }
 
 impl Store {
@@ -137,6 +166,7 @@ impl Store {
         store.before_offline = version < 2;
         store.before_changes = version < 4;
         store.has_log = version == 3;
+        store.before_events = version < 5;
         Ok(store)
     }
 
@@ -151,6 +181,7 @@ impl Store {
             before_offline: false,
             before_changes: false,
             has_log: false,
+            before_events: false,
         };
         store
             .conn
@@ -207,7 +238,10 @@ impl Store {
         if version == 3 {
             steps.push_str(MIGRATE_LOG);
         }
-        steps.push_str("ALTER TABLE journal ADD COLUMN changes BLOB;");
+        if version < 4 {
+            steps.push_str("ALTER TABLE journal ADD COLUMN changes BLOB;");
+        }
+        steps.push_str(SCHEMA_EVENTS);
         let tx = self.conn.transaction().map_err(|e| sql(&self.path, e))?;
         tx.execute_batch(&steps)
             .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
@@ -229,6 +263,7 @@ impl Store {
     fn create(&mut self) -> Result<(), StoreError> {
         let tx = self.conn.transaction().map_err(|e| sql(&self.path, e))?;
         tx.execute_batch(SCHEMA)
+            .and_then(|()| tx.execute_batch(SCHEMA_EVENTS))
             .and_then(|()| tx.pragma_update(None, "application_id", APPLICATION_ID))
             .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
             .and_then(|()| tx.commit())
@@ -515,6 +550,10 @@ impl Store {
                     as u64;
                 crash_point(CrashPoint::HistoryPruned);
             }
+            super::outbox::write(&tx, turn)?;
+            if !turn.events.is_empty() || !turn.settled.is_empty() {
+                crash_point(CrashPoint::OutboxWritten);
+            }
             Ok(Removed {
                 n_dropped,
                 n_pruned,
@@ -612,7 +651,7 @@ impl Store {
         sql(&self.path, source)
     }
 
-    fn corrupt(&self, detail: String) -> StoreError {
+    pub(super) fn corrupt(&self, detail: String) -> StoreError {
         StoreError::Corrupt {
             path: self.path.clone(),
             detail,
@@ -620,7 +659,7 @@ impl Store {
     }
 
     /// Maps a read error: damage and "not a database" are the file's fault.
-    fn classify(&self, source: rusqlite::Error) -> StoreError {
+    pub(super) fn classify(&self, source: rusqlite::Error) -> StoreError {
         match source.sqlite_error_code() {
             Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
                 self.corrupt(source.to_string())

@@ -510,6 +510,7 @@ fn a_crash_at_any_step_of_any_turn_loses_nothing_acknowledged_and_keeps_no_half_
         CrashPoint::SnapshotWritten,
         CrashPoint::JournalDropped,
         CrashPoint::HistoryPruned,
+        CrashPoint::OutboxWritten,
         CrashPoint::Committed,
         CrashPoint::TableUpdated,
         CrashPoint::Answered,

@@ -42,9 +42,11 @@ use crate::store::{
 mod compaction;
 #[cfg(test)]
 mod crash_tests;
+mod notice;
 
 pub use compaction::Recent;
 use compaction::{hold, logged, Limits, Phase, Prune, Sweep, SWEEP_SCAN_PER_CHUNK_ENTRY};
+pub use notice::{Notice, Outlet, STALE_SCAN_EVERY};
 
 /// The most reports in one transaction. At 100,000 reports/s a full batch is 40 ms of
 /// traffic; larger batches save little (one fsync is about 0.2 ms here) and delay acks.
@@ -149,32 +151,43 @@ impl Liveness {
     }
 }
 
-/// Starts the writer thread, going on from where the store's journal left off, with the
-/// unsettled changes of `progress` put into `recent`, each commit's batch size and
-/// latency recorded in `metrics`, and each turn's start and end in `liveness`; with
-/// `history_max_age`, pruning older changes.
+/// What the writer thread starts from.
+pub struct Setup {
+    pub store: Store,
+    pub table: Arc<Table>,
+    /// Where the store's journal left off.
+    pub progress: Progress,
+    /// Where `progress`'s unsettled changes go.
+    pub recent: Arc<Recent>,
+    /// Each commit's batch size and latency.
+    pub metrics: Arc<Metrics>,
+    /// Each turn's start and end.
+    pub liveness: Arc<Liveness>,
+    /// With it, older changes are pruned from the history.
+    pub history_max_age: Option<std::time::Duration>,
+    /// With sinks: the notifications' part of each turn.
+    pub notice: Option<Notice>,
+}
+
+/// Starts the writer thread.
 ///
 /// # Errors
 /// When the OS cannot start a thread.
-pub fn spawn(
-    store: Store,
-    table: Arc<Table>,
-    progress: Progress,
-    recent: Arc<Recent>,
-    metrics: Arc<Metrics>,
-    liveness: Arc<Liveness>,
-    history_max_age: Option<std::time::Duration>,
-) -> std::io::Result<(mpsc::Sender<Report>, JoinHandle<()>)> {
+pub fn spawn(setup: Setup) -> std::io::Result<(mpsc::Sender<Report>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE_LEN);
-    let writer = Writer::new(
-        store,
-        table,
-        progress,
-        recent,
-        metrics,
-        history_max_age.map(|max_age| Prune::new(max_age, Instant::now())),
+    let mut writer = Writer::new(
+        setup.store,
+        setup.table,
+        setup.progress,
+        setup.recent,
+        setup.metrics,
+        setup
+            .history_max_age
+            .map(|max_age| Prune::new(max_age, Instant::now())),
         Limits::default(),
     );
+    writer.notice = setup.notice;
+    let liveness = setup.liveness;
     let handle = std::thread::Builder::new()
         .name("dynip-writer".to_string())
         .spawn(move || writer.run(rx, &liveness))?;
@@ -218,7 +231,13 @@ struct Writer {
     limits: Limits,
     metrics: Arc<Metrics>,
     prune: Option<Prune>,
+    /// With sinks configured: the events of each turn, for the outbox.
+    notice: Option<Notice>,
 }
+
+/// How long an idle writer with sinks waits for a report before it looks at what the
+/// sinks finished and whether a host went stale.
+const IDLE_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A batch's reports, decided: the records they change and their history, and which
 /// reports the replay rule refused.
@@ -248,11 +267,14 @@ pub(crate) enum Verdict {
 /// client time must be later than the host's `signed_at`), good or nochg, offline, and the
 /// address changes, numbered from `next_history_id`. `lookup` finds a host's record
 /// and where it lives (`S`, the table's slot); the records come out with `seq` and dirty.
+/// `applied` sees each report that is not refused, with its host's record before (`None`:
+/// a new host) and after it.
 pub(crate) fn decide<S: Copy>(
     batch: &[Report],
     mut lookup: impl FnMut(&Name) -> Option<(S, Record)>,
     next_history_id: i64,
     seq: i64,
+    mut applied: impl FnMut(&Report, Option<&Record>, &Record),
 ) -> Decided<S> {
     let mut pending: HashMap<Name, (Option<S>, Record)> = HashMap::with_capacity(batch.len());
     let mut history = Vec::new();
@@ -287,6 +309,7 @@ pub(crate) fn decide<S: Copy>(
             record.signed_at = report.signed_at;
         }
         record.offline = report.offline;
+        applied(report, current.as_ref(), &record);
         verdicts.push(
             if change == Change::NewAddress || was_offline != report.offline {
                 Verdict::Changed
@@ -345,17 +368,44 @@ impl Writer {
             limits,
             metrics,
             prune,
+            notice: None,
         }
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<Report>, liveness: &Liveness) {
+        // A clock to wait on, for a writer with sinks.
+        let idle = match &self.notice {
+            Some(_) => match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(runtime) => Some(runtime),
+                Err(e) => {
+                    error!(error = %e, "no timer for the writer: stale hosts are noticed only as reports come");
+                    None
+                }
+            },
+            None => None,
+        };
         loop {
-            let first = if self.sweep.is_some() {
+            let busy = self.sweep.is_some()
+                || self
+                    .notice
+                    .as_ref()
+                    .is_some_and(|notice| notice.wants_turn(Instant::now()));
+            let first = if busy {
                 match rx.try_recv() {
                     Ok(report) => Some(report),
                     // Nothing queued: a turn of sweeping alone.
                     Err(mpsc::error::TryRecvError::Empty) => None,
                     Err(mpsc::error::TryRecvError::Disconnected) => break,
+                }
+            } else if let Some(idle) = &idle {
+                // With sinks, an idle writer still has turns to take (`wants_turn`).
+                match idle.block_on(tokio::time::timeout(IDLE_TICK, rx.recv())) {
+                    Ok(Some(report)) => Some(report),
+                    Ok(None) => break,
+                    Err(_) => continue,
                 }
             } else {
                 match rx.blocking_recv() {
@@ -401,16 +451,25 @@ impl Writer {
     /// One transaction: the batch, and a step of the sweep if one is under way, and of
     /// the prune if one is due at `now`.
     fn turn(&mut self, batch: Vec<Report>, now: Now) {
+        let mut events = Vec::new();
+        let table = &self.table;
+        let notice = &self.notice;
         let decided = decide(
             &batch,
-            |name| {
-                self.table
-                    .find(name)
-                    .map(|(slot, entry)| (slot, entry.record))
-            },
+            |name| table.find(name).map(|(slot, entry)| (slot, entry.record)),
             self.next_history_id,
             self.next_seq,
+            |report, before, after| {
+                if let Some(notice) = notice {
+                    notice.applied(&report.name, before, after, report.at, &mut events);
+                }
+            },
         );
+        let noticed = self
+            .notice
+            .as_mut()
+            .map(|notice| notice.notice(events, &decided.records, &self.table, now));
+        let no_sinks: &[String] = &[];
         let seq = self.next_seq;
         let Dirty {
             entries: snapshot,
@@ -456,6 +515,12 @@ impl Writer {
             settle: &settle,
             drop_before,
             prune_before: self.prune.as_ref().and_then(|prune| prune.before(now)),
+            sink_names: self.notice.as_ref().map_or(no_sinks, Notice::sink_names),
+            events: noticed.as_ref().map_or(&[], |noticed| &noticed.events),
+            next_event: noticed.as_ref().map_or(0, |noticed| noticed.next_event),
+            settled: noticed.as_ref().map_or(&[], |noticed| &noticed.settled),
+            stale: noticed.as_ref().map_or(&[], |noticed| &noticed.stale),
+            prune_events_before: noticed.as_ref().and_then(|noticed| noticed.prune_before),
         };
         let pruning = turn.prune_before.is_some();
         crash_point(CrashPoint::BeforeCommit);
@@ -512,6 +577,9 @@ impl Writer {
                     .collect();
                 self.table.mark_clean(&written);
                 self.advance_sweep(scanned_to);
+                if let (Some(notice), Some(noticed)) = (&mut self.notice, noticed) {
+                    notice.committed(noticed, now);
+                }
                 crash_point(CrashPoint::TableUpdated);
                 Ok(shown_at)
             }
@@ -519,6 +587,9 @@ impl Writer {
                 error!(error = %e, n_reports = batch.len(), "dropping reports: commit failed");
                 // The journal keeps everything; a later sweep starts over.
                 self.sweep = None;
+                if let (Some(notice), Some(noticed)) = (&mut self.notice, noticed) {
+                    notice.not_committed(noticed);
+                }
                 Err(Refused::CommitFailed)
             }
         };
@@ -646,7 +717,7 @@ mod tests {
                 (Name::parse(name).unwrap(), (idx, record))
             })
             .collect();
-        let decided = decide(batch, |name| table.get(name).copied(), 100, 7);
+        let decided = decide(batch, |name| table.get(name).copied(), 100, 7, |_, _, _| {});
         let what = format!("{batch:?} over {known:?}");
         assert_eq!(decided.verdicts, verdicts, "verdicts of {what}");
         let expect: Vec<LoggedChange> = history
