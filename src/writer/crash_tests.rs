@@ -23,6 +23,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::*;
+use crate::model::event::EventKind;
+use crate::proto::notify::SinkFilter;
+use crate::state::outbox::Settlements;
 use crate::store::{set_crash_hook, CrashHook, Loaded, PendingChanges};
 
 /// The script's turns, `STEP` apart.
@@ -301,7 +304,24 @@ impl Drop for HookGuard {
 
 fn writer(store: Store, loaded: Loaded, now: Now) -> (Writer, Arc<Table>) {
     let table = Arc::new(Table::new(loaded.hosts));
-    let writer = Writer::new(
+    let outbox = store.outbox().unwrap();
+    // A sink that hears every event (its thread gone: the events stay in the outbox),
+    // so that each turn writes its reports' events in its transaction.
+    let (events, _) = std::sync::mpsc::channel();
+    let notice = Notice::new(
+        vec![Outlet {
+            name: "all".into(),
+            filter: SinkFilter::all(),
+            events,
+        }],
+        Duration::from_secs(1 << 40),
+        Duration::from_secs(1 << 40),
+        outbox.next_event,
+        outbox.stale,
+        Arc::new(Settlements::default()),
+        now.instant,
+    );
+    let mut writer = Writer::new(
         store,
         Arc::clone(&table),
         loaded.progress,
@@ -310,6 +330,7 @@ fn writer(store: Store, loaded: Loaded, now: Now) -> (Writer, Arc<Table>) {
         Some(Prune::new(MAX_AGE, now.instant)),
         LIMITS,
     );
+    writer.notice = Some(notice);
     (writer, table)
 }
 
@@ -327,6 +348,23 @@ fn check_store(path: &Path, expect: &Model, now: Now, what: &str) -> (Store, Loa
         .map(|(name, entry)| (name.clone(), ModelHost::of(&entry.record)))
         .collect();
     assert_eq!(hosts, expect.hosts, "{what}: the hosts");
+    // Each host's first report made one `new` event, in the same transaction.
+    let events = store.events(None, usize::MAX).unwrap();
+    let new: BTreeSet<Name> = events
+        .iter()
+        .filter(|record| record.event.kind == EventKind::New)
+        .map(|record| record.event.host.clone())
+        .collect();
+    assert_eq!(
+        new,
+        hosts.keys().cloned().collect(),
+        "{what}: the hosts' new events"
+    );
+    let next_event = store.outbox().unwrap().next_event;
+    assert!(
+        events.iter().all(|record| record.id < next_event),
+        "{what}: the next event id is taken"
+    );
     let ids: BTreeSet<i64> = loaded
         .progress
         .unsettled
