@@ -29,6 +29,14 @@ pub enum Error {
         /// Windows), every `Result<_, Error>` passed clippy's `result_large_err` limit there.
         source: Box<ConfigError>,
     },
+    /// A sink that cannot be set up at start: its secret file unreadable, its TLS setup
+    /// refused.
+    #[error("[{section}] {key}: {reason}")]
+    Sink {
+        section: String,
+        key: &'static str,
+        reason: String,
+    },
     #[error("config {path}: hostname {value:?}: {source} (set hostname in [DynIP:Client])")]
     BadHostname {
         path: PathBuf,
@@ -89,7 +97,10 @@ impl Error {
             #[cfg(feature = "server")]
             Error::Store(_) | Error::Export(_) => 2,
             Error::NotWritable { .. } => 2,
-            Error::ConfigRead { .. } | Error::Config { .. } | Error::BadHostname { .. } => 3,
+            Error::ConfigRead { .. }
+            | Error::Config { .. }
+            | Error::BadHostname { .. }
+            | Error::Sink { .. } => 3,
             Error::Client(
                 ClientError::EmptyServerHostname { .. } | ClientError::Resolve { .. },
             ) => 4,

@@ -12,13 +12,17 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::ServerConfig;
+use crate::config::{Secret, ServerConfig, SinkConfig, SinkTarget, NOTIFY_SECTION_PREFIX};
 use crate::edge::dns::Dns;
 use crate::edge::export;
+use crate::edge::notify::counters::{self, SinkCounters};
+use crate::edge::notify::send::Messenger;
+use crate::edge::notify::sink::{self, SinkStart};
 use crate::error::Error;
 use crate::model::record::Time;
 use crate::policy::Policy;
 use crate::state::metrics::Metrics;
+use crate::state::outbox::Settlements;
 use crate::state::table::Table;
 use crate::store::{self, Loaded, Progress, Store};
 use crate::writer::{Liveness, Recent};
@@ -39,7 +43,117 @@ pub struct Server {
     metrics: Arc<Metrics>,
     /// The DNS face, when `dns_listen` is set.
     dns: Option<Dns>,
+    /// The sinks, ready to start, when any is configured.
+    notify: Option<Notify>,
 }
+
+/// The sinks, set up at start, and what the outbox held for them.
+struct Notify {
+    sinks: Vec<(SinkConfig, Messenger, Arc<SinkCounters>)>,
+    outbox: store::Outbox,
+}
+
+impl Notify {
+    /// Sets up each sink (its secret read, its client built): what cannot be set up
+    /// stops the server now, naming the section and key.
+    fn prepare(config: &ServerConfig, store: &Store) -> Result<Notify, Error> {
+        let mut sinks = Vec::new();
+        for sink in &config.notify {
+            let section = format!("{NOTIFY_SECTION_PREFIX}{}", sink.name);
+            let secret = match &sink.target {
+                SinkTarget::Webhook {
+                    secret: Some(Secret::Text(text)),
+                    ..
+                } => Some(text.as_bytes().to_vec()),
+                SinkTarget::Webhook {
+                    secret: Some(Secret::File(path)),
+                    ..
+                } => {
+                    let mut bytes = std::fs::read(path).map_err(|e| Error::Sink {
+                        section: section.clone(),
+                        key: "secret_file",
+                        reason: format!("cannot read {}: {e}", path.display()),
+                    })?;
+                    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                        bytes.pop();
+                    }
+                    if bytes.is_empty() {
+                        return Err(Error::Sink {
+                            section,
+                            key: "secret_file",
+                            reason: format!("{} is empty", path.display()),
+                        });
+                    }
+                    Some(bytes)
+                }
+                _ => None,
+            };
+            let messenger = Messenger::new(sink, secret).map_err(|reason| Error::Sink {
+                section: section.clone(),
+                key: "kind",
+                reason,
+            })?;
+            sinks.push((sink.clone(), messenger, Arc::new(SinkCounters::default())));
+        }
+        let outbox = store.outbox()?;
+        for (name, pending) in &outbox.pending {
+            if !config.notify.iter().any(|sink| &sink.name == name) {
+                warn!(
+                    sink = %name,
+                    n_events = pending.len(),
+                    "events pending for a sink no longer configured stay in the store"
+                );
+            }
+        }
+        Ok(Notify { sinks, outbox })
+    }
+
+    /// Starts each sink's thread; returns the writer's part.
+    fn start(self, config: &ServerConfig, metrics: &Metrics) -> Result<writer::Notice, Error> {
+        let Notify { sinks, mut outbox } = self;
+        let settlements = Arc::new(Settlements::default());
+        let shown: Vec<(String, Arc<SinkCounters>)> = sinks
+            .iter()
+            .map(|(sink, _, counters)| (sink.name.clone(), Arc::clone(counters)))
+            .collect();
+        metrics.add_family(Box::new(move |out: &mut String| {
+            counters::render(&shown, Time::now(), out)
+        }));
+        let mut outlets = Vec::new();
+        for (index, (sink, messenger, counters)) in sinks.into_iter().enumerate() {
+            let (events_tx, events_rx) = std::sync::mpsc::channel();
+            outlets.push(writer::Outlet {
+                name: sink.name.clone(),
+                filter: sink.filter.clone(),
+                events: events_tx,
+            });
+            sink::spawn(SinkStart {
+                index,
+                pending: outbox.pending.remove(&sink.name).unwrap_or_default(),
+                config: sink,
+                messenger,
+                events: events_rx,
+                settlements: Arc::clone(&settlements),
+                counters,
+                max_age: config.notify_max_age,
+            })
+            .map_err(|e| Error::Internal(format!("cannot start a sink's thread: {e}")))?;
+        }
+        Ok(writer::Notice::new(
+            outlets,
+            config.stale_after,
+            config.notify_max_age.max(EVENTS_KEEP),
+            outbox.next_event,
+            outbox.stale,
+            settlements,
+            std::time::Instant::now(),
+        ))
+    }
+}
+
+/// How long events are kept for the API, the status page and `dynip events` (longer
+/// with a longer `notify_max_age`).
+const EVENTS_KEEP: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// Replaces the keys and rules in force (SIGHUP), without stopping anything.
 #[derive(Clone)]
@@ -85,6 +199,10 @@ impl Server {
             store = %config.store_path.display(),
             "store loaded"
         );
+        let notify = match config.notify.is_empty() {
+            true => None,
+            false => Some(Notify::prepare(config, &store)?),
+        };
         let policy = Arc::new(watch::Sender::new(Arc::new(Policy::new(config))));
         let dns = match config.dns.listen {
             Some(listen) => Some(Dns::bind(&config.dns, listen, config.stale_after)?),
@@ -110,6 +228,7 @@ impl Server {
             http,
             metrics,
             dns,
+            notify,
         })
     }
 
@@ -150,6 +269,10 @@ impl Server {
         let table = Arc::clone(&self.table);
         let recent = Arc::new(Recent::default());
         let liveness = Arc::new(Liveness::default());
+        let notice = match self.notify {
+            Some(notify) => Some(notify.start(&self.config, &self.metrics)?),
+            None => None,
+        };
         let (reports, writer) = writer::spawn(writer::Setup {
             store: self.store,
             table,
@@ -158,7 +281,7 @@ impl Server {
             metrics: Arc::clone(&self.metrics),
             liveness: Arc::clone(&liveness),
             history_max_age: self.config.history_max_age,
-            notice: None,
+            notice,
         })
         .map_err(|e| Error::Internal(format!("cannot start the writer: {e}")))?;
 

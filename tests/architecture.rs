@@ -57,6 +57,8 @@ const OWNED_CRATES: &[(&str, &[&str])] = &[
     ("tower_http", &["src/edge/http/"]),
     ("hickory_proto", &["src/proto/zone.rs", "src/edge/dns/"]),
     ("sd_notify", &["src/edge/systemd.rs"]),
+    ("ureq", &["src/edge/notify/"]),
+    ("lettre", &["src/edge/notify/"]),
     ("clap", &["src/cli/"]),
     ("clap_complete", &["src/cli/"]),
     ("clap_mangen", &["src/cli/"]),

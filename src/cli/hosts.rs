@@ -43,14 +43,19 @@ pub(super) fn list_table<'a>(hosts: impl Iterator<Item = (&'a Name, &'a Record)>
             ]
         })
         .collect();
+    columns(&header, &rows)
+}
+
+/// `header` and `rows` in columns two spaces apart, each as wide as its widest cell.
+fn columns<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> String {
     let mut widths = header.clone().map(|cell| cell.chars().count());
-    for row in &rows {
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
+    for row in std::iter::once(header).chain(rows) {
         let cells: Vec<String> = row
             .iter()
             .zip(widths)
@@ -113,6 +118,77 @@ pub(super) fn history(path: &Path, host: &str, json: bool) -> Result<(), Error> 
         out
     };
     print(&out)
+}
+
+/// `dynip events`: the store's recent events, newest first, with their deliveries.
+pub(super) fn events(
+    path: &Path,
+    host: Option<&str>,
+    limit: usize,
+    json: bool,
+) -> Result<(), Error> {
+    let name = host
+        .map(|host| {
+            Name::parse(host).map_err(|source| Error::BadName {
+                value: host.to_string(),
+                source,
+            })
+        })
+        .transpose()?;
+    let config = load_config(path)?;
+    let store = Store::open_read_only(&config.server.store_path)?;
+    let events = store.events(name.as_ref(), limit)?;
+    if let (Some(name), true) = (&name, events.is_empty()) {
+        if !store.load()?.hosts.contains_key(name) {
+            return Err(Error::UnknownHost(name.to_string()));
+        }
+    }
+    let out = if json {
+        to_json(&crate::proto::api::events(&events).events)
+    } else {
+        events_table(&events)
+    };
+    print(&out)
+}
+
+/// Events as a table: one line per event, its deliveries as `sink=state` words.
+fn events_table(events: &[crate::model::event::EventRecord]) -> String {
+    let shown = |old: Option<String>, new: Option<String>| match (old, new) {
+        (old, new) if old == new => new.unwrap_or_else(|| "-".to_string()),
+        (None, Some(new)) => new,
+        (old, new) => format!(
+            "{}>{}",
+            old.unwrap_or_else(|| "-".to_string()),
+            new.unwrap_or_else(|| "-".to_string())
+        ),
+    };
+    let rows: Vec<[String; 6]> = events
+        .iter()
+        .map(|record| {
+            let event = &record.event;
+            let text = |addr: Option<std::net::Ipv4Addr>| addr.map(|addr| addr.to_string());
+            let text6 = |addr: Option<std::net::Ipv6Addr>| addr.map(|addr| addr.to_string());
+            let deliveries: Vec<String> = record
+                .deliveries
+                .iter()
+                .map(|delivery| format!("{}={}", delivery.sink, delivery.state.as_str()))
+                .collect();
+            [
+                record.id.to_string(),
+                event.at.rfc3339(),
+                event.kind.as_str().to_string(),
+                event.host.to_string(),
+                [
+                    shown(text(event.ipv4.old), text(event.ipv4.new)),
+                    shown(text6(event.ipv6.old), text6(event.ipv6.new)),
+                ]
+                .join(" "),
+                deliveries.join(" "),
+            ]
+        })
+        .collect();
+    let header = ["ID", "TIME", "EVENT", "HOST", "IPV4 IPV6", "DELIVERIES"].map(String::from);
+    columns(&header, &rows)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The commands: `dynip init|server|client|list|history|demo` and the original's entry
+//! The commands: `dynip init|server|client|list|history|events|demo` and the original's entry
 //! points (`dynipd`, `dynipc`, `dynip-init`), as clap parsers and the functions they run.
 //! The server's commands (`server`, `check`, `list`, `history`, `demo`, `dynipd`) come
 //! with the server (the `server` feature, Linux only): in a client-only build (Windows,
@@ -40,7 +40,7 @@ use crate::server::{PolicyHandle, Server};
 #[cfg(feature = "server")]
 use demo::demo;
 #[cfg(feature = "server")]
-use hosts::{history, list};
+use hosts::{events, history, list};
 use log::{init_logging, stderr_is_journal};
 
 /// Logging flags, shared by every command (the original's `-v` and `--debug`).
@@ -63,14 +63,14 @@ Exit codes:
   0   success
   1   unexpected internal error
   2   usage error; the store or the JSON file cannot be read or written
-  3   the config cannot be read or is invalid; the TLS files do not work
+  3   the config cannot be read or is invalid; the TLS files or a sink do not work
   4   server_hostname is empty or cannot be resolved
   5   the report could not be sent
   6   the store or the JSON file is damaged or not dynip's (left as it was)
   7   cannot listen on an address (in use, not this machine's, or a port below 1024
       without CAP_NET_BIND_SERVICE)
   8   init: the file exists, or cannot be written
-  9   history: no such host
+  9   history, events: no such host
   10  client: no acknowledgement came back";
 
 #[derive(Parser, Debug)]
@@ -158,6 +158,22 @@ enum Command {
         /// The host's name
         host: String,
         /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show recent events (address changes, new, stale and returning hosts, offline and
+    /// online) and whether each sink has had them, newest first
+    #[cfg(feature = "server")]
+    Events {
+        /// The config file ([DynIP:Server])
+        config: PathBuf,
+        /// Only this host's
+        #[arg(long)]
+        host: Option<String>,
+        /// How many at most
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON (the API's event documents) instead of a table
         #[arg(long)]
         json: bool,
     },
@@ -269,6 +285,13 @@ fn run(command: Command) -> Result<(), Error> {
         Command::List { config, json } => list(&config, json),
         #[cfg(feature = "server")]
         Command::History { config, host, json } => history(&config, &host, json),
+        #[cfg(feature = "server")]
+        Command::Events {
+            config,
+            host,
+            limit,
+            json,
+        } => events(&config, host.as_deref(), limit, json),
         Command::AddHost { config, host } => add_host(&config, &host),
         #[cfg(feature = "server")]
         Command::Demo => demo(),

@@ -17,6 +17,8 @@ pub mod http;
 #[cfg(feature = "server")]
 pub mod net;
 #[cfg(feature = "server")]
+pub mod notify;
+#[cfg(feature = "server")]
 pub mod systemd;
 #[cfg(feature = "server")]
 pub mod udp;

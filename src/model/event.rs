@@ -114,6 +114,24 @@ pub struct Settlement {
     pub detail: String,
 }
 
+/// A recorded event with its deliveries, for the API, the status page and `dynip events`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    pub id: i64,
+    pub event: Event,
+    pub deliveries: Vec<DeliveryRecord>,
+}
+
+/// One sink's delivery of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub sink: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub settled_at: Option<Time>,
+    pub detail: Option<String>,
+}
+
 /// One family's address before and after the event (`None`: the host had none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Addresses<A> {

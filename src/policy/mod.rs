@@ -8,6 +8,8 @@
 //! sockets, files, clock, threads, tokio or logging (`tests/architecture.rs` checks it).
 
 mod limit;
+#[cfg(feature = "server")]
+pub mod outbox;
 
 pub use limit::{Limiter, RateDecision};
 

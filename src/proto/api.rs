@@ -5,13 +5,15 @@
 //! values out; routing, authentication and reading the store are `http`'s. A field added
 //! here goes into `openapi.json` too: `tests/it/http.rs` checks every answer against it.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::model::event::EventRecord;
 use crate::model::name::Name;
 use crate::model::record::{is_stale, Record, Seen, Time};
+use crate::proto::notify::FamilyJson;
 
 /// The OpenAPI 3.1 description of `/api/v1/`, served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -65,6 +67,66 @@ pub struct HistoryJson {
 pub struct ChangeJson {
     pub time: String,
     pub address: String,
+}
+
+/// `GET /api/v1/events` and `GET /api/v1/hosts/{name}/events`: recent events, newest
+/// first, with where each stands with each sink.
+#[derive(Debug, Serialize)]
+pub struct EventsJson {
+    pub events: Vec<EventJson>,
+}
+
+/// One event: the fields of the webhooks' generic body, and its deliveries.
+#[derive(Debug, Serialize)]
+pub struct EventJson {
+    pub id: i64,
+    pub event: &'static str,
+    pub host: String,
+    pub time: String,
+    pub ipv4: FamilyJson<Ipv4Addr>,
+    pub ipv6: FamilyJson<Ipv6Addr>,
+    pub deliveries: Vec<DeliveryJson>,
+}
+
+/// Where an event stands with one sink.
+#[derive(Debug, Serialize)]
+pub struct DeliveryJson {
+    pub sink: String,
+    /// `pending`, `delivered`, `failed` or `dropped`.
+    pub state: &'static str,
+    /// Tries so far.
+    pub attempts: u32,
+    /// When the last try ended (`null`: none yet).
+    pub time: Option<String>,
+    /// The last try's outcome (`HTTP 503`, `exit status 2`).
+    pub detail: Option<String>,
+}
+
+pub fn events(records: &[EventRecord]) -> EventsJson {
+    EventsJson {
+        events: records
+            .iter()
+            .map(|record| EventJson {
+                id: record.id,
+                event: record.event.kind.as_str(),
+                host: record.event.host.to_string(),
+                time: record.event.at.rfc3339(),
+                ipv4: record.event.ipv4.into(),
+                ipv6: record.event.ipv6.into(),
+                deliveries: record
+                    .deliveries
+                    .iter()
+                    .map(|delivery| DeliveryJson {
+                        sink: delivery.sink.clone(),
+                        state: delivery.state.as_str(),
+                        attempts: delivery.attempts,
+                        time: delivery.settled_at.map(Time::rfc3339),
+                        detail: delivery.detail.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
 }
 
 /// Any error: `{"error": "..."}`.

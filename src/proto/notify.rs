@@ -92,10 +92,12 @@ pub struct Request {
     pub body: String,
 }
 
-#[derive(Serialize)]
-struct FamilyJson<A> {
-    old: Option<A>,
-    new: Option<A>,
+/// One family's addresses before and after, as JSON: `{"old", "new"}`, each an address
+/// or null.
+#[derive(Debug, Serialize)]
+pub struct FamilyJson<A> {
+    pub old: Option<A>,
+    pub new: Option<A>,
 }
 
 impl<A: Copy> From<Addresses<A>> for FamilyJson<A> {

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::model::event::{DeliveryState, EventKind, EventRecord};
 use crate::model::name::Name;
 use crate::model::record::{is_stale, Record, Time};
 
@@ -123,11 +124,13 @@ pub fn page(rows: &[Row<'_>], place: &Page<'_>, now: Time, stale_after: Duration
     document("dynip", &body)
 }
 
-/// The page of one host: its addresses and its history of address changes, newest first.
+/// The page of one host: its addresses, its history of address changes, and its recent
+/// events with where each stands with each sink (none without sinks), newest first.
 pub fn host_page(
     name: &Name,
     record: &Record,
     changes: &[(Time, IpAddr)],
+    events: &[EventRecord],
     now: Time,
     stale_after: Duration,
 ) -> String {
@@ -168,7 +171,58 @@ pub fn host_page(
         );
     }
     body.push_str("</tbody>\n</table>\n");
+    if !events.is_empty() {
+        body.push_str(
+            "<h2>Events</h2>\n<table class=\"events\">\n<thead><tr><th>When</th><th>Event</th>\
+             <th>Addresses</th><th>Notifications</th></tr></thead>\n<tbody>\n",
+        );
+        for record in events {
+            let event = &record.event;
+            let mut addresses = Vec::new();
+            if event.ipv4.old != event.ipv4.new || event.kind == EventKind::New {
+                addresses.push(moved(event.ipv4.old, event.ipv4.new));
+            }
+            if event.ipv6.old != event.ipv6.new {
+                addresses.push(moved(event.ipv6.old, event.ipv6.new));
+            }
+            let deliveries: Vec<String> = record
+                .deliveries
+                .iter()
+                .map(|delivery| {
+                    format!(
+                        "{}: <span class=\"badge{}\">{}</span>",
+                        escape(&delivery.sink),
+                        match delivery.state {
+                            DeliveryState::Delivered => " ok",
+                            DeliveryState::Pending => " off",
+                            DeliveryState::Failed | DeliveryState::Dropped => "",
+                        },
+                        delivery.state.as_str()
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                body,
+                "<tr><td><time datetime=\"{at}\">{at}</time></td><td>{kind}</td>\
+                 <td class=\"addr\">{addresses}</td><td>{deliveries}</td></tr>",
+                at = event.at.rfc3339(),
+                kind = event.kind.as_str(),
+                addresses = addresses.join("<br>"),
+                deliveries = deliveries.join(" "),
+            );
+        }
+        body.push_str("</tbody>\n</table>\n");
+    }
     document(&format!("dynip: {name}"), &body)
+}
+
+/// An address's move, `old → new`, with `–` for none.
+fn moved<A: std::fmt::Display>(old: Option<A>, new: Option<A>) -> String {
+    let shown = |addr: Option<A>| addr.map_or("–".to_string(), |addr| addr.to_string());
+    match old {
+        Some(_) => format!("{} → {}", shown(old), shown(new)),
+        None => shown(new),
+    }
 }
 
 /// A host's state in a word: `stale` (no report for `stale_after`), `offline` (it said
@@ -331,15 +385,61 @@ mod tests {
             &name,
             &record,
             &changes,
+            &[],
             secs(30),
             Duration::from_secs(3600),
         );
+        assert!(!html.contains("<h2>Events</h2>"), "none without sinks");
         let newer = html.find(">198.51.100.1</td></tr>").unwrap();
         let older = html.find(">203.0.113.7</td></tr>").unwrap();
         assert!(newer < older, "{html}");
         assert_eq!(
             escape("<a href=\"x\">&'"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+
+    #[test]
+    fn shows_a_hosts_events_with_their_deliveries() {
+        use crate::model::event::{Addresses, DeliveryRecord, Event};
+        let name = Name::parse("pc").unwrap();
+        let record = Record::new("198.51.100.1".parse().unwrap(), secs(20));
+        let moved = EventRecord {
+            id: 7,
+            event: Event {
+                kind: EventKind::Changed,
+                host: name.clone(),
+                at: secs(20),
+                ipv4: Addresses {
+                    old: Some("203.0.113.7".parse().unwrap()),
+                    new: Some("198.51.100.1".parse().unwrap()),
+                },
+                ipv6: Addresses {
+                    old: None,
+                    new: None,
+                },
+            },
+            deliveries: vec![DeliveryRecord {
+                sink: "<chat>".into(),
+                state: DeliveryState::Pending,
+                attempts: 3,
+                settled_at: None,
+                detail: Some("HTTP 503".into()),
+            }],
+        };
+        let html = host_page(
+            &name,
+            &record,
+            &[],
+            &[moved],
+            secs(30),
+            Duration::from_secs(3600),
+        );
+        assert!(html.contains("<td>changed</td>"), "{html}");
+        assert!(html.contains("203.0.113.7 → 198.51.100.1"), "{html}");
+        assert!(
+            html.contains("&lt;chat&gt;: <span class=\"badge off\">pending</span>"),
+            "{html}"
         );
     }
 }

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::model::event::{DeliveryState, Event, Settlement};
+use crate::model::event::{Event, Settlement};
 use crate::model::name::Name;
 use crate::model::record::Time;
 use crate::state::table::Entry;
@@ -195,24 +195,6 @@ pub struct Outbox {
     pub pending: BTreeMap<String, Vec<(i64, Event)>>,
     /// Hosts whose going stale was announced.
     pub stale: Vec<Name>,
-}
-
-/// A recorded event with its deliveries, for the API, the status page and `dynip events`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventRecord {
-    pub id: i64,
-    pub event: Event,
-    pub deliveries: Vec<DeliveryRecord>,
-}
-
-/// One sink's delivery of an event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryRecord {
-    pub sink: String,
-    pub state: DeliveryState,
-    pub attempts: u32,
-    pub settled_at: Option<Time>,
-    pub detail: Option<String>,
 }
 
 /// What a turn's commit removed.

@@ -7,10 +7,10 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
-use super::{
-    sqlite::Store, DeliveryRecord, EventRecord, Outbox, StoreError, Turn, PRUNE_ROWS_PER_TURN,
+use super::{sqlite::Store, Outbox, StoreError, Turn, PRUNE_ROWS_PER_TURN};
+use crate::model::event::{
+    Addresses, DeliveryRecord, DeliveryState, Event, EventKind, EventRecord,
 };
-use crate::model::event::{Addresses, DeliveryState, Event, EventKind};
 use crate::model::name::Name;
 use crate::model::record::Time;
 

@@ -402,7 +402,8 @@ impl Writer {
                 }
             } else if let Some(idle) = &idle {
                 // With sinks, an idle writer still has turns to take (`wants_turn`).
-                match idle.block_on(tokio::time::timeout(IDLE_TICK, rx.recv())) {
+                // The timer is made inside `block_on`: it needs the runtime's clock.
+                match idle.block_on(async { tokio::time::timeout(IDLE_TICK, rx.recv()).await }) {
                     Ok(Some(report)) => Some(report),
                     Ok(None) => break,
                     Err(_) => continue,

@@ -23,6 +23,8 @@
 //!   on a real `NOTIFY_SOCKET`, priorities on lines into the journal.
 //! - [`http`]: the HTTP face: dyndns2 with the real ddclient and inadyn, every answer
 //!   code, router URL forms, the API, the status page, `/metrics`, TLS, limits.
+//! - [`notify`]: notifications to a real webhook receiver, command and SMTP server;
+//!   `kill -9` in a burst, a receiver down then up, a flapping host, bad sinks.
 //! - [`windows`]: `dynip.exe` under Wine reports to the real server (with
 //!   `DYNIP_WINDOWS_EXE` set; skipped otherwise).
 
@@ -34,6 +36,7 @@ mod files;
 mod garbage;
 mod harness;
 mod http;
+mod notify;
 mod peers;
 mod report;
 mod secondary;

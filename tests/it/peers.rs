@@ -18,6 +18,7 @@ const PEER_PACKAGES: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     ("dnsperf", "dnsperf"),
     ("wrk", "wrk"),
+    ("aiosmtpd", "python3-aiosmtpd"),
 ];
 
 /// Where `program` is on `PATH`, if it is there.

@@ -57,8 +57,8 @@ use crate::state::table::Table;
 use crate::store::Store;
 use crate::writer::{Recent, Report};
 use read::{
-    api_history, api_host, api_hosts, checkip, healthz, host_page, metrics, myip, openapi,
-    status_page,
+    api_events, api_history, api_host, api_host_events, api_hosts, checkip, healthz, host_page,
+    metrics, myip, openapi, status_page,
 };
 pub use tls::check_tls;
 use tls::tls_acceptor;
@@ -278,6 +278,8 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/hosts", get(api_hosts))
         .route("/api/v1/hosts/{name}", get(api_host))
         .route("/api/v1/hosts/{name}/history", get(api_history))
+        .route("/api/v1/hosts/{name}/events", get(api_host_events))
+        .route("/api/v1/events", get(api_events))
         .route("/", get(status_page))
         .route("/hosts/{name}", get(host_page))
         .fallback(not_found)

@@ -18,6 +18,7 @@ use tracing::warn;
 
 use super::forwarded::{peer, Client};
 use super::{challenge, text, Shared, SharedState};
+use crate::model::event::EventRecord;
 use crate::model::name::Name;
 use crate::model::record::{self, Record, Time};
 use crate::policy::{Policy, Scope};
@@ -124,13 +125,13 @@ fn read_scope(
     }
 }
 
-/// Why a host's history cannot be read.
+/// Why a read of the store (a history, events) failed.
 #[derive(Debug, thiserror::Error)]
-enum HistoryError {
+enum StoreRead {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The read on its blocking thread panicked, or was cancelled at shutdown.
-    #[error("the history read did not finish: {0}")]
+    #[error("the read of the store did not finish: {0}")]
     Interrupted(#[from] tokio::task::JoinError),
 }
 
@@ -216,7 +217,7 @@ impl Shared {
 
     /// A host's history from the store (no older than `history_max_age`), on a blocking
     /// thread.
-    async fn history(self: &Arc<Self>, name: Name) -> Result<Vec<(Time, IpAddr)>, HistoryError> {
+    async fn history(self: &Arc<Self>, name: Name) -> Result<Vec<(Time, IpAddr)>, StoreRead> {
         let shared = Arc::clone(self);
         let changes = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             let mut store = state::lock(&shared.history);
@@ -238,6 +239,28 @@ impl Shared {
         })
         .await??;
         Ok(changes)
+    }
+
+    /// The latest `limit` events of `host` (or of every host), newest first, from the
+    /// store on a blocking thread.
+    async fn events(
+        self: &Arc<Self>,
+        host: Option<Name>,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreRead> {
+        let shared = Arc::clone(self);
+        let events = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            let mut store = state::lock(&shared.history);
+            if store.is_none() {
+                *store = Some(Store::open_read_only(&shared.context.store_path)?);
+            }
+            match store.as_ref() {
+                Some(store) => store.events(host.as_ref(), limit),
+                None => Ok(Vec::new()),
+            }
+        })
+        .await??;
+        Ok(events)
     }
 
     /// Up to `limit` hosts of `scope` in name order, after `after`; and how many `scope`
@@ -397,6 +420,89 @@ pub(super) async fn api_history(
     }
 }
 
+/// Events the API gives when the request names no `limit`, and the most it gives.
+const DEFAULT_EVENTS: usize = 50;
+const MAX_EVENTS: usize = 1000;
+
+/// Events a host's page shows.
+const PAGE_EVENTS: usize = 20;
+
+/// The `limit` of an events request.
+fn events_limit(query: Option<&str>) -> Result<usize, &'static str> {
+    let limit = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(key, _)| key == "limit")
+        .map(|(_, value)| value.into_owned());
+    match limit {
+        None => Ok(DEFAULT_EVENTS),
+        Some(value) => match value.parse::<usize>() {
+            Ok(limit @ 1..=MAX_EVENTS) => Ok(limit),
+            _ => Err("limit must be a number from 1 to 1000"),
+        },
+    }
+}
+
+/// `GET /api/v1/events`: every host's the key may read.
+pub(super) async fn api_events(
+    State(shared): SharedState,
+    ApiReader(scope): ApiReader,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let limit = match events_limit(query.as_deref()) {
+        Ok(limit) => limit,
+        Err(reason) => return json_error(StatusCode::BAD_REQUEST, reason),
+    };
+    let read = match &scope {
+        Scope::Any => shared.events(None, limit).await,
+        Scope::Hosts(names) => {
+            let mut all = Vec::new();
+            let mut res = Ok(());
+            for name in names {
+                match shared.events(Some(name.clone()), limit).await {
+                    Ok(events) => all.extend(events),
+                    Err(e) => {
+                        res = Err(e);
+                        break;
+                    }
+                }
+            }
+            all.sort_by_key(|event| std::cmp::Reverse(event.id));
+            all.truncate(limit);
+            res.map(|()| all)
+        }
+    };
+    match read {
+        Ok(events) => json(StatusCode::OK, &api::events(&events)),
+        Err(e) => {
+            warn!(error = %e, "cannot read the events");
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the store")
+        }
+    }
+}
+
+/// `GET /api/v1/hosts/{name}/events`.
+pub(super) async fn api_host_events(
+    State(shared): SharedState,
+    ApiReader(scope): ApiReader,
+    UrlPath(name): UrlPath<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let name = match shared.lookup(&scope, &name) {
+        Ok((name, _)) => name,
+        Err(e) => return lookup_error(e),
+    };
+    let limit = match events_limit(query.as_deref()) {
+        Ok(limit) => limit,
+        Err(reason) => return json_error(StatusCode::BAD_REQUEST, reason),
+    };
+    match shared.events(Some(name), limit).await {
+        Ok(events) => json(StatusCode::OK, &api::events(&events)),
+        Err(e) => {
+            warn!(error = %e, "cannot read a host's events");
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the store")
+        }
+    }
+}
+
 fn html(body: String) -> Response {
     (
         [
@@ -487,11 +593,19 @@ pub(super) async fn host_page(
         }
         Err(Lookup::NotFound) => return text(StatusCode::NOT_FOUND, "no such host\n".to_string()),
     };
+    let events = match shared.events(Some(name.clone()), PAGE_EVENTS).await {
+        Ok(events) => events,
+        Err(e) => {
+            warn!(error = %e, "cannot read a host's events");
+            Vec::new()
+        }
+    };
     match shared.history(name.clone()).await {
         Ok(changes) => html(status::host_page(
             &name,
             &record,
             &changes,
+            &events,
             Time::now(),
             shared.context.stale_after,
         )),

@@ -7,6 +7,7 @@
 //! - [`relay`]: a NAT [`Relay`] between client and server.
 //! - [`http`]: a small HTTP/1.1 client on plain sockets.
 //! - [`schema`]: a small JSON-Schema check against `openapi.json`.
+//! - [`receiver`]: a webhook receiver that checks signatures and records deliveries.
 //! - [`ports`]: the one parser of the server's `listening PROTO=ADDR` line, and a free
 //!   port for NSD (shared with `benches/common`).
 //!
@@ -19,6 +20,7 @@ pub mod http;
 mod peer;
 mod ports;
 mod process;
+pub mod receiver;
 mod relay;
 pub mod schema;
 
