@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use dynip::model::key::Key;
 
+pub mod load;
+
 /// The outside programs (NSD, dnsperf, wrk): one rule with the integration tests.
 #[path = "../../tests/it/peers.rs"]
 pub mod peers;
