@@ -38,6 +38,16 @@ impl Worker {
             })
             .collect()
     }
+
+    /// Opens each worker's connections again (the server closes keep-alive connections
+    /// left idle), keeping its request counter, so every update is still a new address.
+    pub fn reconnect(workers: &mut [Worker], server: SocketAddr, load: &Load) {
+        for worker in workers {
+            worker.connections = (0..load.connections)
+                .map(|_| Connection::open(server, None).expect("connect to the server"))
+                .collect();
+        }
+    }
 }
 
 /// What a window asks for.

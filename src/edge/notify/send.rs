@@ -347,3 +347,340 @@ fn mail(transport: &SmtpTransport, from: &Mailbox, to: &[Mailbox], delivery: &De
         Err(e) => Attempt::retry(e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::thread::JoinHandle;
+
+    use super::*;
+    use crate::config::DEFAULT_COALESCE;
+    use crate::model::event::{Addresses, Event, EventKind};
+    use crate::model::name::Name;
+    use crate::model::record::Time;
+    use crate::proto::notify::SinkFilter;
+
+    fn delivery() -> Delivery {
+        Delivery {
+            id: 42,
+            event: Event {
+                kind: EventKind::Changed,
+                host: Name::parse("kitchen-pc").unwrap(),
+                at: Time::from_micros(1_700_000_000_000_000),
+                ipv4: Addresses {
+                    old: Some([203, 0, 113, 7].into()),
+                    new: Some([198, 51, 100, 23].into()),
+                },
+                ipv6: Addresses {
+                    old: None,
+                    new: None,
+                },
+            },
+            count: 1,
+        }
+    }
+
+    fn sink(target: SinkTarget, timeout: Duration) -> SinkConfig {
+        SinkConfig {
+            name: "test".into(),
+            target,
+            filter: SinkFilter::all(),
+            coalesce: DEFAULT_COALESCE,
+            timeout,
+        }
+    }
+
+    /// A server on a loopback port that takes one connection and plays `script` on it:
+    /// for each line it reads (or request, for HTTP), what it answers. Returns what it
+    /// read, whole.
+    fn serve_once(
+        script: impl FnOnce(&mut BufReader<TcpStream>, &mut TcpStream) -> String + Send + 'static,
+    ) -> (u16, JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let thread = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            let mut reader = BufReader::new(stream);
+            script(&mut reader, &mut writer)
+        });
+        (port, thread)
+    }
+
+    /// Reads one HTTP request (head and body) and answers `answer`.
+    fn http(answer: &'static str) -> (u16, JoinHandle<String>) {
+        serve_once(move |reader, writer| {
+            let mut request = String::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap();
+                }
+                request.push_str(&line);
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            std::io::Read::read_exact(reader, &mut body).unwrap();
+            request.push_str(&String::from_utf8(body).unwrap());
+            writer.write_all(answer.as_bytes()).unwrap();
+            request
+        })
+    }
+
+    fn webhook(port: u16, secret: Option<&str>) -> Messenger {
+        let target = SinkTarget::Webhook {
+            url: Url::parse(&format!("http://127.0.0.1:{port}/hook")).unwrap(),
+            preset: Preset::Generic,
+            secret: None,
+        };
+        Messenger::new(
+            &sink(target, Duration::from_secs(1)),
+            secret.map(|s| s.as_bytes().to_vec()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_webhook_posts_the_signed_body_and_reads_the_status() {
+        let (port, server) = http("HTTP/1.1 204 No Content\r\n\r\n");
+        let attempt = webhook(port, Some("s3cret")).send(&delivery());
+        assert_eq!(attempt.verdict, DeliveryVerdict::Delivered, "{attempt:?}");
+        assert_eq!(attempt.detail, "HTTP 204");
+        let request = server.join().unwrap();
+        let (head, body) = request.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("POST /hook HTTP/1.1"), "{head}");
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|line| {
+                    let (key, value) = line.split_once(':')?;
+                    key.eq_ignore_ascii_case(name)
+                        .then(|| value.trim().to_string())
+                })
+                .unwrap_or_else(|| panic!("no {name} in {head}"))
+        };
+        assert_eq!(
+            header("x-dynip-signature"),
+            signature(b"s3cret", body.as_bytes())
+        );
+        assert_eq!(header("x-dynip-event-id"), "42");
+        assert_eq!(header("content-type"), "application/json");
+        assert!(header("user-agent").starts_with("dynip/"));
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["event"], "changed");
+        assert_eq!(json["ipv4"]["old"], "203.0.113.7");
+    }
+
+    #[test]
+    fn a_webhooks_answers_decide_what_comes_next() {
+        for (answer, verdict) in [
+            (
+                "HTTP/1.1 503 Busy\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n",
+                DeliveryVerdict::Retry {
+                    after: Some(Duration::from_secs(7)),
+                },
+            ),
+            (
+                "HTTP/1.1 429 Slow Down\r\nContent-Length: 0\r\n\r\n",
+                DeliveryVerdict::Retry { after: None },
+            ),
+            (
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+                DeliveryVerdict::Permanent,
+            ),
+        ] {
+            let (port, server) = http(answer);
+            let attempt = webhook(port, None).send(&delivery());
+            assert_eq!(attempt.verdict, verdict, "{answer:?}: {attempt:?}");
+            assert!(!server.join().unwrap().contains("x-dynip-signature"));
+        }
+    }
+
+    #[test]
+    fn a_webhook_nobody_answers_is_tried_again() {
+        // Nothing listening.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let attempt = webhook(port, None).send(&delivery());
+        assert_eq!(attempt.verdict, DeliveryVerdict::Retry { after: None });
+        // A receiver that takes the request and never answers: the sink's timeout.
+        let (port, server) = serve_once(|reader, _| {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+            line
+        });
+        let started = Instant::now();
+        let attempt = webhook(port, None).send(&delivery());
+        assert_eq!(attempt.verdict, DeliveryVerdict::Retry { after: None });
+        assert!(
+            started.elapsed() < Duration::from_millis(2900),
+            "{attempt:?}"
+        );
+        server.join().unwrap();
+    }
+
+    fn command(args: &[&str], timeout: Duration) -> Messenger {
+        let target = SinkTarget::Command {
+            program: args[0].to_string(),
+            args: args[1..].iter().map(|arg| arg.to_string()).collect(),
+        };
+        Messenger::new(&sink(target, timeout), None).unwrap()
+    }
+
+    #[test]
+    fn a_command_gets_the_event_in_its_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("env");
+        let script = format!("env | grep ^DYNIP_ | sort > {}", out.display());
+        let attempt =
+            command(&["/bin/sh", "-c", &script], Duration::from_secs(10)).send(&delivery());
+        assert_eq!(attempt.verdict, DeliveryVerdict::Delivered, "{attempt:?}");
+        let env = std::fs::read_to_string(out).unwrap();
+        for line in [
+            "DYNIP_EVENT=changed",
+            "DYNIP_EVENT_ID=42",
+            "DYNIP_HOST=kitchen-pc",
+            "DYNIP_IPV4=198.51.100.23",
+            "DYNIP_OLD_IPV4=203.0.113.7",
+            "DYNIP_IPV6=",
+            "DYNIP_COUNT=1",
+        ] {
+            assert!(env.lines().any(|got| got == line), "{line} in {env}");
+        }
+    }
+
+    #[test]
+    fn a_failing_command_is_tried_again_with_its_stderr() {
+        let attempt = command(
+            &["/bin/sh", "-c", "echo no route >&2; exit 3"],
+            Duration::from_secs(10),
+        )
+        .send(&delivery());
+        assert_eq!(attempt.verdict, DeliveryVerdict::Retry { after: None });
+        assert_eq!(attempt.detail, "exit status 3: no route");
+        let attempt = command(&["/nonexistent/notify"], Duration::from_secs(10)).send(&delivery());
+        assert_eq!(attempt.verdict, DeliveryVerdict::Retry { after: None });
+        assert!(
+            attempt.detail.starts_with("cannot run /nonexistent/notify"),
+            "{attempt:?}"
+        );
+    }
+
+    #[test]
+    fn a_command_past_its_time_limit_is_killed_with_its_children() {
+        let started = Instant::now();
+        // The shell's child (sleep) holds stderr: it must die too for the send to end.
+        let attempt = command(
+            &["/bin/sh", "-c", "sleep 30; true"],
+            Duration::from_millis(200),
+        )
+        .send(&delivery());
+        assert_eq!(attempt.verdict, DeliveryVerdict::Retry { after: None });
+        assert!(
+            attempt.detail.starts_with("timed out after 200ms"),
+            "{attempt:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// An SMTP server that answers RCPT with `rcpt`, and records the session.
+    fn smtp(rcpt: &'static str) -> (u16, JoinHandle<String>) {
+        serve_once(move |reader, writer| {
+            let mut session = String::new();
+            writer.write_all(b"220 test ESMTP\r\n").unwrap();
+            let mut in_data = false;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                session.push_str(&line);
+                if in_data {
+                    if line == ".\r\n" {
+                        in_data = false;
+                        writer.write_all(b"250 2.0.0 queued\r\n").unwrap();
+                    }
+                    continue;
+                }
+                let verb = line.get(..4).unwrap_or_default().to_ascii_uppercase();
+                let answer = match verb.as_str() {
+                    "EHLO" => "250-test\r\n250 AUTH PLAIN LOGIN\r\n",
+                    "AUTH" => "235 2.7.0 ok\r\n",
+                    "MAIL" => "250 ok\r\n",
+                    "RCPT" => rcpt,
+                    "DATA" => {
+                        in_data = true;
+                        "354 go on\r\n"
+                    }
+                    "QUIT" => {
+                        writer.write_all(b"221 bye\r\n").unwrap();
+                        break;
+                    }
+                    _ => "250 ok\r\n",
+                };
+                writer.write_all(answer.as_bytes()).unwrap();
+            }
+            session
+        })
+    }
+
+    fn email(port: u16) -> Messenger {
+        let target = SinkTarget::Email {
+            smtp_url: Url::parse(&format!("smtp://me%40example.com:pa%20ss@127.0.0.1:{port}"))
+                .unwrap(),
+            from: "dynip@example.com".into(),
+            to: vec!["a@example.com".into(), "b@example.com".into()],
+        };
+        Messenger::new(&sink(target, Duration::from_secs(5)), None).unwrap()
+    }
+
+    #[test]
+    fn an_email_goes_to_every_recipient_with_the_event_id() {
+        let (port, server) = smtp("250 ok\r\n");
+        let attempt = email(port).send(&delivery());
+        assert_eq!(attempt.verdict, DeliveryVerdict::Delivered, "{attempt:?}");
+        let session = server.join().unwrap();
+        assert!(session.contains("RCPT TO:<a@example.com>"), "{session}");
+        assert!(session.contains("RCPT TO:<b@example.com>"), "{session}");
+        assert!(session.contains("X-Dynip-Event-Id: 42"), "{session}");
+        assert!(session.contains("Subject: [dynip] "), "{session}");
+        // AUTH with the URL's user and password, decoded.
+        let plain = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            "\0me@example.com\0pa ss",
+        );
+        assert!(session.contains(&plain), "{session}");
+    }
+
+    #[test]
+    fn smtp_refusals_are_for_good_or_for_now() {
+        let (port, server) = smtp("550 5.1.1 no such mailbox\r\n");
+        let attempt = email(port).send(&delivery());
+        assert_eq!(attempt.verdict, DeliveryVerdict::Permanent, "{attempt:?}");
+        server.join().unwrap();
+        let (port, server) = smtp("451 4.3.0 try later\r\n");
+        let attempt = email(port).send(&delivery());
+        assert_eq!(
+            attempt.verdict,
+            DeliveryVerdict::Retry { after: None },
+            "{attempt:?}"
+        );
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b%40c").as_deref(), Some("a b@c"));
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+        assert_eq!(percent_decode("bad%2"), None);
+        assert_eq!(percent_decode("%ff"), None);
+    }
+}
