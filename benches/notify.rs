@@ -192,11 +192,10 @@ fn main() -> ExitCode {
     let mut plain_workers = Worker::open_all(plain.addr, None, &load);
     let mut notified_workers = Worker::open_all(notified.addr, None, &load);
     let (mut plain_tally, mut notified_tally) = (Tally::default(), Tally::default());
-    for round in 0..rounds {
-        // Each server's connections sat idle through the other's window.
-        if round > 0 {
-            Worker::reconnect(&mut plain_workers, plain.addr, &load);
-        }
+    for _ in 0..rounds {
+        // Each server's connections sat idle through the other's window, which may be
+        // longer than the server keeps an idle connection: each window opens its own.
+        Worker::reconnect(&mut plain_workers, plain.addr, &load);
         closed_loop(
             Target::Update,
             &plain,
@@ -205,9 +204,7 @@ fn main() -> ExitCode {
             &mut plain_workers,
             &mut plain_tally,
         );
-        if round > 0 {
-            Worker::reconnect(&mut notified_workers, notified.addr, &load);
-        }
+        Worker::reconnect(&mut notified_workers, notified.addr, &load);
         closed_loop(
             Target::Update,
             &notified,

@@ -41,7 +41,6 @@ pub(super) const SERVER_KEYS: &[Setting<ServerConfig>] = &[
     Setting { name: "stale_after",     apply: |c, v| set(&mut c.stale_after, positive_duration(v)) },
     Setting { name: "history_max_age", apply: |c, v| set(&mut c.history_max_age, positive_duration(v).map(Some)) },
     Setting { name: "notify_max_age",  apply: |c, v| set(&mut c.notify_max_age, positive_duration(v)) },
-    Setting { name: "notify_max_age",  apply: |c, v| set(&mut c.notify_max_age, positive_duration(v)) },
     Setting { name: "dns_listen",      apply: |c, v| set(&mut c.dns.listen, socket_addr(v, None).map(Some)) },
     Setting { name: "dns_zone",        apply: |c, v| set(&mut c.dns.zone, domain(v).map(Some)) },
     Setting { name: "dns_ttl",         apply: |c, v| set(&mut c.dns.ttl, duration(v)) },

@@ -98,14 +98,14 @@ impl DeliveryState {
     }
 }
 
-/// What became of an event with a sink: what the sink's thread tells the writer, which
-/// writes it down.
+/// What became of a message's events with a sink: what the sink's thread tells the
+/// writer, which writes it down.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settlement {
     /// The sink, by its index in the config's order.
     pub sink: usize,
-    /// The event.
-    pub id: i64,
+    /// The events (one message's: they share the outcome).
+    pub ids: Vec<i64>,
     pub state: DeliveryState,
     /// Tries it took.
     pub attempts: u32,

@@ -6,8 +6,8 @@
 //! quiet host goes at once; after a message, what comes within `coalesce` waits for the
 //! end of that interval and goes as one message with the latest state and the count
 //! ([`due_at`], [`Delivery::coalesced`]); with `coalesce = 0` each event goes alone. A
-//! failed try is tried again after the receiver's `Retry-After` when it gave one (at most
-//! [`MAX_RETRY_AFTER`]), else after [`backoff`]; a refusal for good ends the events it
+//! failed try is tried again after the receiver's `Retry-After` when it gave one (at least
+//! [`FIRST_RETRY`], at most [`MAX_RETRY_AFTER`]), else after [`backoff`]; a refusal for good ends the events it
 //! carried; an event older than `max_age` is not sent but given back as expired.
 //!
 //! Pure: the caller passes the time and the jitter in. The thread takes a due batch,
@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::model::event::Event;
 use crate::model::name::Name;
 use crate::model::record::Time;
-use crate::proto::notify::{backoff, due_at, Delivery, DeliveryVerdict};
+use crate::proto::notify::{backoff, due_at, Delivery, DeliveryVerdict, FIRST_RETRY};
 
 /// The longest a receiver's `Retry-After` is honoured: a receiver asking for a day is
 /// asked again within the hour.
@@ -198,7 +198,8 @@ impl SinkQueue {
             DeliveryVerdict::Retry { after } => {
                 queue.failures += 1;
                 let wait = match after {
-                    Some(after) => after.min(MAX_RETRY_AFTER),
+                    // At least a second: `Retry-After: 0` must not make the thread spin.
+                    Some(after) => after.clamp(FIRST_RETRY, MAX_RETRY_AFTER),
                     None => backoff(queue.failures, jitter),
                 };
                 let at = later(now, wait);
@@ -394,6 +395,12 @@ mod tests {
         let days = DeliveryVerdict::Retry { after: Some(DAY) };
         let end = queue.settle(batch, days, now, 0.0);
         assert_eq!(end.retry_at, Some(later(now, MAX_RETRY_AFTER)));
+        let batch = queue.take(end.retry_at.unwrap()).unwrap();
+        let at_once = DeliveryVerdict::Retry {
+            after: Some(Duration::ZERO),
+        };
+        let end = queue.settle(batch, at_once, now, 0.0);
+        assert_eq!(end.retry_at, Some(later(now, FIRST_RETRY)), "no spinning");
     }
 
     #[test]

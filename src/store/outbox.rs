@@ -14,6 +14,10 @@ use crate::model::event::{
 use crate::model::name::Name;
 use crate::model::record::Time;
 
+/// How far back a host's events are looked for: the latest this many events of all
+/// hosts. Its cost is a scan of that many rows at most (about 30 ms).
+pub const HOST_EVENTS_SCANNED: i64 = 100_000;
+
 const EVENT_COLUMNS: &str = "id, kind, name, at, ipv4_old, ipv4_new, ipv6_old, ipv6_new";
 
 /// Writes the turn's notification rows: its events and their pending deliveries, the
@@ -48,13 +52,25 @@ pub(super) fn write(tx: &Transaction<'_>, turn: &Turn<'_>) -> rusqlite::Result<(
             .execute([turn.next_event])?;
     }
     if !turn.settled.is_empty() {
+        // One statement per message, whatever the number of events it stood for. `OR
+        // FAIL`: no row can fail (the values are never NULL), and a statement that may
+        // abort half-way over several rows costs SQLite a statement journal.
         let mut settle = tx.prepare_cached(
-            "UPDATE deliveries SET state = ?3, attempts = ?4, settled_at = ?5, detail = ?6 \
-             WHERE event = ?1 AND sink = ?2",
+            "UPDATE OR FAIL deliveries SET state = ?3, attempts = ?4, settled_at = ?5, detail = ?6 \
+             WHERE sink = ?2 AND event IN (SELECT value FROM json_each(?1))",
         )?;
         for settled in turn.settled {
+            let ids = format!(
+                "[{}]",
+                settled
+                    .ids
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
             settle.execute(params![
-                settled.id,
+                ids,
                 turn.sink_names[settled.sink],
                 settled.state.as_str(),
                 settled.attempts,
@@ -142,8 +158,8 @@ impl Store {
         Ok(outbox)
     }
 
-    /// The latest `limit` events, newest first, of `host` or of every host, with their
-    /// deliveries.
+    /// The latest `limit` events, newest first, of every host, or of `host` among the
+    /// latest [`HOST_EVENTS_SCANNED`] events, with their deliveries.
     ///
     /// # Errors
     /// On a failed read, or a row that does not decode.
@@ -156,15 +172,19 @@ impl Store {
             return Ok(Vec::new());
         }
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // Newest first by id (the table's order), a host's among the latest
+        // HOST_EVENTS_SCANNED only: an index by name would put each event's entry on a
+        // random page, which cost the writer more than the event itself.
         let mut statement = self
             .conn
             .prepare(&format!(
                 "SELECT {EVENT_COLUMNS} FROM events \
-                 WHERE ?1 IS NULL OR name_key = ?1 ORDER BY id DESC LIMIT ?2"
+                 WHERE id > (SELECT coalesce(max(id), 0) FROM events) - ?3 \
+                 AND (?1 IS NULL OR name_key = ?1) ORDER BY id DESC LIMIT ?2"
             ))
             .map_err(|e| self.classify(e))?;
         let mut rows = statement
-            .query(params![host.map(Name::folded), limit])
+            .query(params![host.map(Name::folded), limit, HOST_EVENTS_SCANNED])
             .map_err(|e| self.classify(e))?;
         let mut events = Vec::new();
         while let Some(row) = rows.next().map_err(|e| self.classify(e))? {
@@ -315,7 +335,7 @@ mod tests {
                 .unwrap();
             let settled = [Settlement {
                 sink: 1,
-                id: 1,
+                ids: vec![1],
                 state: DeliveryState::Delivered,
                 attempts: 2,
                 at: Time::from_micros(20_000_000),

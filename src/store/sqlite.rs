@@ -71,7 +71,6 @@ CREATE TABLE IF NOT EXISTS events (
     at INTEGER NOT NULL,
     ipv4_old TEXT, ipv4_new TEXT, ipv6_old TEXT, ipv6_new TEXT
 );
-CREATE INDEX IF NOT EXISTS events_by_name ON events (name_key, id);
 CREATE TABLE IF NOT EXISTS deliveries (
     event INTEGER NOT NULL,
     sink TEXT NOT NULL,

@@ -377,14 +377,14 @@ mod tests {
         assert!(Rig::heard(&rig.every).is_empty(), "announced once");
 
         // The sinks finish some; the next turn writes it down.
-        rig.settlements.push([1, 2, 3].map(|id| Settlement {
+        rig.settlements.push([Settlement {
             sink: 0,
-            id,
+            ids: vec![1, 2, 3],
             state: DeliveryState::Delivered,
             attempts: 1,
             at: Time::from_micros(300_000_000),
             detail: "HTTP 204".into(),
-        }));
+        }]);
         rig.turn(vec![], 300);
         drop(rig);
 

@@ -113,14 +113,14 @@ fn run(start: SinkStart) {
                     "dropping events not delivered within notify_max_age"
                 );
                 SinkCounters::add(&counters.dropped, batch.expired.len());
-                settlements.push(batch.expired.iter().map(|&id| Settlement {
+                settlements.push([Settlement {
                     sink: index,
-                    id,
+                    ids: batch.expired.clone(),
                     state: DeliveryState::Dropped,
                     attempts: batch.attempt.saturating_sub(1),
                     at: now,
                     detail: "not delivered within notify_max_age".to_string(),
-                }));
+                }]);
             }
             let Some(delivery) = batch.delivery.as_ref() else {
                 queue.settle(batch, DeliveryVerdict::Delivered, now, 0.0);
@@ -149,14 +149,14 @@ fn run(start: SinkStart) {
                 }
             };
             queue.settle(batch, verdict, now, jitter());
-            settlements.push(ids.into_iter().map(|id| Settlement {
+            settlements.push([Settlement {
                 sink: index,
-                id,
+                ids,
                 state,
                 attempts: attempt,
                 at: now,
-                detail: detail.clone(),
-            }));
+                detail,
+            }]);
         }
         counters
             .pending
