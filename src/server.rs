@@ -54,47 +54,12 @@ struct Notify {
 }
 
 impl Notify {
-    /// Sets up each sink (its secret read, its client built): what cannot be set up
-    /// stops the server now, naming the section and key.
+    /// Sets up each sink and reads what the outbox holds for them.
     fn prepare(config: &ServerConfig, store: &Store) -> Result<Notify, Error> {
-        let mut sinks = Vec::new();
-        for sink in &config.notify {
-            let section = format!("{NOTIFY_SECTION_PREFIX}{}", sink.name);
-            let secret = match &sink.target {
-                SinkTarget::Webhook {
-                    secret: Some(Secret::Text(text)),
-                    ..
-                } => Some(text.as_bytes().to_vec()),
-                SinkTarget::Webhook {
-                    secret: Some(Secret::File(path)),
-                    ..
-                } => {
-                    let mut bytes = std::fs::read(path).map_err(|e| Error::Sink {
-                        section: section.clone(),
-                        key: "secret_file",
-                        reason: format!("cannot read {}: {e}", path.display()),
-                    })?;
-                    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                        bytes.pop();
-                    }
-                    if bytes.is_empty() {
-                        return Err(Error::Sink {
-                            section,
-                            key: "secret_file",
-                            reason: format!("{} is empty", path.display()),
-                        });
-                    }
-                    Some(bytes)
-                }
-                _ => None,
-            };
-            let messenger = Messenger::new(sink, secret).map_err(|reason| Error::Sink {
-                section: section.clone(),
-                key: "kind",
-                reason,
-            })?;
-            sinks.push((sink.clone(), messenger, Arc::new(SinkCounters::default())));
-        }
+        let sinks = prepare_sinks(config)?
+            .into_iter()
+            .map(|(sink, messenger)| (sink, messenger, Arc::new(SinkCounters::default())))
+            .collect();
         let outbox = store.outbox()?;
         for (name, pending) in &outbox.pending {
             if !config.notify.iter().any(|sink| &sink.name == name) {
@@ -149,6 +114,53 @@ impl Notify {
             std::time::Instant::now(),
         ))
     }
+}
+
+/// Sets up each sink of `config` (its secret read, its client built), as the server's
+/// start does: what cannot be set up is an error naming the section and key.
+///
+/// # Errors
+/// An unreadable or empty `secret_file`, an address the mail client refuses.
+pub fn prepare_sinks(config: &ServerConfig) -> Result<Vec<(SinkConfig, Messenger)>, Error> {
+    let mut sinks = Vec::new();
+    for sink in &config.notify {
+        let section = format!("{NOTIFY_SECTION_PREFIX}{}", sink.name);
+        let secret = match &sink.target {
+            SinkTarget::Webhook {
+                secret: Some(Secret::Text(text)),
+                ..
+            } => Some(text.as_bytes().to_vec()),
+            SinkTarget::Webhook {
+                secret: Some(Secret::File(path)),
+                ..
+            } => {
+                let mut bytes = std::fs::read(path).map_err(|e| Error::Sink {
+                    section: section.clone(),
+                    key: "secret_file",
+                    reason: format!("cannot read {}: {e}", path.display()),
+                })?;
+                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    bytes.pop();
+                }
+                if bytes.is_empty() {
+                    return Err(Error::Sink {
+                        section,
+                        key: "secret_file",
+                        reason: format!("{} is empty", path.display()),
+                    });
+                }
+                Some(bytes)
+            }
+            _ => None,
+        };
+        let messenger = Messenger::new(sink, secret).map_err(|reason| Error::Sink {
+            section: section.clone(),
+            key: "kind",
+            reason,
+        })?;
+        sinks.push((sink.clone(), messenger));
+    }
+    Ok(sinks)
 }
 
 /// How long events are kept for the API, the status page and `dynip events` (longer

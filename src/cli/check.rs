@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use crate::config::{BindHost, Config};
+use crate::config::{BindHost, Config, SinkConfig, SinkTarget};
 use crate::error::Error;
 use crate::store::{Store, StoreError};
 
@@ -132,6 +132,15 @@ pub fn check(path: &Path, config: &Config) -> Result<Checked, Error> {
         None => checked.lines.push("dns: off".to_string()),
     }
 
+    if server.notify.is_empty() {
+        checked.lines.push("notify: no sinks".to_string());
+    }
+    for (sink, _) in crate::server::prepare_sinks(server)? {
+        checked
+            .lines
+            .push(format!("notify: {}", describe_sink(&sink)));
+    }
+
     let client = &config.client;
     let signed = if client.key.is_some() {
         "signed, waiting for the acknowledgement"
@@ -145,6 +154,50 @@ pub fn check(path: &Path, config: &Config) -> Result<Checked, Error> {
         client.server_port
     ));
     Ok(checked)
+}
+
+/// A sink in words: where its messages go, and which.
+fn describe_sink(sink: &SinkConfig) -> String {
+    let target = match &sink.target {
+        SinkTarget::Webhook {
+            url,
+            preset,
+            secret,
+        } => format!(
+            "webhook to {}{} ({} body{})",
+            url.origin().ascii_serialization(),
+            url.path(),
+            format!("{preset:?}").to_lowercase(),
+            if secret.is_some() { ", signed" } else { "" }
+        ),
+        SinkTarget::Command { program, args } => {
+            format!("command {program} with {} argument(s)", args.len())
+        }
+        SinkTarget::Email { smtp_url, to, .. } => format!(
+            "e-mail to {} through {}://{}",
+            to.join(", "),
+            smtp_url.scheme(),
+            smtp_url.host_str().unwrap_or_default()
+        ),
+    };
+    let events: Vec<&str> = sink
+        .filter
+        .events
+        .iter()
+        .map(|kind| kind.as_str())
+        .collect();
+    let coalesce = match sink.coalesce.is_zero() {
+        true => "each event alone".to_string(),
+        false => format!(
+            "coalesced over {}",
+            humantime::format_duration(sink.coalesce)
+        ),
+    };
+    format!(
+        "{}: {target}; events {}; {coalesce}",
+        sink.name,
+        events.join(" ")
+    )
 }
 
 /// Who the server takes reports from, in words.

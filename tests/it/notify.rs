@@ -492,8 +492,34 @@ fn a_sink_that_cannot_work_stops_the_server_at_start() {
         ),
     ] {
         config(&dir, &key, "1h", sink);
-        let out = dir.dynip(&["server", CONFIG]);
-        assert_eq!(out.code, 3, "{sink}: {}", out.stderr);
-        assert!(out.stderr.contains(expect), "{sink}: {}", out.stderr);
+        for command in ["server", "check"] {
+            let out = dir.dynip(&[command, CONFIG]);
+            assert_eq!(out.code, 3, "{command}, {sink}: {}", out.stderr);
+            assert!(
+                out.stderr.contains(expect),
+                "{command}, {sink}: {}",
+                out.stderr
+            );
+        }
     }
+    // A sink that works is described, without its URL's credentials.
+    config(
+        &dir,
+        &key,
+        "1h",
+        "[DynIP:Notify:hook]\nkind = webhook\nurl = https://u:pw@hooks.example.com/x?token=t\n",
+    );
+    let out = dir.dynip(&["check", CONFIG]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("notify: hook: webhook to https://hooks.example.com/x (generic body)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("pw") && !out.stdout.contains("token"),
+        "{}",
+        out.stdout
+    );
 }
