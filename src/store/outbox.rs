@@ -159,7 +159,7 @@ impl Store {
     }
 
     /// The latest `limit` events, newest first, of every host, or of `host` among the
-    /// latest [`HOST_EVENTS_SCANNED`] events, with their deliveries.
+    /// latest `HOST_EVENTS_SCANNED` events, with their deliveries.
     ///
     /// # Errors
     /// On a failed read, or a row that does not decode.

@@ -427,6 +427,11 @@ impl Writer {
             liveness.turn_ends();
             self.start_sweep_if_due();
         }
+        // What the sinks delivered is written down, so that a restart does not send it
+        // again (it would be at least once anyway; this makes it once when it can).
+        if self.notice.as_ref().is_some_and(Notice::has_settlements) {
+            self.turn(Vec::new(), Now::read());
+        }
         debug!("writer stops: no more reports");
     }
 

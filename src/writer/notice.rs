@@ -122,6 +122,11 @@ impl Notice {
         self.settlements.is_waiting() || self.scan_due(now) || now >= self.next_prune
     }
 
+    /// Whether the sinks finished deliveries the store does not know of yet.
+    pub(super) fn has_settlements(&self) -> bool {
+        self.settlements.is_waiting()
+    }
+
     /// The events of a report that turned `before` into `after`, appended to `events`.
     pub(super) fn applied(
         &self,

@@ -523,3 +523,100 @@ fn a_sink_that_cannot_work_stops_the_server_at_start() {
         out.stdout
     );
 }
+
+#[test]
+fn a_hosts_going_stale_is_told_once_across_a_restart() {
+    let dir = Dir::new();
+    let key = test_key(76);
+    let receiver = Receiver::start(SECRET);
+    config(&dir, &key, "2s", &webhook("hook", &receiver, "0"));
+    let mut server = ServerProcess::start(&dir);
+    assert_eq!(report(&server, &key, "hostname=pc&myip=192.0.2.1"), "good");
+    // Distinct ids, as a receiver de-duplicates: a delivery may come twice, an event
+    // must not be made twice.
+    let stale = |receiver: &Receiver| {
+        receiver
+            .delivered()
+            .iter()
+            .map(|got| got.json())
+            .filter(|body| body["event"] == "stale")
+            .map(|body| body["id"].as_i64().unwrap())
+            .collect::<BTreeSet<i64>>()
+            .len()
+    };
+    eventually("the stale event", || (stale(&receiver) == 1).then_some(()));
+    assert_eq!(server.terminate(), 0);
+    let server = ServerProcess::start(&dir);
+    // The first scan runs at start; give it and a few more the time to (not) tell.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(stale(&receiver), 1, "told again after the restart");
+    // Back (the same address: `nochg`, and still an event), then stale again: a new
+    // stale event.
+    assert_eq!(report(&server, &key, "hostname=pc&myip=192.0.2.1"), "nochg");
+    eventually("the second stale event", || {
+        (stale(&receiver) == 2).then_some(())
+    });
+    let kinds: BTreeMap<i64, String> = receiver
+        .delivered()
+        .iter()
+        .map(|got| got.json())
+        .map(|body| {
+            (
+                body["id"].as_i64().unwrap(),
+                body["event"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds.into_values().collect::<Vec<_>>(),
+        ["new", "stale", "back", "stale"]
+    );
+}
+
+#[test]
+fn an_event_undelivered_for_notify_max_age_is_dropped_and_counted() {
+    let dir = Dir::new();
+    let key = test_key(77);
+    let mut receiver = Receiver::start(SECRET);
+    receiver.stop();
+    config(
+        &dir,
+        &key,
+        "1h",
+        &format!("notify_max_age = 3s\n{}", webhook("hook", &receiver, "0")),
+    );
+    let server = ServerProcess::start(&dir);
+    assert_eq!(report(&server, &key, "hostname=pc&myip=192.0.2.1"), "good");
+    let http = server.listening("http");
+    eventually("the event dropped", || {
+        get(http, "/metrics", &[])
+            .body
+            .contains("dynip_notify_dropped_total{sink=\"hook\"} 1")
+            .then_some(())
+    });
+    assert!(
+        !server
+            .stderr_lines("dropping events not delivered within notify_max_age")
+            .is_empty(),
+        "{}",
+        server.stderr_tail()
+    );
+    let line = server.stderr_lines("dropping events").remove(0);
+    assert!(line.contains("ERROR"), "{line}");
+    let auth = basic("api", &key.encode());
+    let listed: Value = eventually("the drop written down", || {
+        let body = get(http, "/api/v1/events", &[("Authorization", &auth)]).body;
+        let listed: Value = serde_json::from_str(&body).unwrap();
+        (listed["events"][0]["deliveries"][0]["state"] == "dropped").then_some(listed)
+    });
+    assert_eq!(listed["events"][0]["event"], "new");
+    // Back up: nothing more comes, the dropped event stays dropped.
+    receiver.restart();
+    assert_eq!(report(&server, &key, "hostname=pc&myip=192.0.2.2"), "good");
+    let delivered = eventually("the next event", || {
+        let delivered = receiver.delivered();
+        (!delivered.is_empty()).then_some(delivered)
+    });
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].json()["event"], "changed");
+}
