@@ -620,3 +620,82 @@ fn an_event_undelivered_for_notify_max_age_is_dropped_and_counted() {
     assert_eq!(delivered.len(), 1);
     assert_eq!(delivered[0].json()["event"], "changed");
 }
+
+#[test]
+fn presets_reach_their_receivers_in_their_shapes_with_the_events_and_hosts_asked_for() {
+    let dir = Dir::new();
+    let key = test_key(78);
+    let receiver = Receiver::start(SECRET);
+    let preset = |name: &str, path: &str, preset: &str, filter: &str| {
+        format!(
+            "[DynIP:Notify:{name}]\nkind = webhook\nurl = {}\npreset = {preset}\ncoalesce = 0\n{filter}",
+            receiver.url(path)
+        )
+    };
+    let sinks = [
+        preset("phone", "/ntfy/home", "ntfy", "events = changed\n"),
+        preset(
+            "gotify",
+            "/message?token=abc",
+            "gotify",
+            "hosts = kitchen-*\n",
+        ),
+        preset("chat", "/slack", "slack", "hosts = nas\n"),
+    ]
+    .concat();
+    config(&dir, &key, "1h", &sinks);
+    let server = ServerProcess::start(&dir);
+    for query in [
+        "hostname=kitchen-pc&myip=192.0.2.1",
+        "hostname=kitchen-pc&myip=192.0.2.2",
+        "hostname=nas&myip=192.0.2.9",
+    ] {
+        assert_eq!(report(&server, &key, query), "good");
+    }
+    // ntfy: `changed` only (one); Gotify: kitchen-pc's two; Slack: nas's one.
+    eventually("four messages", || {
+        (receiver.delivered().len() >= 4).then_some(())
+    });
+    // And no more: what the filters left out does not come later.
+    std::thread::sleep(Duration::from_millis(500));
+    let delivered = receiver.delivered();
+    assert_eq!(delivered.len(), 4, "{delivered:?}");
+    let at = |path: &str| -> Vec<_> {
+        delivered
+            .iter()
+            .filter(|got| got.path == path)
+            .cloned()
+            .collect()
+    };
+    let ntfy = at("/ntfy/home");
+    assert_eq!(ntfy.len(), 1, "{delivered:?}");
+    assert!(
+        ntfy[0].header("Title").unwrap().contains("kitchen-pc"),
+        "{ntfy:?}"
+    );
+    assert!(ntfy[0]
+        .header("Content-Type")
+        .unwrap()
+        .starts_with("text/plain"));
+    assert!(ntfy[0].body.contains("192.0.2.2"), "{}", ntfy[0].body);
+    let gotify = at("/message?token=abc");
+    assert_eq!(gotify.len(), 2, "{delivered:?}");
+    let message = gotify[1].json();
+    assert!(
+        message["title"].as_str().unwrap().contains("kitchen-pc"),
+        "{message}"
+    );
+    assert!(
+        message["message"].as_str().unwrap().contains("192.0.2.2"),
+        "{message}"
+    );
+    assert!(message["priority"].is_number());
+    let slack = at("/slack");
+    assert_eq!(slack.len(), 1, "{delivered:?}");
+    let text = slack[0].json()["text"].as_str().unwrap().to_string();
+    assert!(text.contains("nas") && text.contains("192.0.2.9"), "{text}");
+    // Every preset still carries the event id.
+    assert!(delivered
+        .iter()
+        .all(|got| got.header("X-Dynip-Event-Id").is_some()));
+}
