@@ -70,6 +70,9 @@ key = {KEY}
 # keep them all.
 ;history_max_age = 365d
 
+# Give up a notification not delivered to its sink within this long.
+;notify_max_age = 1d
+
 # DNS: answer HOST.ZONE (A, AAAA) and the zone's SOA and NS, over UDP and TCP, for
 # the zone delegated to this server. Default: off. dns_listen needs dns_zone.
 ;dns_listen = 0.0.0.0:53
@@ -84,6 +87,15 @@ key = {KEY}
 ;dns_notify = 192.0.2.53
 # Stop answering for addresses not reported for stale_after. Default: no.
 ;dns_hide_stale = no
+
+# Notifications: one [DynIP:Notify:NAME] section per sink, a webhook (with presets
+# for ntfy, Gotify and Slack), a command or e-mail, each with the events and hosts
+# it wants (see the README). For example, a phone told through ntfy:
+;[DynIP:Notify:phone]
+;kind = webhook
+;url = https://ntfy.sh/my-secret-topic
+;preset = ntfy
+;events = changed stale back
 
 [DynIP:Hosts]
 # Per-host keys: NAME = KEY. A name listed here may only be reported with its
