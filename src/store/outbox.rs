@@ -130,6 +130,8 @@ impl Store {
             .optional()
             .map_err(|e| self.classify(e))?;
         outbox.next_event = next.unwrap_or(1);
+        // A scan of every delivery, once at start: an index of the pending ones would
+        // cost each event two more B-tree writes in the writer's turn.
         let mut statement = self
             .conn
             .prepare(

@@ -80,7 +80,6 @@ CREATE TABLE IF NOT EXISTS deliveries (
     detail TEXT,
     PRIMARY KEY (event, sink)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (sink, event) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS stale_hosts (name TEXT PRIMARY KEY, since INTEGER NOT NULL) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('next_event', 1);
 ";
