@@ -54,8 +54,9 @@ pub struct SinkConfig {
     /// `coalesce`, default a minute: a host's events within this long of its last
     /// message go as one. Zero: each event alone.
     pub coalesce: Duration,
-    /// `timeout`, default 10 s: one delivery's limit (a request, a command's run, an
-    /// SMTP session); past it, the delivery failed and is tried again.
+    /// `timeout`, default 10 s: how long a command may run, and each step of a request
+    /// or an SMTP session may take (connect, send, answer); past it, the delivery
+    /// failed and is tried again.
     pub timeout: Duration,
 }
 
