@@ -16,6 +16,8 @@ pub mod notify;
 pub mod prometheus;
 #[cfg(feature = "server")]
 pub mod status;
+#[cfg(feature = "server")]
+pub mod tsig;
 pub mod wire;
 #[cfg(feature = "server")]
 pub mod zone;
