@@ -57,7 +57,10 @@ const OWNED_CRATES: &[(&str, &[&str])] = &[
     ("rustls_pki_types", &["src/edge/http/"]),
     ("tower", &["src/edge/http/"]),
     ("tower_http", &["src/edge/http/"]),
-    ("hickory_proto", &["src/proto/zone.rs", "src/edge/dns/"]),
+    (
+        "hickory_proto",
+        &["src/proto/zone.rs", "src/proto/update.rs", "src/edge/dns/"],
+    ),
     ("sd_notify", &["src/edge/systemd.rs"]),
     ("ureq", &["src/edge/notify/"]),
     ("lettre", &["src/edge/notify/"]),

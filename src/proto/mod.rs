@@ -3,7 +3,7 @@
 //!
 //! Role: pure, like `model`. No sockets, files, clock, threads, tokio or logging
 //! (`tests/architecture.rs` checks it): the edges own the buffers and the loops and call
-//! in here. hickory-proto is known only to [`zone`] here and to the DNS edge. Only
+//! in here. hickory-proto is known only to [`zone`] and [`update`] here and to the DNS edge. Only
 //! [`wire`] builds without the `server` feature: the client speaks it.
 
 #[cfg(feature = "server")]
@@ -18,6 +18,8 @@ pub mod prometheus;
 pub mod status;
 #[cfg(feature = "server")]
 pub mod tsig;
+#[cfg(feature = "server")]
+pub mod update;
 pub mod wire;
 #[cfg(feature = "server")]
 pub mod zone;
