@@ -114,6 +114,12 @@ impl Key {
     pub fn id(&self) -> KeyId {
         self.id
     }
+
+    /// The key's 32 bytes: the secret of the TSIG key it also is (DNS UPDATE and
+    /// transfers), which TSIG uses as it is.
+    pub fn secret(&self) -> &[u8] {
+        &self.secret
+    }
 }
 
 /// A fresh nonce from the OS's random generator, for a datagram sealed under a key: 192

@@ -63,6 +63,40 @@ impl Scope {
     }
 }
 
+/// The name of the TSIG key the shared `key` is (DESIGN §6); a host's own key is the TSIG
+/// key named after the host.
+pub const SHARED_TSIG_KEY: &str = "dynip";
+
+/// The label under a host where ACME's DNS-01 challenge goes.
+pub const ACME_CHALLENGE: &str = "_acme-challenge";
+
+/// Which names a TSIG key may change in the zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TsigScope {
+    /// The shared key: any name in the zone.
+    Zone,
+    /// A host's key: the host and its `_acme-challenge` name.
+    Host(Name),
+}
+
+impl TsigScope {
+    /// Whether a key of this scope may change `relative` (a name relative to the zone,
+    /// lowercase; empty: the apex).
+    pub fn may_change(&self, relative: &str) -> bool {
+        match self {
+            TsigScope::Zone => true,
+            TsigScope::Host(host) => {
+                let host = host.folded();
+                relative == host
+                    || relative
+                        .strip_prefix(ACME_CHALLENGE)
+                        .and_then(|rest| rest.strip_prefix('.'))
+                        .is_some_and(|rest| rest == host)
+            }
+        }
+    }
+}
+
 /// Why a datagram is refused before it reaches the writer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -94,6 +128,9 @@ pub struct Policy {
     /// as passwords: a hash lookup, where parsing the key would cost an HKDF derivation
     /// per request.
     passwords: HashMap<String, Scope>,
+    /// The TSIG keys by name (lowercase): the shared key as [`SHARED_TSIG_KEY`], each
+    /// host's key as the host's name.
+    tsig: HashMap<String, (Arc<Key>, TsigScope)>,
 }
 
 impl Policy {
@@ -115,13 +152,37 @@ impl Policy {
             .values()
             .map(|(key, scope)| (key.encode(), scope.clone()))
             .collect();
+        let mut tsig: HashMap<String, (Arc<Key>, TsigScope)> = config
+            .hosts
+            .iter()
+            .map(|(name, key)| {
+                let scope = TsigScope::Host(name.clone());
+                (name.folded().to_string(), (Arc::new(key.clone()), scope))
+            })
+            .collect();
+        if let Some(key) = &config.key {
+            tsig.insert(
+                SHARED_TSIG_KEY.to_string(),
+                (Arc::new(key.clone()), TsigScope::Zone),
+            );
+        }
         Policy {
             passwords,
+            tsig,
             keys,
             keyed_hosts: config.hosts.iter().map(|(name, _)| name.clone()).collect(),
             accepts_unsigned: config.accepts_unsigned(),
             allow_from: config.allow_from.clone(),
         }
+    }
+
+    /// The TSIG key named `name` (any case, final dot or not): its secret and what it
+    /// may change.
+    pub fn tsig_key(&self, name: &str) -> Option<(&[u8], &TsigScope)> {
+        let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+        self.tsig
+            .get(&name)
+            .map(|(key, scope)| (key.secret(), scope))
     }
 
     /// Whether reports from `addr` are considered at all.
@@ -295,6 +356,35 @@ mod tests {
 
     const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     const OTHER: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
+    #[test]
+    fn keys_are_tsig_keys_the_shared_one_for_the_zone_a_hosts_for_its_names() {
+        let policy = Policy::new(&config(&format!(
+            "[DynIP:Server]\nkey = {KEY}\n[DynIP:Hosts]\nKitchen-PC = {OTHER}\n"
+        )));
+        let (secret, scope) = policy.tsig_key("dynip.").unwrap();
+        assert_eq!(secret, Key::parse(KEY).unwrap().secret());
+        assert_eq!(scope, &TsigScope::Zone);
+        assert!(scope.may_change("anything.at.all") && scope.may_change(""));
+        let (secret, scope) = policy.tsig_key("KITCHEN-pc").unwrap();
+        assert_eq!(secret, Key::parse(OTHER).unwrap().secret());
+        for (relative, may) in [
+            ("kitchen-pc", true),
+            ("_acme-challenge.kitchen-pc", true),
+            ("", false),
+            ("nas", false),
+            ("_acme-challenge.nas", false),
+            ("www.kitchen-pc", false),
+            ("_acme-challenge", false),
+            ("_acme-challengekitchen-pc", false),
+        ] {
+            assert_eq!(scope.may_change(relative), may, "{relative:?}");
+        }
+        assert!(policy.tsig_key("nas").is_none());
+        assert!(Policy::new(&config("[DynIP:Server]\n"))
+            .tsig_key("dynip")
+            .is_none());
+    }
 
     #[test]
     fn keys_have_scopes() {
