@@ -7,6 +7,8 @@
 //! [`wire`] builds without the `server` feature: the client speaks it.
 
 #[cfg(feature = "server")]
+pub mod acme_dns;
+#[cfg(feature = "server")]
 pub mod api;
 #[cfg(feature = "server")]
 pub mod dyndns;
