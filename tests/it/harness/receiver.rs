@@ -25,10 +25,7 @@ pub struct Received {
 
 impl Received {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
+        super::http::header(&self.headers, name)
     }
 
     /// The body as JSON.
@@ -164,21 +161,15 @@ fn serve(stream: TcpStream, shared: &Shared) {
                 headers.push((key.trim().to_string(), value.trim().to_string()));
             }
         }
-        let length: usize = headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, value)| value.parse().ok())
+        let length: usize = super::http::header(&headers, "content-length")
+            .and_then(|value| value.parse().ok())
             .unwrap_or(0);
         let mut body = vec![0; length];
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        let signed = headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case("x-dynip-signature"))
-            .is_some_and(|(_, value)| {
-                *value == dynip::proto::notify::signature(&shared.secret, &body)
-            });
+        let signed = super::http::header(&headers, "x-dynip-signature")
+            .is_some_and(|value| value == dynip::proto::notify::signature(&shared.secret, &body));
         let status = shared.status.load(Ordering::SeqCst);
         shared.received.lock().unwrap().push(Received {
             path,
