@@ -200,9 +200,14 @@ impl Server {
         }
         // A million imported hosts are over 100 MiB: gone before the table is loaded.
         drop(imported);
-        let Loaded { hosts, progress } = store.load()?;
-        let table =
-            Table::new(hosts).hiding_stale(config.dns.hide_stale.then_some(config.stale_after));
+        let Loaded {
+            hosts,
+            txt,
+            progress,
+        } = store.load()?;
+        let table = Table::new(hosts)
+            .hiding_stale(config.dns.hide_stale.then_some(config.stale_after))
+            .with_txt(txt);
         // What changed while the server was down is not known: its start is a change.
         table.note_dns_change(Time::now());
         let table = Arc::new(table);

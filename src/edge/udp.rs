@@ -29,7 +29,7 @@ use crate::policy::{self, Admitted, Limiter, Policy};
 use crate::proto::wire::{self, Ack, Signed};
 use crate::state::handoff::Handoff;
 use crate::state::metrics::{Metrics, Reason, Via};
-use crate::writer::{Committed, Done, Refused, Report};
+use crate::writer::{Committed, Done, Job, Refused, Report};
 
 /// Receive buffer size asked of the kernel: about 20 ms of datagrams at 100,000 reports/s
 /// with Linux's per-datagram overhead, to ride out a commit. The kernel caps it at
@@ -121,7 +121,7 @@ fn bind_one(addr: SocketAddr) -> Result<std::net::UdpSocket, UdpError> {
 /// What a receive loop shares with the rest of the server.
 #[derive(Clone)]
 pub struct UdpContext {
-    pub reports: mpsc::Sender<Report>,
+    pub reports: mpsc::Sender<Job>,
     /// The keys and rules in force; replaced whole on SIGHUP.
     pub policy: watch::Receiver<Arc<Policy>>,
     pub shutdown: CancellationToken,
@@ -194,7 +194,7 @@ pub async fn serve(socket: std::net::UdpSocket, context: UdpContext) -> std::io:
                 let Some(report) = report else {
                     continue;
                 };
-                if context.reports.send(report).await.is_err() {
+                if context.reports.send(report.into()).await.is_err() {
                     debug!("writer gone; receiver stops");
                     break 'serve;
                 }

@@ -10,3 +10,4 @@ pub mod event;
 pub mod key;
 pub mod name;
 pub mod record;
+pub mod txt;

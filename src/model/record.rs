@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Local, NaiveDateTime, SecondsFormat, TimeZone, Utc};
 
 /// A moment, as microseconds since the Unix epoch in UTC: what the store keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Time(i64);
 
 /// The original's time format, naive local time: `2011-08-22 22:57:01.123456`.

@@ -1,16 +1,21 @@
-//! RFC 2136 UPDATE, read: a message's zone, prerequisites and changes, as types
-//! ([`UpdatePlan`]), with the RFC's checks of their form (§3.1, §3.2, §3.4.1) and the
-//! rule of the prerequisites ([`check_prerequisites`], §3.2.5) against a view of the
-//! zone ([`RrsetView`]).
+//! RFC 2136 UPDATE: a message's zone, prerequisites and changes, read as types
+//! ([`UpdatePlan`]), with the RFC's checks of their form (§3.1, §3.2, §3.4.1); the rule
+//! of the prerequisites ([`check_prerequisites`], §3.2.5) against a view of the zone
+//! ([`RrsetView`]); and what a change does to a name's data ([`NameData::apply`]).
 //!
-//! dynip keeps A, AAAA and TXT records: a change of any other type is refused. Which key
-//! may change which name, and applying the changes, are the caller's. Pure: a parsed
-//! message and the zone's origin in; a plan or the response code to refuse it with out.
+//! dynip keeps A, AAAA and TXT records: a change of any other type is refused. A host
+//! has one address per family, so adding an A or AAAA record replaces the host's address
+//! of that family, as a report would. Which key may change which name, and the
+//! atomicity of a whole update, are the caller's. Pure: a parsed message and the
+//! zone's origin in; a plan or the response code to refuse it with out.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hickory_proto::op::{Message, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name as DnsName, RData, Record, RecordData, RecordType};
+
+use crate::model::record::{Record as HostRecord, Time};
+use crate::model::txt::{Txt, MAX_TXT_PER_NAME};
 
 /// The types an update may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,8 +41,8 @@ impl RrType {
 pub enum RrValue {
     A(Ipv4Addr),
     Aaaa(Ipv6Addr),
-    /// The character-strings of one TXT record, in order.
-    Txt(Vec<Vec<u8>>),
+    /// One TXT record.
+    Txt(Txt),
 }
 
 impl RrValue {
@@ -49,14 +54,16 @@ impl RrValue {
         }
     }
 
-    fn of(rdata: &RData) -> Option<RrValue> {
+    /// The value of `rdata`: FORMERR for data of no type dynip keeps, REFUSED for a TXT
+    /// record larger than dynip keeps.
+    fn of(rdata: &RData) -> Result<RrValue, ResponseCode> {
         match rdata {
-            RData::A(a) => Some(RrValue::A(a.0)),
-            RData::AAAA(aaaa) => Some(RrValue::Aaaa(aaaa.0)),
-            RData::TXT(txt) => Some(RrValue::Txt(
-                txt.txt_data().iter().map(|part| part.to_vec()).collect(),
-            )),
-            _ => None,
+            RData::A(a) => Ok(RrValue::A(a.0)),
+            RData::AAAA(aaaa) => Ok(RrValue::Aaaa(aaaa.0)),
+            RData::TXT(txt) => Txt::from_strings(txt.txt_data())
+                .map(RrValue::Txt)
+                .map_err(|_| ResponseCode::Refused),
+            _ => Err(ResponseCode::FormErr),
         }
     }
 }
@@ -92,6 +99,9 @@ pub enum RrChange {
     DeleteName { name: String },
     /// Delete an RR from an RRset.
     DeleteRr { name: String, value: RrValue },
+    /// Add a TXT record and keep only the latest `keep` of the name's (acme-dns's
+    /// update: the two most recent tokens). Not an UPDATE message's.
+    Rotate { name: String, txt: Txt, keep: usize },
 }
 
 impl RrChange {
@@ -101,7 +111,8 @@ impl RrChange {
             RrChange::Add { name, .. }
             | RrChange::DeleteRrset { name, .. }
             | RrChange::DeleteName { name }
-            | RrChange::DeleteRr { name, .. } => name,
+            | RrChange::DeleteRr { name, .. }
+            | RrChange::Rotate { name, .. } => name,
         }
     }
 }
@@ -167,7 +178,7 @@ pub fn plan(message: &Message, origin: &DnsName) -> Result<UpdatePlan, ResponseC
                 });
             }
             class if class == zone_class => {
-                let value = RrValue::of(record.data()).ok_or(ResponseCode::FormErr)?;
+                let value = RrValue::of(record.data())?;
                 values.push((name, known(rtype)?, value));
             }
             _ => return Err(ResponseCode::FormErr),
@@ -201,7 +212,7 @@ pub fn plan(message: &Message, origin: &DnsName) -> Result<UpdatePlan, ResponseC
                     return Err(ResponseCode::FormErr);
                 }
                 known(rtype)?;
-                let value = RrValue::of(record.data()).ok_or(ResponseCode::FormErr)?;
+                let value = RrValue::of(record.data())?;
                 RrChange::Add {
                     name,
                     value,
@@ -225,7 +236,7 @@ pub fn plan(message: &Message, origin: &DnsName) -> Result<UpdatePlan, ResponseC
                     return Err(ResponseCode::FormErr);
                 }
                 known(rtype)?;
-                let value = RrValue::of(record.data()).ok_or(ResponseCode::FormErr)?;
+                let value = RrValue::of(record.data())?;
                 RrChange::DeleteRr { name, value }
             }
             _ => return Err(ResponseCode::FormErr),
@@ -265,14 +276,38 @@ pub trait RrsetView {
     fn name_in_use(&self, name: &str) -> bool;
 }
 
+/// A prerequisite that does not hold, named by the response code the RFC answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unmet {
+    #[error("a name that must be in use is not (NXDOMAIN)")]
+    NxDomain,
+    #[error("a name that must not be in use is (YXDOMAIN)")]
+    YxDomain,
+    #[error("an RRset that must exist does not, or has other values (NXRRSET)")]
+    NxRrset,
+    #[error("an RRset that must not exist does (YXRRSET)")]
+    YxRrset,
+}
+
+impl Unmet {
+    pub fn rcode(self) -> ResponseCode {
+        match self {
+            Unmet::NxDomain => ResponseCode::NXDomain,
+            Unmet::YxDomain => ResponseCode::YXDomain,
+            Unmet::NxRrset => ResponseCode::NXRRSet,
+            Unmet::YxRrset => ResponseCode::YXRRSet,
+        }
+    }
+}
+
 /// Checks `prerequisites` in order (RFC 2136 §3.2.5).
 ///
 /// # Errors
-/// The first that fails: YXDOMAIN, NXDOMAIN, YXRRSET or NXRRSET.
+/// The first that fails.
 pub fn check_prerequisites(
     prerequisites: &[Prerequisite],
     view: &impl RrsetView,
-) -> Result<(), ResponseCode> {
+) -> Result<(), Unmet> {
     for prerequisite in prerequisites {
         let holds = match prerequisite {
             Prerequisite::NameInUse(name) => view.name_in_use(name),
@@ -290,14 +325,130 @@ pub fn check_prerequisites(
         };
         if !holds {
             return Err(match prerequisite {
-                Prerequisite::NameInUse(_) => ResponseCode::NXDomain,
-                Prerequisite::NameNotInUse(_) => ResponseCode::YXDomain,
-                Prerequisite::RrsetExists(..) | Prerequisite::RrsetIs(..) => ResponseCode::NXRRSet,
-                Prerequisite::RrsetDoesNotExist(..) => ResponseCode::YXRRSet,
+                Prerequisite::NameInUse(_) => Unmet::NxDomain,
+                Prerequisite::NameNotInUse(_) => Unmet::YxDomain,
+                Prerequisite::RrsetExists(..) | Prerequisite::RrsetIs(..) => Unmet::NxRrset,
+                Prerequisite::RrsetDoesNotExist(..) => Unmet::YxRrset,
             });
         }
     }
     Ok(())
+}
+
+/// What one name holds that an update may change: the record of the host of that name
+/// (its A and AAAA) and its TXT records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameData {
+    pub record: Option<HostRecord>,
+    pub txt: Vec<Txt>,
+}
+
+/// A change that would leave a name with more TXT records than dynip keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("more than {MAX_TXT_PER_NAME} TXT records at one name")]
+pub struct TooManyTxt;
+
+impl NameData {
+    /// The values of its RRset of `rr_type`.
+    pub fn rrset(&self, rr_type: RrType) -> Vec<RrValue> {
+        match rr_type {
+            RrType::A => self
+                .record
+                .and_then(|record| record.v4)
+                .map(|seen| RrValue::A(seen.addr))
+                .into_iter()
+                .collect(),
+            RrType::Aaaa => self
+                .record
+                .and_then(|record| record.v6)
+                .map(|seen| RrValue::Aaaa(seen.addr))
+                .into_iter()
+                .collect(),
+            RrType::Txt => self.txt.iter().cloned().map(RrValue::Txt).collect(),
+        }
+    }
+
+    /// Whether any record is at the name.
+    pub fn in_use(&self) -> bool {
+        !self.txt.is_empty()
+            || self
+                .record
+                .is_some_and(|record| record.v4.is_some() || record.v6.is_some())
+    }
+
+    /// Applies `change` (of this name) at `at`. Adding an address is a report of it: a
+    /// host's first makes its record, a new one replaces the family's old one. Deleting
+    /// addresses leaves the host known, with none. Deleting what is not there, or adding
+    /// what is, changes nothing (RFC 2136 §3.4.2).
+    ///
+    /// # Errors
+    /// A TXT record past [`MAX_TXT_PER_NAME`].
+    pub fn apply(&mut self, change: &RrChange, at: Time) -> Result<(), TooManyTxt> {
+        match change {
+            RrChange::Add { value, .. } => match value {
+                RrValue::A(addr) => self.report(IpAddr::V4(*addr), at),
+                RrValue::Aaaa(addr) => self.report(IpAddr::V6(*addr), at),
+                RrValue::Txt(txt) => {
+                    if !self.txt.contains(txt) {
+                        if self.txt.len() >= MAX_TXT_PER_NAME {
+                            return Err(TooManyTxt);
+                        }
+                        self.txt.push(txt.clone());
+                    }
+                }
+            },
+            RrChange::DeleteRrset { rr_type, .. } => self.delete(*rr_type, |_| true),
+            RrChange::DeleteName { .. } => {
+                for rr_type in [RrType::A, RrType::Aaaa, RrType::Txt] {
+                    self.delete(rr_type, |_| true);
+                }
+            }
+            RrChange::DeleteRr { value, .. } => self.delete(value.rr_type(), |have| have == value),
+            RrChange::Rotate { txt, keep, .. } => {
+                self.txt.retain(|have| have != txt);
+                self.txt.push(txt.clone());
+                let excess = self
+                    .txt
+                    .len()
+                    .saturating_sub((*keep).clamp(1, MAX_TXT_PER_NAME));
+                self.txt.drain(..excess);
+            }
+        }
+        Ok(())
+    }
+
+    fn report(&mut self, addr: IpAddr, at: Time) {
+        match &mut self.record {
+            Some(record) => {
+                record.apply(addr, at);
+            }
+            None => self.record = Some(HostRecord::new(addr, at)),
+        }
+    }
+
+    /// Deletes the records of `rr_type` that `which` picks.
+    fn delete(&mut self, rr_type: RrType, which: impl Fn(&RrValue) -> bool) {
+        match rr_type {
+            RrType::A => {
+                if let Some(record) = &mut self.record {
+                    if record.v4.is_some_and(|seen| which(&RrValue::A(seen.addr))) {
+                        record.v4 = None;
+                    }
+                }
+            }
+            RrType::Aaaa => {
+                if let Some(record) = &mut self.record {
+                    if record
+                        .v6
+                        .is_some_and(|seen| which(&RrValue::Aaaa(seen.addr)))
+                    {
+                        record.v6 = None;
+                    }
+                }
+            }
+            RrType::Txt => self.txt.retain(|txt| !which(&RrValue::Txt(txt.clone()))),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -401,8 +552,8 @@ mod tests {
                     challenge.clone(),
                     RrType::Txt,
                     vec![
-                        RrValue::Txt(vec![b"a".to_vec()]),
-                        RrValue::Txt(vec![b"b".to_vec()])
+                        RrValue::Txt(Txt::from_text("a").unwrap()),
+                        RrValue::Txt(Txt::from_text("b").unwrap())
                     ]
                 ),
             ]
@@ -412,7 +563,7 @@ mod tests {
             [
                 RrChange::Add {
                     name: challenge,
-                    value: RrValue::Txt(vec![b"token".to_vec(), b"more".to_vec()]),
+                    value: RrValue::Txt(Txt::from_strings(&["token", "more"]).unwrap()),
                     ttl: 60
                 },
                 RrChange::DeleteRrset {
@@ -532,7 +683,7 @@ mod tests {
 
     #[test]
     fn prerequisites_hold_or_name_the_one_that_does_not() {
-        let token = |text: &str| RrValue::Txt(vec![text.as_bytes().to_vec()]);
+        let token = |text: &str| RrValue::Txt(Txt::from_text(text).unwrap());
         let view = View(BTreeMap::from([
             ("pc", vec![RrValue::A([192, 0, 2, 1].into())]),
             ("_acme-challenge.pc", vec![token("a"), token("b")]),
@@ -540,19 +691,13 @@ mod tests {
         let name = |name: &str| name.to_string();
         for (prerequisite, expect) in [
             (Prerequisite::NameInUse(name("pc")), Ok(())),
-            (
-                Prerequisite::NameInUse(name("nas")),
-                Err(ResponseCode::NXDomain),
-            ),
+            (Prerequisite::NameInUse(name("nas")), Err(Unmet::NxDomain)),
             (Prerequisite::NameNotInUse(name("nas")), Ok(())),
-            (
-                Prerequisite::NameNotInUse(name("pc")),
-                Err(ResponseCode::YXDomain),
-            ),
+            (Prerequisite::NameNotInUse(name("pc")), Err(Unmet::YxDomain)),
             (Prerequisite::RrsetExists(name("pc"), RrType::A), Ok(())),
             (
                 Prerequisite::RrsetExists(name("pc"), RrType::Aaaa),
-                Err(ResponseCode::NXRRSet),
+                Err(Unmet::NxRrset),
             ),
             (
                 Prerequisite::RrsetDoesNotExist(name("pc"), RrType::Aaaa),
@@ -560,7 +705,7 @@ mod tests {
             ),
             (
                 Prerequisite::RrsetDoesNotExist(name("pc"), RrType::A),
-                Err(ResponseCode::YXRRSet),
+                Err(Unmet::YxRrset),
             ),
             (
                 Prerequisite::RrsetIs(
@@ -572,7 +717,7 @@ mod tests {
             ),
             (
                 Prerequisite::RrsetIs(name("_acme-challenge.pc"), RrType::Txt, vec![token("a")]),
-                Err(ResponseCode::NXRRSet),
+                Err(Unmet::NxRrset),
             ),
         ] {
             assert_eq!(

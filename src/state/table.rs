@@ -1,7 +1,7 @@
 //! The in-memory table: host name → current record, the truth every read uses.
 //!
 //! Owns [`Table`], shared by the writer (its only mutator) and every reader (the JSON
-//! export, DNS, HTTP). Readers never touch the store on the hot path. Must not do I/O or
+//! export, DNS, HTTP), with the zone's TXT records beside the hosts. Readers never touch the store on the hot path. Must not do I/O or
 //! hold its lock across any. The zone's serial it carries is [`Serial`]'s.
 
 use std::collections::BTreeMap;
@@ -11,6 +11,7 @@ use std::sync::RwLock;
 
 use crate::model::name::Name;
 use crate::model::record::{Record, Time};
+use crate::model::txt::Txt;
 use crate::state::serial::{Serial, Staleness};
 
 /// A record with the store's bookkeeping.
@@ -73,6 +74,12 @@ pub struct Table {
     serial: Serial,
     /// With `dns_hide_stale`: DNS hides an address not reported for longer than this (µs).
     hide_after: Option<i64>,
+    /// The TXT records, by the name they are at (`_acme-challenge.HOST` mostly): few
+    /// beside the hosts, and only read for TXT queries and names that are not hosts.
+    txt: RwLock<BTreeMap<Name, Vec<Txt>>>,
+    /// Bumped on every change of `txt`'s names, so the DNS face knows to rebuild the
+    /// names they make exist.
+    txt_generation: AtomicU64,
 }
 
 impl Table {
@@ -95,7 +102,66 @@ impl Table {
             generation: AtomicU64::new(0),
             serial: Serial::default(),
             hide_after: None,
+            txt: RwLock::default(),
+            txt_generation: AtomicU64::new(0),
         }
+    }
+
+    /// The table with the TXT records the store holds.
+    pub fn with_txt(self, txt: BTreeMap<Name, Vec<Txt>>) -> Table {
+        *super::write(&self.txt) = txt;
+        self
+    }
+
+    /// The TXT records at `name` (empty: none).
+    pub fn txt(&self, name: &Name) -> Vec<Txt> {
+        super::read(&self.txt)
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Whether `name` has a TXT record.
+    pub fn has_txt(&self, name: &Name) -> bool {
+        let txt = super::read(&self.txt);
+        !txt.is_empty() && txt.contains_key(name)
+    }
+
+    /// Every name's TXT records, in name order.
+    pub fn all_txt(&self) -> Vec<(Name, Vec<Txt>)> {
+        super::read(&self.txt)
+            .iter()
+            .map(|(name, txt)| (name.clone(), txt.clone()))
+            .collect()
+    }
+
+    /// How many names have TXT records.
+    pub fn txt_len(&self) -> usize {
+        super::read(&self.txt).len()
+    }
+
+    /// Changes with every TXT name added or removed.
+    pub fn txt_generation(&self) -> u64 {
+        self.txt_generation.load(Ordering::Acquire)
+    }
+
+    /// Replaces the TXT records of each name (an empty set removes the name): the
+    /// writer's way in, after its commit. The caller notes the change for the serial.
+    pub fn set_txt(&self, changes: &[(Name, Vec<Txt>)]) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut txt = super::write(&self.txt);
+        for (name, set) in changes {
+            if set.is_empty() {
+                txt.remove(name);
+            } else {
+                txt.insert(name.clone(), set.clone());
+            }
+        }
+        drop(txt);
+        self.txt_generation.fetch_add(1, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// The table, with DNS hiding addresses not reported for longer than `after`

@@ -19,7 +19,7 @@
 //! [`Progress`], [`Turn`], [`StoreError`]); `sqlite` the [`Store`] itself, its schema and
 //! statements; `journal` the journal entries' binary codec (pure); `checkpoint` the
 //! checkpointer thread; `import` the original's JSON file into an empty store; `outbox`
-//! the notifications' events and their deliveries; `crash` the points where a test stops
+//! the notifications' events and their deliveries; `txt` the TXT records; `crash` the points where a test stops
 //! a writer's turn as a crash would.
 
 use std::collections::BTreeMap;
@@ -29,6 +29,7 @@ use std::path::PathBuf;
 use crate::model::event::{Event, Settlement};
 use crate::model::name::Name;
 use crate::model::record::Time;
+use crate::model::txt::Txt;
 use crate::state::table::Entry;
 
 mod checkpoint;
@@ -39,6 +40,7 @@ mod outbox;
 #[cfg(test)]
 pub(crate) use outbox::pending_of as outbox_pending_of;
 mod sqlite;
+mod txt;
 
 pub use checkpoint::keep_checkpointed;
 pub(crate) use crash::{crash_point, CrashPoint};
@@ -97,6 +99,8 @@ impl StoreError {
 #[derive(Debug)]
 pub struct Loaded {
     pub hosts: BTreeMap<Name, Entry>,
+    /// The TXT records, by name.
+    pub txt: BTreeMap<Name, Vec<Txt>>,
     pub progress: Progress,
 }
 
@@ -175,6 +179,11 @@ pub struct Turn<'a> {
     /// Delete events from before this time, oldest first, up to
     /// [`PRUNE_ROWS_PER_TURN`], with their deliveries.
     pub prune_events_before: Option<Time>,
+    /// Names whose TXT records the turn changed, each with its whole new set (empty:
+    /// none left).
+    pub txt: &'a [(Name, Vec<Txt>)],
+    /// When those were set.
+    pub txt_at: Time,
 }
 
 /// An event for the outbox, numbered by the writer.

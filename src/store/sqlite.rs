@@ -8,6 +8,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
 
 use super::journal::{decode_changes, decode_records, encode_changes, encode_records};
+use super::txt::SCHEMA_TXT;
 use super::{
     crash_point, CrashPoint, HistoryRow, Loaded, LoggedChange, PendingChanges, Progress, Removed,
     StoreError, Turn, DROP_ENTRIES_PER_TURN, PRUNE_ROWS_PER_TURN,
@@ -22,8 +23,9 @@ const APPLICATION_ID: i64 = 0x6479_6e69;
 /// `hosts.offline`, version 3 `history_log`, version 4 replaced that table with
 /// `journal.changes`; an older store is read as it is, and migrated when the server opens
 /// it (an `ALTER TABLE`, and for version 3 its log rows copied into `history`). Version 5
-/// added the notifications' `events`, `deliveries` (the outbox) and `stale_hosts`.
-pub(super) const SCHEMA_VERSION: i64 = 5;
+/// added the notifications' `events`, `deliveries` (the outbox) and `stale_hosts`;
+/// version 6 the TXT records' `txt`.
+pub(super) const SCHEMA_VERSION: i64 = 6;
 /// Page cache of the writer's connection, in KiB: large enough that a compaction chunk's
 /// pages stay cached between the read and the write of the B-tree, small against the
 /// per-host memory budget (300 bytes × 1,000,000 hosts).
@@ -117,6 +119,8 @@ pub struct Store {
     has_log: bool,
     /// A store from before version 5, opened read-only: it has no events.
     pub(super) before_events: bool,
+    /// A store from before version 6, opened read-only: it has no TXT records.
+    pub(super) before_txt: bool,
 }
 
 impl Store {
@@ -165,6 +169,7 @@ impl Store {
         store.before_changes = version < 4;
         store.has_log = version == 3;
         store.before_events = version < 5;
+        store.before_txt = version < 6;
         Ok(store)
     }
 
@@ -180,6 +185,7 @@ impl Store {
             before_changes: false,
             has_log: false,
             before_events: false,
+            before_txt: false,
         };
         store
             .conn
@@ -240,6 +246,7 @@ impl Store {
             steps.push_str("ALTER TABLE journal ADD COLUMN changes BLOB;");
         }
         steps.push_str(SCHEMA_EVENTS);
+        steps.push_str(SCHEMA_TXT);
         let tx = self.conn.transaction().map_err(|e| sql(&self.path, e))?;
         tx.execute_batch(&steps)
             .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
@@ -262,6 +269,7 @@ impl Store {
         let tx = self.conn.transaction().map_err(|e| sql(&self.path, e))?;
         tx.execute_batch(SCHEMA)
             .and_then(|()| tx.execute_batch(SCHEMA_EVENTS))
+            .and_then(|()| tx.execute_batch(SCHEMA_TXT))
             .and_then(|()| tx.pragma_update(None, "application_id", APPLICATION_ID))
             .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
             .and_then(|()| tx.commit())
@@ -367,6 +375,7 @@ impl Store {
         next_seq = next_seq.max(last_snapshot_seq.unwrap_or(0) + 1);
         Ok(Loaded {
             hosts,
+            txt: self.txt()?,
             progress: Progress {
                 next_seq,
                 journal_records,
@@ -549,6 +558,7 @@ impl Store {
                 crash_point(CrashPoint::HistoryPruned);
             }
             super::outbox::write(&tx, turn)?;
+            super::txt::write(&tx, turn)?;
             if !turn.events.is_empty() || !turn.settled.is_empty() {
                 crash_point(CrashPoint::OutboxWritten);
             }

@@ -480,7 +480,7 @@ fn run(script: &Script, crash_at: Option<(usize, CrashPoint)>) -> Run {
         }
         let reports = script.reports(turn, &answers);
         let res = catch_unwind(AssertUnwindSafe(|| {
-            writer.turn(reports, now);
+            writer.turn(reports.into_iter().map(Job::from).collect(), now);
             writer.start_sweep_if_due();
         }));
         let point = match res {

@@ -33,6 +33,7 @@ use tracing::{debug, error, info};
 
 use crate::model::name::Name;
 use crate::model::record::{Change, Record, Time};
+use crate::model::txt::Txt;
 use crate::state::metrics::Metrics;
 use crate::state::table::{Dirty, Entry, Slot, Table};
 use crate::store::{
@@ -43,10 +44,12 @@ mod compaction;
 #[cfg(test)]
 mod crash_tests;
 mod notice;
+mod update;
 
 pub use compaction::Recent;
 use compaction::{hold, logged, Limits, Phase, Prune, Sweep, SWEEP_SCAN_PER_CHUNK_ENTRY};
 pub use notice::{Notice, Outlet, STALE_SCAN_EVERY};
+pub use update::{UpdateDone, UpdateOutcome, UpdateRefused, ZoneUpdate};
 
 /// The most reports in one transaction. At 100,000 reports/s a full batch is 40 ms of
 /// traffic; larger batches save little (one fsync is about 0.2 ms here) and delay acks.
@@ -54,6 +57,21 @@ pub const MAX_BATCH: usize = 4096;
 /// Reports that may wait for the writer. When full, receivers wait, and the kernel's socket
 /// buffer holds the rest: backpressure instead of unbounded memory.
 pub const QUEUE_LEN: usize = 4 * MAX_BATCH;
+
+/// One job for the writer: a report, or an update of the zone.
+#[derive(Debug)]
+pub enum Job {
+    /// A host's report of its address.
+    Report(Report),
+    /// A change of the zone's records (RFC 2136 UPDATE, acme-dns, dyndns2 `txt=`).
+    Update(ZoneUpdate),
+}
+
+impl From<Report> for Job {
+    fn from(report: Report) -> Job {
+        Job::Report(report)
+    }
+}
 
 /// One report for the writer.
 pub struct Report {
@@ -173,7 +191,7 @@ pub struct Setup {
 ///
 /// # Errors
 /// When the OS cannot start a thread.
-pub fn spawn(setup: Setup) -> std::io::Result<(mpsc::Sender<Report>, JoinHandle<()>)> {
+pub fn spawn(setup: Setup) -> std::io::Result<(mpsc::Sender<Job>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE_LEN);
     let mut writer = Writer::new(
         setup.store,
@@ -251,6 +269,10 @@ pub(crate) struct Decided<S> {
     pub history: Vec<LoggedChange>,
     /// Per report: refused by the replay rule, or else whether it changed its host.
     pub verdicts: Vec<Verdict>,
+    /// The names whose TXT records changed, with their whole new sets, in name order.
+    pub txt: Vec<(Name, Vec<Txt>)>,
+    /// Per zone update: applied, or why not.
+    pub update_verdicts: Vec<UpdateOutcome>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,28 +291,93 @@ pub(crate) enum Verdict {
 /// and where it lives (`S`, the table's slot); the records come out with `seq` and dirty.
 /// `applied` sees each report that is not refused, with its host's record before (`None`:
 /// a new host) and after it.
+#[cfg(test)]
 pub(crate) fn decide<S: Copy>(
     batch: &[Report],
-    mut lookup: impl FnMut(&Name) -> Option<(S, Record)>,
+    lookup: impl FnMut(&Name) -> Option<(S, Record)>,
     next_history_id: i64,
     seq: i64,
-    mut applied: impl FnMut(&Report, Option<&Record>, &Record),
+    applied: impl FnMut(&Name, Time, Option<&Record>, &Record),
 ) -> Decided<S> {
-    let mut pending: HashMap<Name, (Option<S>, Record)> = HashMap::with_capacity(batch.len());
-    let mut history = Vec::new();
-    let mut verdicts = Vec::with_capacity(batch.len());
+    let mut deciding = Deciding::new(lookup, |_: &Name| Vec::new(), next_history_id, applied);
     for report in batch {
-        let (slot, current) = match pending.get(&report.name) {
+        deciding.report(report);
+    }
+    deciding.finish(seq)
+}
+
+/// A batch being decided: the records and TXT sets it changed so far, over the table's
+/// (`lookup`, `lookup_txt`), so that each request sees what the earlier ones did.
+pub(crate) struct Deciding<S, L, T, A> {
+    lookup: L,
+    lookup_txt: T,
+    applied: A,
+    next_history_id: i64,
+    pending: HashMap<Name, (Option<S>, Record)>,
+    pending_txt: HashMap<Name, Vec<Txt>>,
+    history: Vec<LoggedChange>,
+    verdicts: Vec<Verdict>,
+    update_verdicts: Vec<UpdateOutcome>,
+}
+
+impl<S, L, T, A> Deciding<S, L, T, A>
+where
+    S: Copy,
+    L: FnMut(&Name) -> Option<(S, Record)>,
+    T: FnMut(&Name) -> Vec<Txt>,
+    A: FnMut(&Name, Time, Option<&Record>, &Record),
+{
+    pub(crate) fn new(lookup: L, lookup_txt: T, next_history_id: i64, applied: A) -> Self {
+        Deciding {
+            lookup,
+            lookup_txt,
+            applied,
+            next_history_id,
+            pending: HashMap::new(),
+            pending_txt: HashMap::new(),
+            history: Vec::new(),
+            verdicts: Vec::new(),
+            update_verdicts: Vec::new(),
+        }
+    }
+
+    /// A host's record as the batch has it so far, and where it lives.
+    fn current(&mut self, name: &Name) -> (Option<S>, Option<Record>) {
+        match self.pending.get(name) {
             Some(&(slot, record)) => (slot, Some(record)),
-            None => match lookup(&report.name) {
+            None => match (self.lookup)(name) {
                 Some((slot, record)) => (Some(slot), Some(record)),
                 None => (None, None),
             },
-        };
+        }
+    }
+
+    /// A name's TXT records as the batch has them so far.
+    fn current_txt(&mut self, name: &Name) -> Vec<Txt> {
+        match self.pending_txt.get(name) {
+            Some(txt) => txt.clone(),
+            None => (self.lookup_txt)(name),
+        }
+    }
+
+    /// Records a change of `addr` for the history.
+    fn log_change(&mut self, name: &Name, at: Time, addr: IpAddr) {
+        self.history.push(LoggedChange {
+            id: self.next_history_id + self.history.len() as i64,
+            change: HistoryRow {
+                name: name.clone(),
+                at,
+                addr: addr.to_canonical(),
+            },
+        });
+    }
+
+    pub(crate) fn report(&mut self, report: &Report) {
+        let (slot, current) = self.current(&report.name);
         if let (Some(signed_at), Some(record)) = (report.signed_at, &current) {
             if !record.is_fresh(signed_at) {
-                verdicts.push(Verdict::Replayed);
-                continue;
+                self.verdicts.push(Verdict::Replayed);
+                return;
             }
         }
         let (mut record, change, was_offline) = match current {
@@ -309,36 +396,38 @@ pub(crate) fn decide<S: Copy>(
             record.signed_at = report.signed_at;
         }
         record.offline = report.offline;
-        applied(report, current.as_ref(), &record);
-        verdicts.push(
+        (self.applied)(&report.name, report.at, current.as_ref(), &record);
+        self.verdicts.push(
             if change == Change::NewAddress || was_offline != report.offline {
                 Verdict::Changed
             } else {
                 Verdict::Unchanged
             },
         );
-        pending.insert(report.name.clone(), (slot, record));
+        self.pending.insert(report.name.clone(), (slot, record));
         if change == Change::NewAddress {
-            history.push(LoggedChange {
-                id: next_history_id + history.len() as i64,
-                change: HistoryRow {
-                    name: report.name.clone(),
-                    at: report.at,
-                    addr: report.addr.to_canonical(),
-                },
-            });
+            self.log_change(&report.name, report.at, report.addr);
         }
     }
-    let dirty = true;
-    let (slots, records) = pending
-        .into_iter()
-        .map(|(name, (slot, record))| (slot, (name, Entry { record, seq, dirty })))
-        .unzip();
-    Decided {
-        records,
-        slots,
-        history,
-        verdicts,
+
+    /// The batch decided; the records come out with `seq` and dirty.
+    pub(crate) fn finish(self, seq: i64) -> Decided<S> {
+        let dirty = true;
+        let (slots, records) = self
+            .pending
+            .into_iter()
+            .map(|(name, (slot, record))| (slot, (name, Entry { record, seq, dirty })))
+            .unzip();
+        let mut txt: Vec<(Name, Vec<Txt>)> = self.pending_txt.into_iter().collect();
+        txt.sort_by(|(one, _), (other, _)| one.cmp(other));
+        Decided {
+            records,
+            slots,
+            history: self.history,
+            verdicts: self.verdicts,
+            txt,
+            update_verdicts: self.update_verdicts,
+        }
     }
 }
 
@@ -372,7 +461,7 @@ impl Writer {
         }
     }
 
-    fn run(mut self, mut rx: mpsc::Receiver<Report>, liveness: &Liveness) {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>, liveness: &Liveness) {
         // A clock to wait on, for a writer with sinks.
         let idle = match &self.notice {
             Some(_) => match tokio::runtime::Builder::new_current_thread()
@@ -456,21 +545,36 @@ impl Writer {
 
     /// One transaction: the batch, and a step of the sweep if one is under way, and of
     /// the prune if one is due at `now`.
-    fn turn(&mut self, batch: Vec<Report>, now: Now) {
+    fn turn(&mut self, jobs: Vec<Job>, now: Now) {
         let mut events = Vec::new();
         let table = &self.table;
         let notice = &self.notice;
-        let decided = decide(
-            &batch,
-            |name| table.find(name).map(|(slot, entry)| (slot, entry.record)),
+        let mut batch = Vec::with_capacity(jobs.len());
+        let mut updates = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Report(report) => batch.push(report),
+                Job::Update(update) => updates.push(update),
+            }
+        }
+        // Reports first, then the updates, each seeing what those before it did.
+        let mut deciding = Deciding::new(
+            |name: &Name| table.find(name).map(|(slot, entry)| (slot, entry.record)),
+            |name: &Name| table.txt(name),
             self.next_history_id,
-            self.next_seq,
-            |report, before, after| {
+            |name: &Name, at, before: Option<&Record>, after: &Record| {
                 if let Some(notice) = notice {
-                    notice.applied(&report.name, before, after, report.at, &mut events);
+                    notice.applied(name, before, after, at, &mut events);
                 }
             },
         );
+        for report in &batch {
+            deciding.report(report);
+        }
+        for update in &updates {
+            deciding.update(update);
+        }
+        let decided = deciding.finish(self.next_seq);
         let noticed = self
             .notice
             .as_mut()
@@ -527,14 +631,17 @@ impl Writer {
             settled: noticed.as_ref().map_or(&[], |noticed| &noticed.settled),
             stale: noticed.as_ref().map_or(&[], |noticed| &noticed.stale),
             prune_events_before: noticed.as_ref().and_then(|noticed| noticed.prune_before),
+            txt: &decided.txt,
+            txt_at: now.time,
         };
         let pruning = turn.prune_before.is_some();
         crash_point(CrashPoint::BeforeCommit);
         // The commit's latency, for the metrics: measured, not a decision's input.
         let started = Instant::now();
         let committed = self.store.commit(&turn);
-        if !batch.is_empty() {
-            self.metrics.committed(batch.len(), started.elapsed());
+        if !batch.is_empty() || !updates.is_empty() {
+            self.metrics
+                .committed(batch.len() + updates.len(), started.elapsed());
         }
         let outcome = match committed {
             Ok(Removed {
@@ -565,9 +672,11 @@ impl Writer {
                 }
                 self.metrics.backlog(self.journal_records, self.n_unsettled);
                 let updates = decided.slots.into_iter().zip(decided.records);
-                let dns_changed = self
+                let mut dns_changed = self
                     .table
                     .update_found(updates.map(|(slot, (name, entry))| (slot, name, entry)));
+                dns_changed |= !decided.txt.is_empty();
+                self.table.set_txt(&decided.txt);
                 // Read after the table shows the batch, not `now`: the DNS serial needs a
                 // time no earlier than the change became visible (a transfer in between
                 // must not keep a serial that already counts it), and acknowledgements
@@ -614,6 +723,19 @@ impl Writer {
                 info!(host = %report.name, addr = %report.addr.to_canonical(), "report committed");
             }
             if let Some(done) = report.done {
+                done(outcome);
+            }
+        }
+        for (update, verdict) in updates.into_iter().zip(decided.update_verdicts) {
+            let outcome = match verdict {
+                Ok(_) => outcome.map_err(|_| UpdateRefused::CommitFailed),
+                Err(refused) => Err(refused),
+            };
+            match &outcome {
+                Ok(_) => info!(changes = ?update.plan.changes, "zone update committed"),
+                Err(refused) => debug!(%refused, "zone update refused"),
+            }
+            if let Some(done) = update.done {
                 done(outcome);
             }
         }
@@ -723,7 +845,13 @@ mod tests {
                 (Name::parse(name).unwrap(), (idx, record))
             })
             .collect();
-        let decided = decide(batch, |name| table.get(name).copied(), 100, 7, |_, _, _| {});
+        let decided = decide(
+            batch,
+            |name| table.get(name).copied(),
+            100,
+            7,
+            |_, _, _, _| {},
+        );
         let what = format!("{batch:?} over {known:?}");
         assert_eq!(decided.verdicts, verdicts, "verdicts of {what}");
         let expect: Vec<LoggedChange> = history

@@ -256,7 +256,7 @@ mod tests {
     use crate::model::event::{DeliveryState, EventKind};
     use crate::state::metrics::Metrics;
     use crate::store::Store;
-    use crate::writer::{compaction::Limits, Recent, Report, Writer};
+    use crate::writer::{compaction::Limits, Job, Recent, Report, Writer};
 
     const STALE_AFTER: Duration = Duration::from_secs(100);
 
@@ -337,7 +337,8 @@ mod tests {
                 time: Time::from_micros(seconds * 1_000_000),
                 instant: self.start + Duration::from_secs(seconds as u64),
             };
-            self.writer.turn(batch, now);
+            self.writer
+                .turn(batch.into_iter().map(Job::from).collect(), now);
         }
 
         fn heard(receiver: &Receiver<(i64, Event)>) -> Vec<(i64, EventKind, String)> {

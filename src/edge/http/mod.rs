@@ -55,7 +55,7 @@ use crate::state;
 use crate::state::metrics::Metrics;
 use crate::state::table::Table;
 use crate::store::Store;
-use crate::writer::{Recent, Report};
+use crate::writer::{Job, Recent};
 use read::{
     api_events, api_history, api_host, api_host_events, api_hosts, checkip, healthz, host_page,
     metrics, myip, openapi, status_page,
@@ -141,7 +141,7 @@ pub fn bind(config: &ServerConfig) -> Result<Option<Listener>, HttpError> {
 /// What the HTTP edge shares with the rest of the server.
 #[derive(Clone)]
 pub struct HttpContext {
-    pub reports: mpsc::Sender<Report>,
+    pub reports: mpsc::Sender<Job>,
     /// The keys and rules in force; replaced whole on SIGHUP, as for UDP.
     pub policy: watch::Receiver<Arc<Policy>>,
     pub table: Arc<Table>,

@@ -144,7 +144,7 @@ impl Shared {
                     offline,
                     done: Some(Box::new(move |outcome| outcomes.push((done, outcome)))),
                 };
-                if self.context.reports.send(report).await.is_err() {
+                if self.context.reports.send(report.into()).await.is_err() {
                     break;
                 }
                 *wait = Some(committed);
