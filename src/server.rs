@@ -352,10 +352,15 @@ impl Server {
             };
             edges.spawn(http::serve(listener, edge));
         }
-        drop(reports);
         if let Some(dns) = self.dns {
-            edges.spawn(dns.serve(Arc::clone(&self.table), shutdown.clone()));
+            edges.spawn(dns.serve(
+                Arc::clone(&self.table),
+                reports.clone(),
+                self.policy.subscribe(),
+                shutdown.clone(),
+            ));
         }
+        drop(reports);
         // Every listener was bound in `open` and is served from here on.
         systemd::ready(&self.table, &self.metrics);
         let keep_alive = tokio::spawn(systemd::keep_alive(

@@ -44,6 +44,7 @@ pub(super) const SERVER_KEYS: &[Setting<ServerConfig>] = &[
     Setting { name: "dns_listen",      apply: |c, v| set(&mut c.dns.listen, socket_addr(v, None).map(Some)) },
     Setting { name: "dns_zone",        apply: |c, v| set(&mut c.dns.zone, domain(v).map(Some)) },
     Setting { name: "dns_ttl",         apply: |c, v| set(&mut c.dns.ttl, duration(v)) },
+    Setting { name: "dns_txt_ttl",     apply: |c, v| set(&mut c.dns.txt_ttl, duration(v)) },
     Setting { name: "dns_ns",          apply: |c, v| set(&mut c.dns.ns, domains(v)) },
     Setting { name: "dns_soa_contact", apply: |c, v| set(&mut c.dns.soa_contact, mailbox(v).map(Some)) },
     Setting { name: "dns_soa_refresh", apply: |c, v| set(&mut c.dns.soa_refresh, duration(v)) },

@@ -216,6 +216,9 @@ pub struct DnsConfig {
     pub zone: Option<String>,
     /// `dns_ttl`, default 60 s: the TTL of host records.
     pub ttl: Duration,
+    /// `dns_txt_ttl`, default 10 s: the TTL of TXT records (ACME challenges change
+    /// within minutes; a resolver must not keep the last one long).
+    pub txt_ttl: Duration,
     /// `dns_ns`: the apex NS names, absolute, lowercase. Empty: `ns.ZONE`.
     pub ns: Vec<String>,
     /// `dns_soa_contact`: the SOA's mailbox as a name (`hostmaster.example.com`; an
@@ -249,6 +252,7 @@ impl Default for DnsConfig {
             listen: None,
             zone: None,
             ttl: Duration::from_secs(60),
+            txt_ttl: Duration::from_secs(10),
             ns: Vec::new(),
             soa_contact: None,
             // Secondaries also hear NOTIFY at once; the refresh is for lost NOTIFYs.

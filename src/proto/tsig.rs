@@ -421,25 +421,96 @@ pub fn sign(
     let vars = variables(key.name, key.algorithm.name(), time, FUDGE, error, other);
     let prefix = request_mac.map(prefixed).unwrap_or_default();
     let mac = key.algorithm.mac(key.secret, &[&prefix, message, &vars]);
-    let id = [message[0], message[1]];
-    let mut rdata = wire_name(key.algorithm.name());
-    rdata.extend(&time.to_be_bytes()[2..]);
-    rdata.extend(FUDGE.to_be_bytes());
-    rdata.extend((mac.len() as u16).to_be_bytes());
-    rdata.extend(&mac);
-    rdata.extend(id);
-    rdata.extend(error.to_be_bytes());
-    rdata.extend((other.len() as u16).to_be_bytes());
-    rdata.extend(other);
-    message.extend(wire_name(key.name));
-    message.extend(TSIG_TYPE.to_be_bytes());
-    message.extend(CLASS_ANY.to_be_bytes());
-    message.extend(0u32.to_be_bytes());
-    message.extend((rdata.len() as u16).to_be_bytes());
-    message.extend(rdata);
-    let n_additional = u16::from_be_bytes([message[10], message[11]]).saturating_add(1);
-    message[10..12].copy_from_slice(&n_additional.to_be_bytes());
+    let record = TsigRecord {
+        key_name: key.name,
+        algorithm_name: key.algorithm.name(),
+        time,
+        fudge: FUDGE,
+        mac: &mac,
+        error,
+        other,
+    };
+    record.append_to(message);
     mac
+}
+
+/// Signs a message of a transfer after its first (RFC 8945 §5.3.1): the MAC covers the
+/// previous message's MAC, this message, and only the time and the fudge. Returns the
+/// MAC, which the next message's covers.
+pub fn sign_continuation(
+    message: &mut Vec<u8>,
+    key: SigningKey<'_>,
+    prior_mac: &[u8],
+    time: u64,
+) -> Vec<u8> {
+    let mut timers = time.to_be_bytes()[2..].to_vec();
+    timers.extend(FUDGE.to_be_bytes());
+    let mac = key
+        .algorithm
+        .mac(key.secret, &[&prefixed(prior_mac), message, &timers]);
+    let record = TsigRecord {
+        key_name: key.name,
+        algorithm_name: key.algorithm.name(),
+        time,
+        fudge: FUDGE,
+        mac: &mac,
+        error: 0,
+        other: &[],
+    };
+    record.append_to(message);
+    mac
+}
+
+/// Appends to `message` (an answer to a request signed with `request`'s TSIG record) an
+/// unsigned TSIG record carrying `error`: how the RFC answers a key it does not know or a
+/// MAC that does not verify (§5.3.2), with the request's key, algorithm and times.
+pub fn append_unsigned(message: &mut Vec<u8>, request: &Tsig, error: u16) {
+    let record = TsigRecord {
+        key_name: &request.key_name,
+        algorithm_name: &request.algorithm_name,
+        time: request.time_signed,
+        fudge: request.fudge,
+        mac: &[],
+        error,
+        other: &[],
+    };
+    record.append_to(message);
+}
+
+/// A TSIG record's fields, for writing.
+struct TsigRecord<'a> {
+    key_name: &'a str,
+    algorithm_name: &'a str,
+    time: u64,
+    fudge: u16,
+    mac: &'a [u8],
+    error: u16,
+    other: &'a [u8],
+}
+
+impl TsigRecord<'_> {
+    /// Appends the record to `message` and counts it in the additional section; the
+    /// original id is the message's.
+    fn append_to(&self, message: &mut Vec<u8>) {
+        let id = [message[0], message[1]];
+        let mut rdata = wire_name(self.algorithm_name);
+        rdata.extend(&self.time.to_be_bytes()[2..]);
+        rdata.extend(self.fudge.to_be_bytes());
+        rdata.extend((self.mac.len() as u16).to_be_bytes());
+        rdata.extend(self.mac);
+        rdata.extend(id);
+        rdata.extend(self.error.to_be_bytes());
+        rdata.extend((self.other.len() as u16).to_be_bytes());
+        rdata.extend(self.other);
+        message.extend(wire_name(self.key_name));
+        message.extend(TSIG_TYPE.to_be_bytes());
+        message.extend(CLASS_ANY.to_be_bytes());
+        message.extend(0u32.to_be_bytes());
+        message.extend((rdata.len() as u16).to_be_bytes());
+        message.extend(rdata);
+        let n_additional = u16::from_be_bytes([message[10], message[11]]).saturating_add(1);
+        message[10..12].copy_from_slice(&n_additional.to_be_bytes());
+    }
 }
 
 #[cfg(test)]

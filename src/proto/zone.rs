@@ -1,7 +1,8 @@
 //! The zone: a DNS query's bytes -> the answer's bytes, from the hosts' records.
 //!
 //! Owns what `dns_zone` contains (`HOST.ZONE` A and AAAA from each host's latest address
-//! of each family, the SOA and NS at the apex) and every answering rule: NXDOMAIN and
+//! of each family, TXT records at the names that have them, the SOA and NS at the apex)
+//! and every answering rule: NXDOMAIN and
 //! NODATA with the SOA in the authority section, the question's case echoed, EDNS(0)
 //! buffer sizes and truncation, `ANY` answered with one RRset (RFC 8482), REFUSED outside
 //! the zone, FORMERR for what does not parse, and the messages of a zone transfer. Parsing
@@ -15,13 +16,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
+use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, TXT};
 use hickory_proto::rr::{DNSClass, Name as DnsName, RData, Record as DnsRecord, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 
 use crate::config::DnsConfig;
 use crate::model::name::Name;
 use crate::model::record::{Record, Time};
+use crate::model::txt::Txt;
 
 /// The largest UDP answer we send, and the buffer size our OPT record advertises: the
 /// DNS flag day 2020 figure, which fits an unfragmented datagram on every common path.
@@ -32,10 +34,12 @@ const PLAIN_UDP_PAYLOAD: usize = 512;
 /// 65,535 a TCP message can hold even before name compression.
 const TRANSFER_MESSAGE_BYTES: usize = 16_384;
 
-/// What the zone answers from: the hosts' records.
+/// What the zone answers from: the hosts' records and the TXT records.
 pub trait ZoneSource {
     /// The record of the host named `name`.
     fn record(&self, name: &Name) -> Option<Record>;
+    /// The TXT records at `name` (empty: none).
+    fn txt(&self, name: &Name) -> Vec<Txt>;
     /// Whether some host's name ends in `.NAME` (`relative` is lowercase): then `NAME`
     /// is an empty non-terminal, answered NODATA, not NXDOMAIN (RFC 8020).
     fn has_below(&self, relative: &str) -> bool;
@@ -84,6 +88,8 @@ pub struct Zone {
     /// The apex's labels, lowercase, for comparing without allocating.
     origin_labels: Vec<Vec<u8>>,
     ttl: u32,
+    /// The TTL of TXT records (`dns_txt_ttl`).
+    txt_ttl: u32,
     ns: Vec<DnsName>,
     /// In-zone NS names (relative, lowercase) with the address to answer for them when no
     /// host of that name reports: `dns_listen`'s address, when it is a specific one.
@@ -166,6 +172,7 @@ impl Zone {
             origin,
             origin_labels,
             ttl: seconds(config.ttl),
+            txt_ttl: seconds(config.txt_ttl),
             ns,
             glue,
             soa,
@@ -293,8 +300,22 @@ impl Zone {
                 _ => {}
             }
         } else {
-            let (v4, v6) = self.addresses(&relative, now, hosts);
-            found = v4.is_some() || v6.is_some() || hosts.has_below(&relative.to_ascii_lowercase());
+            let name = Name::parse(&relative).ok();
+            let (v4, v6) = match &name {
+                Some(name) => self.addresses(name, now, hosts),
+                None => (None, None),
+            };
+            // TXT records are read only when asked for, or to tell NODATA from NXDOMAIN.
+            let txt = match &name {
+                Some(name) if qtype == RecordType::TXT || (v4.is_none() && v6.is_none()) => {
+                    hosts.txt(name)
+                }
+                _ => Vec::new(),
+            };
+            found = v4.is_some()
+                || v6.is_some()
+                || !txt.is_empty()
+                || hosts.has_below(&relative.to_ascii_lowercase());
             let ttl = self.ttl;
             match qtype {
                 RecordType::A => {
@@ -303,11 +324,18 @@ impl Zone {
                 RecordType::AAAA => {
                     response.add_answers(v6.map(|ip| address_record(owner, ttl, IpAddr::V6(ip))))
                 }
+                RecordType::TXT => response.add_answers(
+                    txt.iter()
+                        .map(|txt| txt_record(owner.clone(), self.txt_ttl, txt)),
+                ),
                 // RFC 8482: one RRset, the IPv4 address when there is one.
-                RecordType::ANY => {
-                    let any = v4.map(IpAddr::V4).or(v6.map(IpAddr::V6));
-                    response.add_answers(any.map(|ip| address_record(owner, ttl, ip)))
-                }
+                RecordType::ANY => match v4.map(IpAddr::V4).or(v6.map(IpAddr::V6)) {
+                    Some(ip) => response.add_answer(address_record(owner, ttl, ip)),
+                    None => response.add_answers(
+                        txt.iter()
+                            .map(|txt| txt_record(owner.clone(), self.txt_ttl, txt)),
+                    ),
+                },
                 _ => &mut response,
             };
         }
@@ -352,8 +380,8 @@ impl Zone {
     }
 
     /// The messages of a transfer of the whole zone at `serial`: SOA, NS, glue, every
-    /// host's addresses, SOA (RFC 5936). An IXFR is answered the same way, as RFC 1995
-    /// allows.
+    /// host's addresses, every TXT record, SOA (RFC 5936). An IXFR is answered the same
+    /// way, as RFC 1995 allows.
     pub fn transfer(
         &self,
         id: u16,
@@ -361,6 +389,7 @@ impl Zone {
         serial: u32,
         now: Time,
         hosts: impl IntoIterator<Item = (Name, Record)>,
+        txt: &[(Name, Vec<Txt>)],
     ) -> Vec<Vec<u8>> {
         let mut messages = Vec::new();
         let mut records: Vec<DnsRecord> = vec![self.soa_record(serial)];
@@ -413,6 +442,19 @@ impl Zone {
             {
                 n_bytes += owner.len() + 12 + if ip.is_ipv4() { 4 } else { 16 };
                 records.push(address_record(owner.clone(), self.ttl, ip));
+            }
+            if n_bytes > TRANSFER_MESSAGE_BYTES {
+                flush(&mut messages, &mut records);
+                n_bytes = 0;
+            }
+        }
+        for (name, set) in txt {
+            let Some(owner) = self.absolute(name) else {
+                continue;
+            };
+            for txt in set {
+                n_bytes += owner.len() + 12 + txt.rdata().len();
+                records.push(txt_record(owner.clone(), self.txt_ttl, txt));
             }
             if n_bytes > TRANSFER_MESSAGE_BYTES {
                 flush(&mut messages, &mut records);
@@ -481,14 +523,11 @@ impl Zone {
     /// The addresses to answer for a name under the apex.
     fn addresses(
         &self,
-        relative: &str,
+        name: &Name,
         now: Time,
         hosts: &impl ZoneSource,
     ) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
-        let Ok(name) = Name::parse(relative) else {
-            return (None, None);
-        };
-        if let Some(record) = hosts.record(&name) {
+        if let Some(record) = hosts.record(name) {
             return self.visible(&record, now);
         }
         let glue = self.glue.iter().find(|(glue, _, _)| glue == name.folded());
@@ -540,6 +579,10 @@ fn address_record(owner: DnsName, ttl: u32, ip: IpAddr) -> DnsRecord {
         IpAddr::V6(ip) => RData::AAAA(AAAA(ip)),
     };
     DnsRecord::from_rdata(owner, ttl, rdata)
+}
+
+fn txt_record(owner: DnsName, ttl: u32, txt: &Txt) -> DnsRecord {
+    DnsRecord::from_rdata(owner, ttl, RData::TXT(TXT::from_bytes(txt.strings())))
 }
 
 /// Encodes `response` into `out` within `limit` bytes: whole; else without the additional
@@ -614,18 +657,42 @@ mod tests {
         Zone::new(&config, Duration::from_secs(3600)).unwrap()
     }
 
-    impl ZoneSource for BTreeMap<Name, Record> {
+    /// The zone's hosts and TXT records, for the tests.
+    struct Fixture {
+        records: BTreeMap<Name, Record>,
+        txt: BTreeMap<Name, Vec<Txt>>,
+    }
+
+    impl ZoneSource for Fixture {
         fn record(&self, name: &Name) -> Option<Record> {
-            self.get(name).copied()
+            self.records.get(name).copied()
+        }
+
+        fn txt(&self, name: &Name) -> Vec<Txt> {
+            self.txt.get(name).cloned().unwrap_or_default()
         }
 
         fn has_below(&self, relative: &str) -> bool {
             let suffix = format!(".{relative}");
-            self.keys().any(|name| name.folded().ends_with(&suffix))
+            let names = self.records.keys().chain(self.txt.keys());
+            names.map(Name::folded).any(|name| name.ends_with(&suffix))
         }
     }
 
-    fn hosts() -> BTreeMap<Name, Record> {
+    /// Kitchen-PC (both families), old and pi.Garage (IPv4), away (offline), and two
+    /// ACME tokens at `_acme-challenge.kitchen-pc` and one at `_acme-challenge.nas`.
+    fn hosts() -> Fixture {
+        let token = |text: &str| Txt::from_text(text).unwrap();
+        let txt = BTreeMap::from([
+            (
+                Name::parse("_acme-challenge.kitchen-pc").unwrap(),
+                vec![token("token-1"), token("token-2")],
+            ),
+            (
+                Name::parse("_acme-challenge.nas").unwrap(),
+                vec![token("token-3")],
+            ),
+        ]);
         let mut hosts = BTreeMap::new();
         let mut pc = Record::new("203.0.113.7".parse().unwrap(), Time::from_micros(1_000_000));
         pc.apply("2001:db8::7".parse().unwrap(), Time::from_micros(2_000_000));
@@ -639,7 +706,10 @@ mod tests {
         let mut away = v4_only;
         away.offline = true;
         hosts.insert(Name::parse("away").unwrap(), away);
-        hosts
+        Fixture {
+            records: hosts,
+            txt,
+        }
     }
 
     fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
@@ -719,6 +789,61 @@ mod tests {
 
     const SOA: &str =
         "dyn.example.com. SOA ns.dyn.example.com. hostmaster.dyn.example.com. 7 300 60 604800 60";
+
+    #[test]
+    fn answers_txt_records_and_nodata_for_what_a_name_lacks() {
+        let challenge = "_acme-challenge.kitchen-pc.dyn.example.com.";
+        check(challenge, RecordType::TXT, &format!("No Error aa q=[{challenge} TXT] an=[{challenge} TXT token-1, {challenge} TXT token-2] ns=[] ad=[] edns=None"));
+        // A name with TXT records only: NODATA for other types, CAA included.
+        for qtype in [
+            RecordType::A,
+            RecordType::AAAA,
+            RecordType::CAA,
+            RecordType::MX,
+        ] {
+            check(
+                challenge,
+                qtype,
+                &format!("No Error aa q=[{challenge} {qtype}] an=[] ns=[{SOA}] ad=[] edns=None"),
+            );
+        }
+        // ANY: the TXT RRset when there is no address.
+        let nas = "_acme-challenge.nas.dyn.example.com.";
+        check(
+            nas,
+            RecordType::ANY,
+            &format!("No Error aa q=[{nas} ANY] an=[{nas} TXT token-3] ns=[] ad=[] edns=None"),
+        );
+        // `nas` is no host, but a name below it has a TXT record: NODATA (RFC 8020).
+        check(
+            "nas.dyn.example.com.",
+            RecordType::A,
+            &format!("No Error aa q=[nas.dyn.example.com. A] an=[] ns=[{SOA}] ad=[] edns=None"),
+        );
+        // A host without TXT records, and one with addresses: NODATA for TXT and CAA.
+        check(
+            "kitchen-pc.dyn.example.com.",
+            RecordType::TXT,
+            &format!(
+                "No Error aa q=[kitchen-pc.dyn.example.com. TXT] an=[] ns=[{SOA}] ad=[] edns=None"
+            ),
+        );
+        check(
+            "kitchen-pc.dyn.example.com.",
+            RecordType::CAA,
+            &format!(
+                "No Error aa q=[kitchen-pc.dyn.example.com. CAA] an=[] ns=[{SOA}] ad=[] edns=None"
+            ),
+        );
+        check("_acme-challenge.old.dyn.example.com.", RecordType::TXT, &format!("Non-Existent Domain aa q=[_acme-challenge.old.dyn.example.com. TXT] an=[] ns=[{SOA}] ad=[] edns=None"));
+        // The SOA asked at a name of the zone: in the authority section, as lego and
+        // certbot look the zone up.
+        check(
+            challenge,
+            RecordType::SOA,
+            &format!("No Error aa q=[{challenge} SOA] an=[] ns=[{SOA}] ad=[] edns=None"),
+        );
+    }
 
     #[test]
     fn answers_hosts_and_the_apex() {
@@ -952,7 +1077,8 @@ mod tests {
                 )
             })
             .collect();
-        let messages = zone.transfer(9, &question, 7, Time::from_micros(2), many);
+        let txt = hosts().txt.into_iter().collect::<Vec<_>>();
+        let messages = zone.transfer(9, &question, 7, Time::from_micros(2), many, &txt);
         assert!(messages.len() > 1);
         let records: Vec<DnsRecord> = messages
             .iter()
@@ -966,8 +1092,21 @@ mod tests {
             records.last().map(DnsRecord::record_type),
             Some(RecordType::SOA)
         );
-        // SOA, NS, 3000 hosts, the glue of ns.dyn.example.com., SOA.
-        assert_eq!(records.len(), 3000 + 4);
+        // SOA, NS, 3000 hosts, 3 TXT records, the glue of ns.dyn.example.com., SOA.
+        assert_eq!(records.len(), 3000 + 3 + 4);
+        let txt: Vec<String> = records
+            .iter()
+            .filter(|record| record.record_type() == RecordType::TXT)
+            .map(|record| format!("{} {}", record.name(), record.data()))
+            .collect();
+        assert_eq!(
+            txt,
+            [
+                "_acme-challenge.kitchen-pc.dyn.example.com. token-1",
+                "_acme-challenge.kitchen-pc.dyn.example.com. token-2",
+                "_acme-challenge.nas.dyn.example.com. token-3"
+            ]
+        );
         assert!(messages.iter().all(|bytes| bytes.len() < 65_535));
     }
 

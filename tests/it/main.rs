@@ -25,6 +25,8 @@
 //!   code, router URL forms, the API, the status page, `/metrics`, TLS, limits.
 //! - [`notify`]: notifications to a real webhook receiver, command and SMTP server;
 //!   `kill -9` in a burst, a receiver down then up, a flapping host, bad sinks.
+//! - [`update`]: RFC 2136 UPDATE with TSIG from the real nsupdate, knsupdate and
+//!   ddclient; a host's key held to its names; signed queries and transfers.
 //! - [`windows`]: `dynip.exe` under Wine reports to the real server (with
 //!   `DYNIP_WINDOWS_EXE` set; skipped otherwise).
 
@@ -42,4 +44,5 @@ mod report;
 mod secondary;
 mod service;
 mod signed;
+mod update;
 mod windows;

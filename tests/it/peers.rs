@@ -10,6 +10,8 @@ use std::path::PathBuf;
 const PEER_PACKAGES: &[(&str, &str)] = &[
     ("dig", "bind9-dnsutils"),
     ("kdig", "knot-dnsutils"),
+    ("nsupdate", "bind9-dnsutils"),
+    ("knsupdate", "knot-dnsutils"),
     ("nsd", "nsd"),
     ("ddclient", "ddclient"),
     ("inadyn", "inadyn"),

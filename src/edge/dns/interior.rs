@@ -11,9 +11,10 @@ use crate::model::record::Time;
 use crate::state;
 use crate::state::table::Table;
 
-/// The zone's empty non-terminals: `garage` while `pi.garage` is a host. Rebuilt when a
-/// host is added (the serial moves), at most once per [`NOTIFY_EVERY`]; read only for
-/// names that are not hosts.
+/// The zone's empty non-terminals: `garage` while `pi.garage` is a host, `pc` while
+/// `_acme-challenge.pc` has a TXT record. Rebuilt when a host is added or a TXT name
+/// comes or goes, at most once per [`NOTIFY_EVERY`]; read only for names that are not
+/// hosts.
 #[derive(Debug, Default)]
 pub(super) struct Interior(std::sync::RwLock<std::collections::HashSet<String>>);
 
@@ -25,7 +26,12 @@ impl Interior {
 
     pub(super) fn rebuild(&self, table: &Table) {
         let mut names = std::collections::HashSet::new();
-        for (name, _) in all_hosts(table) {
+        let txt_names = table.all_txt().into_iter().map(|(name, _)| name);
+        for name in all_hosts(table)
+            .into_iter()
+            .map(|(name, _)| name)
+            .chain(txt_names)
+        {
             let folded = name.folded();
             for (idx, _) in folded.match_indices('.') {
                 names.insert(folded[idx + 1..].to_owned());
@@ -47,14 +53,16 @@ pub(super) async fn keep_interior_and_note_stale(
     shutdown: CancellationToken,
 ) {
     let mut n_hosts = table.len();
+    let mut txt_generation = table.txt_generation();
     // When the next address goes stale, as of the last walk, and the table then.
     let mut next_stale = Some(Time::from_micros(i64::MIN));
     let mut generation = table.generation();
     let mut ticks = net::every(NOTIFY_EVERY, &shutdown);
     while ticks.tick().await {
         // Hosts are never removed: a new count is a new host.
-        if table.len() != n_hosts {
+        if table.len() != n_hosts || table.txt_generation() != txt_generation {
             n_hosts = table.len();
+            txt_generation = table.txt_generation();
             let (interior, table) = (Arc::clone(&interior), Arc::clone(&table));
             // A walk of the whole table: not on the runtime's one thread.
             let _ = tokio::task::spawn_blocking(move || interior.rebuild(&table)).await;

@@ -5,10 +5,12 @@
 //! served by `dns_threads` OS threads, each with its own `SO_REUSEPORT` socket, reading and
 //! answering up to `udp::BATCH` queries per `recvmmsg`/`sendmmsg` and reading the table
 //! under its read lock (the writer holds the write lock only to swap records in); TCP and
-//! NOTIFY are tasks on the async runtime. Must not write the table or the store.
+//! NOTIFY are tasks on the async runtime. Must not write the table or the store: an
+//! UPDATE goes to the writer, and is answered from its thread once committed.
 //!
 //! Here: binding and [`Dns::serve`], which starts the rest. `udp`: the answering threads
-//! and the response rate limit; `tcp`: connections and zone transfers; `notify`: NOTIFY;
+//! and the response rate limit; `tcp`: connections and zone transfers; `update`: TSIG
+//! and UPDATE, sent to the writer; `notify`: NOTIFY;
 //! `counters`: [`Counters`]; `interior`: the empty non-terminals and the task that keeps
 //! them and the stale addresses current.
 
@@ -17,6 +19,7 @@ mod interior;
 mod notify;
 mod tcp;
 mod udp;
+mod update;
 
 pub use counters::Counters;
 
@@ -26,6 +29,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -33,12 +37,15 @@ use tracing::{info, warn};
 use crate::config::DnsConfig;
 use crate::edge::net::{self, UdpOptions};
 use crate::model::record::Time;
+use crate::policy::Policy;
 use crate::proto::zone::{Zone, ZoneError};
 use crate::state::table::Table;
+use crate::writer::Job;
 use interior::{keep_interior_and_note_stale, Interior};
 use notify::notify;
 use tcp::{accept, TcpShared};
 use udp::{response_limiter, UdpServer};
+use update::Gate;
 
 /// How the UDP threads' sockets are set up.
 const UDP: UdpOptions = UdpOptions {
@@ -122,9 +129,17 @@ impl Dns {
     pub async fn serve(
         self,
         table: Arc<Table>,
+        writer: mpsc::Sender<Job>,
+        policy: watch::Receiver<Arc<Policy>>,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         let local = self.local_addr()?;
+        let gate = Arc::new(Gate {
+            zone: Arc::clone(&self.zone),
+            policy,
+            writer,
+            counters: Arc::clone(&self.counters),
+        });
         let interior = Arc::new(Interior::default());
         interior.rebuild(&table);
         let limiter = Arc::new(Mutex::new(response_limiter(self.rate_limit)));
@@ -138,10 +153,12 @@ impl Dns {
                 Arc::clone(&limiter),
                 shutdown.clone(),
                 Arc::clone(&interior),
+                Arc::clone(&gate),
             );
+            let socket = Arc::new(socket);
             let thread = std::thread::Builder::new()
                 .name(format!("dynip-dns-{idx}"))
-                .spawn(move || udp.run(&socket))?;
+                .spawn(move || udp.run(socket))?;
             threads.push(thread);
         }
         let mut tasks = JoinSet::new();
@@ -151,6 +168,7 @@ impl Dns {
             counters: Arc::clone(&self.counters),
             transfer_to: self.transfer_to,
             interior: Arc::clone(&interior),
+            gate,
         });
         tasks.spawn(keep_interior_and_note_stale(
             interior,

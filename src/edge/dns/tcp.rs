@@ -1,4 +1,5 @@
-//! DNS over TCP: the accept loop, queries answered in order, and zone transfers.
+//! DNS over TCP: the accept loop, queries (and updates) answered in order, and zone
+//! transfers, signed when their request was.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -9,11 +10,13 @@ use hickory_proto::op::ResponseCode;
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::counters::{rcode_index, Counters};
+use super::counters::{rcode_index, Counters, Rejected};
 use super::interior::Interior;
+use super::update::{Deliver, Gate, Gated};
 use super::{all_hosts, serial};
 use crate::edge::net::{self, Accept};
 use crate::model::record::Time;
@@ -32,6 +35,7 @@ pub(super) struct TcpShared {
     pub(super) counters: Arc<Counters>,
     pub(super) transfer_to: Vec<IpNet>,
     pub(super) interior: Arc<Interior>,
+    pub(super) gate: Arc<Gate>,
 }
 
 /// Serves TCP until `shutdown`, [`MAX_TCP`] connections at once; those still open then
@@ -91,14 +95,55 @@ async fn connection(
         }
         let now = Time::now();
         let hosts = TcpHosts(shared);
-        let reply = shared.zone.respond(
-            &query,
-            Transport::Tcp,
-            serial(&shared.table),
-            now,
-            &hosts,
-            &mut answer,
-        );
+        let (answered_tx, answered) = oneshot::channel();
+        let deliver = move || -> Deliver {
+            Box::new(move |answer| {
+                let _ = answered_tx.send(answer);
+            })
+        };
+        let (reply, signer) = match shared.gate.check(&query, now, &mut answer, deliver) {
+            Gated::Plain => (
+                shared.zone.respond(
+                    &query,
+                    Transport::Tcp,
+                    serial(&shared.table),
+                    now,
+                    &hosts,
+                    &mut answer,
+                ),
+                None,
+            ),
+            Gated::Signed(signer) => {
+                let reply = shared.zone.respond(
+                    &query,
+                    Transport::Tcp,
+                    serial(&shared.table),
+                    now,
+                    &hosts,
+                    &mut answer,
+                );
+                if matches!(reply, Reply::Answer { .. }) {
+                    signer.sign(&mut answer, now);
+                }
+                (reply, Some(signer))
+            }
+            Gated::Answered(rcode) => (
+                Reply::Answer {
+                    rcode,
+                    truncated: false,
+                },
+                None,
+            ),
+            Gated::Sent => {
+                // The writer answers once the update is committed (or refused); a
+                // writer that stopped drops the sender.
+                let Ok(answer) = answered.await else {
+                    return Ok(());
+                };
+                write_message(&mut stream, &answer).await?;
+                continue;
+            }
+        };
         match reply {
             Reply::Drop => {
                 shared
@@ -111,17 +156,29 @@ async fn connection(
                 write_message(&mut stream, &answer).await?;
             }
             Reply::Transfer { id, query } => {
-                if !shared
-                    .transfer_to
-                    .iter()
-                    .any(|net| net.contains(&peer.ip().to_canonical()))
-                {
-                    info!(%peer, "zone transfer refused: not in dns_transfer_to");
+                let allowed = match &signer {
+                    // A signed request: the key decides, wherever it comes from.
+                    Some(signer) => signer.may_transfer(),
+                    None => shared
+                        .transfer_to
+                        .iter()
+                        .any(|net| net.contains(&peer.ip().to_canonical())),
+                };
+                if !allowed {
+                    if signer.is_some() {
+                        info!(%peer, "zone transfer refused: a host's key may not transfer the zone");
+                        shared.counters.reject(Rejected::Transfer);
+                    } else {
+                        info!(%peer, "zone transfer refused: not in dns_transfer_to");
+                    }
                     shared
                         .counters
                         .transfers_refused
                         .fetch_add(1, Ordering::Relaxed);
                     let reply = shared.zone.refuse(id, query, &mut answer);
+                    if let Some(signer) = &signer {
+                        signer.sign(&mut answer, now);
+                    }
                     shared.counters.count_reply(&reply);
                     write_message(&mut stream, &answer).await?;
                     continue;
@@ -134,12 +191,24 @@ async fn connection(
                 let messages = tokio::task::spawn_blocking(move || {
                     let serial = serial(&table);
                     let hosts = all_hosts(&table);
-                    (serial, zone.transfer(id, &query, serial, now, hosts))
+                    let txt = table.all_txt();
+                    (serial, zone.transfer(id, &query, serial, now, hosts, &txt))
                 })
                 .await;
-                let Ok((serial, messages)) = messages else {
+                let Ok((serial, mut messages)) = messages else {
                     return Err(std::io::Error::other("transfer task failed"));
                 };
+                // Signed: each message, the first over the request's MAC, each later one
+                // over the one before (RFC 8945 §5.3.1).
+                if let Some(signer) = &signer {
+                    let mut prior: Option<Vec<u8>> = None;
+                    for message in &mut messages {
+                        prior = Some(match &prior {
+                            None => signer.sign(message, now),
+                            Some(prior) => signer.sign_next(message, prior, now),
+                        });
+                    }
+                }
                 for message in &messages {
                     write_message(&mut stream, message).await?;
                 }
@@ -167,6 +236,10 @@ struct TcpHosts<'a>(&'a TcpShared);
 impl zone::ZoneSource for TcpHosts<'_> {
     fn record(&self, name: &crate::model::name::Name) -> Option<crate::model::record::Record> {
         self.0.table.get(name).map(|entry| entry.record)
+    }
+
+    fn txt(&self, name: &crate::model::name::Name) -> Vec<crate::model::txt::Txt> {
+        self.0.table.txt(name)
     }
 
     fn has_below(&self, relative: &str) -> bool {

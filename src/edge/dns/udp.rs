@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 use super::counters::{rcode_index, Counters, Counts};
 use super::interior::Interior;
 use super::serial;
+use super::update::{Deliver, Gate, Gated};
 use crate::edge::net::{self, RecvBatch, RecvHeaders, SendHeaders, Wait};
 use crate::model::record::Time;
 use crate::policy::{Limiter, RateDecision};
@@ -50,6 +51,7 @@ pub(super) struct UdpServer {
     /// Where each name answered so far lives in the table.
     slots: Slots,
     interior: Arc<Interior>,
+    gate: Arc<Gate>,
 }
 
 impl UdpServer {
@@ -60,6 +62,7 @@ impl UdpServer {
         limiter: Arc<Mutex<Limiter>>,
         shutdown: CancellationToken,
         interior: Arc<Interior>,
+        gate: Arc<Gate>,
     ) -> UdpServer {
         UdpServer {
             zone,
@@ -69,10 +72,11 @@ impl UdpServer {
             shutdown,
             slots: Slots::default(),
             interior,
+            gate,
         }
     }
 
-    pub(super) fn run(self, socket: &UdpSocket) {
+    pub(super) fn run(self, socket: Arc<UdpSocket>) {
         let fd = socket.as_raw_fd();
         let mut batch = RecvBatch::new(BATCH, SLOT);
         let mut answers: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
@@ -110,9 +114,35 @@ impl UdpServer {
                 } else {
                     datagram.bytes
                 };
-                let reply = self
-                    .zone
-                    .respond(query, Transport::Udp, serial, now, &hosts, answer);
+                let deliver = || -> Deliver {
+                    let socket = Arc::clone(&socket);
+                    Box::new(move |answer| {
+                        if let Err(e) = socket.send_to(&answer, peer) {
+                            debug!(%peer, error = %e, "dns update answer not sent");
+                        }
+                    })
+                };
+                let reply = match self.gate.check(query, now, answer, deliver) {
+                    Gated::Plain => {
+                        self.zone
+                            .respond(query, Transport::Udp, serial, now, &hosts, answer)
+                    }
+                    Gated::Signed(signer) => {
+                        let reply =
+                            self.zone
+                                .respond(query, Transport::Udp, serial, now, &hosts, answer);
+                        if matches!(reply, Reply::Answer { .. }) {
+                            signer.sign(answer, now);
+                        }
+                        reply
+                    }
+                    Gated::Answered(rcode) => Reply::Answer {
+                        rcode,
+                        truncated: false,
+                    },
+                    // Answered by the writer once committed.
+                    Gated::Sent => continue,
+                };
                 let Reply::Answer { rcode, truncated } = reply else {
                     counts.dropped_malformed += 1;
                     continue;
@@ -197,6 +227,10 @@ struct UdpHosts<'a> {
 impl zone::ZoneSource for UdpHosts<'_> {
     fn record(&self, name: &crate::model::name::Name) -> Option<crate::model::record::Record> {
         lookup(self.table, self.slots, name)
+    }
+
+    fn txt(&self, name: &crate::model::name::Name) -> Vec<crate::model::txt::Txt> {
+        self.table.txt(name)
     }
 
     fn has_below(&self, relative: &str) -> bool {
