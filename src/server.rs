@@ -203,11 +203,13 @@ impl Server {
         let Loaded {
             hosts,
             txt,
+            accounts,
             progress,
         } = store.load()?;
         let table = Table::new(hosts)
             .hiding_stale(config.dns.hide_stale.then_some(config.stale_after))
-            .with_txt(txt);
+            .with_txt(txt)
+            .with_acme_accounts(accounts);
         // What changed while the server was down is not known: its start is a change.
         table.note_dns_change(Time::now());
         let table = Arc::new(table);
@@ -349,6 +351,8 @@ impl Server {
                 public_metrics: self.config.public_metrics,
                 stale_after: self.config.stale_after,
                 history_max_age: self.config.history_max_age,
+                dns_zone: self.config.dns.zone.clone(),
+                acme_dns_register: self.config.acme_dns_register,
             };
             edges.spawn(http::serve(listener, edge));
         }

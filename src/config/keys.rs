@@ -40,6 +40,7 @@ pub(super) const SERVER_KEYS: &[Setting<ServerConfig>] = &[
     Setting { name: "public_metrics",  apply: |c, v| set(&mut c.public_metrics, boolean(v)) },
     Setting { name: "stale_after",     apply: |c, v| set(&mut c.stale_after, positive_duration(v)) },
     Setting { name: "history_max_age", apply: |c, v| set(&mut c.history_max_age, positive_duration(v).map(Some)) },
+    Setting { name: "acme_dns_register", apply: |c, v| set(&mut c.acme_dns_register, match v.to_ascii_lowercase().as_str() { "no" => Ok(AcmeDnsRegister::No), "key" => Ok(AcmeDnsRegister::Key), "open" => Ok(AcmeDnsRegister::Open), _ => Err("not no, key or open") }) },
     Setting { name: "notify_max_age",  apply: |c, v| set(&mut c.notify_max_age, positive_duration(v)) },
     Setting { name: "dns_listen",      apply: |c, v| set(&mut c.dns.listen, socket_addr(v, None).map(Some)) },
     Setting { name: "dns_zone",        apply: |c, v| set(&mut c.dns.zone, domain(v).map(Some)) },

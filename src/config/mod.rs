@@ -204,6 +204,21 @@ pub struct ServerConfig {
     /// `notify_max_age`, default a day: an event not delivered by then is dropped, with
     /// an error logged and counted.
     pub notify_max_age: Duration,
+    /// `acme_dns_register`, default `key`: who may register acme-dns accounts.
+    pub acme_dns_register: AcmeDnsRegister,
+}
+
+/// Who may register an account on the acme-dns API (`acme_dns_register`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeDnsRegister {
+    /// Nobody: `/acme-dns/register` answers 403.
+    No,
+    /// A holder of the shared key (an account for a name elsewhere) or of a host's key
+    /// (an account for that host), as `Authorization: Bearer KEY`.
+    Key,
+    /// Anyone, as acme-dns does by default; a host's key still makes the account the
+    /// host's.
+    Open,
 }
 
 /// The `dns_*` keys of `[DynIP:Server]`: the authoritative DNS responder for `dns_zone`.
@@ -315,6 +330,7 @@ impl Default for ServerConfig {
             #[cfg(feature = "server")]
             notify: Vec::new(),
             notify_max_age: DEFAULT_NOTIFY_MAX_AGE,
+            acme_dns_register: AcmeDnsRegister::Key,
         }
     }
 }

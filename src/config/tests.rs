@@ -66,6 +66,7 @@ fn dump_config(config: &Config) -> String {
                 dns,
                 notify,
                 notify_max_age,
+                acme_dns_register,
             },
         client:
             ClientConfig {
@@ -110,6 +111,7 @@ fn dump_config(config: &Config) -> String {
     field!(server.dns, dns);
     field!(server.notify, notify);
     field!(server.notify_max_age, notify_max_age);
+    field!(server.acme_dns_register, acme_dns_register);
     field!(client.key, client_key);
     field!(client.server_hostname, server_hostname);
     field!(client.server_port, client_server_port);
@@ -869,8 +871,9 @@ fn dns_keys_read_and_refuse() {
          dns_ttl = 30\ndns_ns = ns1.example.net, ns2.dyn.example.com\n\
          dns_soa_contact = admin@example.com\ndns_soa_refresh = 10m\n\
          dns_transfer_to = 127.0.0.1, 192.0.2.0/24\ndns_notify = 127.0.0.1:5300 [::1]\n\
-         dns_hide_stale = yes\ndns_rate_limit = 0\ndns_threads = 2\n",
+         dns_hide_stale = yes\ndns_rate_limit = 0\ndns_threads = 2\ndns_txt_ttl = 1m\n",
     );
+    assert_eq!(read.txt_ttl, Duration::from_secs(60));
     assert_eq!(read.listen, Some("127.0.0.1:5353".parse().unwrap()));
     assert_eq!(read.zone.as_deref(), Some("dyn.example.com"));
     assert_eq!(read.ttl, Duration::from_secs(30));
@@ -901,6 +904,14 @@ fn dns_keys_read_and_refuse() {
     check(
         "[DynIP:Server]\ndns_zone = bad..zone\n",
         "error: [DynIP:Server] dns_zone = \"bad..zone\": not a domain name (e.g. dyn.example.com)",
+    );
+    check(
+        "[DynIP:Server]\nacme_dns_register = open\n",
+        "server.acme_dns_register = Open",
+    );
+    check(
+        "[DynIP:Server]\nacme_dns_register = maybe\n",
+        "error: [DynIP:Server] acme_dns_register = \"maybe\": not no, key or open",
     );
     check(
         "[DynIP:Server]\ndns_ttl = soon\n",

@@ -122,6 +122,14 @@ impl Key {
     }
 }
 
+/// `N` bytes from the OS's random generator: acme-dns accounts' identifiers and
+/// passwords.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
 /// A fresh nonce from the OS's random generator, for a datagram sealed under a key: 192
 /// random bits never repeat in practice, so no counter has to survive a restart.
 pub fn random_nonce() -> [u8; NONCE_LEN] {

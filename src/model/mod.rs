@@ -6,6 +6,7 @@
 //! [`key::Key::generate`] with [`key::random_nonce`], the one read of the OS's random
 //! generator. Builds on every platform: the client speaks these too.
 
+pub mod account;
 pub mod event;
 pub mod key;
 pub mod name;

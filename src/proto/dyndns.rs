@@ -19,6 +19,9 @@
 //!   as `2001:db8:1:2::1/64`): the address is kept, the prefix length dropped. Brackets
 //!   (`[2001:db8::1]`) are accepted too.
 //! - `offline=YES`: the host is marked offline until it reports again.
+//! - `txt=VALUE`: instead of an address, set the TXT record at `_acme-challenge.HOST`
+//!   to VALUE (an ACME DNS-01 challenge, as DuckDNS-style scripts send it); `txt=`
+//!   empty, or `clear=true`, removes it. Answered `good` once committed.
 //! - `user`/`username` and `pass`/`password` in the query, for routers that put the
 //!   credentials in the URL instead of sending HTTP Basic.
 //! - Other parameters (`wildcard`, `mx`, `backmx`, `system`, `url`) are ignored.
@@ -30,6 +33,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
 use crate::model::name::Name;
+use crate::model::txt::{Txt, TxtError};
 use crate::policy::{Policy, Refusal};
 
 /// Host names one request may update. dyndns2 servers answer `numhost` above a small
@@ -52,6 +56,17 @@ pub struct Update {
     pub offline: bool,
     /// Credentials given in the query (`user`, `pass`), for routers that send no header.
     pub credentials: Option<Credentials>,
+    /// `txt=` or `clear=true`: a TXT change instead of a report.
+    pub txt: Option<TxtRequest>,
+}
+
+/// What `txt=` asks for each name's `_acme-challenge` TXT record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxtRequest {
+    /// `txt=VALUE`: this one record, replacing any there.
+    Set(Txt),
+    /// `txt=` empty, or `clear=true`: none.
+    Clear,
 }
 
 /// Why a query cannot be an update at all.
@@ -71,6 +86,9 @@ pub enum QueryError {
         value: String,
         expected: &'static str,
     },
+    /// A `txt` value dynip does not keep (400).
+    #[error("txt: {0}")]
+    BadTxt(TxtError),
 }
 
 /// HTTP Basic credentials. The user name is not checked against anything (any holder of
@@ -104,6 +122,8 @@ pub enum CredentialsError {
 pub enum Answer {
     /// Committed; the addresses now recorded.
     Good(Addrs),
+    /// A TXT change committed.
+    GoodTxt,
     /// Committed, and the addresses were already those.
     NoChange(Addrs),
     /// The credentials are not a key, or the source may not report.
@@ -134,6 +154,7 @@ impl fmt::Display for Answer {
         };
         match self {
             Answer::Good(ips) => addrs(f, "good", ips.as_slice()),
+            Answer::GoodTxt => f.write_str("good"),
             Answer::NoChange(ips) => addrs(f, "nochg", ips.as_slice()),
             Answer::BadAuth => f.write_str("badauth"),
             Answer::NotFqdn => f.write_str("notfqdn"),
@@ -195,8 +216,15 @@ pub fn parse_query(query: &str) -> Result<Update, QueryError> {
     let mut offline = false;
     let mut user = None;
     let mut password = None;
+    let mut txt = None;
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         match key.as_ref() {
+            "txt" if value.is_empty() => txt = Some(TxtRequest::Clear),
+            "txt" => {
+                let record = Txt::from_text(&value).map_err(QueryError::BadTxt)?;
+                txt = Some(TxtRequest::Set(record));
+            }
+            "clear" if value.eq_ignore_ascii_case("true") => txt = Some(TxtRequest::Clear),
             "hostname" => hostname = Some(value.into_owned()),
             "myip" => myip = Some(value.into_owned()),
             "myipv6" | "myip6" => myipv6 = Some(("myipv6", value.into_owned())),
@@ -264,6 +292,7 @@ pub fn parse_query(query: &str) -> Result<Update, QueryError> {
         ipv6,
         offline,
         credentials,
+        txt,
     })
 }
 
@@ -327,6 +356,12 @@ pub enum Plan {
         addrs: Addrs,
         /// `offline=YES`: every report marks its host offline.
         offline: bool,
+    },
+    /// Change the `_acme-challenge` TXT record of each name planned
+    /// [`HostPlan::Report`], and answer each name in order.
+    Txt {
+        hosts: Vec<HostPlan>,
+        txt: TxtRequest,
     },
 }
 
@@ -430,7 +465,9 @@ pub fn plan(
         Err(QueryError::TooManyHosts(n_hosts)) => {
             return Plan::Refuse(Denial::TooManyHosts(n_hosts))
         }
-        Err(e @ QueryError::BadAddress { .. }) => return Plan::BadRequest(e),
+        Err(e @ (QueryError::BadAddress { .. } | QueryError::BadTxt(_))) => {
+            return Plan::BadRequest(e)
+        }
     };
     let credentials = match authorization {
         Some(header) => match parse_basic(header) {
@@ -468,6 +505,14 @@ pub fn plan(
             Some(name) => HostPlan::Report(name),
         })
         .collect();
+    if let Some(txt) = update.txt {
+        // A challenge decides who gets a certificate for the name: never without a key,
+        // whatever `allow_unsigned`.
+        if scope.is_none() {
+            return Plan::Refuse(Denial::Unsigned(Refusal::Unsigned));
+        }
+        return Plan::Txt { hosts, txt };
+    }
     Plan::Report {
         hosts,
         addrs: Addrs::new(update.ipv4, update.ipv6, client),
@@ -536,6 +581,48 @@ mod tests {
             Err(e) => format!("error: {e}"),
         };
         assert_eq!(actual, expect, "query: {query:?}");
+    }
+
+    #[test]
+    fn txt_sets_or_clears_the_challenge_instead_of_reporting() {
+        let txt = |query: &str| parse_query(query).map(|update| update.txt);
+        let token = "LPsIwTo7o8BoG0-vjCyGQGBWSVIPxI-i_X336eUOQZo";
+        assert_eq!(
+            txt(&format!("hostname=pc&txt={token}")),
+            Ok(Some(TxtRequest::Set(Txt::from_text(token).unwrap())))
+        );
+        assert_eq!(txt("hostname=pc&txt="), Ok(Some(TxtRequest::Clear)));
+        assert_eq!(txt("hostname=pc&clear=true"), Ok(Some(TxtRequest::Clear)));
+        assert_eq!(txt("hostname=pc&myip=192.0.2.1"), Ok(None));
+        assert!(matches!(
+            txt(&format!("hostname=pc&txt={}", "a".repeat(600))),
+            Err(QueryError::BadTxt(_))
+        ));
+        let policy = super::tests::policy(&format!("[DynIP:Server]\nkey = {KEY}\n"));
+        let client = "192.0.2.1".parse().unwrap();
+        let query = "hostname=pc,bad!name&txt=";
+        let authorization = super::tests::basic(KEY);
+        assert_eq!(
+            plan(&policy, client, false, query, None),
+            Plan::Refuse(Denial::Unsigned(Refusal::Unsigned)),
+            "never without a key"
+        );
+        assert_eq!(
+            plan(
+                &policy,
+                client,
+                false,
+                query,
+                Some(authorization.as_bytes())
+            ),
+            Plan::Txt {
+                hosts: vec![
+                    HostPlan::Report(Name::parse("pc").unwrap()),
+                    HostPlan::Refuse(Denial::BadName)
+                ],
+                txt: TxtRequest::Clear
+            }
+        );
     }
 
     #[test]
@@ -725,6 +812,16 @@ mod tests {
                     if *offline { " offline" } else { "" },
                     hosts.join(", ")
                 )
+            }
+            Plan::Txt { hosts, txt } => {
+                let hosts: Vec<String> = hosts
+                    .iter()
+                    .map(|host| match host {
+                        HostPlan::Report(name) => name.to_string(),
+                        HostPlan::Refuse(denial) => refused(denial),
+                    })
+                    .collect();
+                format!("txt {txt:?}: {}", hosts.join(", "))
             }
         };
         assert_eq!(

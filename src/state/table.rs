@@ -1,14 +1,16 @@
 //! The in-memory table: host name → current record, the truth every read uses.
 //!
 //! Owns [`Table`], shared by the writer (its only mutator) and every reader (the JSON
-//! export, DNS, HTTP), with the zone's TXT records beside the hosts. Readers never touch the store on the hot path. Must not do I/O or
+//! export, DNS, HTTP), with the zone's TXT records and the acme-dns accounts beside the
+//! hosts. Readers never touch the store on the hot path. Must not do I/O or
 //! hold its lock across any. The zone's serial it carries is [`Serial`]'s.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
+use crate::model::account::AcmeAccount;
 use crate::model::name::Name;
 use crate::model::record::{Record, Time};
 use crate::model::txt::Txt;
@@ -80,6 +82,8 @@ pub struct Table {
     /// Bumped on every change of `txt`'s names, so the DNS face knows to rebuild the
     /// names they make exist.
     txt_generation: AtomicU64,
+    /// The acme-dns accounts, by user name.
+    accounts: RwLock<HashMap<String, AcmeAccount>>,
 }
 
 impl Table {
@@ -104,6 +108,29 @@ impl Table {
             hide_after: None,
             txt: RwLock::default(),
             txt_generation: AtomicU64::new(0),
+            accounts: RwLock::default(),
+        }
+    }
+
+    /// The table with the acme-dns accounts the store holds.
+    pub fn with_acme_accounts(self, accounts: Vec<AcmeAccount>) -> Table {
+        self.add_acme_accounts(&accounts);
+        self
+    }
+
+    /// The acme-dns account of `username`.
+    pub fn acme_account(&self, username: &str) -> Option<AcmeAccount> {
+        super::read(&self.accounts).get(username).cloned()
+    }
+
+    /// Adds acme-dns accounts: the writer's way in, after its commit.
+    pub fn add_acme_accounts(&self, accounts: &[AcmeAccount]) {
+        if accounts.is_empty() {
+            return;
+        }
+        let mut known = super::write(&self.accounts);
+        for account in accounts {
+            known.insert(account.username.clone(), account.clone());
         }
     }
 

@@ -19,13 +19,14 @@
 //! [`Progress`], [`Turn`], [`StoreError`]); `sqlite` the [`Store`] itself, its schema and
 //! statements; `journal` the journal entries' binary codec (pure); `checkpoint` the
 //! checkpointer thread; `import` the original's JSON file into an empty store; `outbox`
-//! the notifications' events and their deliveries; `txt` the TXT records; `crash` the points where a test stops
+//! the notifications' events and their deliveries; `txt` the TXT records and the acme-dns accounts; `crash` the points where a test stops
 //! a writer's turn as a crash would.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use crate::model::account::AcmeAccount;
 use crate::model::event::{Event, Settlement};
 use crate::model::name::Name;
 use crate::model::record::Time;
@@ -101,6 +102,8 @@ pub struct Loaded {
     pub hosts: BTreeMap<Name, Entry>,
     /// The TXT records, by name.
     pub txt: BTreeMap<Name, Vec<Txt>>,
+    /// The acme-dns accounts.
+    pub accounts: Vec<AcmeAccount>,
     pub progress: Progress,
 }
 
@@ -184,6 +187,8 @@ pub struct Turn<'a> {
     pub txt: &'a [(Name, Vec<Txt>)],
     /// When those were set.
     pub txt_at: Time,
+    /// New acme-dns accounts.
+    pub accounts: &'a [AcmeAccount],
 }
 
 /// An event for the outbox, numbered by the writer.

@@ -376,6 +376,7 @@ impl Store {
         Ok(Loaded {
             hosts,
             txt: self.txt()?,
+            accounts: self.acme_accounts()?,
             progress: Progress {
                 next_seq,
                 journal_records,

@@ -1,16 +1,20 @@
-//! The TXT records (`txt`, version 6): one row per record, written in the writer's turn
-//! with the change that made it, read at start into the table.
+//! The TXT records (`txt`, version 6), one row per record, and the acme-dns accounts
+//! that may set some of them (`acme_accounts`): written in the writer's turn with the
+//! change that made them, read at start into the table.
 
 use std::collections::BTreeMap;
 
 use rusqlite::{params, Transaction};
 
 use super::{sqlite::Store, StoreError, Turn};
+use crate::model::account::AcmeAccount;
 use crate::model::name::Name;
+use crate::model::record::Time;
 use crate::model::txt::Txt;
 
-/// The table (version 6). `name_key` is the name as compared ([`Name::folded`]); `at`
-/// when the record was set, for the APIs.
+/// The tables (version 6). `name_key` is the name as compared ([`Name::folded`]); `at`
+/// when the record was set, for the APIs. An account's `allow_from` is its networks
+/// separated by spaces.
 pub(super) const SCHEMA_TXT: &str = "
 CREATE TABLE IF NOT EXISTS txt (
     name_key TEXT NOT NULL,
@@ -19,10 +23,36 @@ CREATE TABLE IF NOT EXISTS txt (
     at INTEGER NOT NULL,
     PRIMARY KEY (name_key, rdata)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS acme_accounts (
+    username TEXT PRIMARY KEY,
+    password_sha256 BLOB NOT NULL,
+    subdomain TEXT NOT NULL UNIQUE,
+    txt_name TEXT NOT NULL,
+    allow_from TEXT NOT NULL,
+    created INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// Writes the turn's TXT changes: each changed name's set replaces what it had.
 pub(super) fn write(tx: &Transaction<'_>, turn: &Turn<'_>) -> rusqlite::Result<()> {
+    if !turn.accounts.is_empty() {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO acme_accounts (username, password_sha256, subdomain, txt_name, \
+             allow_from, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for account in turn.accounts {
+            let allow_from: Vec<String> =
+                account.allow_from.iter().map(ToString::to_string).collect();
+            insert.execute(params![
+                account.username,
+                &account.password_sha256[..],
+                account.subdomain,
+                account.txt_name.as_str(),
+                allow_from.join(" "),
+                account.created.as_micros(),
+            ])?;
+        }
+    }
     if turn.txt.is_empty() {
         return Ok(());
     }
@@ -68,6 +98,59 @@ impl Store {
             all.entry(name).or_default().push(txt);
         }
         Ok(all)
+    }
+
+    /// The acme-dns accounts.
+    ///
+    /// # Errors
+    /// On a failed query, or a row that does not decode (a damaged store).
+    pub fn acme_accounts(&self) -> Result<Vec<AcmeAccount>, StoreError> {
+        if self.before_txt {
+            return Ok(Vec::new());
+        }
+        let mut statement = self
+            .conn
+            .prepare(
+                "SELECT username, password_sha256, subdomain, txt_name, allow_from, created \
+                 FROM acme_accounts ORDER BY created",
+            )
+            .map_err(|source| self.classify(source))?;
+        let mut rows = statement.query([]).map_err(|e| self.classify(e))?;
+        let mut accounts = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.classify(e))? {
+            let read = || -> rusqlite::Result<(String, Vec<u8>, String, String, String, i64)> {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                ))
+            };
+            let (username, hash, subdomain, txt_name, allow_from, created) =
+                read().map_err(|e| self.classify(e))?;
+            let bad = |what: &str| self.corrupt(format!("acme-dns account {username}: {what}"));
+            let password_sha256: [u8; 32] = hash
+                .as_slice()
+                .try_into()
+                .map_err(|_| bad("a password hash that is not 32 bytes"))?;
+            let txt_name = Name::parse(&txt_name).map_err(|_| bad("a bad TXT name"))?;
+            let allow_from = allow_from
+                .split_whitespace()
+                .map(str::parse)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| bad("a bad network in allow_from"))?;
+            accounts.push(AcmeAccount {
+                username,
+                password_sha256,
+                subdomain,
+                txt_name,
+                allow_from,
+                created: Time::from_micros(created),
+            });
+        }
+        Ok(accounts)
     }
 }
 

@@ -31,6 +31,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info};
 
+use crate::model::account::AcmeAccount;
 use crate::model::name::Name;
 use crate::model::record::{Change, Record, Time};
 use crate::model::txt::Txt;
@@ -49,7 +50,7 @@ mod update;
 pub use compaction::Recent;
 use compaction::{hold, logged, Limits, Phase, Prune, Sweep, SWEEP_SCAN_PER_CHUNK_ENTRY};
 pub use notice::{Notice, Outlet, STALE_SCAN_EVERY};
-pub use update::{UpdateDone, UpdateOutcome, UpdateRefused, ZoneUpdate};
+pub use update::{Registration, RegistrationDone, UpdateDone, UpdateOutcome, UpdateRefused, ZoneUpdate};
 
 /// The most reports in one transaction. At 100,000 reports/s a full batch is 40 ms of
 /// traffic; larger batches save little (one fsync is about 0.2 ms here) and delay acks.
@@ -65,6 +66,8 @@ pub enum Job {
     Report(Report),
     /// A change of the zone's records (RFC 2136 UPDATE, acme-dns, dyndns2 `txt=`).
     Update(ZoneUpdate),
+    /// A new acme-dns account.
+    Register(Registration),
 }
 
 impl From<Report> for Job {
@@ -551,12 +554,18 @@ impl Writer {
         let notice = &self.notice;
         let mut batch = Vec::with_capacity(jobs.len());
         let mut updates = Vec::new();
+        let mut registrations = Vec::new();
         for job in jobs {
             match job {
                 Job::Report(report) => batch.push(report),
                 Job::Update(update) => updates.push(update),
+                Job::Register(registration) => registrations.push(registration),
             }
         }
+        let accounts: Vec<AcmeAccount> = registrations
+            .iter()
+            .map(|registration| registration.account.clone())
+            .collect();
         // Reports first, then the updates, each seeing what those before it did.
         let mut deciding = Deciding::new(
             |name: &Name| table.find(name).map(|(slot, entry)| (slot, entry.record)),
@@ -633,6 +642,7 @@ impl Writer {
             prune_events_before: noticed.as_ref().and_then(|noticed| noticed.prune_before),
             txt: &decided.txt,
             txt_at: now.time,
+            accounts: &accounts,
         };
         let pruning = turn.prune_before.is_some();
         crash_point(CrashPoint::BeforeCommit);
@@ -677,6 +687,7 @@ impl Writer {
                     .update_found(updates.map(|(slot, (name, entry))| (slot, name, entry)));
                 dns_changed |= !decided.txt.is_empty();
                 self.table.set_txt(&decided.txt);
+                self.table.add_acme_accounts(&accounts);
                 // Read after the table shows the batch, not `now`: the DNS serial needs a
                 // time no earlier than the change became visible (a transfer in between
                 // must not keep a serial that already counts it), and acknowledgements
@@ -737,6 +748,15 @@ impl Writer {
             }
             if let Some(done) = update.done {
                 done(outcome);
+            }
+        }
+        for registration in registrations {
+            let kept = outcome.map(|_| ()).map_err(|_| UpdateRefused::CommitFailed);
+            if kept.is_ok() {
+                info!(username = %registration.account.username, txt_name = %registration.account.txt_name, "acme-dns account registered");
+            }
+            if let Some(done) = registration.done {
+                done(kept);
             }
         }
         crash_point(CrashPoint::Answered);

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::{Deciding, Job};
+use crate::model::account::AcmeAccount;
 use crate::model::name::Name;
 use crate::model::record::{Record, Time};
 use crate::model::txt::Txt;
@@ -41,6 +42,25 @@ pub enum UpdateRefused {
     BadName,
     #[error("the store could not commit it")]
     CommitFailed,
+}
+
+/// What the edge does once the writer has kept an account (or not): answer.
+pub type RegistrationDone = Box<dyn FnOnce(Result<(), UpdateRefused>) + Send>;
+
+/// A new acme-dns account for the writer to keep.
+pub struct Registration {
+    pub account: AcmeAccount,
+    /// Called after the commit (`Ok`) or with why the account was not kept.
+    pub done: Option<RegistrationDone>,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("username", &self.account.username)
+            .field("txt_name", &self.account.txt_name)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for ZoneUpdate {

@@ -6,6 +6,8 @@
 //!   `DYNIP_REAL_PEERS`).
 //! - [`harness`]: temp dirs, running commands, the server process, polling; the v1
 //!   `Peer`, a NAT `Relay`, a small HTTP client and a JSON-Schema check (one file each).
+//! - [`acme_dns`]: the acme-dns API (accounts by key, the latest two values, loose
+//!   clients' JSON, `allowfrom`) and dyndns2's `txt=`.
 //! - [`report`]: a report's way into the JSON file and the store; both entry points;
 //!   case-insensitive names; both address families.
 //! - [`garbage`]: datagrams that are not reports change nothing.
@@ -30,6 +32,7 @@
 //! - [`windows`]: `dynip.exe` under Wine reports to the real server (with
 //!   `DYNIP_WINDOWS_EXE` set; skipped otherwise).
 
+mod acme_dns;
 mod client;
 mod commands;
 mod dns;

@@ -21,6 +21,10 @@ const PEER_PACKAGES: &[(&str, &str)] = &[
     ("dnsperf", "dnsperf"),
     ("wrk", "wrk"),
     ("aiosmtpd", "python3-aiosmtpd"),
+    ("pebble", "pebble"),
+    ("lego", "lego"),
+    ("certbot", "certbot"),
+    ("openssl", "openssl"),
 ];
 
 /// Where `program` is on `PATH`, if it is there.

@@ -18,6 +18,7 @@
 //! - at most [`MAX_CONNECTIONS`] connections at once: the rest wait in the kernel's
 //!   backlog.
 
+mod acme_dns;
 mod forwarded;
 mod read;
 mod tls;
@@ -32,7 +33,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::header::{self, HeaderValue};
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -47,7 +48,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tracing::{debug, info, warn};
 
-use crate::config::ServerConfig;
+use crate::config::{AcmeDnsRegister, ServerConfig};
 use crate::edge::net::{self, Accept};
 use crate::model::record::Time;
 use crate::policy::{Limiter, Policy};
@@ -56,6 +57,7 @@ use crate::state::metrics::Metrics;
 use crate::state::table::Table;
 use crate::store::Store;
 use crate::writer::{Job, Recent};
+use acme_dns::{acme_dns_health, acme_dns_register, acme_dns_update};
 use read::{
     api_events, api_history, api_host, api_host_events, api_hosts, checkip, healthz, host_page,
     metrics, myip, openapi, status_page,
@@ -67,7 +69,8 @@ use update::{relay, update, Outcomes};
 /// The largest request head (request line and headers). A router's update URL with its
 /// headers is well under 1 KiB; browsers send a few KiB of cookies at most.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
-/// The largest request body. Every route is a GET; a body is never needed.
+/// The largest request body: the acme-dns API's JSON documents are well under it; every
+/// other route is a GET.
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
 /// How long a client may take to send a request head, or to finish a TLS handshake.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -156,6 +159,10 @@ pub struct HttpContext {
     pub stale_after: Duration,
     /// `history_max_age`: older changes are not shown.
     pub history_max_age: Option<Duration>,
+    /// `dns_zone`: where acme-dns accounts' TXT records go (`None`: no acme-dns API).
+    pub dns_zone: Option<String>,
+    /// `acme_dns_register`: who may register acme-dns accounts.
+    pub acme_dns_register: AcmeDnsRegister,
 }
 
 /// The routes' shared state.
@@ -280,6 +287,9 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/hosts/{name}/history", get(api_history))
         .route("/api/v1/hosts/{name}/events", get(api_host_events))
         .route("/api/v1/events", get(api_events))
+        .route("/acme-dns/register", post(acme_dns_register))
+        .route("/acme-dns/update", post(acme_dns_update))
+        .route("/acme-dns/health", get(acme_dns_health))
         .route("/", get(status_page))
         .route("/hosts/{name}", get(host_page))
         .fallback(not_found)

@@ -322,7 +322,7 @@ enum Lookup {
     NotFound,
 }
 
-fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
+pub(super) fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
     // Serializing plain structs of strings cannot fail.
     let body = serde_json::to_string(value).unwrap_or_default();
     (
@@ -336,7 +336,7 @@ fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
         .into_response()
 }
 
-fn json_error(status: StatusCode, message: &str) -> Response {
+pub(super) fn json_error(status: StatusCode, message: &str) -> Response {
     json(
         status,
         &api::ErrorJson {

@@ -21,10 +21,14 @@ use tracing::debug;
 use super::forwarded::peer;
 use super::{challenge, text, Shared, SharedState};
 use crate::model::record::Time;
-use crate::proto::dyndns::{self, Addrs, Answer, Denial, Fate, HostPlan, Plan, MAX_ADDRS};
+use crate::policy::ACME_CHALLENGE;
+use crate::proto::dyndns::{
+    self, Addrs, Answer, Denial, Fate, HostPlan, Plan, TxtRequest, MAX_ADDRS,
+};
+use crate::proto::update::{RrChange, RrType, RrValue, UpdatePlan};
 use crate::state::handoff::Handoff;
 use crate::state::metrics::{Reason, Via};
-use crate::writer::{Outcome, Refused, Report};
+use crate::writer::{Outcome, Refused, Report, ZoneUpdate};
 
 /// How long an update waits for its commit before it is answered `911` (the report may
 /// still commit): far above a commit's milliseconds, below clients' own time-outs
@@ -71,6 +75,10 @@ pub(super) async fn update(
             offline,
         } => {
             let body = shared.report(client, hosts, addrs, offline).await;
+            text(StatusCode::OK, body)
+        }
+        Plan::Txt { hosts, txt } => {
+            let body = shared.set_txt(client, hosts, txt).await;
             text(StatusCode::OK, body)
         }
         Plan::Refuse(denial) => {
@@ -156,6 +164,67 @@ impl Shared {
             let answer = match pending {
                 Pending::Answered(answer) => answer,
                 Pending::Waiting(waits) => self.wait(client, waits, addrs).await,
+            };
+            let _ = writeln!(body, "{answer}");
+        }
+        body
+    }
+
+    /// Sets (or clears) the `_acme-challenge` TXT record of each name `hosts` plans one
+    /// for, one zone update per name; the answer lines, one per name in order.
+    async fn set_txt(&self, client: IpAddr, hosts: Vec<HostPlan>, txt: TxtRequest) -> String {
+        let at = Time::now();
+        let mut body = String::with_capacity(32);
+        for host in hosts {
+            let name = match host {
+                HostPlan::Report(name) => name,
+                HostPlan::Refuse(denial) => {
+                    self.refuse(client, reason(&denial), &denial);
+                    let _ = writeln!(body, "{}", denial.answer());
+                    continue;
+                }
+            };
+            let challenge = format!("{ACME_CHALLENGE}.{}", name.folded());
+            let mut changes = vec![RrChange::DeleteRrset {
+                name: challenge.clone(),
+                rr_type: RrType::Txt,
+            }];
+            if let TxtRequest::Set(record) = &txt {
+                changes.push(RrChange::Add {
+                    name: challenge,
+                    value: RrValue::Txt(record.clone()),
+                    ttl: 0,
+                });
+            }
+            let (done, decided) = oneshot::channel();
+            let update = ZoneUpdate {
+                plan: UpdatePlan {
+                    prerequisites: Vec::new(),
+                    changes,
+                },
+                at,
+                done: Some(Box::new(move |outcome| {
+                    let _ = done.send(outcome);
+                })),
+            };
+            let answer = if self.context.reports.send(update.into()).await.is_err() {
+                self.refuse(client, Reason::Unavailable, &"the writer stopped");
+                Answer::ServerError
+            } else {
+                match tokio::time::timeout(COMMIT_WAIT, decided).await {
+                    Ok(Ok(Ok(_))) => {
+                        self.context.metrics.accepted(Via::Http);
+                        Answer::GoodTxt
+                    }
+                    Ok(Ok(Err(refused))) => {
+                        self.refuse(client, Reason::CommitFailed, &refused);
+                        Answer::DnsErr
+                    }
+                    Ok(Err(_)) | Err(_) => {
+                        self.refuse(client, Reason::Unavailable, &"no commit in time");
+                        Answer::ServerError
+                    }
+                }
             };
             let _ = writeln!(body, "{answer}");
         }
