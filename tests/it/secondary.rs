@@ -256,3 +256,86 @@ fn nsd_follows_a_host_going_stale_and_coming_back() {
     drop(nsd);
     assert_eq!(server.terminate(), 0);
 }
+
+/// NSD transfers the zone signed with the shared key (TSIG key `dynip`, no
+/// `dns_transfer_to`), and after an UPDATE and its NOTIFY answers the new TXT records.
+#[test]
+fn nsd_receives_txt_records_over_a_signed_transfer_after_notify() {
+    if !peers_present(
+        "secondary::nsd_receives_txt_records_over_a_signed_transfer_after_notify",
+        &["nsd", "dig", "nsupdate"],
+    ) {
+        return;
+    }
+    let dir = Dir::new();
+    let key = test_key(91);
+    let nsd_port = free_port();
+    dir.server_config(
+        "127.0.0.1",
+        &format!(
+            "key = {}\ndns_listen = 127.0.0.1:0\ndns_zone = {ZONE}\n\
+             dns_notify = 127.0.0.1:{nsd_port}\n",
+            key.encode()
+        ),
+    );
+    let server = ServerProcess::start(&dir);
+    let primary = server.listening("dns");
+    let nsd = Nsd::start_on(
+        dir.path(),
+        nsd_port,
+        &format!(
+            "  zonefile: \"{ZONE}.zone\"\n  request-xfr: AXFR 127.0.0.1@{} dynip\n\
+             \x20 allow-notify: 127.0.0.1 NOKEY\n\
+             key:\n  name: \"dynip\"\n  algorithm: hmac-sha256\n  secret: \"{}\"\n",
+            primary.port(),
+            key.encode()
+        ),
+    );
+    // The first transfer: NSD answers for the apex.
+    eventually("NSD to load the zone", || {
+        let answer = try_ask(&dir, "dig", nsd.addr, &[ZONE, "SOA"]).ok()?;
+        (answer.status == "NOERROR" && answer.has_flag("aa")).then_some(())
+    });
+    let challenge = format!("_acme-challenge.kitchen-pc.{ZONE}");
+    let script = dir.join("update.txt");
+    std::fs::write(
+        &script,
+        format!(
+            "server 127.0.0.1 {}\nzone {ZONE}\nupdate add {challenge} 60 TXT \"token-one\"\n\
+             update add {challenge} 60 TXT \"token-two\"\nsend\n",
+            primary.port()
+        ),
+    )
+    .expect("write the update");
+    let out = run(
+        "nsupdate",
+        &[
+            "-y",
+            &format!("hmac-sha256:dynip:{}", key.encode()),
+            &script.to_string_lossy(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    // NSD's refresh is 300 s: only the NOTIFY brings the records within the wait.
+    let txt = eventually("NSD to answer the TXT records after a NOTIFY", || {
+        let answer = ask(&dir, "dig", nsd.addr, &[&challenge, "TXT"]);
+        (answer.answer.len() == 2).then_some(answer)
+    });
+    let mut records = txt.answer.clone();
+    records.sort();
+    assert_eq!(
+        records,
+        [
+            format!("{challenge}. 10 IN TXT \"token-one\""),
+            format!("{challenge}. 10 IN TXT \"token-two\"")
+        ],
+        "{}",
+        txt.text
+    );
+    assert!(
+        server.stderr_lines("zone transferred").len() >= 2,
+        "{}",
+        server.stderr_tail()
+    );
+}
