@@ -1,6 +1,7 @@
 //! `dynip::proto::zone::Zone::respond` on arbitrary bytes, over UDP and TCP, must never panic;
 //! whatever it answers must decode again and, over UDP, fit the largest UDP answer. The
-//! first byte of the input also picks the serial and the time, so stale hiding runs.
+//! first byte of the input also picks the serial and the time, so stale hiding runs. The
+//! zone has TXT records too.
 
 #![no_main]
 
@@ -11,14 +12,19 @@ use std::time::Duration;
 use dynip::config::DnsConfig;
 use dynip::model::name::Name;
 use dynip::model::record::{Record, Time};
+use dynip::model::txt::Txt;
 use dynip::proto::zone::{Reply, Transport, Zone, ZoneSource, MAX_UDP_PAYLOAD};
 use libfuzzer_sys::fuzz_target;
 
-struct Table(BTreeMap<Name, Record>);
+struct Table(BTreeMap<Name, Record>, BTreeMap<Name, Vec<Txt>>);
 
 impl ZoneSource for Table {
     fn record(&self, name: &Name) -> Option<Record> {
         self.0.get(name).copied()
+    }
+
+    fn txt(&self, name: &Name) -> Vec<Txt> {
+        self.1.get(name).cloned().unwrap_or_default()
     }
 
     fn has_below(&self, relative: &str) -> bool {
@@ -42,7 +48,12 @@ fn fixture() -> &'static (Zone, Table) {
         both.apply("2001:db8::7".parse().unwrap(), Time::from_micros(30_000_000));
         hosts.insert(Name::parse("kitchen-pc").unwrap(), both);
         hosts.insert(Name::parse("pi.garage").unwrap(), both);
-        (zone, Table(hosts))
+        let token = |text: &str| Txt::from_text(text).unwrap();
+        let txt = BTreeMap::from([(
+            Name::parse("_acme-challenge.kitchen-pc").unwrap(),
+            vec![token("token-1"), token("token-2")],
+        )]);
+        (zone, Table(hosts, txt))
     })
 }
 
@@ -61,7 +72,8 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             Reply::Transfer { id, query } => {
-                for message in zone.transfer(id, &query, 1, now, hosts.0.clone()) {
+                let txt: Vec<(Name, Vec<Txt>)> = hosts.1.clone().into_iter().collect();
+                for message in zone.transfer(id, &query, 1, now, hosts.0.clone(), &txt) {
                     assert!(message.len() <= usize::from(u16::MAX));
                 }
             }

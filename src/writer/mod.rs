@@ -50,7 +50,9 @@ mod update;
 pub use compaction::Recent;
 use compaction::{hold, logged, Limits, Phase, Prune, Sweep, SWEEP_SCAN_PER_CHUNK_ENTRY};
 pub use notice::{Notice, Outlet, STALE_SCAN_EVERY};
-pub use update::{Registration, RegistrationDone, UpdateDone, UpdateOutcome, UpdateRefused, ZoneUpdate};
+pub use update::{
+    Registration, RegistrationDone, UpdateDone, UpdateOutcome, UpdateRefused, ZoneUpdate,
+};
 
 /// The most reports in one transaction. At 100,000 reports/s a full batch is 40 ms of
 /// traffic; larger batches save little (one fsync is about 0.2 ms here) and delay acks.

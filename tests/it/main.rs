@@ -29,10 +29,14 @@
 //!   `kill -9` in a burst, a receiver down then up, a flapping host, bad sinks.
 //! - [`update`]: RFC 2136 UPDATE with TSIG from the real nsupdate, knsupdate and
 //!   ddclient; a host's key held to its names; signed queries and transfers.
+//! - [`certificate`]: real certificates from Pebble to lego and certbot through RFC 2136
+//!   UPDATE with a host's key (none for another host's name), the challenge's TXT
+//!   records gone afterwards; and to certbot through the acme-dns API.
 //! - [`windows`]: `dynip.exe` under Wine reports to the real server (with
 //!   `DYNIP_WINDOWS_EXE` set; skipped otherwise).
 
 mod acme_dns;
+mod certificate;
 mod client;
 mod commands;
 mod dns;

@@ -328,3 +328,164 @@ fn encode(message: &Message, out: &mut Vec<u8>) {
     // A header and at most a question of a name that was read: always encodes.
     let _ = message.emit(&mut BinEncoder::new(out));
 }
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+    use std::time::Duration;
+
+    use hickory_proto::rr::rdata::TXT;
+    use hickory_proto::rr::{Name as DnsName, RData, Record, RecordType};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::config::DnsConfig;
+
+    const SHARED: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const NOW: i64 = 1_800_000_000;
+
+    /// A gate for `dyn.example.com` with the shared key [`SHARED`] and `pc`'s own key,
+    /// and the writer's end of its channel.
+    fn gate() -> (Gate, mpsc::Receiver<Job>) {
+        let config = crate::config::parse(&format!(
+            "[DynIP:Server]\nkey = {SHARED}\n[DynIP:Hosts]\npc = {}\n",
+            crate::model::key::Key::from_bytes([9; 32]).encode()
+        ))
+        .unwrap()
+        .server;
+        let zone = Zone::new(
+            &DnsConfig {
+                zone: Some("dyn.example.com".to_owned()),
+                ..DnsConfig::default()
+            },
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        let (writer, jobs) = mpsc::channel(64);
+        let (_, policy) = watch::channel(Arc::new(Policy::new(&config)));
+        let gate = Gate {
+            zone: Arc::new(zone),
+            policy,
+            writer,
+            counters: Arc::new(Counters::default()),
+        };
+        (gate, jobs)
+    }
+
+    fn now() -> Time {
+        Time::from_micros(NOW * 1_000_000)
+    }
+
+    /// An UPDATE adding a TXT record at `_acme-challenge.pc`, signed with the shared key
+    /// at `signed_at` (seconds).
+    fn signed_update(signed_at: u64) -> Vec<u8> {
+        let mut message = Message::new();
+        let name = DnsName::from_str("_acme-challenge.pc.dyn.example.com.").unwrap();
+        message
+            .set_id(99)
+            .set_op_code(OpCode::Update)
+            .add_query(Query::query(
+                DnsName::from_str("dyn.example.com.").unwrap(),
+                RecordType::SOA,
+            ))
+            .add_name_server(Record::from_rdata(
+                name,
+                60,
+                RData::TXT(TXT::new(vec!["token".to_owned()])),
+            ));
+        let mut bytes = message.to_vec().unwrap();
+        let secret =
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, SHARED).unwrap();
+        let key = SigningKey {
+            name: "dynip",
+            algorithm: Algorithm::HmacSha256,
+            secret: &secret,
+        };
+        tsig::sign(&mut bytes, key, None, signed_at, 0, &[]);
+        bytes
+    }
+
+    fn check(gate: &Gate, message: &[u8]) -> (&'static str, Option<ResponseCode>) {
+        let mut out = Vec::new();
+        let deliver = || -> Deliver { Box::new(|_| {}) };
+        match gate.check(message, now(), &mut out, deliver) {
+            Gated::Plain => ("plain", None),
+            Gated::Signed(_) => ("signed", None),
+            Gated::Answered(rcode) => {
+                assert!(Message::from_vec(&out).is_ok(), "an answer that parses");
+                ("answered", Some(rcode))
+            }
+            Gated::Sent => ("sent", None),
+        }
+    }
+
+    #[test]
+    fn a_signed_update_goes_to_the_writer_and_a_forged_one_does_not() {
+        let (gate, mut jobs) = gate();
+        let good = signed_update(NOW as u64);
+        assert_eq!(check(&gate, &good), ("sent", None));
+        let Ok(Job::Update(update)) = jobs.try_recv() else {
+            panic!("no update sent");
+        };
+        assert_eq!(update.plan.changes.len(), 1);
+        // The MAC's last byte changed: BADSIG; a day late: BADTIME.
+        let mut forged = good.clone();
+        let last = forged.len() - 7;
+        forged[last] ^= 1;
+        assert_eq!(
+            check(&gate, &forged),
+            ("answered", Some(ResponseCode::NotAuth))
+        );
+        let late = signed_update(NOW as u64 - 86_400);
+        assert_eq!(
+            check(&gate, &late),
+            ("answered", Some(ResponseCode::NotAuth))
+        );
+        // Unsigned: REFUSED.
+        let mut unsigned = Message::from_vec(&good[..]).unwrap();
+        unsigned.take_additionals();
+        unsigned.take_signature();
+        let unsigned = unsigned.to_vec().unwrap();
+        assert_eq!(
+            check(&gate, &unsigned),
+            ("answered", Some(ResponseCode::Refused))
+        );
+        assert!(jobs.try_recv().is_err(), "nothing else reached the writer");
+    }
+
+    proptest! {
+        /// Bytes of any kind, made an UPDATE or not: never a panic, and never a job for
+        /// the writer (a valid MAC is out of reach).
+        #[test]
+        fn arbitrary_messages_never_reach_the_writer(
+            mut bytes in proptest::collection::vec(any::<u8>(), 0..300),
+            update in any::<bool>(),
+        ) {
+            let (gate, mut jobs) = gate();
+            if update && bytes.len() > 2 {
+                bytes[2] = (bytes[2] & 0x87) | (5 << 3);
+            }
+            let _ = check(&gate, &bytes);
+            prop_assert!(jobs.try_recv().is_err());
+        }
+
+        /// A signed update with one byte changed: refused, or (a change the MAC does not
+        /// cover, such as the header's id) the same update.
+        #[test]
+        fn a_changed_byte_never_changes_what_reaches_the_writer(idx in 0usize..200, byte in any::<u8>()) {
+            let (gate, mut jobs) = gate();
+            let good = signed_update(NOW as u64);
+            check(&gate, &good);
+            let Ok(Job::Update(original)) = jobs.try_recv() else {
+                panic!("the good update was not sent");
+            };
+            let mut changed = good;
+            let at = idx % changed.len();
+            changed[at] = byte;
+            let _ = check(&gate, &changed);
+            if let Ok(Job::Update(update)) = jobs.try_recv() {
+                prop_assert_eq!(update.plan, original.plan);
+            }
+        }
+    }
+}
