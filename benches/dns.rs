@@ -13,17 +13,19 @@
 //! without `--bench` (as `cargo test --benches` does) it is a short smoke run with 1,000
 //! hosts. Only 127.0.0.1 is ever addressed.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
 
 mod common;
 use common::ports::free_port;
-use common::{Args, Server};
+use common::zone::{
+    host, load_average, start_dynip, wait_answering, write_file, write_zone_file, Perf, Running,
+    ZONE,
+};
+use common::Args;
 
-const ZONE: &str = "dyn.example.com";
 /// The issue's target: dynip's rate at least this many times NSD's.
 const TARGET_RATIO: f64 = 1.0;
 
@@ -50,87 +52,12 @@ fn parse_args() -> Result<Options, String> {
     })
 }
 
-fn host(idx: usize) -> String {
-    format!("host-{idx:06}")
-}
-
-fn address(idx: usize) -> String {
-    format!(
-        "10.{}.{}.{}",
-        (idx >> 16) & 0xff,
-        (idx >> 8) & 0xff,
-        idx & 0xff
-    )
-}
-
-/// A child process killed on drop.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn write_file(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) {
-    let file =
-        std::fs::File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-    let mut out = std::io::BufWriter::new(file);
-    write(&mut out)
-        .and_then(|()| out.flush())
-        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-}
-
-/// dynip with `hosts` imported from an original-format JSON file, DNS on a free port.
-fn start_dynip(dir: &Path, hosts: usize) -> Server {
-    let json = dir.join("dynip.json");
-    write_file(&json, |out| {
-        out.write_all(b"{")?;
-        for idx in 0..hosts {
-            let comma = if idx == 0 { "" } else { ", " };
-            write!(
-                out,
-                "{comma}\"{}\": [\"{}\", \"2026-12-01 00:00:00.000000\"]",
-                host(idx),
-                address(idx)
-            )?;
-        }
-        out.write_all(b"}")
-    });
-    let config = format!(
-        "[DynIP:Server]\nserver_ip = 127.0.0.1\nserver_port = 0\nclient_log_path = {}\n\
-         dns_listen = 127.0.0.1:0\ndns_zone = {ZONE}\ndns_rate_limit = 0\n",
-        json.display()
-    );
-    // Importing 100,000 hosts takes a few seconds before the server listens.
-    Server::start(
-        dir,
-        &config,
-        "dns",
-        "warn,dynip::edge::dns=info",
-        Duration::from_secs(120),
-        true,
-    )
-}
-
 /// NSD serving the same hosts from a zone file, as a non-daemon child.
 fn start_nsd(dir: &Path, hosts: usize) -> (Running, SocketAddr) {
     let state = dir.join("nsd");
     std::fs::create_dir_all(&state).expect("NSD's directory");
     let zonefile = state.join("zone");
-    write_file(&zonefile, |out| {
-        writeln!(out, "$ORIGIN {ZONE}.\n$TTL 60")?;
-        writeln!(
-            out,
-            "@ SOA ns.{ZONE}. hostmaster.{ZONE}. 1 300 60 604800 60"
-        )?;
-        writeln!(out, "@ NS ns.{ZONE}.\nns A 127.0.0.1")?;
-        for idx in 0..hosts {
-            writeln!(out, "{} A {}", host(idx), address(idx))?;
-        }
-        Ok(())
-    });
+    write_zone_file(&zonefile, hosts);
     let port = free_port();
     let s = state.display();
     let config = state.join("nsd.conf");
@@ -160,32 +87,6 @@ fn start_nsd(dir: &Path, hosts: usize) -> (Running, SocketAddr) {
     (Running(child), addr)
 }
 
-/// Waits until `server` answers the last host's A record (the whole zone is loaded).
-fn wait_answering(server: SocketAddr, hosts: usize, what: &str) {
-    let name = format!("{}.{ZONE}", host(hosts - 1));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let out = Command::new("dig")
-            .args([
-                &format!("@{}", server.ip()),
-                "-p",
-                &server.port().to_string(),
-                "+short",
-                "+time=1",
-                "+tries=1",
-                &name,
-                "A",
-            ])
-            .output()
-            .expect("dig (Debian package bind9-dnsutils)");
-        if String::from_utf8_lossy(&out.stdout).trim() == address(hosts - 1) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what} never answered {name}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// One dnsperf run's figures.
 #[derive(Debug, Clone, Copy, Default)]
 struct Run {
@@ -195,47 +96,21 @@ struct Run {
 }
 
 fn dnsperf(server: SocketAddr, queries: &Path, options: &Options) -> Run {
-    let out = Command::new("dnsperf")
-        .args([
-            "-s",
-            &server.ip().to_string(),
-            "-p",
-            &server.port().to_string(),
-            "-d",
-        ])
-        .arg(queries)
-        .args([
+    let perf = Perf::run(
+        server,
+        queries,
+        &[
             "-c",
             &options.clients.to_string(),
             "-l",
             &options.seconds.to_string(),
-        ])
-        .output()
-        .expect("dnsperf (Debian package dnsperf)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let figure = |label: &str| -> f64 {
-        text.lines()
-            .find_map(|line| line.trim().strip_prefix(label))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|number| number.parse().ok())
-            .unwrap_or_else(|| panic!("no {label:?} in dnsperf's output:\n{text}"))
-    };
+        ],
+    );
     Run {
-        qps: figure("Queries per second:"),
-        sent: figure("Queries sent:") as u64,
-        lost: figure("Queries lost:") as u64,
+        qps: perf.figure("Queries per second:"),
+        sent: perf.figure("Queries sent:") as u64,
+        lost: perf.figure("Queries lost:") as u64,
     }
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|_| "?".to_owned())
 }
 
 fn main() -> ExitCode {
@@ -272,7 +147,7 @@ fn main() -> ExitCode {
 
     let started = Instant::now();
     let (nsd, nsd_addr) = start_nsd(dir.path(), options.hosts);
-    let dynip = start_dynip(dir.path(), options.hosts);
+    let dynip = start_dynip(dir.path(), options.hosts, "");
     let dynip_addr = dynip.addr;
     wait_answering(nsd_addr, options.hosts, "nsd");
     wait_answering(dynip_addr, options.hosts, "dynip");

@@ -13,6 +13,7 @@ const PEER_PACKAGES: &[(&str, &str)] = &[
     ("nsupdate", "bind9-dnsutils"),
     ("knsupdate", "knot-dnsutils"),
     ("nsd", "nsd"),
+    ("knotd", "knot"),
     ("ddclient", "ddclient"),
     ("inadyn", "inadyn"),
     ("curl", "curl"),
