@@ -178,6 +178,7 @@ enum Command {
         json: bool,
     },
     /// Mint a key for one host; prints the lines for the server's and the host's config
+    /// (and with dns_listen, for nsupdate, certbot and lego to get its certificates)
     AddHost {
         /// The server's config file
         config: PathBuf,
@@ -454,7 +455,7 @@ fn add_host(path: &Path, host: &str) -> Result<(), Error> {
         warn!(host = %name, config = %path.display(), "the config has a key for this host already; the new one replaces it only if you replace the line");
     }
     let key = Key::generate().encode();
-    print(&format!(
+    let mut text = format!(
         "# In {config} on the server, under [DynIP:Hosts] (then reload: kill -HUP the server):\n\
          {name} = {key}\n\
          \n\
@@ -462,7 +463,41 @@ fn add_host(path: &Path, host: &str) -> Result<(), Error> {
          hostname = {name}\n\
          key = {key}\n",
         config = path.display()
-    ))
+    );
+    if let (Some(listen), Some(zone)) = (config.server.dns.listen, &config.server.dns.zone) {
+        text.push_str(&certificate_lines(&name, &key, listen, zone));
+    }
+    print(&text)
+}
+
+/// What a host needs for certificates by DNS-01 with its own key (TSIG key named after
+/// the host): nsupdate's key, certbot's rfc2136 credentials file, lego's environment.
+fn certificate_lines(name: &Name, key: &str, listen: std::net::SocketAddr, zone: &str) -> String {
+    let server = if listen.ip().is_unspecified() {
+        "<this server's address>".to_owned()
+    } else {
+        listen.ip().to_string()
+    };
+    let port = listen.port();
+    let folded = name.folded();
+    format!(
+        "\n# Certificates for {folded}.{zone} by DNS-01 (RFC 2136 with the TSIG key {folded}):\n\
+         # nsupdate -y hmac-sha256:{folded}:{key}\n\
+         #   (then: server {server} {port}, zone {zone}, update add _acme-challenge.{folded}.{zone} 60 TXT \"...\")\n\
+         \n\
+         # certbot --dns-rfc2136 --dns-rfc2136-credentials FILE, with FILE (chmod 600):\n\
+         dns_rfc2136_server = {server}\n\
+         dns_rfc2136_port = {port}\n\
+         dns_rfc2136_name = {folded}\n\
+         dns_rfc2136_secret = {key}\n\
+         dns_rfc2136_algorithm = HMAC-SHA256\n\
+         \n\
+         # lego --dns rfc2136, in its environment:\n\
+         RFC2136_NAMESERVER={server}:{port}\n\
+         RFC2136_TSIG_KEY={folded}\n\
+         RFC2136_TSIG_SECRET={key}\n\
+         RFC2136_TSIG_ALGORITHM=hmac-sha256.\n"
+    )
 }
 
 /// On SIGHUP, re-reads the config and puts its keys, `allow_from` and `allow_unsigned` in

@@ -50,6 +50,19 @@ impl<A: std::fmt::Display> From<Seen<A>> for SeenJson {
     }
 }
 
+/// `GET /api/v1/txt`: the TXT records by name.
+#[derive(Debug, Serialize)]
+pub struct TxtRecordsJson {
+    pub txt: Vec<TxtJson>,
+}
+
+/// One name's TXT records, each as its strings joined.
+#[derive(Debug, Serialize)]
+pub struct TxtJson {
+    pub name: String,
+    pub values: Vec<String>,
+}
+
 /// `GET /api/v1/hosts`.
 #[derive(Debug, Serialize)]
 pub struct HostsJson {

@@ -143,6 +143,14 @@ fn acme_dns_accounts_set_challenges_keeping_the_latest_two() {
     let mut latest = vec![TOKEN_B.to_owned(), TOKEN_C.to_owned()];
     latest.sort();
     assert_eq!(txt_values(&dir, dns, &challenge), latest);
+    // The API shows them, to the host's key as to the shared key, in the order set.
+    let bearer = format!("Bearer {}", host.encode());
+    let listed = get(http, "/api/v1/txt", &[("Authorization", &bearer)]);
+    assert_eq!(listed.status, 200, "{listed:?}");
+    assert_eq!(
+        json(&listed),
+        serde_json::json!({"txt": [{"name": "_acme-challenge.kitchen-pc", "values": [TOKEN_B, TOKEN_C]}]})
+    );
     // The other account's name.
     let response = acme_update(
         http,

@@ -671,6 +671,7 @@ fn the_api_follows_its_openapi_description() {
         "hostname=kitchen-pc&myip=198.51.100.7,2001:db8::7",
     );
     update(addr, &own, "hostname=nas&myip=192.0.2.9");
+    update(addr, &own, "hostname=nas&txt=challenge-token");
     let doc_res = get(addr, "/api/v1/openapi.json", &[]);
     assert_eq!(doc_res.status, 200);
     let doc: Value = serde_json::from_str(&doc_res.body).expect("openapi.json is JSON");
@@ -710,6 +711,11 @@ fn the_api_follows_its_openapi_description() {
         .map(|change| change["address"].as_str().unwrap())
         .collect();
     assert_eq!(addresses, ["203.0.113.7", "198.51.100.7", "2001:db8::7"]);
+
+    let txt = check_against(&doc, "/api/v1/txt", &with("/api/v1/txt", Some(&shared)));
+    assert_eq!(txt["txt"][0]["name"], "_acme-challenge.nas");
+    assert_eq!(txt["txt"][0]["values"][0], "challenge-token");
+    check_against(&doc, "/api/v1/txt", &with("/api/v1/txt", None));
 
     // A per-host key reads its own host only.
     let own_list = check_against(&doc, "/api/v1/hosts", &with("/api/v1/hosts", Some(&own)));

@@ -502,3 +502,78 @@ fn signed_queries_and_transfers_are_answered_signed() {
         assert!(refused.stdout.contains("Transfer failed"), "{refused:?}");
     }
 }
+
+#[test]
+fn add_host_prints_the_lines_for_a_hosts_certificates() {
+    if !peers_present(
+        "update::add_host_prints_the_lines_for_a_hosts_certificates",
+        &["nsupdate", "dig"],
+    ) {
+        return;
+    }
+    let dir = Dir::new();
+    let port = free_port();
+    let base = format!(
+        "key = {}\ndns_listen = 127.0.0.1:{port}\ndns_zone = {ZONE}\n",
+        test_key(73).encode()
+    );
+    dir.server_config("127.0.0.1", &base);
+    let out = dir.dynip(&["add-host", CONFIG, "Kitchen-PC"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let blocks: Vec<&str> = out.stdout.trim_end().split("\n\n").collect();
+    assert_eq!(blocks.len(), 5, "{}", out.stdout);
+    let minted = settings(blocks[0]);
+    let key = minted[0].1.clone();
+    // certbot's credentials file and lego's environment, as printed.
+    assert_eq!(
+        settings(blocks[3]),
+        [
+            ("dns_rfc2136_server".to_owned(), "127.0.0.1".to_owned()),
+            ("dns_rfc2136_port".to_owned(), port.to_string()),
+            ("dns_rfc2136_name".to_owned(), "kitchen-pc".to_owned()),
+            ("dns_rfc2136_secret".to_owned(), key.clone()),
+            ("dns_rfc2136_algorithm".to_owned(), "HMAC-SHA256".to_owned()),
+        ]
+    );
+    let lego: Vec<&str> = blocks[4]
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .collect();
+    assert_eq!(
+        lego,
+        [
+            format!("RFC2136_NAMESERVER=127.0.0.1:{port}"),
+            "RFC2136_TSIG_KEY=kitchen-pc".to_owned(),
+            format!("RFC2136_TSIG_SECRET={key}"),
+            "RFC2136_TSIG_ALGORITHM=hmac-sha256.".to_owned(),
+        ]
+    );
+    // nsupdate's key, as printed, works once the host's line is in the server's config.
+    let nsupdate_key = blocks[2]
+        .lines()
+        .find_map(|line| line.strip_prefix("# nsupdate -y "))
+        .expect("the nsupdate line")
+        .to_owned();
+    dir.server_config(
+        "127.0.0.1",
+        &format!(
+            "{base}[DynIP:Hosts]\n{}\n",
+            blocks[0].lines().last().unwrap()
+        ),
+    );
+    let server = ServerProcess::start(&dir);
+    let dns = server.listening("dns");
+    let challenge = format!("_acme-challenge.kitchen-pc.{ZONE}");
+    let updated = update_with(
+        &dir,
+        "nsupdate",
+        &["-y", &nsupdate_key],
+        dns,
+        &format!("zone {ZONE}\nupdate add {challenge} 60 TXT \"printed\"\nsend\n"),
+    );
+    assert_eq!(updated.code, 0, "{updated:?}");
+    assert_eq!(
+        records(&dir, dns, &challenge, "TXT"),
+        [format!("{challenge}. 10 IN TXT \"printed\"")]
+    );
+}

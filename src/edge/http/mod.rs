@@ -59,8 +59,8 @@ use crate::store::Store;
 use crate::writer::{Job, Recent};
 use acme_dns::{acme_dns_health, acme_dns_register, acme_dns_update};
 use read::{
-    api_events, api_history, api_host, api_host_events, api_hosts, checkip, healthz, host_page,
-    metrics, myip, openapi, status_page,
+    api_events, api_history, api_host, api_host_events, api_hosts, api_txt, checkip, healthz,
+    host_page, metrics, myip, openapi, status_page,
 };
 pub use tls::check_tls;
 use tls::tls_acceptor;
@@ -287,6 +287,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/hosts/{name}/history", get(api_history))
         .route("/api/v1/hosts/{name}/events", get(api_host_events))
         .route("/api/v1/events", get(api_events))
+        .route("/api/v1/txt", get(api_txt))
         .route("/acme-dns/register", post(acme_dns_register))
         .route("/acme-dns/update", post(acme_dns_update))
         .route("/acme-dns/health", get(acme_dns_health))

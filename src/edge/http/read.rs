@@ -21,7 +21,8 @@ use super::{challenge, text, Shared, SharedState};
 use crate::model::event::EventRecord;
 use crate::model::name::Name;
 use crate::model::record::{self, Record, Time};
-use crate::policy::{Policy, Scope};
+use crate::model::txt::Txt;
+use crate::policy::{Policy, Scope, TsigScope};
 use crate::proto::api;
 use crate::proto::dyndns;
 use crate::proto::status;
@@ -386,6 +387,28 @@ pub(super) async fn api_hosts(State(shared): SharedState, ApiReader(scope): ApiR
         .map(|(name, record)| api::host(name, record, now, stale_after))
         .collect();
     json(StatusCode::OK, &api::HostsJson { hosts })
+}
+
+/// `GET /api/v1/txt`: the TXT records at the names the key may change (with a host's
+/// key, its own name and its `_acme-challenge`).
+pub(super) async fn api_txt(State(shared): SharedState, ApiReader(scope): ApiReader) -> Response {
+    let txt = shared
+        .context
+        .table
+        .all_txt()
+        .into_iter()
+        .filter(|(name, _)| match &scope {
+            Scope::Any => true,
+            Scope::Hosts(hosts) => hosts
+                .iter()
+                .any(|host| TsigScope::Host(host.clone()).may_change(name.folded())),
+        })
+        .map(|(name, values)| api::TxtJson {
+            name: name.as_str().to_owned(),
+            values: values.iter().map(Txt::text).collect(),
+        })
+        .collect();
+    json(StatusCode::OK, &api::TxtRecordsJson { txt })
 }
 
 pub(super) async fn api_host(
