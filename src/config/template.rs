@@ -77,8 +77,9 @@ key = {KEY}
 # the zone delegated to this server. Default: off. dns_listen needs dns_zone.
 ;dns_listen = 0.0.0.0:53
 ;dns_zone = dyn.example.com
-# The TTL of host records.
+# The TTL of host records, and of TXT records (ACME challenges).
 ;dns_ttl = 60
+;dns_txt_ttl = 10
 # The apex's NS names (default ns.ZONE) and the SOA's contact (hostmaster.ZONE).
 ;dns_ns = ns1.example.com, ns2.example.com
 ;dns_soa_contact = hostmaster@example.com
@@ -87,6 +88,11 @@ key = {KEY}
 ;dns_notify = 192.0.2.53
 # Stop answering for addresses not reported for stale_after. Default: no.
 ;dns_hide_stale = no
+# Certificates: RFC 2136 UPDATE with TSIG on dns_listen (the key above is TSIG key
+# "dynip", a host's key the TSIG key named after the host), and the acme-dns API under
+# /acme-dns/ on http_listen. Who may register acme-dns accounts: key (default: the
+# shared key or a host's key as a bearer token), open or no.
+;acme_dns_register = key
 
 # Notifications: one [DynIP:Notify:NAME] section per sink, a webhook (with presets
 # for ntfy, Gotify and Slack), a command or e-mail, each with the events and hosts
