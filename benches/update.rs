@@ -13,10 +13,11 @@
 //! asked for over DNS on both: each must answer one of its two addresses, so an update
 //! answered is an update kept.
 //!
-//! The TXT part starts two more dynip servers with the same hosts, one of them given a
-//! TXT record at `_acme-challenge.HOST` for every host (by nsupdate, in batches), and
-//! runs `dnsperf` A queries against each in turn, `2 × --rounds` times, the order
-//! swapped every round.
+//! The TXT part starts one more dynip server with the same hosts and runs `dnsperf` A
+//! queries against it `2 × --rounds` times without and with a TXT record at
+//! `_acme-challenge.HOST` for every host (added by nsupdate, in batches, before a run
+//! with them, and deleted after it), the order swapped every round; the ratio is of the
+//! means.
 //!
 //! `cargo bench --bench update [-- --seconds S --hosts H --rounds R --clients C
 //! --outstanding Q]`. Run without `--bench` (as `cargo test --benches` does) it is a
@@ -206,18 +207,20 @@ fn check_kept(server: SocketAddr, hosts: usize, what: &str) -> Result<(), String
     Ok(())
 }
 
-/// Gives every host a TXT record at `_acme-challenge.HOST` on `server`, with nsupdate,
-/// 500 to a message, over TCP.
-fn add_txt_records(dir: &Path, server: SocketAddr, hosts: usize) {
+/// Gives every host a TXT record at `_acme-challenge.HOST` on `server` (`add`), or takes
+/// them away, with nsupdate, 500 to a message, over TCP.
+fn set_txt_records(dir: &Path, server: SocketAddr, hosts: usize, add: bool) {
     let script = dir.join("txt-updates");
     write_file(&script, |out| {
         writeln!(out, "server {} {}\nzone {ZONE}", server.ip(), server.port())?;
         for idx in 0..hosts {
-            writeln!(
-                out,
-                "update add _acme-challenge.{}.{ZONE} 10 TXT \"LPsIwTo7o8BoG0-vjCyGQGBWSVIPxI-{idx:012}\"",
-                host(idx)
-            )?;
+            let name = format!("_acme-challenge.{}.{ZONE}", host(idx));
+            if add {
+                let token = format!("LPsIwTo7o8BoG0-vjCyGQGBWSVIPxI-{idx:012}");
+                writeln!(out, "update add {name} 10 TXT \"{token}\"")?;
+            } else {
+                writeln!(out, "update delete {name} TXT")?;
+            }
             if idx % 500 == 499 || idx + 1 == hosts {
                 writeln!(out, "send")?;
             }
@@ -340,7 +343,9 @@ fn main() -> ExitCode {
     drop(knot);
     drop(dynip);
 
-    // A queries with and without TXT records, each on a fresh server with the hosts.
+    // A queries with and without TXT records, on one fresh server with the hosts: two
+    // servers, even identical ones, differ here by up to 15% (where their threads run),
+    // more than what is measured.
     let queries = dir.path().join("queries");
     write_file(&queries, |out| {
         let n = options.hosts;
@@ -350,32 +355,34 @@ fn main() -> ExitCode {
         }
         Ok(())
     });
-    let plain_dir = dir.path().join("plain");
     let txt_dir = dir.path().join("txt");
-    for side in [&plain_dir, &txt_dir] {
-        std::fs::create_dir_all(side).expect("a side's directory");
-    }
-    let plain = start_dynip(&plain_dir, options.hosts, &key);
-    let with_txt = start_dynip(&txt_dir, options.hosts, &key);
-    wait_answering(plain.addr, options.hosts, "dynip without TXT");
-    wait_answering(with_txt.addr, options.hosts, "dynip with TXT");
-    add_txt_records(dir.path(), with_txt.addr, options.hosts);
+    std::fs::create_dir_all(&txt_dir).expect("the TXT side's directory");
+    let server = start_dynip(&txt_dir, options.hosts, &key);
+    wait_answering(server.addr, options.hosts, "dynip");
     let mut plain_runs = Vec::new();
     let mut txt_runs = Vec::new();
-    // Twice the rounds, each pair in the other order (ABBA): two identical servers
-    // measured one after the other differ by up to 15% here, mostly by their order.
+    // Twice the rounds, the order swapped every round (ABBA): the TXT records are added
+    // before the runs with them and taken away after.
     for round in 1..=2 * options.rounds {
-        let mut sides = [
-            ("without TXT", plain.addr, &mut plain_runs),
-            ("with TXT   ", with_txt.addr, &mut txt_runs),
-        ];
+        let mut sides = [(false, &mut plain_runs), (true, &mut txt_runs)];
         if round % 2 == 0 {
             sides.reverse();
         }
-        for (name, addr, runs) in sides {
-            let run = dnsperf_queries(addr, &queries, &options);
+        for (with_txt, runs) in sides {
+            if with_txt {
+                set_txt_records(dir.path(), server.addr, options.hosts, true);
+            }
+            let run = dnsperf_queries(server.addr, &queries, &options);
+            if with_txt {
+                set_txt_records(dir.path(), server.addr, options.hosts, false);
+            }
             println!(
-                "round {round}: A queries {name} {:>9.0}/s, {} completed, {} lost (load {})",
+                "round {round}: A queries {} {:>9.0}/s, {} completed, {} lost (load {})",
+                if with_txt {
+                    "with TXT   "
+                } else {
+                    "without TXT"
+                },
                 run.per_second,
                 run.completed,
                 run.lost,
@@ -384,15 +391,14 @@ fn main() -> ExitCode {
             runs.push(run);
         }
     }
-    drop(plain);
-    drop(with_txt);
+    drop(server);
 
     let (knot_best, dynip_best) = (best(&knot_runs), best(&dynip_runs));
     let (plain_best, txt_best) = (best(&plain_runs), best(&txt_runs));
     let (plain_mean, txt_mean) = (mean(&plain_runs), mean(&txt_runs));
     let update_ratio = dynip_best / knot_best;
-    // The mean of the ABBA rounds: a best-of of two equal servers here is off by up to
-    // 15% from run to run; the mean of a dozen runs by a few percent.
+    // The mean of the ABBA rounds: single runs here differ by up to 15% from one to the
+    // next, whatever they measure.
     let query_ratio = txt_mean / plain_mean;
     println!();
     println!(
