@@ -128,6 +128,9 @@ pub fn check(path: &Path, config: &Config) -> Result<Checked, Error> {
             checked
                 .lines
                 .push(format!("dns: zone {zone} on {addr}, udp and tcp"));
+            checked
+                .lines
+                .push(format!("dns updates: {}", who_may_update(config)));
         }
         None => checked.lines.push("dns: off".to_string()),
     }
@@ -225,6 +228,41 @@ fn who_may_report(config: &Config) -> String {
         None => "from anywhere".to_string(),
     };
     format!("{signed}; {unsigned}; {from}")
+}
+
+/// Which TSIG keys may update the zone, and who may register on the acme-dns API.
+fn who_may_update(config: &Config) -> String {
+    let server = &config.server;
+    let mut keys = Vec::new();
+    if server.key.is_some() {
+        keys.push(format!(
+            "TSIG key {} (the shared key) any name",
+            crate::policy::SHARED_TSIG_KEY
+        ));
+    }
+    if !server.hosts.is_empty() {
+        keys.push(format!(
+            "{} host key(s) as TSIG keys named after their hosts, each its host and its \
+             _acme-challenge",
+            server.hosts.len()
+        ));
+    }
+    let tsig = if keys.is_empty() {
+        "none (no keys: UPDATE is refused)".to_string()
+    } else {
+        keys.join("; ")
+    };
+    let acme_dns = match (server.http_listen, server.acme_dns_register) {
+        (None, _) => "no acme-dns API (http off)",
+        (Some(_), crate::config::AcmeDnsRegister::No) => "acme-dns API, registration closed",
+        (Some(_), crate::config::AcmeDnsRegister::Key) => {
+            "acme-dns API under /acme-dns/, registration with a key"
+        }
+        (Some(_), crate::config::AcmeDnsRegister::Open) => {
+            "acme-dns API under /acme-dns/, registration open to anyone"
+        }
+    };
+    format!("{tsig}; {acme_dns}")
 }
 
 fn join<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {

@@ -577,3 +577,23 @@ fn add_host_prints_the_lines_for_a_hosts_certificates() {
         [format!("{challenge}. 10 IN TXT \"printed\"")]
     );
 }
+
+#[test]
+fn check_says_who_may_update_the_zone() {
+    let dir = Dir::new();
+    dir.server_config(
+        "127.0.0.1",
+        &format!(
+            "key = {}\ndns_listen = 127.0.0.1:0\ndns_zone = {ZONE}\nhttp_listen = 127.0.0.1:0\n\
+             acme_dns_register = open\n[DynIP:Hosts]\nkitchen-pc = {}\n",
+            test_key(74).encode(),
+            test_key(75).encode()
+        ),
+    );
+    let out = dir.dynip(&["check", CONFIG]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let expected = "dns updates: TSIG key dynip (the shared key) any name; 1 host key(s) as TSIG \
+                    keys named after their hosts, each its host and its _acme-challenge; \
+                    acme-dns API under /acme-dns/, registration open to anyone";
+    assert!(out.stdout.contains(expected), "{out:?}");
+}
