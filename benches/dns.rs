@@ -21,8 +21,8 @@ use std::time::Instant;
 mod common;
 use common::ports::free_port;
 use common::zone::{
-    host, load_average, start_dynip, wait_answering, write_file, write_zone_file, Perf, Running,
-    ZONE,
+    load_average, query_run, start_dynip, wait_answering, write_query_file, write_zone_file,
+    QueryRun, Running, ZONE,
 };
 use common::Args;
 
@@ -87,32 +87,6 @@ fn start_nsd(dir: &Path, hosts: usize) -> (Running, SocketAddr) {
     (Running(child), addr)
 }
 
-/// One dnsperf run's figures.
-#[derive(Debug, Clone, Copy, Default)]
-struct Run {
-    qps: f64,
-    sent: u64,
-    lost: u64,
-}
-
-fn dnsperf(server: SocketAddr, queries: &Path, options: &Options) -> Run {
-    let perf = Perf::run(
-        server,
-        queries,
-        &[
-            "-c",
-            &options.clients.to_string(),
-            "-l",
-            &options.seconds.to_string(),
-        ],
-    );
-    Run {
-        qps: perf.figure("Queries per second:"),
-        sent: perf.figure("Queries sent:") as u64,
-        lost: perf.figure("Queries lost:") as u64,
-    }
-}
-
 fn main() -> ExitCode {
     let options = match parse_args() {
         Ok(options) => options,
@@ -134,16 +108,7 @@ fn main() -> ExitCode {
         load_average()
     );
     let queries: PathBuf = dir.path().join("queries");
-    // Every host once, in a scattered order: a stride of 7919 (a prime, so coprime to
-    // every table size that is not a multiple of it) visits each index exactly once.
-    write_file(&queries, |out| {
-        let n = options.hosts;
-        let stride = if n % 7919 == 0 { 1 } else { 7919 };
-        for step in 0..n {
-            writeln!(out, "{}.{ZONE} A", host(step * stride % n))?;
-        }
-        Ok(())
-    });
+    write_query_file(&queries, options.hosts);
 
     let started = Instant::now();
     let (nsd, nsd_addr) = start_nsd(dir.path(), options.hosts);
@@ -156,7 +121,7 @@ fn main() -> ExitCode {
     let mut nsd_runs = Vec::new();
     let mut dynip_runs = Vec::new();
     for round in 1..=options.rounds {
-        let nsd_run = dnsperf(nsd_addr, &queries, &options);
+        let nsd_run = query_run(nsd_addr, &queries, options.clients, options.seconds);
         println!(
             "round {round}: nsd   {:>10.0} queries/s, {} sent, {} lost (load {})",
             nsd_run.qps,
@@ -164,7 +129,7 @@ fn main() -> ExitCode {
             nsd_run.lost,
             load_average()
         );
-        let dynip_run = dnsperf(dynip_addr, &queries, &options);
+        let dynip_run = query_run(dynip_addr, &queries, options.clients, options.seconds);
         println!(
             "round {round}: dynip {:>10.0} queries/s, {} sent, {} lost (load {})",
             dynip_run.qps,
@@ -178,8 +143,8 @@ fn main() -> ExitCode {
     drop(nsd);
     drop(dynip);
 
-    let best = |runs: &[Run]| runs.iter().map(|run| run.qps).fold(0.0, f64::max);
-    let lost = |runs: &[Run]| runs.iter().map(|run| run.lost).sum::<u64>();
+    let best = |runs: &[QueryRun]| runs.iter().map(|run| run.qps).fold(0.0, f64::max);
+    let lost = |runs: &[QueryRun]| runs.iter().map(|run| run.lost).sum::<u64>();
     let (nsd_best, dynip_best) = (best(&nsd_runs), best(&dynip_runs));
     let ratio = dynip_best / nsd_best;
     println!();

@@ -31,8 +31,8 @@ use std::time::Instant;
 mod common;
 use common::ports::free_port;
 use common::zone::{
-    host, load_average, start_dynip, wait_answering, write_file, write_zone_file, Perf, Running,
-    ZONE,
+    dig_short, host, load_average, query_run, start_dynip, wait_answering, write_file,
+    write_query_file, write_zone_file, Perf, Running, ZONE,
 };
 use common::{bench_key, Args};
 
@@ -161,20 +161,11 @@ fn dnsperf_updates(server: SocketAddr, updates: &Path, options: &Options) -> Run
 }
 
 fn dnsperf_queries(server: SocketAddr, queries: &Path, options: &Options) -> Run {
-    let perf = Perf::run(
-        server,
-        queries,
-        &[
-            "-c",
-            &options.clients.to_string(),
-            "-l",
-            &options.seconds.to_string(),
-        ],
-    );
+    let run = query_run(server, queries, options.clients, options.seconds);
     Run {
-        per_second: perf.figure("Queries per second:"),
-        completed: perf.figure("Queries completed:") as u64,
-        lost: perf.figure("Queries lost:") as u64,
+        per_second: run.qps,
+        completed: run.completed,
+        lost: run.lost,
         codes: String::new(),
     }
 }
@@ -183,20 +174,7 @@ fn dnsperf_queries(server: SocketAddr, queries: &Path, options: &Options) -> Run
 fn check_kept(server: SocketAddr, hosts: usize, what: &str) -> Result<(), String> {
     let step = (hosts / SAMPLE).max(1);
     for idx in (0..hosts).step_by(step) {
-        let out = Command::new("dig")
-            .args([
-                &format!("@{}", server.ip()),
-                "-p",
-                &server.port().to_string(),
-                "+short",
-                "+time=2",
-                "+tries=2",
-                &format!("{}.{ZONE}", host(idx)),
-                "A",
-            ])
-            .output()
-            .expect("dig (Debian package bind9-dnsutils)");
-        let seen = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let seen = dig_short(server, &format!("{}.{ZONE}", host(idx)), "A");
         if seen != moved_address(idx, 0) && seen != moved_address(idx, 1) {
             return Err(format!(
                 "{what}: {} answers {seen:?}, not one of its moved addresses",
@@ -347,14 +325,7 @@ fn main() -> ExitCode {
     // servers, even identical ones, differ here by up to 15% (where their threads run),
     // more than what is measured.
     let queries = dir.path().join("queries");
-    write_file(&queries, |out| {
-        let n = options.hosts;
-        let stride = if n % 7919 == 0 { 1 } else { 7919 };
-        for step in 0..n {
-            writeln!(out, "{}.{ZONE} A", host(step * stride % n))?;
-        }
-        Ok(())
-    });
+    write_query_file(&queries, options.hosts);
     let txt_dir = dir.path().join("txt");
     std::fs::create_dir_all(&txt_dir).expect("the TXT side's directory");
     let server = start_dynip(&txt_dir, options.hosts, &key);

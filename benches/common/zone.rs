@@ -106,23 +106,7 @@ pub fn start_dynip(dir: &Path, hosts: usize, extra: &str) -> Server {
 pub fn wait_answering(server: SocketAddr, hosts: usize, what: &str) {
     let name = format!("{}.{ZONE}", host(hosts - 1));
     let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let out = Command::new("dig")
-            .args([
-                &format!("@{}", server.ip()),
-                "-p",
-                &server.port().to_string(),
-                "+short",
-                "+time=1",
-                "+tries=1",
-                &name,
-                "A",
-            ])
-            .output()
-            .expect("dig (Debian package bind9-dnsutils)");
-        if String::from_utf8_lossy(&out.stdout).trim() == address(hosts - 1) {
-            return;
-        }
+    while dig_short(server, &name, "A") != address(hosts - 1) {
         assert!(Instant::now() < deadline, "{what} never answered {name}");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -138,6 +122,61 @@ pub fn load_average() -> String {
                 .join(" ")
         })
         .unwrap_or_else(|_| "?".to_owned())
+}
+
+/// Writes a query file asking for every one of `hosts` hosts' A record once, in a
+/// scattered order: a stride of 7919 (a prime, so coprime to every table size that is
+/// not a multiple of it) visits each index exactly once.
+pub fn write_query_file(path: &Path, hosts: usize) {
+    write_file(path, |out| {
+        let stride = if hosts % 7919 == 0 { 1 } else { 7919 };
+        for step in 0..hosts {
+            writeln!(out, "{}.{ZONE} A", host(step * stride % hosts))?;
+        }
+        Ok(())
+    });
+}
+
+/// One `dnsperf` run of queries: its rate and counts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueryRun {
+    pub qps: f64,
+    pub sent: u64,
+    pub completed: u64,
+    pub lost: u64,
+}
+
+/// `dnsperf -c CLIENTS -l SECONDS` against `server` with the query file `queries`.
+pub fn query_run(server: SocketAddr, queries: &Path, clients: u32, seconds: u32) -> QueryRun {
+    let perf = Perf::run(
+        server,
+        queries,
+        &["-c", &clients.to_string(), "-l", &seconds.to_string()],
+    );
+    QueryRun {
+        qps: perf.figure("Queries per second:"),
+        sent: perf.figure("Queries sent:") as u64,
+        completed: perf.figure("Queries completed:") as u64,
+        lost: perf.figure("Queries lost:") as u64,
+    }
+}
+
+/// `dig +short NAME TYPE` against `server`: what it printed, trimmed.
+pub fn dig_short(server: SocketAddr, name: &str, rtype: &str) -> String {
+    let out = Command::new("dig")
+        .args([
+            &format!("@{}", server.ip()),
+            "-p",
+            &server.port().to_string(),
+            "+short",
+            "+time=1",
+            "+tries=2",
+            name,
+            rtype,
+        ])
+        .output()
+        .expect("dig (Debian package bind9-dnsutils)");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// What one `dnsperf` run printed.

@@ -16,25 +16,14 @@ const TOKEN_B: &str = "vG4KaK9C8UW2jSaH2xZqzrWb_fnkb1Mm6AyDpCXlZtE";
 const TOKEN_C: &str = "Zx7gTnC9mLcGk3y7b1bW1H3rH8qH0eC9dQz2R7pP1vU";
 
 /// A server with the shared key, `kitchen-pc`'s key, DNS for [`ZONE`] and HTTP, plus
-/// `extra` lines; returns it with its HTTP and DNS addresses.
+/// `extra` lines ([`crate::update::start`]); returns it with its HTTP and DNS addresses.
 fn start(
     dir: &Dir,
     shared: &Key,
     host: &Key,
     extra: &str,
 ) -> (ServerProcess, SocketAddr, SocketAddr) {
-    dir.server_config(
-        "127.0.0.1",
-        &format!(
-            "key = {}\ndns_listen = 127.0.0.1:0\ndns_zone = {ZONE}\nhttp_listen = 127.0.0.1:0\n\
-             {extra}\n[DynIP:Hosts]\nkitchen-pc = {}\n",
-            shared.encode(),
-            host.encode()
-        ),
-    );
-    let server = ServerProcess::start(dir);
-    let http = server.listening("http");
-    let dns = server.listening("dns");
+    let (server, dns, http) = crate::update::start(dir, shared, host, extra);
     (server, http, dns)
 }
 

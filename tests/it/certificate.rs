@@ -28,20 +28,10 @@ const CLIENT_LIMIT: Duration = Duration::from_secs(120);
 /// How many lines of a client's log a failing test shows.
 const MAX_LOG_LINES: usize = 80;
 
-/// A server with the shared key `shared`, [`HOST`]'s own key `host` and DNS for
-/// [`ZONE`]; returns it with its DNS address.
+/// A server with the shared key `shared`, [`HOST`]'s own key `host`, DNS for [`ZONE`]
+/// and HTTP ([`crate::update::start`]); returns it with its DNS address.
 fn start(dir: &Dir, shared: &Key, host: &Key) -> (ServerProcess, SocketAddr) {
-    dir.server_config(
-        "127.0.0.1",
-        &format!(
-            "key = {}\ndns_listen = 127.0.0.1:0\ndns_zone = {ZONE}\nhttp_listen = 127.0.0.1:0\n\
-             [DynIP:Hosts]\n{HOST} = {}\n",
-            shared.encode(),
-            host.encode()
-        ),
-    );
-    let server = ServerProcess::start(dir);
-    let dns = server.listening("dns");
+    let (server, dns, _) = crate::update::start(dir, shared, host, "");
     (server, dns)
 }
 
@@ -251,6 +241,54 @@ fn lego(dir: &Dir, pebble: &Pebble, dns: SocketAddr, host: &Key, domain: &str) -
     )
 }
 
+/// Runs certbot (`program` and its first `args`: the Debian command, or the acme-dns
+/// venv's Python) for a certificate for [`domain`] from `pebble`, its state in `certbot/`
+/// in `dir`, with `plugin` (the authenticator's arguments) after the common ones; checks
+/// it succeeded (showing its log if not) and that the certificate is Pebble's for the
+/// host.
+fn certbot(dir: &Dir, pebble: &Pebble, program: &[&str], plugin: &[&str]) {
+    let certbot_dir = dir.join("certbot");
+    let config_dir = certbot_dir.join("config");
+    let logs_dir = certbot_dir.join("logs");
+    let out = run_command_within(
+        command(program[0], dir.path())
+            .args(&program[1..])
+            .args([
+                "certonly",
+                "--non-interactive",
+                "--agree-tos",
+                "--register-unsafely-without-email",
+                "--server",
+                &pebble.directory,
+                "--config-dir",
+                &config_dir.to_string_lossy(),
+                "--work-dir",
+                &certbot_dir.join("work").to_string_lossy(),
+                "--logs-dir",
+                &logs_dir.to_string_lossy(),
+                "--domain",
+                &domain(),
+            ])
+            .args(plugin)
+            .env("REQUESTS_CA_BUNDLE", &pebble.tls_cert),
+        CLIENT_LIMIT,
+    );
+    assert_eq!(
+        out.code,
+        0,
+        "certbot failed:\n{}\n{}\n--- letsencrypt.log ---\n{}",
+        out.stdout,
+        out.stderr,
+        tail(
+            &std::fs::read_to_string(logs_dir.join("letsencrypt.log")).unwrap_or_default(),
+            MAX_LOG_LINES
+        )
+    );
+    let live = config_dir.join("live").join(domain());
+    let root = pebble.root(dir);
+    assert_issued(dir, &live.join("cert.pem"), &live.join("chain.pem"), &root);
+}
+
 #[test]
 fn lego_gets_a_certificate_for_the_hosts_name_only() {
     if !peers_present(
@@ -317,49 +355,18 @@ fn certbot_gets_a_certificate_with_the_hosts_key() {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .expect("chmod the credentials");
-    let certbot_dir = dir.join("certbot");
-    let config_dir = certbot_dir.join("config");
-    let logs_dir = certbot_dir.join("logs");
-    let out = run_command_within(
-        command("certbot", dir.path())
-            .args([
-                "certonly",
-                "--non-interactive",
-                "--agree-tos",
-                "--register-unsafely-without-email",
-                "--server",
-                &pebble.directory,
-                "--config-dir",
-                &config_dir.to_string_lossy(),
-                "--work-dir",
-                &certbot_dir.join("work").to_string_lossy(),
-                "--logs-dir",
-                &logs_dir.to_string_lossy(),
-                "--dns-rfc2136",
-                "--dns-rfc2136-credentials",
-                &credentials.to_string_lossy(),
-                "--dns-rfc2136-propagation-seconds",
-                "1",
-                "--domain",
-                &domain(),
-            ])
-            .env("REQUESTS_CA_BUNDLE", &pebble.tls_cert),
-        CLIENT_LIMIT,
+    certbot(
+        &dir,
+        &pebble,
+        &["certbot"],
+        &[
+            "--dns-rfc2136",
+            "--dns-rfc2136-credentials",
+            &credentials.to_string_lossy(),
+            "--dns-rfc2136-propagation-seconds",
+            "1",
+        ],
     );
-    assert_eq!(
-        out.code,
-        0,
-        "certbot failed:\n{}\n{}\n--- letsencrypt.log ---\n{}",
-        out.stdout,
-        out.stderr,
-        tail(
-            &std::fs::read_to_string(logs_dir.join("letsencrypt.log")).unwrap_or_default(),
-            MAX_LOG_LINES
-        )
-    );
-    let live = config_dir.join("live").join(domain());
-    let root = pebble.root(&dir);
-    assert_issued(&dir, &live.join("cert.pem"), &live.join("chain.pem"), &root);
     assert_no_challenge_left(&dir, dns);
 }
 
@@ -439,52 +446,24 @@ fn certbot_gets_a_certificate_through_the_acme_dns_api() {
         )
         .expect("chmod the plugin's files");
     }
-    let certbot_dir = dir.join("certbot");
-    let config_dir = certbot_dir.join("config");
-    let logs_dir = certbot_dir.join("logs");
-    let out = run_command_within(
-        command(&python.to_string_lossy(), dir.path())
-            .args([
-                "-c",
-                "import sys; from certbot.main import main; sys.argv[0] = 'certbot'; sys.exit(main())",
-                "certonly",
-                "--non-interactive",
-                "--agree-tos",
-                "--register-unsafely-without-email",
-                "--server",
-                &pebble.directory,
-                "--config-dir",
-                &config_dir.to_string_lossy(),
-                "--work-dir",
-                &certbot_dir.join("work").to_string_lossy(),
-                "--logs-dir",
-                &logs_dir.to_string_lossy(),
-                "--authenticator",
-                "dns-acmedns",
-                "--dns-acmedns-credentials",
-                &dir.join("acme-dns.ini").to_string_lossy(),
-                "--dns-acmedns-propagation-seconds",
-                "1",
-                "--domain",
-                &domain(),
-            ])
-            .env("REQUESTS_CA_BUNDLE", &pebble.tls_cert),
-        CLIENT_LIMIT,
+    let python = python.to_string_lossy();
+    certbot(
+        &dir,
+        &pebble,
+        &[
+            &python,
+            "-c",
+            "import sys; from certbot.main import main; sys.argv[0] = 'certbot'; sys.exit(main())",
+        ],
+        &[
+            "--authenticator",
+            "dns-acmedns",
+            "--dns-acmedns-credentials",
+            &dir.join("acme-dns.ini").to_string_lossy(),
+            "--dns-acmedns-propagation-seconds",
+            "1",
+        ],
     );
-    assert_eq!(
-        out.code,
-        0,
-        "certbot failed:\n{}\n{}\n--- letsencrypt.log ---\n{}",
-        out.stdout,
-        out.stderr,
-        tail(
-            &std::fs::read_to_string(logs_dir.join("letsencrypt.log")).unwrap_or_default(),
-            MAX_LOG_LINES
-        )
-    );
-    let live = config_dir.join("live").join(domain());
-    let root = pebble.root(&dir);
-    assert_issued(&dir, &live.join("cert.pem"), &live.join("chain.pem"), &root);
     // The value the plugin set is the one Pebble checked; acme-dns keeps it (no delete).
     let challenge = format!("_acme-challenge.{}", domain());
     let answer = ask(&dir, "dig", dns, &[&challenge, "TXT"]);

@@ -72,24 +72,7 @@ fn ddclient_updates_a_host() {
             key.encode()
         ),
     );
-    let config = dir.join("ddclient.conf");
-    std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .expect("chmod the ddclient config");
-    let out = run(
-        "ddclient",
-        &[
-            "-foreground",
-            "-daemon=0",
-            "-verbose",
-            "-noquiet",
-            "-file",
-            &config.to_string_lossy(),
-            "-cache",
-            &dir.join("ddclient.cache").to_string_lossy(),
-        ],
-        dir.path(),
-    );
-    let said = format!("{}{}", out.stdout, out.stderr);
+    let (said, out) = ddclient(&dir, &[]);
     assert!(
         said.contains("SUCCESS:  updating dd-host.example: good: IP address set to 127.0.0.1"),
         "{out:?}"
@@ -104,22 +87,7 @@ fn ddclient_updates_a_host() {
         "use=ip, ip=203.0.113.7",
     );
     dir.write("ddclient.conf", text);
-    let again = run(
-        "ddclient",
-        &[
-            "-foreground",
-            "-daemon=0",
-            "-verbose",
-            "-noquiet",
-            "-force",
-            "-file",
-            &config.to_string_lossy(),
-            "-cache",
-            &dir.join("ddclient.cache").to_string_lossy(),
-        ],
-        dir.path(),
-    );
-    let said = format!("{}{}", again.stdout, again.stderr);
+    let (said, again) = ddclient(&dir, &["-force"]);
     assert!(
         said.contains("good: IP address set to 203.0.113.7"),
         "{again:?}"

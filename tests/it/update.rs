@@ -12,9 +12,9 @@ use crate::dns::{ask, serial, ZONE};
 use crate::harness::*;
 
 /// A server with the shared key `shared`, `kitchen-pc`'s own key `host`, DNS for
-/// [`ZONE`] and HTTP (for `/metrics`), plus `extra` lines; returns it with its DNS and
-/// HTTP addresses.
-fn start(
+/// [`ZONE`] and HTTP (`/metrics`, the acme-dns API), plus `extra` lines; returns it with
+/// its DNS and HTTP addresses.
+pub fn start(
     dir: &Dir,
     shared: &Key,
     host: &Key,
@@ -385,24 +385,7 @@ fn ddclient_with_protocol_nsupdate_sets_the_address() {
             dir.join("kitchen-pc.key").display()
         ),
     );
-    let config = dir.join("ddclient.conf");
-    std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .expect("chmod the ddclient config");
-    let out = run(
-        "ddclient",
-        &[
-            "-foreground",
-            "-daemon=0",
-            "-verbose",
-            "-noquiet",
-            "-file",
-            &config.to_string_lossy(),
-            "-cache",
-            &dir.join("ddclient.cache").to_string_lossy(),
-        ],
-        dir.path(),
-    );
-    let said = format!("{}{}", out.stdout, out.stderr);
+    let (said, out) = ddclient(&dir, &[]);
     assert!(said.contains("IP address set to 203.0.113.70"), "{out:?}");
     assert_eq!(
         records(&dir, dns, &format!("kitchen-pc.{ZONE}"), "A"),

@@ -101,39 +101,17 @@ async fn connection(
                 let _ = answered_tx.send(answer);
             })
         };
-        let (reply, signer) = match shared.gate.check(&query, now, &mut answer, deliver) {
-            Gated::Plain => (
-                shared.zone.respond(
-                    &query,
-                    Transport::Tcp,
-                    serial(&shared.table),
-                    now,
-                    &hosts,
-                    &mut answer,
-                ),
-                None,
-            ),
-            Gated::Signed(signer) => {
-                let reply = shared.zone.respond(
-                    &query,
-                    Transport::Tcp,
-                    serial(&shared.table),
-                    now,
-                    &hosts,
-                    &mut answer,
-                );
-                if matches!(reply, Reply::Answer { .. }) {
-                    signer.sign(&mut answer, now);
-                }
-                (reply, Some(signer))
-            }
-            Gated::Answered(rcode) => (
-                Reply::Answer {
+        let signer = match shared.gate.check(&query, now, &mut answer, deliver) {
+            Gated::Plain => None,
+            Gated::Signed(signer) => Some(signer),
+            Gated::Answered(rcode) => {
+                shared.counters.count_reply(&Reply::Answer {
                     rcode,
                     truncated: false,
-                },
-                None,
-            ),
+                });
+                write_message(&mut stream, &answer).await?;
+                continue;
+            }
             Gated::Sent => {
                 // The writer answers once the update is committed (or refused); a
                 // writer that stopped drops the sender.
@@ -144,6 +122,17 @@ async fn connection(
                 continue;
             }
         };
+        let reply = shared.zone.respond(
+            &query,
+            Transport::Tcp,
+            serial(&shared.table),
+            now,
+            &hosts,
+            &mut answer,
+        );
+        if let (Some(signer), Reply::Answer { .. }) = (&signer, &reply) {
+            signer.sign(&mut answer, now);
+        }
         match reply {
             Reply::Drop => {
                 shared

@@ -122,27 +122,27 @@ impl UdpServer {
                         }
                     })
                 };
-                let reply = match self.gate.check(query, now, answer, deliver) {
-                    Gated::Plain => {
-                        self.zone
-                            .respond(query, Transport::Udp, serial, now, &hosts, answer)
+                let signer = match self.gate.check(query, now, answer, deliver) {
+                    Gated::Plain => None,
+                    Gated::Signed(signer) => Some(signer),
+                    Gated::Answered(rcode) => {
+                        answered.push(Answered {
+                            idx,
+                            peer,
+                            rcode,
+                            truncated: false,
+                        });
+                        continue;
                     }
-                    Gated::Signed(signer) => {
-                        let reply =
-                            self.zone
-                                .respond(query, Transport::Udp, serial, now, &hosts, answer);
-                        if matches!(reply, Reply::Answer { .. }) {
-                            signer.sign(answer, now);
-                        }
-                        reply
-                    }
-                    Gated::Answered(rcode) => Reply::Answer {
-                        rcode,
-                        truncated: false,
-                    },
                     // Answered by the writer once committed.
                     Gated::Sent => continue,
                 };
+                let reply = self
+                    .zone
+                    .respond(query, Transport::Udp, serial, now, &hosts, answer);
+                if let (Some(signer), Reply::Answer { .. }) = (&signer, &reply) {
+                    signer.sign(answer, now);
+                }
                 let Reply::Answer { rcode, truncated } = reply else {
                     counts.dropped_malformed += 1;
                     continue;

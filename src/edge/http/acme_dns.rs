@@ -59,20 +59,52 @@ pub(super) async fn acme_dns_health() -> Response {
     json(StatusCode::OK, &serde_json::json!({}))
 }
 
-/// The answer when there is no zone to put records in.
-fn no_zone() -> Response {
-    json_error(StatusCode::NOT_FOUND, "no dns_zone: dynip serves no zone")
-}
-
 /// The refusal of a request without the credentials it needs.
 fn forbidden() -> Response {
     json_error(StatusCode::UNAUTHORIZED, "forbidden")
 }
 
+/// A request to the acme-dns API, read: who sent it, its headers and body, the zone.
+struct AcmeRequest {
+    client: IpAddr,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+    zone: String,
+}
+
 impl Shared {
-    /// The zone, or `None` when there is none to put records in ([`no_zone`]).
-    fn acme_zone(&self) -> Option<String> {
-        self.context.dns_zone.clone()
+    /// Reads `request`: its client, headers and body; refused (the answer in `Err`) when
+    /// the body is too large, there is no zone to put records in, or the client is
+    /// throttled for failed credentials.
+    async fn read_acme(
+        &self,
+        request: axum::extract::Request,
+    ) -> Result<AcmeRequest, Box<Response>> {
+        let (parts, body) = request.into_parts();
+        let headers = parts.headers;
+        let client = self.client_addr(peer(&parts.extensions), &headers);
+        let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+            return Err(Box::new(json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+            )));
+        };
+        let Some(zone) = self.context.dns_zone.clone() else {
+            return Err(Box::new(json_error(
+                StatusCode::NOT_FOUND,
+                "no dns_zone: dynip serves no zone",
+            )));
+        };
+        if self.is_throttled(client) {
+            self.refuse_acme(client, Reason::RateLimited, &"too many failed credentials");
+            return Err(Box::new(forbidden()));
+        }
+        Ok(AcmeRequest {
+            client,
+            headers,
+            body,
+            zone,
+        })
     }
 
     fn refuse_acme(&self, client: IpAddr, reason: Reason, detail: &dyn std::fmt::Display) {
@@ -102,22 +134,18 @@ pub(super) async fn acme_dns_register(
     State(shared): SharedState,
     request: axum::extract::Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let headers = parts.headers;
-    let client = shared.client_addr(peer(&parts.extensions), &headers);
-    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
-        return json_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
-    };
-    let Some(zone) = shared.acme_zone() else {
-        return no_zone();
+    let AcmeRequest {
+        client,
+        headers,
+        body,
+        zone,
+    } = match shared.read_acme(request).await {
+        Ok(read) => read,
+        Err(response) => return *response,
     };
     if shared.context.acme_dns_register == AcmeDnsRegister::No {
         shared.refuse_acme(client, Reason::NotAllowed, &"acme_dns_register = no");
         return json_error(StatusCode::FORBIDDEN, "registration_closed");
-    }
-    if shared.is_throttled(client) {
-        shared.refuse_acme(client, Reason::RateLimited, &"too many failed credentials");
-        return forbidden();
     }
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -187,19 +215,15 @@ pub(super) async fn acme_dns_update(
     State(shared): SharedState,
     request: axum::extract::Request,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let headers = parts.headers;
-    let client = shared.client_addr(peer(&parts.extensions), &headers);
-    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
-        return json_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+    let AcmeRequest {
+        client,
+        headers,
+        body,
+        zone,
+    } = match shared.read_acme(request).await {
+        Ok(read) => read,
+        Err(response) => return *response,
     };
-    let Some(zone) = shared.acme_zone() else {
-        return no_zone();
-    };
-    if shared.is_throttled(client) {
-        shared.refuse_acme(client, Reason::RateLimited, &"too many failed credentials");
-        return forbidden();
-    }
     let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
     let account = match (header("x-api-user"), header("x-api-key")) {
         (Some(user), Some(key)) => shared

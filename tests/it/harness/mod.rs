@@ -42,6 +42,29 @@ pub const JSON_FILE: &str = "dynip.json";
 /// The store beside it (the default `store_path`).
 pub const STORE_FILE: &str = "dynip.sqlite3";
 
+/// Runs ddclient once in the foreground on `dir`'s `ddclient.conf` (made private first,
+/// as ddclient asks of a file with a password), its cache in `dir`, with `extra` flags;
+/// what it said, stdout and stderr together, and its output.
+pub fn ddclient(dir: &Dir, extra: &[&str]) -> (String, Output) {
+    let config = dir.join("ddclient.conf");
+    std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod the ddclient config");
+    let mut args = vec![
+        "-foreground".to_owned(),
+        "-daemon=0".to_owned(),
+        "-verbose".to_owned(),
+        "-noquiet".to_owned(),
+        "-file".to_owned(),
+        config.to_string_lossy().into_owned(),
+        "-cache".to_owned(),
+        dir.join("ddclient.cache").to_string_lossy().into_owned(),
+    ];
+    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run("ddclient", &args, dir.path());
+    (format!("{}{}", out.stdout, out.stderr), out)
+}
+
 /// The `key = value` lines of a block `dynip add-host` prints, comments left out.
 pub fn settings(block: &str) -> Vec<(String, String)> {
     block
