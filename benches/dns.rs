@@ -9,7 +9,10 @@
 //! (NSD first), so that a change in the machine's load hits both. Printed: each run's
 //! queries per second and lost queries, the best rate of each, and the ratio.
 //!
-//! `cargo bench --bench dns [-- --seconds S --hosts H --rounds R --clients C]`. Run
+//! With `--edns 1`, every query carries an OPT record (`dnsperf -e`), as resolvers send
+//! them.
+//!
+//! `cargo bench --bench dns [-- --seconds S --hosts H --rounds R --clients C --edns 1]`. Run
 //! without `--bench` (as `cargo test --benches` does) it is a short smoke run with 1,000
 //! hosts. Only 127.0.0.1 is ever addressed.
 
@@ -34,13 +37,16 @@ struct Options {
     hosts: usize,
     rounds: usize,
     clients: u32,
+    /// Queries with an OPT record (`dnsperf -e`).
+    edns: bool,
     smoke: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
     let args = Args::parse(
-        &["seconds", "hosts", "rounds", "clients"],
-        "cargo bench --bench dns -- [--seconds S] [--hosts H] [--rounds R] [--clients C]",
+        &["seconds", "hosts", "rounds", "clients", "edns"],
+        "cargo bench --bench dns -- [--seconds S] [--hosts H] [--rounds R] [--clients C] \
+         [--edns 0|1]",
     )?;
     let smoke = args.smoke;
     Ok(Options {
@@ -48,6 +54,7 @@ fn parse_args() -> Result<Options, String> {
         hosts: args.get("hosts", if smoke { 1_000 } else { 100_000 })?,
         rounds: args.get("rounds", if smoke { 1 } else { 2 })?.max(1),
         clients: args.get("clients", 10)?,
+        edns: args.get::<u32>("edns", 0)? == 1,
         smoke,
     })
 }
@@ -100,10 +107,11 @@ fn main() -> ExitCode {
     }
     let dir = tempfile::tempdir().expect("temp dir");
     println!(
-        "dns: {} hosts, dnsperf -c {} -l {}, {} round(s), load average {}",
+        "dns: {} hosts, dnsperf -c {} -l {}{}, {} round(s), load average {}",
         options.hosts,
         options.clients,
         options.seconds,
+        if options.edns { " -e" } else { "" },
         options.rounds,
         load_average()
     );
@@ -121,7 +129,13 @@ fn main() -> ExitCode {
     let mut nsd_runs = Vec::new();
     let mut dynip_runs = Vec::new();
     for round in 1..=options.rounds {
-        let nsd_run = query_run(nsd_addr, &queries, options.clients, options.seconds);
+        let nsd_run = query_run(
+            nsd_addr,
+            &queries,
+            options.clients,
+            options.seconds,
+            options.edns,
+        );
         println!(
             "round {round}: nsd   {:>10.0} queries/s, {} sent, {} lost (load {})",
             nsd_run.qps,
@@ -129,7 +143,13 @@ fn main() -> ExitCode {
             nsd_run.lost,
             load_average()
         );
-        let dynip_run = query_run(dynip_addr, &queries, options.clients, options.seconds);
+        let dynip_run = query_run(
+            dynip_addr,
+            &queries,
+            options.clients,
+            options.seconds,
+            options.edns,
+        );
         println!(
             "round {round}: dynip {:>10.0} queries/s, {} sent, {} lost (load {})",
             dynip_run.qps,

@@ -161,7 +161,7 @@ fn dnsperf_updates(server: SocketAddr, updates: &Path, options: &Options) -> Run
 }
 
 fn dnsperf_queries(server: SocketAddr, queries: &Path, options: &Options) -> Run {
-    let run = query_run(server, queries, options.clients, options.seconds);
+    let run = query_run(server, queries, options.clients, options.seconds, false);
     Run {
         per_second: run.qps,
         completed: run.completed,

@@ -146,13 +146,21 @@ pub struct QueryRun {
     pub lost: u64,
 }
 
-/// `dnsperf -c CLIENTS -l SECONDS` against `server` with the query file `queries`.
-pub fn query_run(server: SocketAddr, queries: &Path, clients: u32, seconds: u32) -> QueryRun {
-    let perf = Perf::run(
-        server,
-        queries,
-        &["-c", &clients.to_string(), "-l", &seconds.to_string()],
-    );
+/// `dnsperf -c CLIENTS -l SECONDS` against `server` with the query file `queries`, each
+/// query with an OPT record (`-e`) when `edns`.
+pub fn query_run(
+    server: SocketAddr,
+    queries: &Path,
+    clients: u32,
+    seconds: u32,
+    edns: bool,
+) -> QueryRun {
+    let (clients, seconds) = (clients.to_string(), seconds.to_string());
+    let mut args = vec!["-c", &clients, "-l", &seconds];
+    if edns {
+        args.push("-e");
+    }
+    let perf = Perf::run(server, queries, &args);
     QueryRun {
         qps: perf.figure("Queries per second:"),
         sent: perf.figure("Queries sent:") as u64,
