@@ -627,10 +627,10 @@ fn client(path: &Path, every: Option<Duration>) -> Result<(), Error> {
 
 /// One report: signed and acknowledged with a key, else the original's datagram.
 async fn report_once(config: &ClientConfig, name: &Name, path: &Path) -> Result<Vec<Acked>, Error> {
-    let addrs = client::resolve(config, path)?;
+    let servers = client::resolve(config, path)?;
     let acked = match &config.key {
-        Some(key) => client::send_signed(&addrs, name, key).await?,
-        None => client::send_unsigned(&addrs, name).map(|_| Vec::new())?,
+        Some(key) => client::send_signed(&servers, name, key).await?,
+        None => client::send_unsigned(&servers, name).map(|()| Vec::new())?,
     };
     Ok(acked)
 }

@@ -338,8 +338,10 @@ impl Default for ServerConfig {
 /// `[DynIP:Client]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
-    /// `server_hostname`, default `localhost`. It may be empty here: the caller exits 4
-    /// on an empty one, as the original did.
+    /// `server_hostname`, default `localhost`: one server, or several separated by commas
+    /// or spaces, each a name or an address with an optional `:PORT`
+    /// ([`ClientConfig::servers`]). It may be empty here: the caller exits 4 on an empty
+    /// one, as the original did.
     pub server_hostname: String,
     /// `server_port`, default 28630, 1-65535 (a client cannot send to port 0).
     pub server_port: u16,
@@ -349,6 +351,34 @@ pub struct ClientConfig {
     /// `key`: the key reports are sealed with (the shared key, or this host's own).
     /// None: the client sends the original's unsigned datagram.
     pub key: Option<Key>,
+}
+
+impl ClientConfig {
+    /// The servers `server_hostname` lists, in order, each as a host (a name or an
+    /// address) and a port: its own `:PORT`, else `server_port`. An IPv6 address with a
+    /// port is written in brackets (`[2001:db8::1]:28630`); one without, bare.
+    pub fn servers(&self) -> Vec<(String, u16)> {
+        self.server_hostname
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                if let Some(rest) = entry.strip_prefix('[') {
+                    if let Some((addr, tail)) = rest.split_once(']') {
+                        let port = tail.strip_prefix(':').and_then(|port| port.parse().ok());
+                        return (addr.to_owned(), port.unwrap_or(self.server_port));
+                    }
+                }
+                match entry.split_once(':') {
+                    // One colon: NAME:PORT or IPV4:PORT; more: a bare IPv6 address.
+                    Some((host, port)) if !port.contains(':') => match port.parse() {
+                        Ok(port) => (host.to_owned(), port),
+                        Err(_) => (entry.to_owned(), self.server_port),
+                    },
+                    _ => (entry.to_owned(), self.server_port),
+                }
+            })
+            .collect()
+    }
 }
 
 impl Default for ClientConfig {

@@ -110,7 +110,9 @@ key = {KEY}
 ;kitchen-pc = (a key from dynip add-host)
 
 [DynIP:Client]
-# The server to report to: a name or an address.
+# The server to report to: a name or an address; or several, separated by commas,
+# each tried in turn when the one before does not acknowledge (NAME:PORT for a port
+# of its own).
 ;server_hostname = localhost
 
 # The server's UDP port.

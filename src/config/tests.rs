@@ -1044,3 +1044,33 @@ fn unknown_keys_of_a_sink_are_warnings() {
         ["unknown key \"colour\" in [DynIP:Notify:x], ignored"]
     );
 }
+
+#[test]
+fn server_hostname_may_list_several_servers_each_with_a_port() {
+    let config = parse(
+        "[DynIP:Client]\nserver_port = 5000\n\
+         server_hostname = one.example.net, 192.0.2.1:6000 [2001:db8::1]:7000\n\
+         \t2001:db8::2 two.example.net:8000 [2001:db8::3]\n",
+    )
+    .unwrap();
+    let servers: Vec<(String, u16)> = config.client.servers();
+    let expect: Vec<(String, u16)> = [
+        ("one.example.net", 5000),
+        ("192.0.2.1", 6000),
+        ("2001:db8::1", 7000),
+        ("2001:db8::2", 5000),
+        ("two.example.net", 8000),
+        ("2001:db8::3", 5000),
+    ]
+    .iter()
+    .map(|(host, port)| ((*host).to_owned(), *port))
+    .collect();
+    assert_eq!(servers, expect);
+    let one = parse("[DynIP:Client]\nserver_hostname = dynip.example.com\n").unwrap();
+    assert_eq!(
+        one.client.servers(),
+        [("dynip.example.com".to_owned(), 28630)]
+    );
+    let empty = parse("[DynIP:Client]\nserver_hostname =\n").unwrap();
+    assert!(empty.client.servers().is_empty());
+}

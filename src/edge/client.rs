@@ -1,10 +1,14 @@
 //! The client's network edge: sends a report and, for a signed one, waits for the
 //! acknowledgement.
 //!
-//! Owns resolving the server, the sockets, the retries and their backoff. A signed report
-//! goes to the server's first IPv4 and then its first IPv6 address (when its name has
-//! both), so the server learns both of the host's addresses. Every retry is sealed afresh, with
-//! a later time: an identical datagram sent again would be a replay, and refused.
+//! Owns resolving the servers, the sockets, the retries and their backoff, and failing
+//! over. A signed report goes over IPv4 and then over IPv6 (when the servers have
+//! addresses of both), so a server learns both of the host's addresses; in each family
+//! to the first server address that acknowledges it, in the order `server_hostname`
+//! lists them (a name with several addresses counts as several). Every retry is sealed
+//! afresh, with a later time: an identical datagram sent again would be a replay, and
+//! refused. The original's unsigned datagram, which nothing acknowledges, goes to the
+//! first address of every listed server.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -53,6 +57,9 @@ pub enum ClientError {
 /// (0.25 + 0.5 + 1 + 2 + 4 s): a lost datagram costs a quarter second, and a server that
 /// is down is given up on after about 8 s, well inside a cron minute.
 const ATTEMPTS: u32 = 5;
+/// Tries per address when another address may be tried next (0.25 + 0.5 + 1 s): a server
+/// that is down costs under 2 s before the next is asked.
+const FAILOVER_ATTEMPTS: u32 = 3;
 const FIRST_WAIT: Duration = Duration::from_millis(250);
 /// Skew from the server's clock worth a warning: a fifth of what the server allows.
 const WARN_SKEW: Duration = Duration::from_secs(60);
@@ -66,35 +73,50 @@ pub struct Acked {
     pub seen: SocketAddr,
 }
 
-/// Resolves `server_hostname`: every address, IPv4 first (the original resolved IPv4
-/// only).
+/// The servers `server_hostname` lists, resolved: for each, in the listed order, every
+/// address, IPv4 first (the original resolved IPv4 only).
 ///
 /// # Errors
-/// An empty `server_hostname`, or one that does not resolve.
+/// An empty `server_hostname`, or one of which no server resolves (a server that does
+/// not, among others that do, is warned about and left out).
 pub fn resolve(
     config: &ClientConfig,
     config_path: &std::path::Path,
-) -> Result<Vec<SocketAddr>, ClientError> {
-    if config.server_hostname.is_empty() {
+) -> Result<Vec<Vec<SocketAddr>>, ClientError> {
+    let servers = config.servers();
+    if servers.is_empty() {
         return Err(ClientError::EmptyServerHostname {
             path: config_path.to_path_buf(),
         });
     }
-    let host = config.server_hostname.as_str();
-    let unresolved = |reason: String| ClientError::Resolve {
-        host: host.to_string(),
-        reason,
-    };
-    let mut addrs: Vec<SocketAddr> = (host, config.server_port)
-        .to_socket_addrs()
-        .map_err(|e| unresolved(e.to_string()))?
-        .collect();
-    addrs.sort_by_key(|addr| addr.is_ipv6());
-    addrs.dedup();
-    if addrs.is_empty() {
-        return Err(unresolved("no address".to_string()));
+    let mut resolved = Vec::new();
+    let mut last_error = None;
+    for (host, port) in servers {
+        let addrs = (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| e.to_string())
+            .and_then(|addrs| {
+                let mut addrs: Vec<SocketAddr> = addrs.collect();
+                addrs.sort_by_key(|addr| addr.is_ipv6());
+                addrs.dedup();
+                if addrs.is_empty() {
+                    Err("no address".to_string())
+                } else {
+                    Ok(addrs)
+                }
+            });
+        match addrs {
+            Ok(addrs) => resolved.push(addrs),
+            Err(reason) => {
+                warn!(server = %host, %reason, "cannot resolve a server; trying the others");
+                last_error = Some(ClientError::Resolve { host, reason });
+            }
+        }
     }
-    Ok(addrs)
+    match (resolved.is_empty(), last_error) {
+        (true, Some(e)) => Err(e),
+        _ => Ok(resolved),
+    }
 }
 
 fn unspecified(server: SocketAddr) -> SocketAddr {
@@ -105,66 +127,100 @@ fn unspecified(server: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Sends the original's datagram to the first address. Nothing comes back.
+/// Sends the original's datagram to the first address of each server. Nothing comes back.
 ///
 /// # Errors
-/// When the datagram cannot be sent.
-pub fn send_unsigned(addrs: &[SocketAddr], name: &Name) -> Result<SocketAddr, ClientError> {
-    let server = addrs[0];
+/// When the datagram could be sent to none of them.
+pub fn send_unsigned(servers: &[Vec<SocketAddr>], name: &Name) -> Result<(), ClientError> {
     let datagram = wire::encode_legacy(name);
-    std::net::UdpSocket::bind(unspecified(server))
-        .and_then(|socket| socket.send_to(&datagram, server))
-        .map_err(|source| ClientError::Send {
-            addr: server,
-            source,
-        })?;
-    info!(%server, host = %name, "unsigned report sent");
-    Ok(server)
+    let mut first_error = None;
+    let mut sent = false;
+    for server in servers.iter().filter_map(|addrs| addrs.first().copied()) {
+        match std::net::UdpSocket::bind(unspecified(server))
+            .and_then(|socket| socket.send_to(&datagram, server))
+        {
+            Ok(_) => {
+                sent = true;
+                info!(%server, host = %name, "unsigned report sent");
+            }
+            Err(source) => {
+                warn!(%server, error = %source, "cannot send the report to this server");
+                first_error.get_or_insert(ClientError::Send {
+                    addr: server,
+                    source,
+                });
+            }
+        }
+    }
+    match (sent, first_error) {
+        (false, Some(e)) => Err(e),
+        _ => Ok(()),
+    }
 }
 
-/// Sends a signed report to the first IPv4 and the first IPv6 address among `addrs`, and
-/// waits for their acknowledgements.
+/// Sends a signed report over IPv4 and over IPv6, each to the servers' addresses of that
+/// family in order until one acknowledges it.
 ///
 /// # Errors
 /// [`ClientError::NoAck`] when no address acknowledged; a send error when nothing could be
 /// sent at all.
 pub async fn send_signed(
-    addrs: &[SocketAddr],
+    servers: &[Vec<SocketAddr>],
     name: &Name,
     key: &Key,
 ) -> Result<Vec<Acked>, ClientError> {
-    let v4 = addrs.iter().copied().find(SocketAddr::is_ipv4);
-    let v6 = addrs.iter().copied().find(SocketAddr::is_ipv6);
-    // One after the other: reports of one host must arrive with rising client times, and
-    // two sent at once may arrive in either order (the later-sealed first would make
-    // the other a replay). Each normally takes one round trip.
-    let res_v4 = match v4 {
-        Some(server) => Some(report_to(server, name, key).await),
-        None => None,
-    };
-    let res_v6 = match v6 {
-        Some(server) => Some(report_to(server, name, key).await),
-        None => None,
-    };
+    let all: Vec<SocketAddr> = servers.iter().flatten().copied().collect();
     let mut acked = Vec::new();
     let mut failures = Vec::new();
-    for res in [res_v4, res_v6].into_iter().flatten() {
-        match res {
-            Ok(ack) => acked.push(ack),
-            Err(e) => failures.push(e),
+    // One family after the other: reports of one host must arrive with rising client
+    // times, and two sent at once may arrive in either order (the later-sealed first would
+    // make the other a replay). Each normally takes one round trip.
+    for family_is_v6 in [false, true] {
+        let candidates: Vec<SocketAddr> = all
+            .iter()
+            .copied()
+            .filter(|addr| addr.is_ipv6() == family_is_v6)
+            .collect();
+        let attempts = if candidates.len() > 1 {
+            FAILOVER_ATTEMPTS
+        } else {
+            ATTEMPTS
+        };
+        let mut unanswered = Vec::new();
+        for server in candidates {
+            match report_to(server, name, key, attempts).await {
+                Ok(ack) => {
+                    if !unanswered.is_empty() {
+                        warn!(%server, unanswered = ?unanswered, "acknowledged by this server after no answer from the others");
+                    }
+                    info!(%server, seen = %ack.seen, "report acknowledged");
+                    acked.push(ack);
+                    break;
+                }
+                Err(e) => {
+                    debug!(%server, error = %e, "no acknowledgement; trying the next server");
+                    unanswered.push(server);
+                    failures.push(e);
+                }
+            }
         }
     }
     if acked.is_empty() {
-        // `addrs` is not empty, so one family at least was tried and failed.
+        // `servers` holds an address at least, so one was tried and failed.
         return Err(failures.remove(0));
     }
     for e in failures {
-        info!(error = %e, "no acknowledgement over this family");
+        info!(error = %e, "no acknowledgement from this server");
     }
     Ok(acked)
 }
 
-async fn report_to(server: SocketAddr, name: &Name, key: &Key) -> Result<Acked, ClientError> {
+async fn report_to(
+    server: SocketAddr,
+    name: &Name,
+    key: &Key,
+    attempts: u32,
+) -> Result<Acked, ClientError> {
     let socket = UdpSocket::bind(unspecified(server))
         .await
         .map_err(|source| ClientError::Send {
@@ -184,7 +240,7 @@ async fn report_to(server: SocketAddr, name: &Name, key: &Key) -> Result<Acked, 
     let mut buf = [0u8; 2048];
     let mut wait = FIRST_WAIT;
     let started = std::time::Instant::now();
-    for attempt in 1..=ATTEMPTS {
+    for attempt in 1..=attempts {
         // Later than any time sent before, even if the clock stepped back.
         let now = Time::now();
         let time = if now > last_time {
@@ -198,7 +254,7 @@ async fn report_to(server: SocketAddr, name: &Name, key: &Key) -> Result<Acked, 
         let datagram = wire::seal_report(key, &nonce, name, time);
         if let Err(e) = socket.send(&datagram).await {
             debug!(%server, attempt, error = %e, "send failed");
-            if sent_nonces.len() == 1 && attempt == ATTEMPTS {
+            if sent_nonces.len() == 1 && attempt == attempts {
                 return Err(ClientError::Send {
                     addr: server,
                     source: e,
@@ -240,7 +296,7 @@ async fn report_to(server: SocketAddr, name: &Name, key: &Key) -> Result<Acked, 
     }
     Err(ClientError::NoAck {
         server,
-        attempts: ATTEMPTS,
+        attempts,
         waited: started.elapsed(),
         last_error: last_error.map(|e| e.to_string()),
     })

@@ -1,4 +1,4 @@
-//! The client: its exit codes, and `--every`.
+//! The client: its exit codes, `--every`, and failing over between the servers it lists.
 
 use std::process::Stdio;
 
@@ -105,4 +105,88 @@ fn client_every_keeps_reporting_until_sigterm() {
         ["every-a".to_string(), "every-b".to_string()].into()
     );
     assert_eq!(server.terminate(), 0);
+}
+
+/// `server_hostname` listing two servers, the first down (a socket that never answers,
+/// as behind a firewall): the signed report goes to the second, and the client says so;
+/// the original's datagram goes to both.
+#[test]
+fn a_client_with_two_servers_listed_reports_while_the_first_is_down() {
+    let dir = Dir::new();
+    let key = test_key(31);
+    dir.server_config("127.0.0.1", &format!("key = {}\n", key.encode()));
+    let server = ServerProcess::start(&dir);
+    let port = server.addr().port();
+    let down = std::net::UdpSocket::bind("127.0.0.2:0").expect("a silent socket");
+    let down_addr = down.local_addr().expect("its address");
+    dir.write(
+        "client.conf",
+        format!(
+            "[DynIP:Client]\nserver_hostname = {down_addr}, 127.0.0.1\nserver_port = {port}\n\
+             hostname = failover-host\nkey = {}\n",
+            key.encode()
+        ),
+    );
+    let started = std::time::Instant::now();
+    let out = run(DYNIP, &["client", "client.conf"], dir.path());
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.starts_with("127.0.0.1:"), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("acknowledged by this server after no answer from the others")
+            && out.stderr.contains(&format!("server=127.0.0.1:{port}"))
+            && out.stderr.contains(&down_addr.to_string()),
+        "says which server answered: {out:?}"
+    );
+    // Three tries at the silent one (0.25 + 0.5 + 1 s), not the five of a lone server.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut buf = [0u8; 2048];
+    down.set_nonblocking(true).expect("non-blocking");
+    let mut heard = 0;
+    while down.recv(&mut buf).is_ok() {
+        heard += 1;
+    }
+    assert_eq!(heard, 3, "the silent server was tried three times");
+    assert!(dir.hosts().contains("failover-host"), "{:?}", dir.hosts());
+
+    // Both down: exit 10, naming the last tried.
+    dir.write(
+        "both-down.conf",
+        format!(
+            "[DynIP:Client]\nserver_hostname = {down_addr} {down_addr}\nhostname = nobody\nkey = {}\n",
+            key.encode()
+        ),
+    );
+    let out = run(DYNIP, &["client", "both-down.conf"], dir.path());
+    assert_eq!(out.code, 10, "{out:?}");
+    assert!(out.stderr.contains(&down_addr.to_string()), "{out:?}");
+}
+
+/// Without a key nothing is acknowledged, so the original's datagram goes to every
+/// listed server.
+#[test]
+fn an_unsigned_report_goes_to_every_listed_server() {
+    let (one, two) = (Dir::new(), Dir::new());
+    one.server_config("127.0.0.1", "");
+    two.server_config("127.0.0.1", "");
+    let first = ServerProcess::start(&one);
+    let second = ServerProcess::start(&two);
+    let servers = format!(
+        "127.0.0.1:{}, 127.0.0.1:{}",
+        first.addr().port(),
+        second.addr().port()
+    );
+    one.write(
+        "client.conf",
+        format!("[DynIP:Client]\nserver_hostname = {servers}\nhostname = everywhere\n"),
+    );
+    let out = run(DYNIP, &["client", "client.conf"], one.path());
+    assert_eq!(out.code, 0, "{out:?}");
+    first.wait_committed("everywhere", 1);
+    second.wait_committed("everywhere", 1);
+    assert!(one.hosts().contains("everywhere") && two.hosts().contains("everywhere"));
 }
