@@ -434,6 +434,13 @@ pub struct SigningKey<'a> {
     pub secret: &'a [u8],
 }
 
+/// How many bytes signing a message with `key` adds to it (its TSIG record, without
+/// `other` data).
+pub fn record_len(key: SigningKey<'_>) -> usize {
+    let rdata = wire_name(key.algorithm.name()).len() + 6 + 2 + 2 + key.algorithm.mac_len() + 6;
+    wire_name(key.name).len() + 10 + rdata
+}
+
 /// Signs `message` (a whole DNS message, without a TSIG record) in place with `key` at
 /// `time`: appends the TSIG record and counts it in the additional section. For a
 /// response, `request_mac` is the request's MAC; `error` and `other` are the TSIG
@@ -707,6 +714,22 @@ mod tests {
         looped.extend([0xc0 | (at >> 8) as u8, at as u8]);
         looped.extend(&signed[at + "\x05dynip\x00".len()..]);
         assert_eq!(find(&looped), Err(TsigError::BadName));
+    }
+
+    #[test]
+    fn record_len_is_what_signing_adds() {
+        let secret = secret();
+        for algorithm in Algorithm::ALL {
+            let key = SigningKey {
+                name: "kitchen-pc",
+                algorithm,
+                secret: &secret,
+            };
+            let mut message = hex(SIGNED_QUERIES[0].1)[..12].to_vec();
+            let before = message.len();
+            sign(&mut message, key, Some(&[1, 2, 3]), TIME, 0, &[]);
+            assert_eq!(message.len() - before, record_len(key), "{algorithm:?}");
+        }
     }
 
     #[test]

@@ -617,6 +617,20 @@ fn encode_within(mut response: Message, limit: usize, out: &mut Vec<u8>) -> Repl
     Reply::Drop
 }
 
+/// The largest UDP answer to `query`: the size its OPT record advertises, within 512 and
+/// [`MAX_UDP_PAYLOAD`], or 512 without one (RFC 1035).
+pub fn udp_limit(query: &[u8]) -> usize {
+    Message::from_vec(query)
+        .ok()
+        .and_then(|message| {
+            message
+                .extensions()
+                .as_ref()
+                .map(|edns| usize::from(edns.max_payload().clamp(512, MAX_UDP_PAYLOAD)))
+        })
+        .unwrap_or(PLAIN_UDP_PAYLOAD)
+}
+
 /// Replaces an encoded answer with its truncated form (header, question and OPT, TC set);
 /// `false` when it does not decode.
 pub fn truncate_answer(answer: &mut Vec<u8>) -> bool {

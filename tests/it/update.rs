@@ -580,3 +580,55 @@ fn check_says_who_may_update_the_zone() {
                     acme-dns API under /acme-dns/, registration open to anyone";
     assert!(out.stdout.contains(expected), "{out:?}");
 }
+
+#[test]
+fn a_signed_answer_too_large_for_udp_once_signed_goes_truncated() {
+    if !peers_present(
+        "update::a_signed_answer_too_large_for_udp_once_signed_goes_truncated",
+        &["nsupdate", "dig"],
+    ) {
+        return;
+    }
+    let dir = Dir::new();
+    let (shared, host) = (test_key(76), test_key(77));
+    let (_server, dns, _http) = start(&dir, &shared, &host, "");
+    let key = key_arg("hmac-sha256", "dynip", &shared);
+    let challenge = format!("_acme-challenge.kitchen-pc.{ZONE}");
+    // Five records of 60 characters: 436 bytes unsigned, 514 signed (over 512).
+    let mut script = format!("zone {ZONE}\n");
+    for idx in 0..5 {
+        script.push_str(&format!(
+            "update add {challenge} 60 TXT \"{}{idx}\"\n",
+            "t".repeat(59)
+        ));
+    }
+    script.push_str("send\n");
+    let out = update_with(&dir, "nsupdate", &["-y", &key], dns, &script);
+    assert_eq!(out.code, 0, "{out:?}");
+    let small = ["+bufsize=512", "+ignore"];
+    let unsigned = ask(
+        &dir,
+        "dig",
+        dns,
+        &[&small[..], &[&challenge, "TXT"]].concat(),
+    );
+    assert!(!unsigned.has_flag("tc"), "{}", unsigned.text);
+    assert_eq!(unsigned.answer.len(), 5, "{}", unsigned.text);
+    let signed = ask(
+        &dir,
+        "dig",
+        dns,
+        &[&small[..], &["-y", &key, &challenge, "TXT"]].concat(),
+    );
+    assert!(signed.has_flag("tc"), "{}", signed.text);
+    assert!(!signed.text.contains("verify"), "{}", signed.text);
+    // Without +ignore, dig asks again over TCP and gets all five, signed.
+    let retried = ask(
+        &dir,
+        "dig",
+        dns,
+        &["+bufsize=512", "-y", &key, &challenge, "TXT"],
+    );
+    assert_eq!(retried.answer.len(), 5, "{}", retried.text);
+    assert!(!retried.text.contains("verify"), "{}", retried.text);
+}

@@ -137,10 +137,17 @@ impl UdpServer {
                     // Answered by the writer once committed.
                     Gated::Sent => continue,
                 };
-                let reply = self
-                    .zone
-                    .respond(query, Transport::Udp, serial, now, &hosts, answer);
-                if let (Some(signer), Reply::Answer { .. }) = (&signer, &reply) {
+                let mut reply =
+                    self.zone
+                        .respond(query, Transport::Udp, serial, now, &hosts, answer);
+                if let (Some(signer), Reply::Answer { truncated, .. }) = (&signer, &mut reply) {
+                    // The answer fits the client's size; signed, it must still (RFC 8945
+                    // 5.3): else it goes truncated, and the client asks over TCP.
+                    if answer.len() + signer.overhead() > zone::udp_limit(query)
+                        && zone::truncate_answer(answer)
+                    {
+                        *truncated = true;
+                    }
                     signer.sign(answer, now);
                 }
                 let Reply::Answer { rcode, truncated } = reply else {

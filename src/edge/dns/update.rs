@@ -52,6 +52,11 @@ impl Signer {
         }
     }
 
+    /// How many bytes signing adds to an answer.
+    pub(super) fn overhead(&self) -> usize {
+        tsig::record_len(self.key())
+    }
+
     /// Signs an answer to the request; returns its MAC.
     pub(super) fn sign(&self, answer: &mut Vec<u8>, now: Time) -> Vec<u8> {
         tsig::sign(
