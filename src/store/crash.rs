@@ -26,6 +26,8 @@ pub(crate) enum CrashPoint {
     HistoryPruned,
     /// The turn's events and settled deliveries are written.
     OutboxWritten,
+    /// The turn's TXT records and acme-dns accounts are written; not yet committed.
+    TxtWritten,
     /// The transaction committed; neither the writer's own state nor the table updated.
     Committed,
     /// The table shows the batch and the sweep moved on; no report answered yet.

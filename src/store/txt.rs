@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{params, Transaction};
 
-use super::{sqlite::Store, StoreError, Turn};
+use super::{crash_point, sqlite::Store, CrashPoint, StoreError, Turn};
 use crate::model::account::AcmeAccount;
 use crate::model::name::Name;
 use crate::model::record::Time;
@@ -54,6 +54,9 @@ pub(super) fn write(tx: &Transaction<'_>, turn: &Turn<'_>) -> rusqlite::Result<(
         }
     }
     if turn.txt.is_empty() {
+        if !turn.accounts.is_empty() {
+            crash_point(CrashPoint::TxtWritten);
+        }
         return Ok(());
     }
     let mut clear = tx.prepare_cached("DELETE FROM txt WHERE name_key = ?1")?;
@@ -70,6 +73,7 @@ pub(super) fn write(tx: &Transaction<'_>, turn: &Turn<'_>) -> rusqlite::Result<(
             ])?;
         }
     }
+    crash_point(CrashPoint::TxtWritten);
     Ok(())
 }
 

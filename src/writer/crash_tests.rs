@@ -2,7 +2,8 @@
 //!
 //! A real store on a temporary file, and a scripted run of batches: hosts that change
 //! address (both families), signed reports and replays, hosts going offline and back,
-//! turns with no report while a sweep runs. The writer's limits are small, so that the
+//! turns with no report while a sweep runs, TXT records set and cleared by zone updates,
+//! and acme-dns accounts registered. The writer's limits are small, so that the
 //! script makes sweeps of several chunks, drops journal entries and prunes the history.
 //!
 //! A first run notes every crash point ([`CrashPoint`]) each turn reaches. Then, for each
@@ -23,8 +24,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::*;
+use crate::model::account::AcmeAccount;
 use crate::model::event::EventKind;
+use crate::model::txt::Txt;
 use crate::proto::notify::SinkFilter;
+use crate::proto::update::{RrChange, RrType, RrValue, UpdatePlan};
 use crate::state::outbox::Settlements;
 use crate::store::{set_crash_hook, CrashHook, Loaded, PendingChanges};
 
@@ -52,8 +56,20 @@ struct Spec {
     offline: bool,
 }
 
+/// A zone update of the script: `_acme-challenge.HOST`'s TXT records replaced by one
+/// token (`Some`), or deleted.
+#[derive(Debug, Clone)]
+struct TxtSpec {
+    name: Name,
+    token: Option<Txt>,
+}
+
 struct Script {
     batches: Vec<Vec<Spec>>,
+    /// Each turn's zone update, if it has one.
+    txt: Vec<Option<TxtSpec>>,
+    /// Each turn's acme-dns registration, if it has one.
+    accounts: Vec<Option<AcmeAccount>>,
     /// The clock of the first turn; turn `n` is `n` steps later.
     start: Now,
 }
@@ -118,7 +134,71 @@ impl Script {
             }
             batches.push(batch);
         }
-        Script { batches, start }
+        // Every third turn a TXT change, every eleventh a deletion, every fifth an account.
+        let txt = (0..N_TURNS)
+            .map(|turn| {
+                (turn % 3 == 1).then(|| TxtSpec {
+                    name: Name::parse(&format!("_acme-challenge.host-{}", turn % 4)).unwrap(),
+                    token: (turn % 11 != 10)
+                        .then(|| Txt::from_text(&format!("token-{turn}")).unwrap()),
+                })
+            })
+            .collect();
+        let accounts = (0..N_TURNS)
+            .map(|turn| {
+                (turn % 5 == 2).then(|| {
+                    let (account, _) =
+                        AcmeAccount::generate(None, Vec::new(), Time::from_micros(turn as i64));
+                    account
+                })
+            })
+            .collect();
+        Script {
+            batches,
+            txt,
+            accounts,
+            start,
+        }
+    }
+
+    /// The turn's zone update and registration, each answering into `answers`.
+    fn zone_jobs(&self, turn: usize, answers: &Arc<Mutex<Vec<(usize, bool)>>>) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        if let Some(spec) = &self.txt[turn] {
+            let name = spec.name.folded().to_owned();
+            let mut changes = vec![RrChange::DeleteRrset {
+                name: name.clone(),
+                rr_type: RrType::Txt,
+            }];
+            if let Some(token) = &spec.token {
+                changes.push(RrChange::Add {
+                    name,
+                    value: RrValue::Txt(token.clone()),
+                    ttl: 60,
+                });
+            }
+            let answers = Arc::clone(answers);
+            jobs.push(Job::Update(ZoneUpdate {
+                plan: UpdatePlan {
+                    prerequisites: Vec::new(),
+                    changes,
+                },
+                at: self.now(turn).time,
+                done: Some(Box::new(move |outcome| {
+                    answers.lock().unwrap().push((turn, outcome.is_ok()));
+                })),
+            }));
+        }
+        if let Some(account) = &self.accounts[turn] {
+            let answers = Arc::clone(answers);
+            jobs.push(Job::Register(Registration {
+                account: account.clone(),
+                done: Some(Box::new(move |outcome| {
+                    answers.lock().unwrap().push((turn, outcome.is_ok()));
+                })),
+            }));
+        }
+        jobs
     }
 
     fn now(&self, turn: usize) -> Now {
@@ -188,9 +268,30 @@ struct Model {
     hosts: BTreeMap<Name, ModelHost>,
     /// Each host's address changes, oldest first.
     history: BTreeMap<Name, Vec<(Time, IpAddr)>>,
+    /// The TXT records, by name.
+    txt: BTreeMap<Name, Vec<Txt>>,
+    /// The acme-dns accounts' user names.
+    accounts: BTreeSet<String>,
 }
 
 impl Model {
+    /// Applies a turn's zone update and registration.
+    fn apply_zone(&mut self, txt: Option<&TxtSpec>, account: Option<&AcmeAccount>) {
+        if let Some(spec) = txt {
+            match &spec.token {
+                Some(token) => {
+                    self.txt.insert(spec.name.clone(), vec![token.clone()]);
+                }
+                None => {
+                    self.txt.remove(&spec.name);
+                }
+            }
+        }
+        if let Some(account) = account {
+            self.accounts.insert(account.username.clone());
+        }
+    }
+
     /// Applies a batch; returns each report's answer: `None` for a replay, else whether
     /// it changed its host (`good`).
     fn apply(&mut self, batch: &[Spec]) -> Vec<Option<bool>> {
@@ -252,6 +353,8 @@ struct Turning {
     after: Model,
     table: Arc<Table>,
     answers: Arc<Mutex<Vec<Heard>>>,
+    /// The zone updates' and registrations' answers: turn, applied.
+    zone_answers: Arc<Mutex<Vec<(usize, bool)>>>,
     crash_at: Option<(usize, CrashPoint)>,
     /// Every crash point reached, by turn.
     reached: Vec<(usize, CrashPoint)>,
@@ -266,15 +369,26 @@ fn hook(turning: Rc<RefCell<Turning>>) -> CrashHook {
         let turn = turning.turn;
         turning.reached.push((turn, point));
         let expect = if point >= CrashPoint::TableUpdated {
-            &turning.after.hosts
+            &turning.after
         } else {
-            &turning.before.hosts
+            &turning.before
         };
         assert_eq!(
             &table_hosts(&turning.table),
-            expect,
+            &expect.hosts,
             "turn {turn}: what the table shows at {point:?}"
         );
+        let txt: BTreeMap<Name, Vec<Txt>> = turning.table.all_txt().into_iter().collect();
+        assert_eq!(
+            txt, expect.txt,
+            "turn {turn}: the TXT records the table shows at {point:?}"
+        );
+        let accounts = expect
+            .accounts
+            .iter()
+            .filter(|username| turning.table.acme_account(username).is_none())
+            .count();
+        assert_eq!(accounts, 0, "turn {turn}: accounts missing at {point:?}");
         if point < CrashPoint::Answered {
             let answers = turning.answers.lock().unwrap();
             let early: Vec<&Heard> = answers
@@ -284,6 +398,11 @@ fn hook(turning: Rc<RefCell<Turning>>) -> CrashHook {
             assert!(
                 early.is_empty(),
                 "turn {turn}: answered at {point:?}: {early:?}"
+            );
+            let zone_answers = turning.zone_answers.lock().unwrap();
+            assert!(
+                zone_answers.iter().all(|&(answered, _)| answered != turn),
+                "turn {turn}: a zone update answered at {point:?}"
             );
         }
         if turning.crash_at == Some((turn, point)) {
@@ -303,7 +422,11 @@ impl Drop for HookGuard {
 }
 
 fn writer(store: Store, loaded: Loaded, now: Now) -> (Writer, Arc<Table>) {
-    let table = Arc::new(Table::new(loaded.hosts));
+    let table = Arc::new(
+        Table::new(loaded.hosts)
+            .with_txt(loaded.txt)
+            .with_acme_accounts(loaded.accounts),
+    );
     let outbox = store.outbox().unwrap();
     // A sink that hears every event (its thread gone: the events stay in the outbox),
     // so that each turn writes its reports' events in its transaction.
@@ -348,6 +471,13 @@ fn check_store(path: &Path, expect: &Model, now: Now, what: &str) -> (Store, Loa
         .map(|(name, entry)| (name.clone(), ModelHost::of(&entry.record)))
         .collect();
     assert_eq!(hosts, expect.hosts, "{what}: the hosts");
+    assert_eq!(loaded.txt, expect.txt, "{what}: the TXT records");
+    let accounts: BTreeSet<String> = loaded
+        .accounts
+        .iter()
+        .map(|account| account.username.clone())
+        .collect();
+    assert_eq!(accounts, expect.accounts, "{what}: the acme-dns accounts");
     // Each host's first report made one `new` event, in the same transaction.
     let events = store.events(None, usize::MAX).unwrap();
     let new: BTreeSet<Name> = events
@@ -455,12 +585,14 @@ fn run(script: &Script, crash_at: Option<(usize, CrashPoint)>) -> Run {
     let loaded = store.load().unwrap();
     let (mut writer, mut table) = writer(store, loaded, script.now(0));
     let answers = Arc::new(Mutex::new(Vec::new()));
+    let zone_answers = Arc::new(Mutex::new(Vec::new()));
     let turning = Rc::new(RefCell::new(Turning {
         turn: 0,
         before: Model::default(),
         after: Model::default(),
         table: Arc::clone(&table),
         answers: Arc::clone(&answers),
+        zone_answers: Arc::clone(&zone_answers),
         crash_at,
         reached: Vec::new(),
     }));
@@ -472,20 +604,39 @@ fn run(script: &Script, crash_at: Option<(usize, CrashPoint)>) -> Run {
         let now = script.now(turn);
         let mut after = model.clone();
         let expect = after.apply(&script.batches[turn]);
+        after.apply_zone(script.txt[turn].as_ref(), script.accounts[turn].as_ref());
         {
             let mut turning = turning.borrow_mut();
             turning.turn = turn;
             turning.before = model.clone();
             turning.after = after.clone();
         }
-        let reports = script.reports(turn, &answers);
+        let mut jobs: Vec<Job> = script
+            .reports(turn, &answers)
+            .into_iter()
+            .map(Job::from)
+            .collect();
+        jobs.extend(script.zone_jobs(turn, &zone_answers));
+        let n_zone_jobs = jobs.len() - script.batches[turn].len();
         let res = catch_unwind(AssertUnwindSafe(|| {
-            writer.turn(reports.into_iter().map(Job::from).collect(), now);
+            writer.turn(jobs, now);
             writer.start_sweep_if_due();
         }));
         let point = match res {
             Ok(()) => {
                 check_answers(&answers, turn, &expect);
+                let applied: Vec<bool> = zone_answers
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|&&(answered, _)| answered == turn)
+                    .map(|&(_, applied)| applied)
+                    .collect();
+                assert_eq!(
+                    applied,
+                    vec![true; n_zone_jobs],
+                    "turn {turn}: zone answers"
+                );
                 model = after;
                 continue;
             }
@@ -549,6 +700,7 @@ fn a_crash_at_any_step_of_any_turn_loses_nothing_acknowledged_and_keeps_no_half_
         CrashPoint::JournalDropped,
         CrashPoint::HistoryPruned,
         CrashPoint::OutboxWritten,
+        CrashPoint::TxtWritten,
         CrashPoint::Committed,
         CrashPoint::TableUpdated,
         CrashPoint::Answered,
