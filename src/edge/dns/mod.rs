@@ -44,7 +44,7 @@ use crate::writer::Job;
 use interior::{keep_interior_and_note_stale, Interior};
 use notify::notify;
 use tcp::{accept, TcpShared};
-use udp::{response_limiter, UdpServer};
+use udp::{response_limiter, UdpServer, UpdateAnswers};
 use update::Gate;
 
 /// How the UDP threads' sockets are set up.
@@ -156,9 +156,17 @@ impl Dns {
                 Arc::clone(&gate),
             );
             let socket = Arc::new(socket);
+            let outbox = Arc::new(UpdateAnswers::default());
+            let (sender_socket, sender_outbox, stop) =
+                (Arc::clone(&socket), Arc::clone(&outbox), shutdown.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("dynip-dns-{idx}-out"))
+                    .spawn(move || sender_outbox.send_until(&sender_socket, &stop))?,
+            );
             let thread = std::thread::Builder::new()
                 .name(format!("dynip-dns-{idx}"))
-                .spawn(move || udp.run(socket))?;
+                .spawn(move || udp.run(&socket, &outbox))?;
             threads.push(thread);
         }
         let mut tasks = JoinSet::new();
