@@ -222,6 +222,13 @@ fn registration_open_closed_and_allowfrom() {
         (bad.status, json(&bad)["error"].as_str()),
         (400, Some("invalid_allowfrom_cidr"))
     );
+    // Without a key a source registers a burst of 20 (two above), then no more for now.
+    let statuses: Vec<u16> = (0..25)
+        .map(|_| post(http, "/acme-dns/register", &[], "").status)
+        .collect();
+    let created = statuses.iter().filter(|&&status| status == 201).count();
+    assert!((17..=19).contains(&created), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&401), "{statuses:?}");
     let closed_dir = Dir::new();
     let (_closed, closed_http, _) = start(&closed_dir, &shared, &host, "acme_dns_register = no");
     let auth = format!("Bearer {}", shared.encode());

@@ -161,7 +161,12 @@ pub(super) async fn acme_dns_register(
                 return forbidden();
             }
         },
-        None if shared.context.acme_dns_register == AcmeDnsRegister::Open => None,
+        None if shared.context.acme_dns_register == AcmeDnsRegister::Open => {
+            // Each account is kept for good: without a key, a source pays for one as for
+            // a failed credential, so it may register a burst of 20, then one a second.
+            shared.charge(client);
+            None
+        }
         None => {
             shared.refuse_acme(client, Reason::Unsigned, &"no bearer token");
             return forbidden();
