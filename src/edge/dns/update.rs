@@ -135,15 +135,14 @@ impl Gate {
         };
         let policy = Arc::clone(&self.policy.borrow());
         let key = policy.tsig_key(&signed.tsig.key_name);
-        let verified = tsig::verify(&signed, key.map(|(secret, _)| secret), None, seconds(now));
+        let secret = key.map(|(secret, _)| secret);
+        let verified = tsig::verify(&signed, secret, None, seconds(now));
         let (algorithm, secret, scope) = match (verified, key) {
             (Ok(algorithm), Some((secret, scope))) => (algorithm, secret, scope),
-            (Err(failure), _) => {
-                return self.refuse_signature(id, op_code, &signed, failure, now, out)
-            }
-            // `verify` knows no key without a secret.
-            (Ok(_), None) => {
-                return self.refuse_signature(id, op_code, &signed, Failure::BadKey, now, out)
+            // `verify` knows no key without a secret: that is BADKEY.
+            (failure, _) => {
+                let failure = failure.err().unwrap_or(Failure::BadKey);
+                return self.refuse_signature(id, &signed, failure, secret, now, out);
             }
         };
         let signer = Signer {
@@ -174,13 +173,14 @@ impl Gate {
     }
 
     /// Answers a signature that does not check as the RFC says (§5.2): NOTAUTH, with the
-    /// TSIG error; unsigned, but for BADTIME, which is signed and carries our time.
+    /// TSIG error; unsigned, but for BADTIME, which is signed with the key's `secret` and
+    /// carries our time.
     fn refuse_signature(
         &self,
         id: u16,
-        op_code: OpCode,
         signed: &tsig::TsigSigned,
         failure: Failure,
+        secret: Option<&[u8]>,
         now: Time,
         out: &mut Vec<u8>,
     ) -> Gated {
@@ -191,11 +191,10 @@ impl Gate {
             Failure::BadTime => Rejected::BadTime,
         });
         let rcode = ResponseCode::NotAuth;
+        let op_code = OpCode::from_u8((signed.unsigned[2] >> 3) & 0x0f);
         encode(&Message::error_msg(id, op_code, rcode), out);
-        let policy = Arc::clone(&self.policy.borrow());
-        let key = policy.tsig_key(&signed.tsig.key_name);
-        match (failure, key, signed.tsig.algorithm) {
-            (Failure::BadTime, Some((secret, _)), Some(algorithm)) => {
+        match (failure, secret, signed.tsig.algorithm) {
+            (Failure::BadTime, Some(secret), Some(algorithm)) => {
                 let key = SigningKey {
                     name: &signed.tsig.key_name,
                     algorithm,

@@ -19,7 +19,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Serialize;
 use tokio::sync::oneshot;
-use tracing::{debug, info};
+use tracing::info;
 
 use super::forwarded::peer;
 use super::read::{json, json_error};
@@ -32,7 +32,7 @@ use crate::model::txt::Txt;
 use crate::policy::{Scope, ACME_CHALLENGE};
 use crate::proto::acme_dns::{self, AcmeDnsError};
 use crate::proto::update::{RrChange, UpdatePlan};
-use crate::state::metrics::{Reason, Via};
+use crate::state::metrics::Reason;
 use crate::writer::{Job, Registration, UpdateRefused, ZoneUpdate};
 
 /// The TXT values an account keeps: acme-dns's two.
@@ -96,7 +96,7 @@ impl Shared {
             )));
         };
         if self.is_throttled(client) {
-            self.refuse_acme(client, Reason::RateLimited, &"too many failed credentials");
+            self.refuse(client, Reason::RateLimited, &"too many failed credentials");
             return Err(Box::new(forbidden()));
         }
         Ok(AcmeRequest {
@@ -105,11 +105,6 @@ impl Shared {
             body,
             zone,
         })
-    }
-
-    fn refuse_acme(&self, client: IpAddr, reason: Reason, detail: &dyn std::fmt::Display) {
-        self.context.metrics.refused(Via::Http, reason);
-        debug!(%client, ?reason, %detail, "acme-dns request refused");
     }
 
     /// Sends `job` to the writer and waits for it to be committed.
@@ -144,7 +139,7 @@ pub(super) async fn acme_dns_register(
         Err(response) => return *response,
     };
     if shared.context.acme_dns_register == AcmeDnsRegister::No {
-        shared.refuse_acme(client, Reason::NotAllowed, &"acme_dns_register = no");
+        shared.refuse(client, Reason::NotAllowed, &"acme_dns_register = no");
         return json_error(StatusCode::FORBIDDEN, "registration_closed");
     }
     let bearer = headers
@@ -157,7 +152,7 @@ pub(super) async fn acme_dns_register(
             Some(scope) => Some(scope.clone()),
             None => {
                 shared.charge(client);
-                shared.refuse_acme(client, Reason::BadAuth, &"a bearer token that is no key");
+                shared.refuse(client, Reason::BadAuth, &"a bearer token that is no key");
                 return forbidden();
             }
         },
@@ -168,14 +163,14 @@ pub(super) async fn acme_dns_register(
             None
         }
         None => {
-            shared.refuse_acme(client, Reason::Unsigned, &"no bearer token");
+            shared.refuse(client, Reason::Unsigned, &"no bearer token");
             return forbidden();
         }
     };
     let allow_from = match acme_dns::register(&body) {
         Ok(allow_from) => allow_from,
         Err(e) => {
-            shared.refuse_acme(client, Reason::Malformed, &e);
+            shared.refuse(client, Reason::Malformed, &e);
             return json_error(StatusCode::BAD_REQUEST, &e.to_string());
         }
     };
@@ -209,7 +204,7 @@ pub(super) async fn acme_dns_register(
             json(StatusCode::CREATED, &registered)
         }
         Err(e) => {
-            shared.refuse_acme(client, Reason::CommitFailed, &e);
+            shared.refuse(client, Reason::CommitFailed, &e);
             json_error(StatusCode::INTERNAL_SERVER_ERROR, "db_error")
         }
     }
@@ -240,11 +235,11 @@ pub(super) async fn acme_dns_update(
     };
     let Some(account) = account else {
         shared.charge(client);
-        shared.refuse_acme(client, Reason::BadAuth, &"unknown user or wrong key");
+        shared.refuse(client, Reason::BadAuth, &"unknown user or wrong key");
         return forbidden();
     };
     if !account.allows(client) {
-        shared.refuse_acme(
+        shared.refuse(
             client,
             Reason::NotAllowed,
             &"outside the account's allowfrom",
@@ -254,12 +249,12 @@ pub(super) async fn acme_dns_update(
     let update = match acme_dns::update(&body) {
         Ok(update) => update,
         Err(e) => {
-            shared.refuse_acme(client, Reason::Malformed, &e);
+            shared.refuse(client, Reason::Malformed, &e);
             return json_error(StatusCode::BAD_REQUEST, &e.to_string());
         }
     };
     if update.subdomain != account.subdomain {
-        shared.refuse_acme(client, Reason::WrongHost, &AcmeDnsError::BadSubdomain);
+        shared.refuse(client, Reason::WrongHost, &AcmeDnsError::BadSubdomain);
         return forbidden();
     }
     let Ok(txt) = Txt::from_text(&update.txt) else {
@@ -289,7 +284,7 @@ pub(super) async fn acme_dns_update(
             json(StatusCode::OK, &Updated { txt: update.txt })
         }
         Err(e) => {
-            shared.refuse_acme(client, Reason::CommitFailed, &e);
+            shared.refuse(client, Reason::CommitFailed, &e);
             json_error(StatusCode::INTERNAL_SERVER_ERROR, "db_error")
         }
     }

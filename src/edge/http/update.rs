@@ -114,9 +114,10 @@ enum Pending {
 }
 
 impl Shared {
-    fn refuse(&self, client: IpAddr, reason: Reason, detail: &dyn std::fmt::Display) {
+    /// Counts a refused request (dyndns2 or acme-dns) under `reason`, and logs why.
+    pub(super) fn refuse(&self, client: IpAddr, reason: Reason, detail: &dyn std::fmt::Display) {
         self.context.metrics.refused(Via::Http, reason);
-        debug!(%client, reason = ?reason, %detail, "refusing update");
+        debug!(%client, reason = ?reason, %detail, "refusing request");
     }
 
     /// Sends the reports of each name `hosts` plans one for, then waits for them; the
