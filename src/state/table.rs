@@ -148,23 +148,12 @@ impl Table {
             .unwrap_or_default()
     }
 
-    /// Whether `name` has a TXT record.
-    pub fn has_txt(&self, name: &Name) -> bool {
-        let txt = super::read(&self.txt);
-        !txt.is_empty() && txt.contains_key(name)
-    }
-
     /// Every name's TXT records, in name order.
     pub fn all_txt(&self) -> Vec<(Name, Vec<Txt>)> {
         super::read(&self.txt)
             .iter()
             .map(|(name, txt)| (name.clone(), txt.clone()))
             .collect()
-    }
-
-    /// How many names have TXT records.
-    pub fn txt_len(&self) -> usize {
-        super::read(&self.txt).len()
     }
 
     /// Changes with every TXT name added or removed.
