@@ -5,6 +5,7 @@
 //! write the export). Must not decode, validate or store anything itself.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -24,6 +25,7 @@ use crate::policy::Policy;
 use crate::state::metrics::Metrics;
 use crate::state::outbox::Settlements;
 use crate::state::table::Table;
+use crate::store::postgresql::Database;
 use crate::store::{self, Loaded, Progress, Store};
 use crate::writer::{Liveness, Recent};
 use crate::{edge::http, edge::systemd, edge::udp, writer};
@@ -32,9 +34,7 @@ use crate::{edge::http, edge::systemd, edge::udp, writer};
 /// [`run`](Server::run).
 pub struct Server {
     config: ServerConfig,
-    store: Store,
-    /// Where the writer goes on from (from [`Loaded`]).
-    progress: Progress,
+    ledger: Ledger,
     table: Arc<Table>,
     udp: Vec<std::net::UdpSocket>,
     policy: Arc<watch::Sender<Arc<Policy>>>,
@@ -45,6 +45,18 @@ pub struct Server {
     dns: Option<Dns>,
     /// The sinks, ready to start, when any is configured.
     notify: Option<Notify>,
+}
+
+/// Where the writer commits, and where it goes on from.
+enum Ledger {
+    /// The SQLite store, and where its journal left off (from [`Loaded`]).
+    Sqlite { store: Store, progress: Progress },
+    /// A PostgreSQL database shared with other servers, and the last commit the table
+    /// shows.
+    Postgres {
+        database: Box<Database>,
+        last_seq: i64,
+    },
 }
 
 /// The sinks, set up at start, and what the outbox held for them.
@@ -189,23 +201,54 @@ impl Server {
     /// client log that cannot be written.
     pub fn open(config: &ServerConfig) -> Result<Server, Error> {
         let imported = export::read(&config.client_log_path)?;
-        let mut store = Store::open(&config.store_path)?;
-        if store.is_empty()? && imported.n_entries > 0 {
-            store::import_original(
-                &mut store,
-                &config.client_log_path,
-                &imported.hosts,
-                &imported.skipped,
-            )?;
-        }
+        let (ledger, loaded) = match &config.database_url {
+            None => {
+                let mut store = Store::open(&config.store_path)?;
+                if store.is_empty()? && imported.n_entries > 0 {
+                    store::import_original(
+                        &config.client_log_path,
+                        &imported.hosts,
+                        &imported.skipped,
+                        |hosts, history| store.import(hosts, history),
+                    )?;
+                }
+                let mut loaded = store.load()?;
+                let progress = std::mem::take(&mut loaded.progress);
+                (Ledger::Sqlite { store, progress }, loaded)
+            }
+            Some(url) => {
+                // The driver blocks on a runtime of its own: not on this one's thread.
+                let opened = std::thread::scope(|scope| {
+                    scope
+                        .spawn(|| -> Result<_, store::StoreError> {
+                            let mut database = Database::open(url, Arc::default())?;
+                            if database.is_empty()? && imported.n_entries > 0 {
+                                store::import_original(
+                                    &config.client_log_path,
+                                    &imported.hosts,
+                                    &imported.skipped,
+                                    |hosts, history| database.import(hosts, history, &[], &[]),
+                                )?;
+                            }
+                            let (loaded, last_seq) = database.load()?;
+                            Ok((database, loaded, last_seq))
+                        })
+                        .join()
+                });
+                let (database, loaded, last_seq) = opened
+                    .map_err(|_| Error::Internal("opening the database panicked".to_string()))??;
+                let database = Box::new(database);
+                (Ledger::Postgres { database, last_seq }, loaded)
+            }
+        };
         // A million imported hosts are over 100 MiB: gone before the table is loaded.
         drop(imported);
         let Loaded {
             hosts,
             txt,
             accounts,
-            progress,
-        } = store.load()?;
+            progress: _,
+        } = loaded;
         let table = Table::new(hosts)
             .hiding_stale(config.dns.hide_stale.then_some(config.stale_after))
             .with_txt(txt)
@@ -213,15 +256,27 @@ impl Server {
         // What changed while the server was down is not known: its start is a change.
         table.note_dns_change(Time::now());
         let table = Arc::new(table);
-        info!(
-            hosts = table.len(),
-            store = %config.store_path.display(),
-            "store loaded"
-        );
-        let notify = match config.notify.is_empty() {
-            true => None,
-            false => Some(Notify::prepare(config, &store)?),
+        let notify = match (&ledger, config.notify.is_empty()) {
+            (_, true) => None,
+            (Ledger::Sqlite { store, .. }, false) => Some(Notify::prepare(config, store)?),
+            // Refused by the configuration's check.
+            (Ledger::Postgres { .. }, false) => None,
         };
+        let metrics = Arc::new(Metrics::default());
+        match &ledger {
+            Ledger::Sqlite { .. } => info!(
+                hosts = table.len(),
+                store = %config.store_path.display(),
+                "store loaded"
+            ),
+            Ledger::Postgres { database, last_seq } => {
+                info!(hosts = table.len(), database = %database.shown(), last_commit = last_seq, "database loaded");
+                let health = database.health();
+                metrics.add_family(Box::new(move |out: &mut String| {
+                    health.render_prometheus(out)
+                }));
+            }
+        }
         let policy = Arc::new(watch::Sender::new(Arc::new(Policy::new(config))));
         let dns = match config.dns.listen {
             Some(listen) => Some(Dns::bind(&config.dns, listen, config.stale_after)?),
@@ -230,7 +285,6 @@ impl Server {
         let udp = udp::bind(&config.server_ip, config.server_port)?;
         let http = http::bind(config)?;
         export::write(&config.client_log_path, &table)?;
-        let metrics = Arc::new(Metrics::default());
         if let Some(dns) = &dns {
             let counters = dns.counters();
             metrics.add_family(Box::new(move |out: &mut String| {
@@ -239,8 +293,7 @@ impl Server {
         }
         Ok(Server {
             config: config.clone(),
-            store,
-            progress,
+            ledger,
             table,
             udp,
             policy,
@@ -292,18 +345,43 @@ impl Server {
             Some(notify) => Some(notify.start(&self.config, &self.metrics)?),
             None => None,
         };
-        let (reports, writer) = writer::spawn(writer::Setup {
-            store: self.store,
-            table,
-            progress: self.progress,
-            recent: Arc::clone(&recent),
-            metrics: Arc::clone(&self.metrics),
-            liveness: Arc::clone(&liveness),
-            history_max_age: self.config.history_max_age,
-            notice,
-        })
-        .map_err(|e| Error::Internal(format!("cannot start the writer: {e}")))?;
-
+        let database = match &self.ledger {
+            Ledger::Postgres { database, .. } => Some(database.health()),
+            Ledger::Sqlite { .. } => None,
+        };
+        let (reports, writer, checkpoint_path) = match self.ledger {
+            Ledger::Sqlite { store, progress } => {
+                let (reports, writer) = writer::spawn(writer::Setup {
+                    store,
+                    table,
+                    progress,
+                    recent: Arc::clone(&recent),
+                    metrics: Arc::clone(&self.metrics),
+                    liveness: Arc::clone(&liveness),
+                    history_max_age: self.config.history_max_age,
+                    notice,
+                })
+                .map_err(|e| Error::Internal(format!("cannot start the writer: {e}")))?;
+                (reports, writer, Some(self.config.store_path.clone()))
+            }
+            Ledger::Postgres { database, last_seq } => {
+                let wake_pending = Arc::new(AtomicBool::new(false));
+                let health = database.health();
+                let (reports, writer) = writer::spawn_shared(writer::SharedSetup {
+                    database: *database,
+                    table,
+                    last_seq,
+                    metrics: Arc::clone(&self.metrics),
+                    liveness: Arc::clone(&liveness),
+                    wake_pending: Arc::clone(&wake_pending),
+                })
+                .map_err(|e| Error::Internal(format!("cannot start the writer: {e}")))?;
+                if let Some(url) = self.config.database_url.clone() {
+                    start_listener(url, health, reports.downgrade(), wake_pending)?;
+                }
+                (reports, writer, None)
+            }
+        };
         let (stop_export, stop_rx) = std::sync::mpsc::channel::<()>();
         let export_path = self.config.client_log_path.clone();
         let export_table = Arc::clone(&self.table);
@@ -317,12 +395,15 @@ impl Server {
             .map_err(|e| Error::Internal(format!("cannot start the exporter: {e}")))?;
 
         let (stop_checkpoints, checkpoint_rx) = std::sync::mpsc::channel::<()>();
-        let store_path = self.config.store_path.clone();
         let checkpointer = std::thread::Builder::new()
             .name("dynip-checkpoint".to_string())
-            .spawn(move || {
-                yield_to_reports();
-                store::keep_checkpointed(&store_path, &checkpoint_rx)
+            .spawn(move || match checkpoint_path {
+                Some(store_path) => {
+                    yield_to_reports();
+                    store::keep_checkpointed(&store_path, &checkpoint_rx)
+                }
+                // A database checkpoints itself.
+                None => Ok(()),
             })
             .map_err(|e| Error::Internal(format!("cannot start the checkpointer: {e}")))?;
 
@@ -345,6 +426,8 @@ impl Server {
                 metrics: Arc::clone(&self.metrics),
                 shutdown: shutdown.clone(),
                 store_path: self.config.store_path.clone(),
+                database_url: self.config.database_url.clone(),
+                database,
                 recent,
                 trusted_proxies: self.config.trusted_proxies.clone(),
                 public_status: self.config.public_status,
@@ -404,6 +487,39 @@ impl Server {
             _ => Err(Error::Internal("a server thread panicked".to_string())),
         }
     }
+}
+
+/// How often the listener makes sure its connection is alive when no commit is heard.
+const LISTEN_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Starts the thread that listens for other servers' commits and wakes the writer for
+/// them. It holds the writer's queue weakly, so the writer still stops when the edges do;
+/// the thread then ends at its next look.
+fn start_listener(
+    url: crate::config::DatabaseUrl,
+    health: Arc<crate::store::postgresql::DatabaseHealth>,
+    jobs: tokio::sync::mpsc::WeakSender<writer::Job>,
+    wake_pending: Arc<AtomicBool>,
+) -> Result<(), Error> {
+    std::thread::Builder::new()
+        .name("dynip-listen".to_string())
+        .spawn(move || {
+            let stop = AtomicBool::new(false);
+            crate::store::postgresql::listen(&url, &health, &stop, LISTEN_POLL, || {
+                match jobs.upgrade() {
+                    Some(jobs) => {
+                        if !wake_pending.swap(true, Ordering::AcqRel)
+                            && jobs.blocking_send(writer::Job::Wake).is_err()
+                        {
+                            stop.store(true, Ordering::Release);
+                        }
+                    }
+                    None => stop.store(true, Ordering::Release),
+                }
+            });
+        })
+        .map(drop)
+        .map_err(|e| Error::Internal(format!("cannot start the listener: {e}")))
 }
 
 /// Background threads' CPU priority, as a nice value: below the receive loop and the

@@ -7,12 +7,15 @@ use super::{load_config, print};
 use crate::error::Error;
 use crate::model::name::Name;
 use crate::model::record::{Record, Time};
-use crate::store::{PendingChanges, Store};
+use crate::store::{PendingChanges, StoreReader};
 
 pub(super) fn list(path: &Path, json: bool) -> Result<(), Error> {
     let config = load_config(path)?;
-    let store = Store::open_read_only(&config.server.store_path)?;
-    let hosts = store.load()?.hosts;
+    let hosts = StoreReader::open(
+        &config.server.store_path,
+        config.server.database_url.as_ref(),
+    )?
+    .hosts()?;
     let hosts = hosts.iter().map(|(name, entry)| (name, &entry.record));
     let out = if json {
         list_json(hosts, config.server.stale_after)
@@ -92,7 +95,10 @@ pub(super) fn history(path: &Path, host: &str, json: bool) -> Result<(), Error> 
         source,
     })?;
     let config = load_config(path)?;
-    let store = Store::open_read_only(&config.server.store_path)?;
+    let mut store = StoreReader::open(
+        &config.server.store_path,
+        config.server.database_url.as_ref(),
+    )?;
     let changes = crate::model::record::within_max_age(
         store.history(&name, PendingChanges::Journal)?,
         Time::now(),
@@ -100,8 +106,7 @@ pub(super) fn history(path: &Path, host: &str, json: bool) -> Result<(), Error> 
     );
     if changes.is_empty() {
         // With `history_max_age` a known host may have no change left to show.
-        let known =
-            config.server.history_max_age.is_some() && store.load()?.hosts.contains_key(&name);
+        let known = config.server.history_max_age.is_some() && store.hosts()?.contains_key(&name);
         if !known {
             return Err(Error::UnknownHost(host.to_string()));
         }
@@ -136,10 +141,13 @@ pub(super) fn events(
         })
         .transpose()?;
     let config = load_config(path)?;
-    let store = Store::open_read_only(&config.server.store_path)?;
+    let mut store = StoreReader::open(
+        &config.server.store_path,
+        config.server.database_url.as_ref(),
+    )?;
     let events = store.events(name.as_ref(), limit)?;
     if let (Some(name), true) = (&name, events.is_empty()) {
-        if !store.load()?.hosts.contains_key(name) {
+        if !store.hosts()?.contains_key(name) {
             return Err(Error::UnknownHost(name.to_string()));
         }
     }

@@ -29,6 +29,7 @@ pub(super) const SERVER_KEYS: &[Setting<ServerConfig>] = &[
     Setting { name: "server_port",     apply: |c, v| set(&mut c.server_port, port(v, 0)) },
     Setting { name: "client_log_path", apply: |c, v| set(&mut c.client_log_path, path(v)) },
     Setting { name: "store_path",      apply: |c, v| set(&mut c.store_path, path(v)) },
+    Setting { name: "database_url",    apply: |c, v| set(&mut c.database_url, DatabaseUrl::parse(v).map(Some)) },
     Setting { name: "key",             apply: |c, v| set(&mut c.key, key(v)) },
     Setting { name: "allow_unsigned",  apply: |c, v| set(&mut c.allow_unsigned, boolean(v).map(Some)) },
     Setting { name: "allow_from",      apply: |c, v| set(&mut c.allow_from, networks(v)) },

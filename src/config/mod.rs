@@ -166,6 +166,9 @@ pub struct ServerConfig {
     /// `store_path`, default `dynip.sqlite3` in the directory of `client_log_path`, so a
     /// server that moved its JSON file somewhere writable finds its store there too.
     pub store_path: PathBuf,
+    /// `database_url`: a PostgreSQL database to keep everything in instead of the SQLite
+    /// store, shared by every server given the same URL. `None`: `store_path`.
+    pub database_url: Option<DatabaseUrl>,
     /// `key`: the shared key; any holder may report any name. None: no shared key.
     pub key: Option<Key>,
     /// `allow_unsigned`: whether the original's unsigned datagrams are accepted. `None`
@@ -206,6 +209,62 @@ pub struct ServerConfig {
     pub notify_max_age: Duration,
     /// `acme_dns_register`, default `key`: who may register acme-dns accounts.
     pub acme_dns_register: AcmeDnsRegister,
+}
+
+/// `database_url`: where the PostgreSQL database is, as a `postgres://` URL (or
+/// `postgresql://`). It may hold a password, so it is never shown whole: `Debug` and
+/// [`DatabaseUrl::shown`] leave the password out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// A URL of the `postgres` or `postgresql` scheme; the driver reads the rest when it
+    /// connects.
+    ///
+    /// # Errors
+    /// Any other text.
+    pub fn parse(text: &str) -> Result<DatabaseUrl, &'static str> {
+        let text = text.trim();
+        match text.split_once("://") {
+            Some(("postgres" | "postgresql", rest)) if !rest.is_empty() => {
+                Ok(DatabaseUrl(text.to_string()))
+            }
+            _ => Err("not a postgres:// URL"),
+        }
+    }
+
+    /// The URL as written, password included: for the driver only.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL without its password, for messages and logs.
+    pub fn shown(&self) -> String {
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return self.0.clone();
+        };
+        // The authority ends at the first '/', '?' or '#'; its userinfo at its last '@'.
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+                let hidden = if user.len() < userinfo.len() {
+                    ":…"
+                } else {
+                    ""
+                };
+                format!("{scheme}://{user}{hidden}@{host}{tail}")
+            }
+            None => self.0.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({:?})", self.shown())
+    }
 }
 
 /// Who may register an account on the acme-dns API (`acme_dns_register`).
@@ -314,6 +373,7 @@ impl Default for ServerConfig {
             server_ip: BindHost::All,
             server_port: DEFAULT_PORT,
             store_path: default_store_path(&client_log_path),
+            database_url: None,
             client_log_path,
             key: None,
             allow_unsigned: None,
@@ -459,6 +519,22 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
                 .unwrap_or_default(),
             from_default: found.is_some_and(|found| found.from_default),
             reason: "needs dns_zone, the zone to answer for (e.g. dns_zone = dyn.example.com)",
+        });
+    }
+    #[cfg(feature = "server")]
+    if server.database_url.is_some() && !server.notify.is_empty() {
+        let found = ini.get(SERVER_SECTION, "database_url");
+        return Err(ConfigError::Value {
+            section: SERVER_SECTION.to_owned(),
+            key: "database_url".to_owned(),
+            value: server
+                .database_url
+                .as_ref()
+                .map(DatabaseUrl::shown)
+                .unwrap_or_default(),
+            from_default: found.is_some_and(|found| found.from_default),
+            reason: "notifications ([DynIP:Notify:NAME]) are not yet delivered from a \
+                     PostgreSQL database: use the SQLite store (store_path) for them",
         });
     }
     let client = read_section(&ini, CLIENT_SECTION, CLIENT_KEYS)?;

@@ -53,6 +53,7 @@ fn dump_config(config: &Config) -> String {
                 client_log_path,
                 store_path,
                 key: server_key,
+                database_url,
                 allow_unsigned,
                 allow_from,
                 hosts,
@@ -102,6 +103,7 @@ fn dump_config(config: &Config) -> String {
     field!(server.allow_from, allow_from);
     field!(server.hosts, hosts);
     field!(server.http_listen, http_listen);
+    field!(server.database_url, database_url);
     field!(server.tls, tls);
     field!(server.trusted_proxies, trusted_proxies);
     field!(server.public_status, public_status);

@@ -29,6 +29,16 @@ impl Serial {
         self.changed.fetch_max(at.as_micros(), Ordering::AcqRel);
     }
 
+    /// Notes a commit made at `at` (by this server or another on the same database) that
+    /// became visible here at `now`. Every server notes the commit's own time, so their
+    /// serials agree; but a change that became visible only in a later second than it was
+    /// made may come after a serial counting its second was handed out here, so it is
+    /// noted at `now` instead (see [`Serial::at`]).
+    pub fn note_commit(&self, at: Time, now: Time) {
+        let second = |time: Time| time.as_micros().div_euclid(1_000_000);
+        self.note_change(if second(now) > second(at) { now } else { at });
+    }
+
     /// The serial at `now`: the Unix time, in seconds, of the last change DNS can see,
     /// but never later than the second before `now`'s. A change in the current second
     /// therefore shows in the serial only once that second is over, so a secondary that

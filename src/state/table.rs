@@ -193,6 +193,12 @@ impl Table {
         self.serial.note_change(at);
     }
 
+    /// Notes a commit on a shared database that changed what DNS shows
+    /// ([`Serial::note_commit`]).
+    pub fn note_dns_commit(&self, at: Time, now: Time) {
+        self.serial.note_commit(at, now);
+    }
+
     /// The zone's SOA serial at `now` ([`Serial::at`]).
     pub fn dns_serial(&self, now: Time) -> u32 {
         self.serial.at(now)

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
-use super::{HistoryRow, Store, StoreError};
+use super::{HistoryRow, StoreError};
 use crate::model::name::Name;
 use crate::model::record::Record;
 
@@ -22,10 +22,10 @@ use crate::model::record::Record;
 /// When the copy cannot be written, or the store cannot commit the import (then nothing
 /// is imported).
 pub fn import_original(
-    store: &mut Store,
     path: &Path,
     hosts: &[(Name, Record)],
     skipped: &[String],
+    import: impl FnOnce(&[(Name, Record)], &[HistoryRow]) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let mut backup = path.as_os_str().to_owned();
     backup.push(".orig");
@@ -40,7 +40,7 @@ pub fn import_original(
         warn!(file = %path.display(), entry = %reason, "entry not imported (kept in the copy)");
     }
     let deduplicated = deduplicate(hosts);
-    store.import(&deduplicated.hosts, &deduplicated.history)?;
+    import(&deduplicated.hosts, &deduplicated.history)?;
     warn!(
         file = %path.display(),
         n_hosts = deduplicated.hosts.len(),

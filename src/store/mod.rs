@@ -40,6 +40,7 @@ pub mod journal;
 mod outbox;
 #[cfg(test)]
 pub(crate) use outbox::pending_of as outbox_pending_of;
+pub mod postgresql;
 mod sqlite;
 mod txt;
 
@@ -48,6 +49,7 @@ pub(crate) use crash::{crash_point, CrashPoint};
 #[cfg(test)]
 pub(crate) use crash::{set_hook as set_crash_hook, Hook as CrashHook};
 pub use import::import_original;
+use postgresql::PG_SCHEMA_VERSION;
 pub use sqlite::Store;
 use sqlite::SCHEMA_VERSION;
 
@@ -77,6 +79,22 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error("database {url}: {source}")]
+    Database {
+        url: String,
+        source: postgresql::DriverError,
+    },
+    #[error("database {0} is unreachable (retrying)")]
+    DatabaseDown(String),
+    #[error("database {url}: {detail}")]
+    DatabaseTls { url: String, detail: String },
+    #[error(
+        "database {url} holds a dynip schema of version {found}, newer than this dynip \
+         ({PG_SCHEMA_VERSION}); upgrade dynip"
+    )]
+    DatabaseTooNew { url: String, found: i64 },
+    #[error("database {url} is damaged ({detail}); it was left as it is")]
+    DatabaseCorrupt { url: String, detail: String },
     /// The copy of the original's JSON file kept before importing it.
     #[error("cannot write client log {path}: {source}")]
     Backup {
@@ -91,7 +109,11 @@ impl StoreError {
     pub fn is_bad_file(&self) -> bool {
         matches!(
             self,
-            StoreError::Corrupt { .. } | StoreError::Foreign(_) | StoreError::TooNew { .. }
+            StoreError::Corrupt { .. }
+                | StoreError::Foreign(_)
+                | StoreError::TooNew { .. }
+                | StoreError::DatabaseTooNew { .. }
+                | StoreError::DatabaseCorrupt { .. }
         )
     }
 }
@@ -228,3 +250,73 @@ pub const DROP_ENTRIES_PER_TURN: i64 = 16;
 /// its own (the rows of one time are of many hosts): 1,024 rows took about 20 ms of a
 /// commit under load, so a chunk is a quarter of that.
 pub const PRUNE_ROWS_PER_TURN: i64 = 256;
+
+/// Where the server keeps what survives a restart: the SQLite file, or a PostgreSQL
+/// database shared with other servers.
+pub enum StoreReader {
+    Sqlite(Store),
+    Postgres(Box<postgresql::Database>),
+}
+
+impl StoreReader {
+    /// Opens the store `server` names for reading beside the server (or without one):
+    /// the SQLite file read-only, or a connection to the database.
+    ///
+    /// # Errors
+    /// A store that is missing or damaged, a database that cannot be reached.
+    pub fn open(
+        store_path: &std::path::Path,
+        database_url: Option<&crate::config::DatabaseUrl>,
+    ) -> Result<StoreReader, StoreError> {
+        match database_url {
+            Some(url) => Ok(StoreReader::Postgres(Box::new(postgresql::Database::open(
+                url,
+                std::sync::Arc::default(),
+            )?))),
+            None => Ok(StoreReader::Sqlite(Store::open_read_only(store_path)?)),
+        }
+    }
+
+    /// Every host's record.
+    ///
+    /// # Errors
+    /// A failed read, a row that does not decode.
+    pub fn hosts(&mut self) -> Result<BTreeMap<Name, Entry>, StoreError> {
+        match self {
+            StoreReader::Sqlite(store) => Ok(store.load()?.hosts),
+            StoreReader::Postgres(database) => Ok(database.load()?.0.hosts),
+        }
+    }
+
+    /// A host's address changes, oldest first; `pending` says where the SQLite store's
+    /// changes not yet settled are (a database has none).
+    ///
+    /// # Errors
+    /// A failed read, a row that does not decode.
+    pub fn history(
+        &mut self,
+        name: &Name,
+        pending: PendingChanges<'_>,
+    ) -> Result<Vec<(Time, IpAddr)>, StoreError> {
+        match self {
+            StoreReader::Sqlite(store) => store.history(name, pending),
+            StoreReader::Postgres(database) => database.history(name),
+        }
+    }
+
+    /// The latest `limit` events of `host` (or of every host), newest first. A database
+    /// keeps no events: notifications need the SQLite store.
+    ///
+    /// # Errors
+    /// A failed read, a row that does not decode.
+    pub fn events(
+        &mut self,
+        host: Option<&Name>,
+        limit: usize,
+    ) -> Result<Vec<crate::model::event::EventRecord>, StoreError> {
+        match self {
+            StoreReader::Sqlite(store) => store.events(host, limit),
+            StoreReader::Postgres(_) => Ok(Vec::new()),
+        }
+    }
+}

@@ -45,11 +45,13 @@ mod compaction;
 #[cfg(test)]
 mod crash_tests;
 mod notice;
+mod shared;
 mod update;
 
 pub use compaction::Recent;
 use compaction::{hold, logged, Limits, Phase, Prune, Sweep, SWEEP_SCAN_PER_CHUNK_ENTRY};
 pub use notice::{Notice, Outlet, STALE_SCAN_EVERY};
+pub use shared::{spawn_shared, SharedSetup};
 pub use update::{
     Registration, RegistrationDone, UpdateDone, UpdateOutcome, UpdateRefused, ZoneUpdate,
 };
@@ -70,6 +72,8 @@ pub enum Job {
     Update(ZoneUpdate),
     /// A new acme-dns account.
     Register(Registration),
+    /// Another server committed (on a shared database): read and show its changes.
+    Wake,
 }
 
 impl From<Report> for Job {
@@ -562,6 +566,8 @@ impl Writer {
                 Job::Report(report) => batch.push(report),
                 Job::Update(update) => updates.push(update),
                 Job::Register(registration) => registrations.push(registration),
+                // Sent only on a shared database (`shared`).
+                Job::Wake => {}
             }
         }
         let accounts: Vec<AcmeAccount> = registrations
@@ -721,46 +727,16 @@ impl Writer {
                 Err(Refused::CommitFailed)
             }
         };
-        for (report, verdict) in batch.into_iter().zip(decided.verdicts) {
-            let outcome = match verdict {
-                Verdict::Replayed => {
-                    debug!(host = %report.name, addr = %report.addr, "refusing replayed report");
-                    Err(Refused::Replayed)
-                }
-                Verdict::Changed | Verdict::Unchanged => outcome.map(|at| Committed {
-                    at,
-                    changed: verdict == Verdict::Changed,
-                }),
-            };
-            if outcome.is_ok() {
-                info!(host = %report.name, addr = %report.addr.to_canonical(), "report committed");
-            }
-            if let Some(done) = report.done {
-                done(outcome);
-            }
-        }
-        for (update, verdict) in updates.into_iter().zip(decided.update_verdicts) {
-            let outcome = match verdict {
-                Ok(_) => outcome.map_err(|_| UpdateRefused::CommitFailed),
-                Err(refused) => Err(refused),
-            };
-            match &outcome {
-                Ok(_) => info!(changes = ?update.plan.changes, "zone update committed"),
-                Err(refused) => debug!(%refused, "zone update refused"),
-            }
-            if let Some(done) = update.done {
-                done(outcome);
-            }
-        }
-        for registration in registrations {
-            let kept = outcome.map(|_| ()).map_err(|_| UpdateRefused::CommitFailed);
-            if kept.is_ok() {
-                info!(username = %registration.account.username, txt_name = %registration.account.txt_name, "acme-dns account registered");
-            }
-            if let Some(done) = registration.done {
-                done(kept);
-            }
-        }
+        answer(
+            Answers {
+                reports: batch,
+                verdicts: decided.verdicts,
+                updates,
+                update_verdicts: decided.update_verdicts,
+                registrations,
+            },
+            outcome,
+        );
         crash_point(CrashPoint::Answered);
     }
 
@@ -806,6 +782,62 @@ impl Writer {
                     self.sweep = None;
                 }
             },
+        }
+    }
+}
+
+/// A turn's jobs with what was decided on each, to answer once the commit is known.
+pub(crate) struct Answers {
+    pub reports: Vec<Report>,
+    /// Per report (a report without one is answered with the commit's outcome alone).
+    pub verdicts: Vec<Verdict>,
+    pub updates: Vec<ZoneUpdate>,
+    /// Per update.
+    pub update_verdicts: Vec<UpdateOutcome>,
+    pub registrations: Vec<Registration>,
+}
+
+/// Answers a turn's jobs: each report, update and registration gets its verdict, or the
+/// commit's failure (`outcome`: when the commit showed its changes, or why not).
+pub(crate) fn answer(answers: Answers, outcome: Result<Time, Refused>) {
+    for (report, verdict) in answers.reports.into_iter().zip(answers.verdicts) {
+        let outcome = match verdict {
+            Verdict::Replayed => {
+                debug!(host = %report.name, addr = %report.addr, "refusing replayed report");
+                Err(Refused::Replayed)
+            }
+            Verdict::Changed | Verdict::Unchanged => outcome.map(|at| Committed {
+                at,
+                changed: verdict == Verdict::Changed,
+            }),
+        };
+        if outcome.is_ok() {
+            info!(host = %report.name, addr = %report.addr.to_canonical(), "report committed");
+        }
+        if let Some(done) = report.done {
+            done(outcome);
+        }
+    }
+    for (update, verdict) in answers.updates.into_iter().zip(answers.update_verdicts) {
+        let outcome = match verdict {
+            Ok(_) => outcome.map_err(|_| UpdateRefused::CommitFailed),
+            Err(refused) => Err(refused),
+        };
+        match &outcome {
+            Ok(_) => info!(changes = ?update.plan.changes, "zone update committed"),
+            Err(refused) => debug!(%refused, "zone update refused"),
+        }
+        if let Some(done) = update.done {
+            done(outcome);
+        }
+    }
+    for registration in answers.registrations {
+        let kept = outcome.map(|_| ()).map_err(|_| UpdateRefused::CommitFailed);
+        if kept.is_ok() {
+            info!(username = %registration.account.username, txt_name = %registration.account.txt_name, "acme-dns account registered");
+        }
+        if let Some(done) = registration.done {
+            done(kept);
         }
     }
 }

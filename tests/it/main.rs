@@ -19,6 +19,9 @@
 //! - [`commands`]: `init`, the server's exit codes, `demo`, flags.
 //! - [`dns`]: the DNS face with the real `dig` and `kdig`.
 //! - [`secondary`]: a real NSD secondary transfers the zone and follows NOTIFY.
+//! - [`shared`]: several servers on one real PostgreSQL database: answers alike,
+//!   replays refused across servers, `kill -9` of one and the database away under load,
+//!   a client failing over.
 //! - [`signed`]: version 1: signed reports, acknowledgements, replays, forgeries, keys,
 //!   `allow_from`, the rate limit, SIGHUP, `add-host`.
 //! - [`service`]: under a service manager: `sd_notify` readiness, watchdog and stopping
@@ -50,6 +53,7 @@ mod peers;
 mod report;
 mod secondary;
 mod service;
+mod shared;
 mod signed;
 mod update;
 mod windows;

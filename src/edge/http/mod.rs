@@ -48,14 +48,15 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tracing::{debug, info, warn};
 
-use crate::config::{AcmeDnsRegister, ServerConfig};
+use crate::config::{AcmeDnsRegister, DatabaseUrl, ServerConfig};
 use crate::edge::net::{self, Accept};
 use crate::model::record::Time;
 use crate::policy::{Limiter, Policy};
 use crate::state;
 use crate::state::metrics::Metrics;
 use crate::state::table::Table;
-use crate::store::Store;
+use crate::store::postgresql::DatabaseHealth;
+use crate::store::StoreReader;
 use crate::writer::{Job, Recent};
 use acme_dns::{acme_dns_health, acme_dns_register, acme_dns_update};
 use read::{
@@ -151,6 +152,10 @@ pub struct HttpContext {
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
     pub store_path: PathBuf,
+    /// `database_url`: the store is this database instead.
+    pub database_url: Option<DatabaseUrl>,
+    /// With `database_url`: whether the database answers (`/healthz`).
+    pub database: Option<Arc<DatabaseHealth>>,
     /// The address changes not yet in the store's `history`.
     pub recent: Arc<Recent>,
     pub trusted_proxies: Option<Vec<IpNet>>,
@@ -172,7 +177,7 @@ struct Shared {
     limiter: Mutex<Limiter>,
     /// A read-only connection to the store, for histories (the table has none), opened
     /// on first use.
-    history: Mutex<Option<Store>>,
+    history: Mutex<Option<StoreReader>>,
     outcomes: Arc<Outcomes>,
 }
 

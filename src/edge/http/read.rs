@@ -27,7 +27,7 @@ use crate::proto::api;
 use crate::proto::dyndns;
 use crate::proto::status;
 use crate::state;
-use crate::store::{PendingChanges, Store, StoreError};
+use crate::store::{PendingChanges, StoreError, StoreReader};
 
 /// A reader of the API: the scope of the key given as the bearer token.
 pub(super) struct ApiReader(Scope);
@@ -136,8 +136,24 @@ enum StoreRead {
     Interrupted(#[from] tokio::task::JoinError),
 }
 
-pub(super) async fn healthz() -> Response {
-    text(StatusCode::OK, "ok\n".to_string())
+/// `ok`, or 503 while the database (`database_url`) does not answer: the server then
+/// refuses every write, though it still answers reads from memory.
+pub(super) async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    let down_since = shared
+        .context
+        .database
+        .as_ref()
+        .and_then(|health| health.down_since());
+    match down_since {
+        None => text(StatusCode::OK, "ok\n".to_string()),
+        Some(since) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "database unreachable since {}: writes are refused, reads answered from memory\n",
+                since.rfc3339()
+            ),
+        ),
+    }
 }
 
 /// The caller's address, plain, for clients that detect their address here.
@@ -223,9 +239,12 @@ impl Shared {
         let changes = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             let mut store = state::lock(&shared.history);
             if store.is_none() {
-                *store = Some(Store::open_read_only(&shared.context.store_path)?);
+                *store = Some(StoreReader::open(
+                    &shared.context.store_path,
+                    shared.context.database_url.as_ref(),
+                )?);
             }
-            match store.as_ref() {
+            match store.as_mut() {
                 Some(store) => {
                     let recent = shared.context.recent.of(&name);
                     let changes = store.history(&name, PendingChanges::Given(&recent))?;
@@ -253,9 +272,12 @@ impl Shared {
         let events = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
             let mut store = state::lock(&shared.history);
             if store.is_none() {
-                *store = Some(Store::open_read_only(&shared.context.store_path)?);
+                *store = Some(StoreReader::open(
+                    &shared.context.store_path,
+                    shared.context.database_url.as_ref(),
+                )?);
             }
-            match store.as_ref() {
+            match store.as_mut() {
                 Some(store) => store.events(host.as_ref(), limit),
                 None => Ok(Vec::new()),
             }

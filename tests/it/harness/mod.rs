@@ -8,6 +8,7 @@
 //! - [`http`]: a small HTTP/1.1 client on plain sockets.
 //! - [`schema`]: a small JSON-Schema check against `openapi.json`.
 //! - [`receiver`]: a webhook receiver that checks signatures and records deliveries.
+//! - [`postgres`]: a throwaway PostgreSQL cluster (`initdb`, `pg_ctl`) for one test.
 //! - [`ports`]: the one parser of the server's `listening PROTO=ADDR` line, and a free
 //!   port for NSD (shared with `benches/common`).
 //!
@@ -19,6 +20,7 @@ use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
 pub mod http;
 mod peer;
 mod ports;
+mod postgres;
 mod process;
 pub mod receiver;
 mod relay;
@@ -27,6 +29,7 @@ pub mod schema;
 pub use crate::peers::{peers_present, which};
 pub use peer::*;
 pub use ports::*;
+pub use postgres::*;
 pub use process::*;
 pub use relay::*;
 

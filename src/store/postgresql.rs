@@ -1,0 +1,1057 @@
+//! The PostgreSQL store (`database_url`): what several servers on one database share.
+//!
+//! Owns the database's schema (the tables of the schema `dynip`, versioned in
+//! `dynip.meta`, created and migrated here) and every statement on it. The same state as
+//! the SQLite store (hosts, history, TXT records, acme-dns accounts) in tables updated in
+//! place, plus `dynip.commits`: one row per committed turn of any server, whose `seq` is
+//! what every row the turn wrote carries.
+//!
+//! Every turn that writes takes one transaction-scoped advisory lock first ([`LOCK_KEY`]),
+//! so the turns of all servers commit one at a time: sequence numbers rise in commit
+//! order, and a reader that has seen commit N has seen every commit before it. Under the
+//! lock a turn first reads what the others committed since its own last turn
+//! ([`Changes`]), so it decides its batch against the database's latest state (the
+//! replay rule holds across servers), then writes, and notifies the channel
+//! [`CHANNEL`] with its sequence number. Other servers' listeners take the notification
+//! as a wake-up and read the changes by sequence.
+//!
+//! Every value is a column an operator can query; times are microseconds since the Unix
+//! epoch, as in the SQLite store. A database whose `dynip` schema is from a newer dynip
+//! is refused before anything is written to it.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::{Client, Config, IsolationLevel, Transaction};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::{HistoryRow, Loaded, LoggedChange, StoreError};
+use crate::config::DatabaseUrl;
+use crate::model::account::AcmeAccount;
+use crate::model::name::Name;
+use crate::model::record::{Record, Seen, Time};
+use crate::model::txt::Txt;
+use crate::state::table::Entry;
+
+/// The driver's error: a failed connection or statement.
+pub type DriverError = postgres::Error;
+
+/// The version of the `dynip` schema this dynip writes.
+pub(super) const PG_SCHEMA_VERSION: i64 = 1;
+
+/// The advisory lock every writing turn holds until it commits ("dynip" in ASCII).
+pub const LOCK_KEY: i64 = 0x0064_796e_6970;
+
+/// The channel commits are announced on, with their sequence number as the payload.
+pub const CHANNEL: &str = "dynip";
+
+/// How long a connection attempt may take before the server calls the database
+/// unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long after a failed attempt the next one is made: writes in between are refused
+/// at once instead of each waiting for a connection that will not come.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+const SCHEMA: &str = "
+CREATE SCHEMA IF NOT EXISTS dynip;
+CREATE TABLE dynip.meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
+CREATE TABLE dynip.commits (
+    seq BIGSERIAL PRIMARY KEY,
+    at BIGINT NOT NULL,
+    server TEXT NOT NULL,
+    n_reports BIGINT NOT NULL
+);
+CREATE TABLE dynip.hosts (
+    name_key TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    first_seen BIGINT NOT NULL,
+    ipv4 TEXT, ipv4_last_seen BIGINT, ipv4_last_change BIGINT,
+    ipv6 TEXT, ipv6_last_seen BIGINT, ipv6_last_change BIGINT,
+    signed_at BIGINT,
+    offline BOOLEAN NOT NULL
+);
+CREATE INDEX hosts_by_seq ON dynip.hosts (seq);
+CREATE TABLE dynip.history (
+    id BIGSERIAL PRIMARY KEY,
+    name TEXT NOT NULL,
+    name_key TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    address TEXT NOT NULL
+);
+CREATE INDEX history_by_name ON dynip.history (name_key, at);
+CREATE TABLE dynip.txt (
+    name_key TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    rdata BYTEA[] NOT NULL
+);
+CREATE INDEX txt_by_seq ON dynip.txt (seq);
+CREATE TABLE dynip.acme_accounts (
+    username TEXT PRIMARY KEY,
+    password_sha256 BYTEA NOT NULL,
+    subdomain TEXT NOT NULL UNIQUE,
+    txt_name TEXT NOT NULL,
+    allow_from TEXT NOT NULL,
+    created BIGINT NOT NULL,
+    seq BIGINT NOT NULL
+);
+CREATE INDEX acme_accounts_by_seq ON dynip.acme_accounts (seq);
+";
+
+const HOST_COLUMNS: &str = "name, seq, first_seen, ipv4, ipv4_last_seen, ipv4_last_change, \
+                            ipv6, ipv6_last_seen, ipv6_last_change, signed_at, offline";
+
+/// Whether the database answers, for `/healthz` and `/metrics`; shared by the threads
+/// that hold a connection.
+#[derive(Debug)]
+pub struct DatabaseHealth {
+    up: AtomicBool,
+    /// When it stopped answering (µs since the Unix epoch), while it does not.
+    down_since: AtomicI64,
+    /// Failed connections and statements.
+    errors: AtomicU64,
+    /// Records and TXT sets learned from other servers' commits.
+    remote_changes: AtomicU64,
+}
+
+impl Default for DatabaseHealth {
+    fn default() -> DatabaseHealth {
+        DatabaseHealth {
+            up: AtomicBool::new(true),
+            down_since: AtomicI64::new(0),
+            errors: AtomicU64::new(0),
+            remote_changes: AtomicU64::new(0),
+        }
+    }
+}
+
+impl DatabaseHealth {
+    /// `None` while the database answers; else since when it has not.
+    pub fn down_since(&self) -> Option<Time> {
+        (!self.up.load(Ordering::Acquire))
+            .then(|| Time::from_micros(self.down_since.load(Ordering::Acquire)))
+    }
+
+    fn failed(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if self.up.swap(false, Ordering::AcqRel) {
+            self.down_since
+                .store(Time::now().as_micros(), Ordering::Release);
+        }
+    }
+
+    fn answered(&self) {
+        self.up.store(true, Ordering::Release);
+    }
+
+    /// Counts records learned from other servers.
+    pub fn learned(&self, n: usize) {
+        self.remote_changes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// The Prometheus families, appended to `out`.
+    pub fn render_prometheus(&self, out: &mut String) {
+        use std::fmt::Write;
+        let up = u8::from(self.up.load(Ordering::Acquire));
+        let _ = write!(
+            out,
+            "# HELP dynip_database_up Whether the PostgreSQL database answered the last statement (1) or not (0).\n\
+             # TYPE dynip_database_up gauge\n\
+             dynip_database_up {up}\n\
+             # HELP dynip_database_errors_total Connections and statements to the PostgreSQL database that failed.\n\
+             # TYPE dynip_database_errors_total counter\n\
+             dynip_database_errors_total {}\n\
+             # HELP dynip_database_remote_changes_total Records and TXT sets learned from other servers' commits.\n\
+             # TYPE dynip_database_remote_changes_total counter\n\
+             dynip_database_remote_changes_total {}\n",
+            self.errors.load(Ordering::Relaxed),
+            self.remote_changes.load(Ordering::Relaxed),
+        );
+    }
+}
+
+/// What other servers committed after a sequence number, in the order to apply it.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Each changed host's record as it is now (its entry's `seq`: the commit's).
+    pub hosts: Vec<(Name, Entry)>,
+    /// Each changed name's TXT set as it is now (empty: none left).
+    pub txt: Vec<(Name, Vec<Txt>)>,
+    /// New acme-dns accounts.
+    pub accounts: Vec<AcmeAccount>,
+    /// The last commit read, and when it was made (`None`: there was none).
+    pub last: Option<(i64, Time)>,
+}
+
+impl Changes {
+    /// How many records and TXT sets it holds.
+    pub fn len(&self) -> usize {
+        self.hosts.len() + self.txt.len() + self.accounts.len()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a turn writes, decided against [`Changes`] under the lock.
+#[derive(Debug, Default)]
+pub struct Writes<'a> {
+    /// The records the turn's reports and updates changed (their `seq` is ignored: the
+    /// commit's is written).
+    pub records: &'a [(Name, Entry)],
+    /// The turn's address changes (their ids are ignored: the database numbers them).
+    pub history: &'a [LoggedChange],
+    /// Names whose TXT records changed, each with its whole new set.
+    pub txt: &'a [(Name, Vec<Txt>)],
+    /// New acme-dns accounts.
+    pub accounts: &'a [AcmeAccount],
+    /// Reports the turn committed.
+    pub n_reports: u64,
+    /// When the turn was decided: the commit's time, which every server's SOA serial
+    /// counts from.
+    pub at: Time,
+}
+
+/// A connection to the database, made again after it breaks.
+pub struct Database {
+    config: Config,
+    tls: MakeRustlsConnect,
+    /// The URL without its password, for messages.
+    shown: String,
+    /// Who writes: the host name and process, in `dynip.commits`.
+    server: String,
+    client: Option<Client>,
+    /// No connection attempt before this.
+    retry_at: Option<Instant>,
+    health: Arc<DatabaseHealth>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("url", &self.shown)
+            .field("connected", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl Database {
+    /// Connects to the database at `url`, creates the `dynip` schema in it if it has none,
+    /// and checks its version.
+    ///
+    /// # Errors
+    /// A URL the driver cannot read, a CA file that cannot be read, a database that cannot
+    /// be reached, a schema from a newer dynip.
+    pub fn open(url: &DatabaseUrl, health: Arc<DatabaseHealth>) -> Result<Database, StoreError> {
+        let shown = url.shown();
+        let (text, root) = split_root_cert(url.as_str());
+        let mut config: Config = text.parse().map_err(|source| StoreError::Database {
+            url: shown.clone(),
+            source,
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        config.keepalives_idle(Duration::from_secs(10));
+        if config.get_application_name().is_none() {
+            config.application_name("dynip");
+        }
+        let tls = tls_connector(root.as_deref()).map_err(|detail| StoreError::DatabaseTls {
+            url: shown.clone(),
+            detail,
+        })?;
+        let server = format!(
+            "{} pid {}",
+            gethostname::gethostname().to_string_lossy(),
+            std::process::id()
+        );
+        let mut database = Database {
+            config,
+            tls,
+            shown,
+            server,
+            client: None,
+            retry_at: None,
+            health,
+        };
+        database.migrate()?;
+        Ok(database)
+    }
+
+    /// The URL without its password.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// The shared health this connection reports into.
+    pub fn health(&self) -> Arc<DatabaseHealth> {
+        Arc::clone(&self.health)
+    }
+
+    /// The connection, made again if it broke, unless the last attempt failed less than
+    /// [`RETRY_AFTER`] ago.
+    fn client(&mut self) -> Result<&mut Client, StoreError> {
+        if self.client.as_ref().is_some_and(Client::is_closed) {
+            self.client = None;
+        }
+        if self.client.is_none() {
+            if self.retry_at.is_some_and(|at| Instant::now() < at) {
+                return Err(StoreError::DatabaseDown(self.shown.clone()));
+            }
+            match self.config.connect(self.tls.clone()) {
+                Ok(client) => {
+                    self.retry_at = None;
+                    self.client = Some(client);
+                }
+                Err(source) => {
+                    self.retry_at = Some(Instant::now() + RETRY_AFTER);
+                    self.health.failed();
+                    return Err(StoreError::Database {
+                        url: self.shown.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        match self.client.as_mut() {
+            Some(client) => Ok(client),
+            None => Err(StoreError::DatabaseDown(self.shown.clone())),
+        }
+    }
+
+    /// Runs `work` on the connection, noting in the health whether the database answered;
+    /// a connection that broke is dropped, to be made again next time.
+    fn with<T>(
+        &mut self,
+        work: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let client = self.client()?;
+        match work(client) {
+            Ok(value) => {
+                self.health.answered();
+                Ok(value)
+            }
+            Err(source) => Err(self.failed(source)),
+        }
+    }
+
+    /// Notes a failed statement; the error to return.
+    fn failed(&mut self, source: postgres::Error) -> StoreError {
+        if source.as_db_error().is_none() {
+            // Not an answer from the database: the connection is gone.
+            self.client = None;
+        }
+        self.health.failed();
+        StoreError::Database {
+            url: self.shown.clone(),
+            source,
+        }
+    }
+
+    /// Creates the schema in a database without one; refuses one from a newer dynip.
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let shown = self.shown.clone();
+        let found = self.with(|client| {
+            let mut tx = client.transaction()?;
+            // Two servers starting at once: one creates, the other finds.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])?;
+            let exists: bool = tx
+                .query_one("SELECT to_regclass('dynip.meta') IS NOT NULL", &[])?
+                .get(0);
+            let found = if exists {
+                let row =
+                    tx.query_opt("SELECT value FROM dynip.meta WHERE key = 'version'", &[])?;
+                row.map_or(0, |row| row.get(0))
+            } else {
+                tx.batch_execute(SCHEMA)?;
+                tx.execute(
+                    "INSERT INTO dynip.meta (key, value) VALUES ('version', $1)",
+                    &[&PG_SCHEMA_VERSION],
+                )?;
+                PG_SCHEMA_VERSION
+            };
+            tx.commit()?;
+            Ok(found)
+        })?;
+        if found > PG_SCHEMA_VERSION {
+            return Err(StoreError::DatabaseTooNew { url: shown, found });
+        }
+        if found < 1 {
+            return Err(StoreError::DatabaseCorrupt {
+                url: shown,
+                detail: "dynip.meta has no version".to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the database holds no host, history, TXT record or account.
+    ///
+    /// # Errors
+    /// When the database does not answer.
+    pub fn is_empty(&mut self) -> Result<bool, StoreError> {
+        self.with(|client| {
+            let row = client.query_one(
+                "SELECT NOT EXISTS (SELECT 1 FROM dynip.hosts) \
+                 AND NOT EXISTS (SELECT 1 FROM dynip.history) \
+                 AND NOT EXISTS (SELECT 1 FROM dynip.txt) \
+                 AND NOT EXISTS (SELECT 1 FROM dynip.acme_accounts)",
+                &[],
+            )?;
+            Ok(row.get(0))
+        })
+    }
+
+    /// Everything the database holds of the current state, and the last commit's
+    /// sequence number: changes are read after it.
+    ///
+    /// # Errors
+    /// When the database does not answer, or a row does not decode.
+    pub fn load(&mut self) -> Result<(Loaded, i64), StoreError> {
+        let shown = self.shown.clone();
+        let rows = self.with(|client| {
+            let mut tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            let last: i64 = tx
+                .query_one("SELECT COALESCE(MAX(seq), 0) FROM dynip.commits", &[])?
+                .get(0);
+            let rows = read_rows(&mut tx, None)?;
+            tx.commit()?;
+            Ok((rows, last))
+        })?;
+        let (rows, last) = rows;
+        let changes = rows.decode(&shown)?;
+        let loaded = Loaded {
+            hosts: changes.hosts.into_iter().collect(),
+            txt: changes
+                .txt
+                .into_iter()
+                .filter(|(_, set)| !set.is_empty())
+                .collect(),
+            accounts: changes.accounts,
+            progress: super::Progress::default(),
+        };
+        Ok((loaded, last))
+    }
+
+    /// What was committed after `after`, read in one snapshot, without the lock: for a
+    /// server woken by another's commit.
+    ///
+    /// # Errors
+    /// When the database does not answer, or a row does not decode.
+    pub fn changes_since(&mut self, after: i64) -> Result<Changes, StoreError> {
+        let shown = self.shown.clone();
+        let rows = self.with(|client| {
+            let mut tx = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            let rows = read_rows(&mut tx, Some(after))?;
+            tx.commit()?;
+            Ok(rows)
+        })?;
+        rows.decode(&shown)
+    }
+
+    /// One writing turn: takes the lock, reads what others committed after `after`, hands
+    /// it to `decide` (which applies it and decides the batch), writes what `decide`
+    /// returns and commits. `decide` runs once the changes are read, also when the write
+    /// then fails: what it learned is committed whatever happens to the turn.
+    ///
+    /// Returns the changes' outcome and, when the turn committed, its sequence number.
+    pub fn turn<D>(
+        &mut self,
+        after: i64,
+        decide: impl FnOnce(Changes) -> D,
+        writes: impl FnOnce(&D) -> Writes<'_>,
+    ) -> (Option<D>, Result<i64, StoreError>) {
+        let shown = self.shown.clone();
+        let server = self.server.clone();
+        let client = match self.client() {
+            Ok(client) => client,
+            Err(e) => return (None, Err(e)),
+        };
+        let mut decided = None;
+        let res = (|| -> Result<Result<i64, StoreError>, postgres::Error> {
+            let mut tx = client.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])?;
+            let rows = read_rows(&mut tx, Some(after))?;
+            let changes = match rows.decode(&shown) {
+                Ok(changes) => changes,
+                Err(e) => return Ok(Err(e)),
+            };
+            let last = changes.last.map_or(after, |(seq, _)| seq);
+            let d = decided.insert(decide(changes));
+            let writes = writes(d);
+            if writes.records.is_empty()
+                && writes.txt.is_empty()
+                && writes.accounts.is_empty()
+                && writes.history.is_empty()
+            {
+                tx.commit()?;
+                return Ok(Ok(last));
+            }
+            let seq = write(&mut tx, &writes, &server)?;
+            tx.commit()?;
+            Ok(Ok(seq))
+        })();
+        match res {
+            Ok(Ok(seq)) => {
+                self.health.answered();
+                (decided, Ok(seq))
+            }
+            Ok(Err(e)) => (decided, Err(e)),
+            Err(source) => {
+                let e = self.failed(source);
+                (decided, Err(e))
+            }
+        }
+    }
+
+    /// Writes hosts and their history into the database as one commit: the original's
+    /// file at the first start, or another store's contents.
+    ///
+    /// # Errors
+    /// On a failed write; nothing is written then.
+    pub fn import(
+        &mut self,
+        hosts: &[(Name, Record)],
+        history: &[HistoryRow],
+        txt: &[(Name, Vec<Txt>)],
+        accounts: &[AcmeAccount],
+    ) -> Result<(), StoreError> {
+        let server = self.server.clone();
+        let records: Vec<(Name, Entry)> = hosts
+            .iter()
+            .map(|(name, record)| {
+                let entry = Entry {
+                    record: *record,
+                    seq: 0,
+                    dirty: false,
+                };
+                (name.clone(), entry)
+            })
+            .collect();
+        let history: Vec<LoggedChange> = history
+            .iter()
+            .map(|change| LoggedChange {
+                id: 0,
+                change: change.clone(),
+            })
+            .collect();
+        let writes = Writes {
+            records: &records,
+            history: &history,
+            txt,
+            accounts,
+            n_reports: 0,
+            at: Time::now(),
+        };
+        self.with(|client| {
+            let mut tx = client.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])?;
+            write(&mut tx, &writes, &server)?;
+            tx.commit()
+        })
+    }
+
+    /// A host's address changes, oldest first.
+    ///
+    /// # Errors
+    /// When the database does not answer, or a row does not decode.
+    pub fn history(&mut self, name: &Name) -> Result<Vec<(Time, IpAddr)>, StoreError> {
+        let shown = self.shown.clone();
+        let rows = self.with(|client| {
+            client.query(
+                "SELECT at, address FROM dynip.history WHERE name_key = $1 ORDER BY at, id",
+                &[&name.folded()],
+            )
+        })?;
+        rows.iter()
+            .map(|row| {
+                let address: String = row.get(1);
+                let addr = address.parse().map_err(|_| StoreError::DatabaseCorrupt {
+                    url: shown.clone(),
+                    detail: format!("bad address {address:?} in history"),
+                })?;
+                Ok((Time::from_micros(row.get(0)), addr))
+            })
+            .collect()
+    }
+
+    /// Every address change, oldest first: for copying the database into another store.
+    ///
+    /// # Errors
+    /// When the database does not answer, or a row does not decode.
+    pub fn all_history(&mut self) -> Result<Vec<HistoryRow>, StoreError> {
+        let shown = self.shown.clone();
+        let rows = self.with(|client| {
+            client.query(
+                "SELECT name, at, address FROM dynip.history ORDER BY id",
+                &[],
+            )
+        })?;
+        rows.iter()
+            .map(|row| {
+                let name: String = row.get(0);
+                let address: String = row.get(2);
+                let bad = |what: String| StoreError::DatabaseCorrupt {
+                    url: shown.clone(),
+                    detail: what,
+                };
+                Ok(HistoryRow {
+                    name: Name::parse(&name)
+                        .map_err(|_| bad(format!("bad name {name:?} in history")))?,
+                    at: Time::from_micros(row.get(1)),
+                    addr: address
+                        .parse()
+                        .map_err(|_| bad(format!("bad address {address:?} in history")))?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The rows of a read, before decoding.
+struct Rows {
+    hosts: Vec<postgres::Row>,
+    txt: Vec<postgres::Row>,
+    accounts: Vec<postgres::Row>,
+    last: Option<(i64, i64)>,
+}
+
+/// Reads the rows written after `after` (`None`: every row), up to the last commit, in
+/// the transaction's snapshot.
+fn read_rows(tx: &mut Transaction<'_>, after: Option<i64>) -> Result<Rows, postgres::Error> {
+    let from = after.unwrap_or(i64::MIN);
+    let last = tx
+        .query_opt(
+            "SELECT seq, at FROM dynip.commits WHERE seq > $1 ORDER BY seq DESC LIMIT 1",
+            &[&from],
+        )?
+        .map(|row| (row.get(0), row.get(1)));
+    if after.is_some() && last.is_none() {
+        return Ok(Rows {
+            hosts: Vec::new(),
+            txt: Vec::new(),
+            accounts: Vec::new(),
+            last,
+        });
+    }
+    let hosts = tx.query(
+        &format!("SELECT {HOST_COLUMNS} FROM dynip.hosts WHERE seq > $1"),
+        &[&from],
+    )?;
+    let txt = tx.query(
+        "SELECT name, rdata FROM dynip.txt WHERE seq > $1 ORDER BY name_key",
+        &[&from],
+    )?;
+    let accounts = tx.query(
+        "SELECT username, password_sha256, subdomain, txt_name, allow_from, created \
+         FROM dynip.acme_accounts WHERE seq > $1",
+        &[&from],
+    )?;
+    Ok(Rows {
+        hosts,
+        txt,
+        accounts,
+        last,
+    })
+}
+
+impl Rows {
+    fn decode(self, shown: &str) -> Result<Changes, StoreError> {
+        let bad = |detail: String| StoreError::DatabaseCorrupt {
+            url: shown.to_string(),
+            detail,
+        };
+        let mut hosts = Vec::with_capacity(self.hosts.len());
+        for row in &self.hosts {
+            let name: String = row.get(0);
+            let parsed = Name::parse(&name).map_err(|_| bad(format!("bad host name {name:?}")))?;
+            let v4 = seen(row, 3).map_err(|what| bad(format!("host {name}: {what}")))?;
+            let v6 = seen(row, 6).map_err(|what| bad(format!("host {name}: {what}")))?;
+            let record = Record {
+                first_seen: Time::from_micros(row.get(2)),
+                v4,
+                v6,
+                signed_at: row.get::<_, Option<i64>>(9).map(Time::from_micros),
+                offline: row.get(10),
+            };
+            let entry = Entry {
+                record,
+                seq: row.get(1),
+                dirty: false,
+            };
+            hosts.push((parsed, entry));
+        }
+        let mut txt = Vec::with_capacity(self.txt.len());
+        for row in &self.txt {
+            let name: String = row.get(0);
+            let parsed = Name::parse(&name).map_err(|_| bad(format!("bad TXT name {name:?}")))?;
+            let rdata: Vec<Vec<u8>> = row.get(1);
+            let set = rdata
+                .into_iter()
+                .map(Txt::from_rdata)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(format!("TXT at {name}: {e}")))?;
+            txt.push((parsed, set));
+        }
+        let mut accounts = Vec::with_capacity(self.accounts.len());
+        for row in &self.accounts {
+            let username: String = row.get(0);
+            let what = |what: &str| bad(format!("acme-dns account {username}: {what}"));
+            let hash: Vec<u8> = row.get(1);
+            let txt_name: String = row.get(3);
+            let allow_from: String = row.get(4);
+            accounts.push(AcmeAccount {
+                password_sha256: hash
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| what("a password hash that is not 32 bytes"))?,
+                subdomain: row.get(2),
+                txt_name: Name::parse(&txt_name).map_err(|_| what("a bad TXT name"))?,
+                allow_from: allow_from
+                    .split_whitespace()
+                    .map(str::parse)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| what("a bad network in allow_from"))?,
+                created: Time::from_micros(row.get(5)),
+                username,
+            });
+        }
+        Ok(Changes {
+            hosts,
+            txt,
+            accounts,
+            last: self.last.map(|(seq, at)| (seq, Time::from_micros(at))),
+        })
+    }
+}
+
+/// One family's three columns from `first`: all NULL, or all set.
+fn seen<A: std::str::FromStr>(
+    row: &postgres::Row,
+    first: usize,
+) -> Result<Option<Seen<A>>, String> {
+    let addr: Option<String> = row.get(first);
+    let last_seen: Option<i64> = row.get(first + 1);
+    let last_change: Option<i64> = row.get(first + 2);
+    match (addr, last_seen, last_change) {
+        (None, None, None) => Ok(None),
+        (Some(addr), Some(last_seen), Some(last_change)) => match addr.parse() {
+            Ok(addr) => Ok(Some(Seen {
+                addr,
+                last_seen: Time::from_micros(last_seen),
+                last_change: Time::from_micros(last_change),
+            })),
+            Err(_) => Err(format!("bad address {addr:?}")),
+        },
+        _ => Err("an address without its times".to_string()),
+    }
+}
+
+/// One family's columns, as arrays for `unnest`.
+#[derive(Default)]
+struct SeenColumns {
+    addr: Vec<Option<String>>,
+    last_seen: Vec<Option<i64>>,
+    last_change: Vec<Option<i64>>,
+}
+
+impl SeenColumns {
+    fn push<A: std::fmt::Display>(&mut self, seen: Option<Seen<A>>) {
+        self.addr
+            .push(seen.as_ref().map(|seen| seen.addr.to_string()));
+        self.last_seen
+            .push(seen.as_ref().map(|seen| seen.last_seen.as_micros()));
+        self.last_change
+            .push(seen.as_ref().map(|seen| seen.last_change.as_micros()));
+    }
+}
+
+/// Writes a turn under the lock, numbered by a new row of `dynip.commits`, and announces
+/// it; returns its sequence number.
+fn write(
+    tx: &mut Transaction<'_>,
+    writes: &Writes<'_>,
+    server: &str,
+) -> Result<i64, postgres::Error> {
+    let n_reports = i64::try_from(writes.n_reports).unwrap_or(i64::MAX);
+    let seq: i64 = tx
+        .query_one(
+            "INSERT INTO dynip.commits (at, server, n_reports) VALUES ($1, $2, $3) RETURNING seq",
+            &[&writes.at.as_micros(), &server, &n_reports],
+        )?
+        .get(0);
+    if !writes.records.is_empty() {
+        let n = writes.records.len();
+        let mut keys = Vec::with_capacity(n);
+        let mut names = Vec::with_capacity(n);
+        let mut first_seen = Vec::with_capacity(n);
+        let (mut v4, mut v6) = (SeenColumns::default(), SeenColumns::default());
+        let mut signed_at = Vec::with_capacity(n);
+        let mut offline = Vec::with_capacity(n);
+        for (name, entry) in writes.records {
+            let record = &entry.record;
+            keys.push(name.folded());
+            names.push(name.as_str());
+            first_seen.push(record.first_seen.as_micros());
+            v4.push(record.v4);
+            v6.push(record.v6);
+            signed_at.push(record.signed_at.map(Time::as_micros));
+            offline.push(record.offline);
+        }
+        tx.execute(
+            "INSERT INTO dynip.hosts (name_key, name, seq, first_seen, ipv4, ipv4_last_seen, \
+             ipv4_last_change, ipv6, ipv6_last_seen, ipv6_last_change, signed_at, offline) \
+             SELECT k, n, $1, f, a4, s4, c4, a6, s6, c6, sa, o FROM unnest($2::text[], \
+             $3::text[], $4::int8[], $5::text[], $6::int8[], $7::int8[], $8::text[], \
+             $9::int8[], $10::int8[], $11::int8[], $12::bool[]) \
+             AS u(k, n, f, a4, s4, c4, a6, s6, c6, sa, o) \
+             ON CONFLICT (name_key) DO UPDATE SET name = EXCLUDED.name, seq = EXCLUDED.seq, \
+             first_seen = EXCLUDED.first_seen, ipv4 = EXCLUDED.ipv4, \
+             ipv4_last_seen = EXCLUDED.ipv4_last_seen, ipv4_last_change = EXCLUDED.ipv4_last_change, \
+             ipv6 = EXCLUDED.ipv6, ipv6_last_seen = EXCLUDED.ipv6_last_seen, \
+             ipv6_last_change = EXCLUDED.ipv6_last_change, signed_at = EXCLUDED.signed_at, \
+             offline = EXCLUDED.offline",
+            &[
+                &seq,
+                &keys,
+                &names,
+                &first_seen,
+                &v4.addr,
+                &v4.last_seen,
+                &v4.last_change,
+                &v6.addr,
+                &v6.last_seen,
+                &v6.last_change,
+                &signed_at,
+                &offline,
+            ],
+        )?;
+    }
+    if !writes.history.is_empty() {
+        let n = writes.history.len();
+        let mut names = Vec::with_capacity(n);
+        let mut keys = Vec::with_capacity(n);
+        let mut at = Vec::with_capacity(n);
+        let mut address = Vec::with_capacity(n);
+        for logged in writes.history {
+            names.push(logged.change.name.as_str());
+            keys.push(logged.change.name.folded());
+            at.push(logged.change.at.as_micros());
+            address.push(logged.change.addr.to_string());
+        }
+        tx.execute(
+            "INSERT INTO dynip.history (name, name_key, at, address) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[])",
+            &[&names, &keys, &at, &address],
+        )?;
+    }
+    for (name, set) in writes.txt {
+        let rdata: Vec<&[u8]> = set.iter().map(Txt::rdata).collect();
+        tx.execute(
+            "INSERT INTO dynip.txt (name_key, name, seq, at, rdata) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (name_key) DO UPDATE SET name = EXCLUDED.name, seq = EXCLUDED.seq, \
+             at = EXCLUDED.at, rdata = EXCLUDED.rdata",
+            &[
+                &name.folded(),
+                &name.as_str(),
+                &seq,
+                &writes.at.as_micros(),
+                &rdata,
+            ],
+        )?;
+    }
+    for account in writes.accounts {
+        let allow_from: Vec<String> = account.allow_from.iter().map(ToString::to_string).collect();
+        tx.execute(
+            "INSERT INTO dynip.acme_accounts (username, password_sha256, subdomain, txt_name, \
+             allow_from, created, seq) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &account.username,
+                &&account.password_sha256[..],
+                &account.subdomain,
+                &account.txt_name.as_str(),
+                &allow_from.join(" "),
+                &account.created.as_micros(),
+                &seq,
+            ],
+        )?;
+    }
+    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &seq.to_string()])?;
+    Ok(seq)
+}
+
+/// Listens for other servers' commits on its own connection: calls `woken` for each
+/// notification, and once after each (re)connection, since notifications sent while it
+/// was not connected are lost. Returns when `stop` is set (it looks every
+/// `poll` at most).
+pub fn listen(
+    url: &DatabaseUrl,
+    health: &DatabaseHealth,
+    stop: &AtomicBool,
+    poll: Duration,
+    mut woken: impl FnMut(),
+) {
+    let (text, root) = split_root_cert(url.as_str());
+    let (Ok(mut config), Ok(tls)) = (text.parse::<Config>(), tls_connector(root.as_deref())) else {
+        // `Database::open` read the same URL and CA file: not reached.
+        return;
+    };
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config.keepalives_idle(Duration::from_secs(10));
+    while !stop.load(Ordering::Acquire) {
+        let mut client = match config.connect(tls.clone()) {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::debug!(error = %e, "the listener cannot reach the database");
+                health.failed();
+                std::thread::sleep(RETRY_AFTER.min(poll));
+                continue;
+            }
+        };
+        if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")) {
+            tracing::debug!(error = %e, "the listener cannot LISTEN");
+            std::thread::sleep(RETRY_AFTER.min(poll));
+            continue;
+        }
+        // What was committed while this listener was away.
+        woken();
+        while !stop.load(Ordering::Acquire) && !client.is_closed() {
+            let woke = {
+                let mut notifications = client.notifications();
+                let first = notifications.timeout_iter(poll).next();
+                match first {
+                    Ok(Some(_)) => {
+                        // Drain what else came: one wake-up reads it all.
+                        while let Ok(Some(_)) = notifications.iter().next() {}
+                        Ok(true)
+                    }
+                    Ok(None) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            };
+            match woke {
+                Ok(true) => woken(),
+                // A quiet interval: a dead connection shows when it is used.
+                Ok(false) => {
+                    if client.simple_query("").is_err() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Takes `sslrootcert=PATH` out of a URL's query (the driver does not read it): the
+/// certificates of the authority the server's certificate must chain to, instead of the
+/// public ones.
+fn split_root_cert(url: &str) -> (String, Option<std::path::PathBuf>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), None);
+    };
+    let mut root = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.split_once('=') {
+            Some(("sslrootcert", path)) => {
+                root = Some(std::path::PathBuf::from(path));
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    let text = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (text, root)
+}
+
+/// rustls with the public authorities, or the one in `root`'s PEM file.
+fn tls_connector(root: Option<&std::path::Path>) -> Result<MakeRustlsConnect, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    match root {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("cannot read sslrootcert {}: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!("no certificate in sslrootcert {}", path.display()));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_root_certificate_is_taken_out_of_the_url() {
+        assert_eq!(
+            split_root_cert("postgres://u@h/db?sslmode=require&sslrootcert=/etc/ca.pem"),
+            (
+                "postgres://u@h/db?sslmode=require".to_string(),
+                Some("/etc/ca.pem".into())
+            )
+        );
+        assert_eq!(
+            split_root_cert("postgres://u@h/db?sslrootcert=ca.pem"),
+            ("postgres://u@h/db".to_string(), Some("ca.pem".into()))
+        );
+        assert_eq!(
+            split_root_cert("postgres://u@h/db"),
+            ("postgres://u@h/db".to_string(), None)
+        );
+    }
+
+    #[test]
+    fn health_goes_down_and_up() {
+        let health = DatabaseHealth::default();
+        assert_eq!(health.down_since(), None);
+        health.failed();
+        assert!(health.down_since().is_some());
+        let mut out = String::new();
+        health.render_prometheus(&mut out);
+        assert!(out.contains("dynip_database_up 0\n"), "{out}");
+        assert!(out.contains("dynip_database_errors_total 1\n"), "{out}");
+        health.answered();
+        assert_eq!(health.down_since(), None);
+    }
+}

@@ -1,0 +1,288 @@
+//! The writer on a shared PostgreSQL database (`database_url`): the same jobs, decided
+//! the same way ([`Deciding`]), against the database's latest state.
+//!
+//! Each turn holds the database's lock ([`Database::turn`]): it reads what other servers
+//! committed since its last turn and shows it in the table, decides its batch against
+//! the table, writes, commits, shows its own changes, and only then answers. So the
+//! replay rule and good or nochg are decided in one order across every server, and
+//! nothing is acknowledged before it is in the database. The database numbers the
+//! commits and the history; this thread keeps only the last sequence number it has
+//! shown. A [`Job::Wake`] (the listener heard another server's commit) shows the changes
+//! without the lock.
+//!
+//! When the database does not answer, every job of the turn is refused as not committed
+//! (the edges answer `911`, send no acknowledgement, SERVFAIL), the table keeps answering
+//! reads, and the next turn tries again ([`Database`] paces the attempts).
+//!
+//! Must not know SQL (`store::postgres` does), nor change the table or answer a job
+//! before the commit that holds it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use super::{answer, Answers, Deciding, Job, Liveness, Refused, Verdict, MAX_BATCH, QUEUE_LEN};
+use crate::model::account::AcmeAccount;
+use crate::model::name::Name;
+use crate::model::record::{Record, Time};
+use crate::state::metrics::Metrics;
+use crate::state::table::{Entry, Table};
+use crate::store::postgresql::{Changes, Database, Writes};
+
+/// What the shared writer starts from.
+pub struct SharedSetup {
+    pub database: Database,
+    pub table: Arc<Table>,
+    /// The last commit the table shows (from [`Database::load`]).
+    pub last_seq: i64,
+    pub metrics: Arc<Metrics>,
+    pub liveness: Arc<Liveness>,
+    /// Set by the listener when it sends a [`Job::Wake`], cleared when the writer takes
+    /// it: one wake-up queued at a time, however many commits it covers.
+    pub wake_pending: Arc<AtomicBool>,
+}
+
+/// Starts the shared writer thread.
+///
+/// # Errors
+/// When the OS cannot start a thread.
+pub fn spawn_shared(setup: SharedSetup) -> std::io::Result<(mpsc::Sender<Job>, JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel(QUEUE_LEN);
+    let liveness = Arc::clone(&setup.liveness);
+    let mut writer = SharedWriter {
+        database: setup.database,
+        table: setup.table,
+        last_seq: setup.last_seq,
+        metrics: setup.metrics,
+        wake_pending: setup.wake_pending,
+        down: false,
+    };
+    let handle = std::thread::Builder::new()
+        .name("dynip-writer".to_string())
+        .spawn(move || writer.run(rx, &liveness))?;
+    Ok((tx, handle))
+}
+
+struct SharedWriter {
+    database: Database,
+    table: Arc<Table>,
+    last_seq: i64,
+    metrics: Arc<Metrics>,
+    wake_pending: Arc<AtomicBool>,
+    /// The last turn could not reach the database: logged once, until it answers again.
+    down: bool,
+}
+
+impl SharedWriter {
+    fn run(&mut self, mut rx: mpsc::Receiver<Job>, liveness: &Liveness) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut jobs = Vec::with_capacity(64);
+            jobs.push(first);
+            while jobs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            liveness.turn_starts();
+            self.turn(jobs);
+            liveness.turn_ends();
+        }
+        debug!("writer stops: no more reports");
+    }
+
+    fn turn(&mut self, jobs: Vec<Job>) {
+        let mut reports = Vec::with_capacity(jobs.len());
+        let mut updates = Vec::new();
+        let mut registrations = Vec::new();
+        let mut woken = false;
+        for job in jobs {
+            match job {
+                Job::Report(report) => reports.push(report),
+                Job::Update(update) => updates.push(update),
+                Job::Register(registration) => registrations.push(registration),
+                Job::Wake => woken = true,
+            }
+        }
+        if woken {
+            self.wake_pending.store(false, Ordering::Release);
+        }
+        if reports.is_empty() && updates.is_empty() && registrations.is_empty() {
+            self.catch_up();
+            return;
+        }
+        let accounts: Vec<AcmeAccount> = registrations
+            .iter()
+            .map(|registration| registration.account.clone())
+            .collect();
+        let at = Time::now();
+        let table = &self.table;
+        let health = self.database.health();
+        let n_jobs = reports.len() + updates.len();
+        let started = Instant::now();
+        let (decided, committed) = self.database.turn(
+            self.last_seq,
+            |changes| {
+                let learned = changes.last.map(|(seq, _)| seq);
+                health.learned(changes.len());
+                show(table, changes);
+                // Reports first, then the updates, each seeing what those before did.
+                let mut deciding = Deciding::new(
+                    |name: &Name| table.find(name).map(|(slot, entry)| (slot, entry.record)),
+                    |name: &Name| table.txt(name),
+                    0,
+                    |_: &Name, _: Time, _: Option<&Record>, _: &Record| {},
+                );
+                for report in &reports {
+                    deciding.report(report);
+                }
+                for update in &updates {
+                    deciding.update(update);
+                }
+                (deciding.finish(0), learned, accounts)
+            },
+            |(decided, _, accounts)| Writes {
+                records: &decided.records,
+                history: &decided.history,
+                txt: &decided.txt,
+                accounts,
+                n_reports: decided
+                    .verdicts
+                    .iter()
+                    .filter(|&&verdict| verdict != Verdict::Replayed)
+                    .count() as u64,
+                at,
+            },
+        );
+        if n_jobs > 0 {
+            self.metrics.committed(n_jobs, started.elapsed());
+        }
+        let (decided, outcome) = match (decided, committed) {
+            (Some((decided, learned, accounts)), Ok(seq)) => {
+                self.reachable();
+                self.last_seq = seq.max(learned.unwrap_or(0));
+                let records =
+                    decided
+                        .slots
+                        .iter()
+                        .zip(&decided.records)
+                        .map(|(&slot, (name, entry))| {
+                            let entry = Entry {
+                                seq,
+                                dirty: false,
+                                ..*entry
+                            };
+                            (slot, name.clone(), entry)
+                        });
+                let mut dns_changed = self.table.update_found(records);
+                dns_changed |= !decided.txt.is_empty();
+                self.table.set_txt(&decided.txt);
+                self.table.add_acme_accounts(&accounts);
+                let shown_at = Time::now();
+                if dns_changed {
+                    self.table.note_dns_commit(at, shown_at);
+                }
+                (Some(decided), Ok(shown_at))
+            }
+            (decided, res) => {
+                let e = res.err();
+                if let Some((_, Some(learned), _)) = &decided {
+                    // What the turn read of others' commits is shown whatever became of
+                    // its own.
+                    self.last_seq = self.last_seq.max(*learned);
+                }
+                self.unreachable(e.as_ref().map(ToString::to_string));
+                (
+                    decided.map(|(decided, _, _)| decided),
+                    Err(Refused::CommitFailed),
+                )
+            }
+        };
+        let (verdicts, update_verdicts) = match decided {
+            Some(decided) => (decided.verdicts, decided.update_verdicts),
+            // Not decided: every job is answered as not committed.
+            None => (
+                vec![Verdict::Unchanged; reports.len()],
+                updates.iter().map(|update| Ok(update.at)).collect(),
+            ),
+        };
+        answer(
+            Answers {
+                reports,
+                verdicts,
+                updates,
+                update_verdicts,
+                registrations,
+            },
+            outcome,
+        );
+    }
+
+    /// Reads and shows what other servers committed since the last turn.
+    fn catch_up(&mut self) {
+        match self.database.changes_since(self.last_seq) {
+            Ok(changes) => {
+                self.reachable();
+                if let Some((seq, _)) = changes.last {
+                    self.database.health().learned(changes.len());
+                    self.last_seq = seq;
+                    show(&self.table, changes);
+                }
+            }
+            Err(e) => self.unreachable(Some(e.to_string())),
+        }
+    }
+
+    fn reachable(&mut self) {
+        if self.down {
+            self.down = false;
+            info!(database = %self.database.shown(), "the database answers again; writes resume");
+        }
+    }
+
+    fn unreachable(&mut self, error: Option<String>) {
+        if !self.down {
+            self.down = true;
+            error!(
+                database = %self.database.shown(),
+                error = error.as_deref().unwrap_or("a row that does not decode"),
+                "the database does not answer: refusing writes, answering reads from memory"
+            );
+        } else if let Some(error) = error {
+            debug!(%error, "the database still does not answer");
+        }
+    }
+}
+
+/// Shows other servers' committed changes in the table, and notes them for the serial.
+fn show(table: &Table, changes: Changes) {
+    let Some((_, at)) = changes.last else {
+        return;
+    };
+    let n = changes.len();
+    let records: Vec<_> = changes
+        .hosts
+        .into_iter()
+        .map(|(name, entry)| (table.find(&name).map(|(slot, _)| slot), name, entry))
+        .collect();
+    let mut dns_changed = table.update_found(records);
+    dns_changed |= !changes.txt.is_empty();
+    table.set_txt(&changes.txt);
+    table.add_acme_accounts(&changes.accounts);
+    if dns_changed {
+        table.note_dns_commit(at, Time::now());
+    }
+    if n > 0 {
+        debug!(n_changes = n, "showing other servers' commits");
+    }
+    if n > 100_000 {
+        warn!(
+            n_changes = n,
+            "a large catch-up: was this server away long?"
+        );
+    }
+}

@@ -1,0 +1,412 @@
+//! Several servers on one PostgreSQL database (`database_url`), each test with its own
+//! throwaway cluster: a report to one is answered by the others' DNS and API within a
+//! second; a replay to another server is refused; `kill -9` of one server under load
+//! loses nothing acknowledged; the database stopped for ten seconds under load refuses
+//! writes without acknowledging them (dyndns2 `dnserr`), keeps the reads, and writes resume by themselves;
+//! a client with two servers listed reports while the first is down.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use dynip::model::key::Key;
+
+use crate::dns::{ask, serial, ZONE};
+use crate::harness::http::{get, update};
+use crate::harness::*;
+
+/// One dynip server on the shared database: its dir, process, and faces.
+struct Member {
+    dir: Dir,
+    /// `Bearer KEY`, for the API.
+    bearer: String,
+    server: ServerProcess,
+    dns: SocketAddr,
+    http: SocketAddr,
+}
+
+/// Starts a server on `url` with the shared key `key`, DNS for [`ZONE`] and HTTP.
+fn member(url: &str, key: &Key) -> Member {
+    let dir = Dir::new();
+    member_in(dir, url, key)
+}
+
+fn member_in(dir: Dir, url: &str, key: &Key) -> Member {
+    dir.server_config(
+        "127.0.0.1",
+        &format!(
+            "key = {}\ndatabase_url = {url}\ndns_listen = 127.0.0.1:0\ndns_zone = {ZONE}\n\
+             http_listen = 127.0.0.1:0\npublic_metrics = yes\npublic_status = yes\n",
+            key.encode()
+        ),
+    );
+    let server = ServerProcess::start(&dir);
+    let dns = server.listening("dns");
+    let http = server.listening("http");
+    Member {
+        dir,
+        bearer: format!("Bearer {}", key.encode()),
+        server,
+        dns,
+        http,
+    }
+}
+
+impl Member {
+    /// The A records `dig` gets for `host` in the zone.
+    fn a(&self, host: &str) -> Vec<String> {
+        let answer = ask(
+            &self.dir,
+            "dig",
+            self.dns,
+            &[&format!("{host}.{ZONE}"), "A"],
+        );
+        answer
+            .answer
+            .iter()
+            .filter_map(|line| line.split_whitespace().last().map(String::from))
+            .collect()
+    }
+
+    fn serial(&self) -> u64 {
+        serial(&ask(&self.dir, "dig", self.dns, &[ZONE, "SOA"]))
+    }
+
+    /// The hosts the API lists.
+    fn api_hosts(&self) -> BTreeSet<String> {
+        let res = get(
+            self.http,
+            "/api/v1/hosts?limit=100000",
+            &[("Authorization", &self.bearer)],
+        );
+        assert_eq!(res.status, 200, "{}", res.body);
+        let doc: serde_json::Value = serde_json::from_str(&res.body).expect("JSON");
+        doc["hosts"]
+            .as_array()
+            .expect("hosts")
+            .iter()
+            .map(|host| host["host"].as_str().expect("a name").to_string())
+            .collect()
+    }
+
+    fn metric(&self, name: &str) -> Option<f64> {
+        let res = get(self.http, "/metrics", &[]);
+        res.body.lines().find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == name).then(|| value.parse().ok())?
+        })
+    }
+}
+
+fn cluster(test: &str) -> Option<Postgres> {
+    if !postgres_present(test) || !peers_present(test, &["dig", "psql"]) {
+        return None;
+    }
+    let pg = Postgres::start();
+    pg.create_database("dynip");
+    Some(pg)
+}
+
+/// Two servers, then a third: a signed report to one is in every other's DNS and API
+/// within a second, with the same SOA serial; the same datagram replayed to another
+/// server is refused; a server started later loads everything.
+#[test]
+fn servers_on_one_database_answer_alike() {
+    let Some(pg) = cluster("shared::servers_on_one_database_answer_alike") else {
+        return;
+    };
+    let key = test_key(41);
+    let url = pg.url("dynip");
+    let one = member(&url, &key);
+    let two = member(&url, &key);
+
+    let peer = Peer::bind("127.0.0.1:0", one.server.target());
+    let (report, _) = peer.report(&key, "kitchen-pc");
+    let acked = Instant::now();
+    let (a, waited) = eventually("kitchen-pc in the other server's DNS", || {
+        let a = two.a("kitchen-pc");
+        (!a.is_empty()).then(|| (a, acked.elapsed()))
+    });
+    assert_eq!(a, ["127.0.0.1"]);
+    assert!(waited < Duration::from_secs(1), "seen after {waited:?}");
+    assert!(two.api_hosts().contains("kitchen-pc"));
+    // The serials agree once the second of the change is over.
+    eventually("the same serial on both", || {
+        (one.serial() == two.serial()).then_some(())
+    });
+
+    // The same datagram, replayed to the other server: refused, unanswered.
+    let replayer = Peer::bind("127.0.0.2:0", two.server.target());
+    replayer.send(&report);
+    assert!(
+        replayer.recv_within(Duration::from_secs(1)).is_none(),
+        "a replay to another server was acknowledged"
+    );
+    eventually("the replay refused", || {
+        let refused = two.metric(r#"dynip_reports_refused_total{path="udp",reason="replayed"}"#);
+        (refused == Some(1.0)).then_some(())
+    });
+    assert_eq!(
+        one.a("kitchen-pc"),
+        ["127.0.0.1"],
+        "the replay changed nothing"
+    );
+    assert_eq!(two.a("kitchen-pc"), ["127.0.0.1"]);
+
+    // A move reported to the second server reaches the first.
+    let mover = Peer::bind("127.0.0.3:0", two.server.target());
+    mover.report(&key, "kitchen-pc");
+    eventually("the move in the first server's DNS", || {
+        (one.a("kitchen-pc") == ["127.0.0.3"]).then_some(())
+    });
+
+    // A third server starts from the database, and learns from the others.
+    let three = member(&url, &key);
+    assert_eq!(three.a("kitchen-pc"), ["127.0.0.3"]);
+    Peer::bind("127.0.0.1:0", one.server.target()).report(&key, "nas");
+    eventually("nas on the third server", || {
+        (three.a("nas") == ["127.0.0.1"]).then_some(())
+    });
+    let history = get(
+        three.http,
+        "/api/v1/hosts/kitchen-pc/history",
+        &[("Authorization", &three.bearer)],
+    );
+    assert!(
+        history.body.contains("127.0.0.1") && history.body.contains("127.0.0.3"),
+        "{}",
+        history.body
+    );
+    let commits = pg.psql("dynip", "SELECT count(DISTINCT server) FROM dynip.commits");
+    assert_eq!(commits.stdout.trim(), "2", "two servers committed");
+}
+
+/// Signed reports, each of a new host, sent in turn to the servers in `targets` while
+/// `stop` is not set; the hosts whose report was acknowledged.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<String>>>,
+    thread: Option<JoinHandle<u64>>,
+}
+
+impl Load {
+    fn start(targets: Vec<SocketAddr>, key: Key, prefix: &'static str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, acked) = (Arc::clone(&stop), Arc::clone(&acked));
+            std::thread::spawn(move || {
+                let peers: Vec<Peer> = targets
+                    .iter()
+                    .map(|&target| Peer::bind("127.0.0.1:0", target))
+                    .collect();
+                let mut n_sent = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let peer = &peers[n_sent as usize % peers.len()];
+                    let name = format!("{prefix}-{n_sent}");
+                    let report = seal(&key, &name, dynip::model::record::Time::now());
+                    peer.send(&report);
+                    n_sent += 1;
+                    // An acknowledgement of this report, or none in time (a server down,
+                    // a database away): only acknowledged names count.
+                    let deadline = Instant::now() + Duration::from_millis(300);
+                    while let Some(bytes) =
+                        peer.recv_within(deadline.saturating_duration_since(Instant::now()))
+                    {
+                        let ack = dynip::proto::wire::open_ack(&key, &bytes);
+                        if ack.is_ok_and(|ack| ack.report_nonce == nonce_of(&report)) {
+                            acked.lock().expect("acked").push(name.clone());
+                            break;
+                        }
+                    }
+                }
+                n_sent
+            })
+        };
+        Load {
+            stop,
+            acked,
+            thread: Some(thread),
+        }
+    }
+
+    fn n_acked(&self) -> usize {
+        self.acked.lock().expect("acked").len()
+    }
+
+    /// Stops the load; returns the acknowledged hosts and how many were sent.
+    fn stop(mut self) -> (BTreeSet<String>, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let n_sent = self
+            .thread
+            .take()
+            .expect("a running load")
+            .join()
+            .expect("the load thread");
+        let acked = self.acked.lock().expect("acked").iter().cloned().collect();
+        (acked, n_sent)
+    }
+}
+
+/// The hosts in the database.
+fn hosts_in(pg: &Postgres) -> BTreeSet<String> {
+    let out = pg.psql("dynip", "SELECT name FROM dynip.hosts");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    out.stdout.lines().map(String::from).collect()
+}
+
+/// `kill -9` of one of two servers while both take reports: every report either
+/// acknowledged is in the database and in the survivor's API, and the survivor goes on.
+#[test]
+fn kill_9_of_one_server_under_load_loses_nothing_acknowledged() {
+    let Some(pg) = cluster("shared::kill_9_of_one_server_under_load_loses_nothing_acknowledged")
+    else {
+        return;
+    };
+    let key = test_key(42);
+    let url = pg.url("dynip");
+    let mut one = member(&url, &key);
+    let two = member(&url, &key);
+    let load = Load::start(
+        vec![one.server.target(), two.server.target()],
+        key.clone(),
+        "load",
+    );
+    eventually("reports acknowledged by both", || {
+        (load.n_acked() >= 40).then_some(())
+    });
+    one.server.kill9();
+    let after_kill = load.n_acked();
+    eventually("the survivor acknowledging on", || {
+        (load.n_acked() >= after_kill + 20).then_some(())
+    });
+    let (acked, n_sent) = load.stop();
+    assert!(acked.len() >= 60, "{} of {n_sent}", acked.len());
+    let stored = hosts_in(&pg);
+    let lost: Vec<&String> = acked.difference(&stored).collect();
+    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+    let shown = two.api_hosts();
+    let missing: Vec<&String> = acked.difference(&shown).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not shown by the survivor: {missing:?}"
+    );
+}
+
+/// PostgreSQL stopped for ten seconds under load: no report is acknowledged while it is
+/// away, dyndns2 answers `dnserr`, `/healthz` says so and `/metrics` counts it, DNS and the
+/// API answer from memory; then writes resume by themselves, and every acknowledged
+/// report is in the database.
+#[test]
+fn database_away_for_ten_seconds_refuses_writes_then_resumes() {
+    let Some(pg) = cluster("shared::database_away_for_ten_seconds_refuses_writes_then_resumes")
+    else {
+        return;
+    };
+    let key = test_key(43);
+    let url = pg.url("dynip");
+    let one = member(&url, &key);
+    let two = member(&url, &key);
+    Peer::bind("127.0.0.1:0", one.server.target()).report(&key, "kitchen-pc");
+    eventually("kitchen-pc on the second server", || {
+        (two.a("kitchen-pc") == ["127.0.0.1"]).then_some(())
+    });
+    let load = Load::start(
+        vec![one.server.target(), two.server.target()],
+        key.clone(),
+        "load",
+    );
+    eventually("reports acknowledged", || {
+        (load.n_acked() >= 20).then_some(())
+    });
+
+    pg.stop();
+    let stopped = Instant::now();
+    // What was in flight when it stopped settles within a few tries.
+    std::thread::sleep(Duration::from_secs(1));
+    let during_start = load.n_acked();
+    for member in [&one, &two] {
+        eventually("/healthz saying the database is away", || {
+            let res = get(member.http, "/healthz", &[]);
+            (res.status == 503 && res.body.contains("database unreachable")).then_some(())
+        });
+        assert_eq!(member.metric("dynip_database_up"), Some(0.0));
+        assert_eq!(
+            member.a("kitchen-pc"),
+            ["127.0.0.1"],
+            "DNS answers from memory"
+        );
+        assert!(member.api_hosts().contains("kitchen-pc"));
+        let (status, body) = update(member.http, &key, "hostname=kitchen-pc&myip=192.0.2.9");
+        assert_eq!((status, body.trim()), (200, "dnserr"), "dyndns2 while away");
+    }
+    let remaining = Duration::from_secs(10).saturating_sub(stopped.elapsed());
+    std::thread::sleep(remaining);
+    let during = load.n_acked() - during_start;
+    assert_eq!(
+        during, 0,
+        "reports acknowledged while the database was away"
+    );
+    pg.start_again();
+    let restarted = Instant::now();
+    eventually("reports acknowledged again", || {
+        (load.n_acked() >= during_start + 20).then_some(())
+    });
+    let resumed_after = restarted.elapsed();
+    let (acked, n_sent) = load.stop();
+    assert!(
+        resumed_after < Duration::from_secs(10),
+        "writes resumed {resumed_after:?} after the database came back"
+    );
+    for member in [&one, &two] {
+        let res = get(member.http, "/healthz", &[]);
+        assert_eq!((res.status, res.body.as_str()), (200, "ok\n"));
+        assert!(member.metric("dynip_database_errors_total").unwrap_or(0.0) >= 1.0);
+    }
+    let stored = hosts_in(&pg);
+    let lost: Vec<&String> = acked.difference(&stored).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged but not stored: {lost:?} ({n_sent} sent)"
+    );
+    assert!(stored.contains("kitchen-pc"));
+    // The refused updates changed nothing.
+    let address = pg.psql(
+        "dynip",
+        "SELECT ipv4 FROM dynip.hosts WHERE name_key = 'kitchen-pc'",
+    );
+    assert_eq!(address.stdout.trim(), "127.0.0.1");
+}
+
+/// A client with two servers listed, the first killed: the report is acknowledged by the
+/// second and is in the first's database when it comes back.
+#[test]
+fn a_client_reports_to_the_second_server_while_the_first_is_down() {
+    let Some(pg) = cluster("shared::a_client_reports_to_the_second_server_while_the_first_is_down")
+    else {
+        return;
+    };
+    let key = test_key(44);
+    let url = pg.url("dynip");
+    let mut one = member(&url, &key);
+    let two = member(&url, &key);
+    let (first, second) = (one.server.target(), two.server.target());
+    one.server.kill9();
+    let client = Dir::new();
+    client.write(
+        CONFIG,
+        format!(
+            "[DynIP:Client]\nserver_hostname = {first}, {second}\nhostname = laptop\nkey = {}\n",
+            key.encode()
+        ),
+    );
+    let out = client.dynip(&["client", CONFIG]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains(&second.to_string()), "{}", out.stderr);
+    assert_eq!(two.a("laptop"), ["127.0.0.1"]);
+    let again = member_in(one.dir, &url, &key);
+    assert_eq!(again.a("laptop"), ["127.0.0.1"]);
+}
