@@ -93,6 +93,8 @@ impl Error {
             #[cfg(feature = "server")]
             Error::Store(e) if e.is_bad_file() => 6,
             #[cfg(feature = "server")]
+            Error::Store(StoreError::NotEmpty(_)) => 8,
+            #[cfg(feature = "server")]
             Error::Export(ExportError::Corrupt { .. }) => 6,
             #[cfg(feature = "server")]
             Error::Store(_) | Error::Export(_) => 2,

@@ -1,5 +1,5 @@
 //! `dynip list` and `dynip history`: what the store holds, read without a server, as a
-//! table or as the API's JSON documents.
+//! table or as the API's JSON documents; `dynip copy-store`, all of it into another.
 
 use std::path::Path;
 
@@ -7,7 +7,7 @@ use super::{load_config, print};
 use crate::error::Error;
 use crate::model::name::Name;
 use crate::model::record::{Record, Time};
-use crate::store::{PendingChanges, StoreReader};
+use crate::store::{read_contents, write_contents, PendingChanges, StoreLocation, StoreReader};
 
 pub(super) fn list(path: &Path, json: bool) -> Result<(), Error> {
     let config = load_config(path)?;
@@ -214,4 +214,20 @@ mod tests {
              kitchen-pc  203.0.113.7  -     1970-01-01T00:00:00Z  1970-01-01T00:00:00Z\n"
         );
     }
+}
+
+/// `dynip copy-store FROM TO`.
+pub(super) fn copy_store(from: &str, to: &str) -> Result<(), Error> {
+    let (from, to) = (StoreLocation::parse(from), StoreLocation::parse(to));
+    let contents = read_contents(&from)?;
+    write_contents(&to, &contents)?;
+    print(&format!(
+        "copied {} hosts, {} address changes, {} TXT names and {} acme-dns accounts from {} to {}\n",
+        contents.hosts.len(),
+        contents.history.len(),
+        contents.txt.len(),
+        contents.accounts.len(),
+        from.shown(),
+        to.shown(),
+    ))
 }

@@ -189,6 +189,20 @@ enum Command {
     /// show what the server recorded
     #[cfg(feature = "server")]
     Demo,
+    /// Copy a store into an empty other one: an SQLite file into a PostgreSQL database
+    /// (database_url) or back
+    ///
+    /// Copies the hosts, every address change, the TXT records and the acme-dns accounts
+    /// in one transaction; never writes into a store that holds any of those (exit 8).
+    /// Stop the server that writes to FROM first. For example:
+    /// dynip copy-store /var/lib/dynip/dynip.sqlite3 postgres://dynip@db.example.com/dynip
+    #[cfg(feature = "server")]
+    CopyStore {
+        /// The store to copy: an SQLite file, or a postgres:// URL
+        from: String,
+        /// The store to copy into: an SQLite file (created), or a postgres:// URL
+        to: String,
+    },
 }
 
 /// `dynipd CONFIG`: the original's server command.
@@ -296,6 +310,8 @@ fn run(command: Command) -> Result<(), Error> {
         Command::AddHost { config, host } => add_host(&config, &host),
         #[cfg(feature = "server")]
         Command::Demo => demo(),
+        #[cfg(feature = "server")]
+        Command::CopyStore { from, to } => hosts::copy_store(&from, &to),
     }
 }
 

@@ -34,6 +34,7 @@ use crate::model::txt::Txt;
 use crate::state::table::Entry;
 
 mod checkpoint;
+mod copy;
 mod crash;
 mod import;
 pub mod journal;
@@ -45,6 +46,7 @@ mod sqlite;
 mod txt;
 
 pub use checkpoint::keep_checkpointed;
+pub use copy::{read_contents, write_contents, Contents, StoreLocation};
 pub(crate) use crash::{crash_point, CrashPoint};
 #[cfg(test)]
 pub(crate) use crash::{set_hook as set_crash_hook, Hook as CrashHook};
@@ -84,6 +86,9 @@ pub enum StoreError {
         url: String,
         source: postgresql::DriverError,
     },
+    /// `copy-store` into a store that already holds something.
+    #[error("{0} already holds hosts, TXT records or accounts; a copy never writes over a store (choose an empty one)")]
+    NotEmpty(String),
     #[error("database {0} is unreachable (retrying)")]
     DatabaseDown(String),
     #[error("database {url}: {detail}")]

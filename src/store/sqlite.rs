@@ -463,6 +463,20 @@ impl Store {
         hosts: &[(Name, Record)],
         history: &[HistoryRow],
     ) -> Result<(), StoreError> {
+        self.import_all(hosts, history, &Turn::default())
+    }
+
+    /// As [`Store::import`], with the TXT records and acme-dns accounts of `rest` (its
+    /// `txt` and `accounts`), in the same transaction: another store's whole state.
+    ///
+    /// # Errors
+    /// On a failed write; nothing is written then.
+    pub fn import_all(
+        &mut self,
+        hosts: &[(Name, Record)],
+        history: &[HistoryRow],
+        rest: &Turn<'_>,
+    ) -> Result<(), StoreError> {
         let path = &self.path;
         let tx = self.conn.transaction().map_err(|e| sql(path, e))?;
         {
@@ -479,8 +493,44 @@ impl Store {
             }
             insert_history(&tx, INSERT_HISTORY, history.iter().map(|row| (None, row)))
                 .map_err(|e| sql(path, e))?;
+            super::txt::write(&tx, rest).map_err(|e| sql(path, e))?;
         }
         tx.commit().map_err(|e| sql(path, e))
+    }
+
+    /// Every address change, oldest first: those in `history`, and `unsettled` (the
+    /// journal's, from [`Store::load`]). For copying the store elsewhere.
+    ///
+    /// # Errors
+    /// On a failed query or a row that does not decode.
+    pub fn all_history(&self, unsettled: &[LoggedChange]) -> Result<Vec<HistoryRow>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare("SELECT id, name, at, address FROM history")
+            .map_err(|source| self.classify(source))?;
+        let mut rows = statement.query([]).map_err(|e| self.classify(e))?;
+        let mut changes = BTreeMap::new();
+        while let Some(row) = rows.next().map_err(|e| self.classify(e))? {
+            let id: i64 = row.get(0).map_err(|e| self.classify(e))?;
+            let name: String = row.get(1).map_err(|e| self.classify(e))?;
+            let at: i64 = row.get(2).map_err(|e| self.classify(e))?;
+            let address: String = row.get(3).map_err(|e| self.classify(e))?;
+            let change = HistoryRow {
+                name: Name::parse(&name)
+                    .map_err(|_| self.corrupt(format!("bad name {name:?} in history")))?,
+                at: Time::from_micros(at),
+                addr: address
+                    .parse()
+                    .map_err(|_| self.corrupt(format!("bad address {address:?} in history")))?,
+            };
+            changes.insert(id, change);
+        }
+        for logged in unsettled {
+            changes.insert(logged.id, logged.change.clone());
+        }
+        let mut changes: Vec<(i64, HistoryRow)> = changes.into_iter().collect();
+        changes.sort_by_key(|(id, change)| (change.at, *id));
+        Ok(changes.into_iter().map(|(_, change)| change).collect())
     }
 
     /// Commits one turn of the writer in one transaction: when this returns `Ok`, all of

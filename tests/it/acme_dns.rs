@@ -11,8 +11,8 @@ use crate::dns::{ask, ZONE};
 use crate::harness::http::{get, send_raw, update, Response};
 use crate::harness::*;
 
-const TOKEN_A: &str = "LPsIwTo7o8BoG0-vjCyGQGBWSVIPxI-i_X336eUOQZo";
-const TOKEN_B: &str = "vG4KaK9C8UW2jSaH2xZqzrWb_fnkb1Mm6AyDpCXlZtE";
+pub const TOKEN_A: &str = "LPsIwTo7o8BoG0-vjCyGQGBWSVIPxI-i_X336eUOQZo";
+pub const TOKEN_B: &str = "vG4KaK9C8UW2jSaH2xZqzrWb_fnkb1Mm6AyDpCXlZtE";
 const TOKEN_C: &str = "Zx7gTnC9mLcGk3y7b1bW1H3rH8qH0eC9dQz2R7pP1vU";
 
 /// A server with the shared key, `kitchen-pc`'s key, DNS for [`ZONE`] and HTTP, plus
@@ -28,7 +28,7 @@ fn start(
 }
 
 /// `POST path` with `headers` and `body`.
-fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
+pub fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
     let mut raw = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -41,12 +41,12 @@ fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) -> R
     send_raw(addr, raw.as_bytes())
 }
 
-fn json(response: &Response) -> serde_json::Value {
+pub fn json(response: &Response) -> serde_json::Value {
     serde_json::from_str(&response.body).unwrap_or_else(|e| panic!("{e}: {response:?}"))
 }
 
 /// Registers with `bearer` (if any) and `body`; the account document.
-fn register(http: SocketAddr, bearer: Option<&Key>, body: &str) -> serde_json::Value {
+pub fn register(http: SocketAddr, bearer: Option<&Key>, body: &str) -> serde_json::Value {
     let auth = bearer.map(|key| format!("Bearer {}", key.encode()));
     let headers: Vec<(&str, &str)> = auth
         .iter()
@@ -59,7 +59,7 @@ fn register(http: SocketAddr, bearer: Option<&Key>, body: &str) -> serde_json::V
 
 /// Updates `account`'s TXT value with `body` (keys as given), from the account's own
 /// credentials.
-fn acme_update(http: SocketAddr, account: &serde_json::Value, body: &str) -> Response {
+pub fn acme_update(http: SocketAddr, account: &serde_json::Value, body: &str) -> Response {
     post(
         http,
         "/acme-dns/update",
@@ -71,7 +71,7 @@ fn acme_update(http: SocketAddr, account: &serde_json::Value, body: &str) -> Res
     )
 }
 
-fn txt_values(dir: &Dir, dns: SocketAddr, name: &str) -> Vec<String> {
+pub fn txt_values(dir: &Dir, dns: SocketAddr, name: &str) -> Vec<String> {
     let answer = ask(dir, "dig", dns, &[name, "TXT", "+short"]);
     let mut values: Vec<String> = answer
         .text

@@ -5,7 +5,7 @@ use crate::harness::*;
 
 /// The original DynIP's file: a name with the trailing newline its client's hostname had,
 /// a time without microseconds as Python's `str(datetime)` writes it when they are zero.
-const ORIGINAL: &str = r#"{"kitchen-pc\n": ["203.0.113.7", "2011-08-22 22:57:01.123456"], "nas": ["198.51.100.2", "2011-08-22 22:57:01"]}"#;
+pub const ORIGINAL: &str = r#"{"kitchen-pc\n": ["203.0.113.7", "2011-08-22 22:57:01.123456"], "nas": ["198.51.100.2", "2011-08-22 22:57:01"]}"#;
 
 /// Runs `dynip server` to completion (it must not start): exit code and stderr.
 fn refused_start(dir: &Dir) -> Output {

@@ -8,6 +8,8 @@
 //!   `Peer`, a NAT `Relay`, a small HTTP client and a JSON-Schema check (one file each).
 //! - [`acme_dns`]: the acme-dns API (accounts by key, the latest two values, loose
 //!   clients' JSON, `allowfrom`) and dyndns2's `txt=`.
+//! - [`backend`]: the backend battery, each scenario on SQLite and on PostgreSQL;
+//!   `copy-store` from one to the other and back.
 //! - [`report`]: a report's way into the JSON file and the store; both entry points;
 //!   case-insensitive names; both address families.
 //! - [`garbage`]: datagrams that are not reports change nothing.
@@ -39,6 +41,7 @@
 //!   `DYNIP_WINDOWS_EXE` set; skipped otherwise).
 
 mod acme_dns;
+mod backend;
 mod certificate;
 mod client;
 mod commands;
