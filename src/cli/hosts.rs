@@ -199,6 +199,22 @@ fn events_table(events: &[crate::model::event::EventRecord]) -> String {
     columns(&header, &rows)
 }
 
+/// `dynip copy-store FROM TO`.
+pub(super) fn copy_store(from: &str, to: &str) -> Result<(), Error> {
+    let (from, to) = (StoreLocation::parse(from), StoreLocation::parse(to));
+    let contents = read_contents(&from)?;
+    write_contents(&to, &contents)?;
+    print(&format!(
+        "copied {} hosts, {} address changes, {} TXT names and {} acme-dns accounts from {} to {}\n",
+        contents.hosts.len(),
+        contents.history.len(),
+        contents.txt.len(),
+        contents.accounts.len(),
+        from.shown(),
+        to.shown(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,20 +230,4 @@ mod tests {
              kitchen-pc  203.0.113.7  -     1970-01-01T00:00:00Z  1970-01-01T00:00:00Z\n"
         );
     }
-}
-
-/// `dynip copy-store FROM TO`.
-pub(super) fn copy_store(from: &str, to: &str) -> Result<(), Error> {
-    let (from, to) = (StoreLocation::parse(from), StoreLocation::parse(to));
-    let contents = read_contents(&from)?;
-    write_contents(&to, &contents)?;
-    print(&format!(
-        "copied {} hosts, {} address changes, {} TXT names and {} acme-dns accounts from {} to {}\n",
-        contents.hosts.len(),
-        contents.history.len(),
-        contents.txt.len(),
-        contents.accounts.len(),
-        from.shown(),
-        to.shown(),
-    ))
 }
