@@ -15,6 +15,7 @@ use std::path::Path;
 
 use crate::config::{BindHost, Config, SinkConfig, SinkTarget};
 use crate::error::Error;
+use crate::store::postgresql::Database;
 use crate::store::{Store, StoreError};
 
 /// Ports below this need `CAP_NET_BIND_SERVICE` (or root) unless the kernel was told
@@ -49,16 +50,35 @@ pub fn check(path: &Path, config: &Config) -> Result<Checked, Error> {
         checked.warnings.push(warning);
     }
 
-    let (store_is_new, store) = match Store::open_read_only(&server.store_path) {
-        Ok(store) if store.is_empty()? => (false, "a dynip store, no hosts yet"),
-        Ok(_) => (false, "a dynip store, has hosts"),
-        Err(StoreError::Missing(_)) => (true, "new: created at the first start"),
-        Err(e) => return Err(e.into()),
+    let store_is_new = match &server.database_url {
+        Some(url) => {
+            // The driver blocks on a runtime of its own, and check may run inside one.
+            let probed = std::thread::scope(|scope| {
+                scope
+                    .spawn(|| Database::probe(url))
+                    .join()
+                    .map_err(|_| Error::Internal("the database check panicked".to_string()))
+            })??;
+            let (is_new, what) = probed;
+            checked
+                .lines
+                .push(format!("store: database {} ({what})", url.shown()));
+            is_new
+        }
+        None => {
+            let (store_is_new, store) = match Store::open_read_only(&server.store_path) {
+                Ok(store) if store.is_empty()? => (false, "a dynip store, no hosts yet"),
+                Ok(_) => (false, "a dynip store, has hosts"),
+                Err(StoreError::Missing(_)) => (true, "new: created at the first start"),
+                Err(e) => return Err(e.into()),
+            };
+            writable(&server.store_path)?;
+            checked
+                .lines
+                .push(format!("store: {} ({store})", server.store_path.display()));
+            store_is_new
+        }
     };
-    writable(&server.store_path)?;
-    checked
-        .lines
-        .push(format!("store: {} ({store})", server.store_path.display()));
 
     let imported = crate::edge::export::read(&server.client_log_path)?;
     writable(&server.client_log_path)?;

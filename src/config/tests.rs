@@ -1076,3 +1076,35 @@ fn server_hostname_may_list_several_servers_each_with_a_port() {
     let empty = parse("[DynIP:Client]\nserver_hostname =\n").unwrap();
     assert!(empty.client.servers().is_empty());
 }
+
+#[test]
+fn a_database_url_is_never_shown_with_its_password() {
+    let url =
+        DatabaseUrl::parse("postgres://dynip:s3cret@db.example.com:5433/dynip?sslmode=require")
+            .unwrap();
+    assert_eq!(
+        url.shown(),
+        "postgres://dynip:…@db.example.com:5433/dynip?sslmode=require"
+    );
+    assert!(!format!("{url:?}").contains("s3cret"));
+    let config = parse("[DynIP:Server]\ndatabase_url = postgresql://dynip@db/dynip\n").unwrap();
+    assert_eq!(
+        config.server.database_url.map(|url| url.shown()),
+        Some("postgresql://dynip@db/dynip".to_string())
+    );
+    for bad in ["mysql://db/dynip", "postgres://", "/var/lib/dynip.sqlite3"] {
+        let err = parse(&format!("[DynIP:Server]\ndatabase_url = {bad}\n")).unwrap_err();
+        assert!(
+            err.to_string().contains("not a postgres:// URL"),
+            "{bad}: {err}"
+        );
+    }
+    let with_sinks = parse(
+        "[DynIP:Server]\ndatabase_url = postgres://dynip:pw@db/dynip\n\
+         [DynIP:Notify:hook]\nkind = webhook\nurl = https://example.com/hook\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(with_sinks.contains("not yet delivered"), "{with_sinks}");
+    assert!(!with_sinks.contains("pw@"), "{with_sinks}");
+}

@@ -81,7 +81,7 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
-    #[error("database {url}: {source}")]
+    #[error("database {url}: {}", postgresql::detail(source))]
     Database {
         url: String,
         source: postgresql::DriverError,

@@ -39,6 +39,22 @@ use crate::state::table::Entry;
 /// The driver's error: a failed connection or statement.
 pub type DriverError = postgres::Error;
 
+/// A driver error with its causes ("error connecting to server: Connection refused"):
+/// its own message leaves them out.
+pub fn detail(error: &DriverError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// The version of the `dynip` schema this dynip writes.
 pub(super) const PG_SCHEMA_VERSION: i64 = 1;
 
@@ -284,6 +300,59 @@ impl Database {
         };
         database.migrate()?;
         Ok(database)
+    }
+
+    /// What `dynip check` says of the database at `url`, read without writing anything:
+    /// whether it holds a dynip schema yet, of which version, and whether it has hosts.
+    ///
+    /// # Errors
+    /// A URL the driver cannot read, a database that cannot be reached, a schema from a
+    /// newer dynip.
+    pub fn probe(url: &DatabaseUrl) -> Result<(bool, &'static str), StoreError> {
+        let shown = url.shown();
+        let (text, root) = split_root_cert(url.as_str());
+        let database_error = |source| StoreError::Database {
+            url: shown.clone(),
+            source,
+        };
+        let mut config: Config = text.parse().map_err(database_error)?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let tls = tls_connector(root.as_deref()).map_err(|detail| StoreError::DatabaseTls {
+            url: shown.clone(),
+            detail,
+        })?;
+        let mut client = config.connect(tls).map_err(database_error)?;
+        let exists: bool = client
+            .query_one("SELECT to_regclass('dynip.meta') IS NOT NULL", &[])
+            .map_err(database_error)?
+            .get(0);
+        if !exists {
+            return Ok((
+                true,
+                "reachable, no dynip schema yet: created at the first start",
+            ));
+        }
+        let found: i64 = client
+            .query_opt("SELECT value FROM dynip.meta WHERE key = 'version'", &[])
+            .map_err(database_error)?
+            .map_or(0, |row| row.get(0));
+        if found > PG_SCHEMA_VERSION {
+            return Err(StoreError::DatabaseTooNew { url: shown, found });
+        }
+        let any: bool = client
+            .query_one("SELECT EXISTS (SELECT 1 FROM dynip.hosts)", &[])
+            .map_err(database_error)?
+            .get(0);
+        Ok((
+            false,
+            if any {
+                "reachable, a dynip database, has hosts"
+            } else {
+                "reachable, a dynip database, no hosts yet"
+            },
+        ))
     }
 
     /// The URL without its password.

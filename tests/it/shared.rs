@@ -102,7 +102,7 @@ impl Member {
 }
 
 fn cluster(test: &str) -> Option<Postgres> {
-    if !postgres_present(test) || !peers_present(test, &["dig", "psql"]) {
+    if !postgres_present(test) || !peers_present(test, &["dig", "psql", "nsupdate"]) {
         return None;
     }
     let pg = Postgres::start();
@@ -342,6 +342,17 @@ fn database_away_for_ten_seconds_refuses_writes_then_resumes() {
         assert!(member.api_hosts().contains("kitchen-pc"));
         let (status, body) = update(member.http, &key, "hostname=kitchen-pc&myip=192.0.2.9");
         assert_eq!((status, body.trim()), (200, "dnserr"), "dyndns2 while away");
+        let out = crate::update::update_with(
+            &member.dir,
+            "nsupdate",
+            &["-y", &crate::update::key_arg("hmac-sha256", "dynip", &key)],
+            member.dns,
+            &format!("add _acme-challenge.kitchen-pc.{ZONE} 60 TXT \"token\"\nsend\n"),
+        );
+        assert!(
+            out.stderr.contains("SERVFAIL"),
+            "nsupdate while away: {out:?}"
+        );
     }
     let remaining = Duration::from_secs(10).saturating_sub(stopped.elapsed());
     std::thread::sleep(remaining);

@@ -37,7 +37,13 @@ pub fn start(
 
 /// Runs `program` (`nsupdate` or `knsupdate`) with `args` on the commands in `script`,
 /// after a `server` line for `dns`.
-fn update_with(dir: &Dir, program: &str, args: &[&str], dns: SocketAddr, script: &str) -> Output {
+pub fn update_with(
+    dir: &Dir,
+    program: &str,
+    args: &[&str],
+    dns: SocketAddr,
+    script: &str,
+) -> Output {
     let path = dir.join(&format!("{program}.txt"));
     std::fs::write(
         &path,
@@ -51,7 +57,7 @@ fn update_with(dir: &Dir, program: &str, args: &[&str], dns: SocketAddr, script:
 }
 
 /// `-y ALGORITHM:NAME:SECRET`, as nsupdate and knsupdate take a key.
-fn key_arg(algorithm: &str, name: &str, key: &Key) -> String {
+pub fn key_arg(algorithm: &str, name: &str, key: &Key) -> String {
     format!("{algorithm}:{name}:{}", key.encode())
 }
 
