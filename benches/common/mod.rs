@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use dynip::model::key::Key;
 
 pub mod load;
+pub mod reports;
 pub mod zone;
 
 /// The outside programs (NSD, dnsperf, wrk): one rule with the integration tests.
