@@ -28,6 +28,12 @@ pub mod peers;
 #[path = "../../tests/it/harness/ports.rs"]
 pub mod ports;
 
+/// A throwaway PostgreSQL cluster: one with the integration tests.
+#[path = "../../tests/it/harness/postgres.rs"]
+pub mod postgres;
+
+pub use ports::free_port;
+
 /// The test-vector key of docs/PROTOCOL.md.
 pub fn bench_key() -> Key {
     let mut secret = [0u8; 32];

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, Config, IsolationLevel, Transaction};
+use postgres::{Client, Config, GenericClient, IsolationLevel};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{HistoryRow, Loaded, LoggedChange, StoreError};
@@ -79,7 +79,10 @@ CREATE TABLE dynip.commits (
     seq BIGSERIAL PRIMARY KEY,
     at BIGINT NOT NULL,
     server TEXT NOT NULL,
-    n_reports BIGINT NOT NULL
+    n_reports BIGINT NOT NULL,
+    has_hosts BOOLEAN NOT NULL,
+    has_txt BOOLEAN NOT NULL,
+    has_accounts BOOLEAN NOT NULL
 );
 CREATE TABLE dynip.hosts (
     name_key TEXT PRIMARY KEY,
@@ -217,6 +220,42 @@ impl Changes {
     }
 }
 
+impl Writes<'_> {
+    /// Whether there is nothing to write.
+    fn is_empty(&self) -> bool {
+        self.records.is_empty()
+            && self.txt.is_empty()
+            && self.accounts.is_empty()
+            && self.history.is_empty()
+    }
+}
+
+/// What became of a [`Database::turn`].
+#[derive(Debug)]
+pub struct Turned<D> {
+    /// The decision (`None`: the changes could not be read).
+    pub decided: Option<D>,
+    /// The turn's sequence number once committed (one past the last seen, when it wrote
+    /// nothing).
+    pub committed: Result<i64, StoreError>,
+    /// Others' changes read after the commit, to show after the turn's own.
+    pub rest: Option<Changes>,
+    /// Every commit up to this one has been handed over (in `decide`'s changes, `rest`
+    /// or the turn's own): where the next read starts.
+    pub through: i64,
+}
+
+impl<D> Turned<D> {
+    fn failed(decided: Option<D>, through: i64, e: StoreError) -> Turned<D> {
+        Turned {
+            decided,
+            committed: Err(e),
+            rest: None,
+            through,
+        }
+    }
+}
+
 /// What a turn writes, decided against [`Changes`] under the lock.
 #[derive(Debug, Default)]
 pub struct Writes<'a> {
@@ -236,6 +275,103 @@ pub struct Writes<'a> {
     pub at: Time,
 }
 
+/// The statements every turn runs, prepared once per connection: unprepared, each would
+/// cost a round trip more.
+struct Statements {
+    /// The last commit after `$1`, and whether any since wrote hosts, TXT or accounts.
+    commits: postgres::Statement,
+    hosts: postgres::Statement,
+    /// The hosts of `$2` (keys) written after `$1`.
+    hosts_of: postgres::Statement,
+    /// The hosts written after `$1` and before `$2`.
+    hosts_between: postgres::Statement,
+    txt: postgres::Statement,
+    accounts: postgres::Statement,
+    /// A commit's row, its hosts, its history and its notification, in one statement.
+    write: postgres::Statement,
+    txt_write: postgres::Statement,
+    account_write: postgres::Statement,
+}
+
+const COMMITS_SINCE: &str = "SELECT MAX(seq), MAX(at), COALESCE(BOOL_OR(has_hosts), false), \
+     COALESCE(BOOL_OR(has_txt), false), COALESCE(BOOL_OR(has_accounts), false) \
+     FROM dynip.commits WHERE seq > $1";
+
+/// One commit in one statement: its row in `dynip.commits` numbers it, and the hosts, the
+/// history and the notification take the number.
+const WRITE: &str = "WITH c AS (INSERT INTO dynip.commits \
+     (at, server, n_reports, has_hosts, has_txt, has_accounts) \
+     VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq), \
+     n AS (SELECT pg_notify('dynip', seq::text) FROM c), \
+     h AS (INSERT INTO dynip.history (name, name_key, at, address) \
+     SELECT * FROM unnest($18::text[], $19::text[], $20::int8[], $21::text[])), \
+     u AS (INSERT INTO dynip.hosts (name_key, name, seq, first_seen, ipv4, ipv4_last_seen, \
+     ipv4_last_change, ipv6, ipv6_last_seen, ipv6_last_change, signed_at, offline) \
+     SELECT k, nm, c.seq, f, a4, s4, c4, a6, s6, c6, sa, o FROM c, unnest($7::text[], \
+     $8::text[], $9::int8[], $10::text[], $11::int8[], $12::int8[], $13::text[], \
+     $14::int8[], $15::int8[], $16::int8[], $17::bool[]) \
+     AS r(k, nm, f, a4, s4, c4, a6, s6, c6, sa, o) \
+     ON CONFLICT (name_key) DO UPDATE SET name = EXCLUDED.name, seq = EXCLUDED.seq, \
+     first_seen = EXCLUDED.first_seen, ipv4 = EXCLUDED.ipv4, \
+     ipv4_last_seen = EXCLUDED.ipv4_last_seen, ipv4_last_change = EXCLUDED.ipv4_last_change, \
+     ipv6 = EXCLUDED.ipv6, ipv6_last_seen = EXCLUDED.ipv6_last_seen, \
+     ipv6_last_change = EXCLUDED.ipv6_last_change, signed_at = EXCLUDED.signed_at, \
+     offline = EXCLUDED.offline) \
+     SELECT c.seq FROM c, n";
+
+impl Statements {
+    fn prepare(client: &mut Client) -> Result<Statements, postgres::Error> {
+        Ok(Statements {
+            commits: client.prepare(COMMITS_SINCE)?,
+            hosts: client.prepare(&format!(
+                "SELECT {HOST_COLUMNS} FROM dynip.hosts WHERE seq > $1"
+            ))?,
+            hosts_of: client.prepare(&format!(
+                "SELECT {HOST_COLUMNS} FROM dynip.hosts WHERE seq > $1 AND name_key = ANY($2)"
+            ))?,
+            hosts_between: client.prepare(&format!(
+                "SELECT {HOST_COLUMNS} FROM dynip.hosts WHERE seq > $1 AND seq < $2"
+            ))?,
+            txt: client
+                .prepare("SELECT name, rdata FROM dynip.txt WHERE seq > $1 ORDER BY name_key")?,
+            accounts: client.prepare(
+                "SELECT username, password_sha256, subdomain, txt_name, allow_from, created \
+                 FROM dynip.acme_accounts WHERE seq > $1",
+            )?,
+            write: client.prepare(WRITE)?,
+            txt_write: client.prepare(
+                "INSERT INTO dynip.txt (name_key, name, seq, at, rdata) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (name_key) DO UPDATE SET name = EXCLUDED.name, \
+                 seq = EXCLUDED.seq, at = EXCLUDED.at, rdata = EXCLUDED.rdata",
+            )?,
+            account_write: client.prepare(
+                "INSERT INTO dynip.acme_accounts (username, password_sha256, subdomain, \
+                 txt_name, allow_from, created, seq) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )?,
+        })
+    }
+}
+
+/// A connection, and its statements once the schema is there.
+struct Connection {
+    client: Client,
+    statements: Option<Statements>,
+}
+
+impl Connection {
+    /// The connection and its prepared statements.
+    fn prepared(&mut self) -> Result<(&mut Client, &Statements), postgres::Error> {
+        if self.statements.is_none() {
+            self.statements = Some(Statements::prepare(&mut self.client)?);
+        }
+        match &self.statements {
+            Some(statements) => Ok((&mut self.client, statements)),
+            None => unreachable!("prepared just above"),
+        }
+    }
+}
+
 /// A connection to the database, made again after it breaks.
 pub struct Database {
     config: Config,
@@ -244,7 +380,7 @@ pub struct Database {
     shown: String,
     /// Who writes: the host name and process, in `dynip.commits`.
     server: String,
-    client: Option<Client>,
+    connection: Option<Connection>,
     /// No connection attempt before this.
     retry_at: Option<Instant>,
     health: Arc<DatabaseHealth>,
@@ -254,7 +390,7 @@ impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Database")
             .field("url", &self.shown)
-            .field("connected", &self.client.is_some())
+            .field("connected", &self.connection.is_some())
             .finish()
     }
 }
@@ -294,7 +430,7 @@ impl Database {
             tls,
             shown,
             server,
-            client: None,
+            connection: None,
             retry_at: None,
             health,
         };
@@ -367,18 +503,25 @@ impl Database {
 
     /// The connection, made again if it broke, unless the last attempt failed less than
     /// [`RETRY_AFTER`] ago.
-    fn client(&mut self) -> Result<&mut Client, StoreError> {
-        if self.client.as_ref().is_some_and(Client::is_closed) {
-            self.client = None;
+    fn connection(&mut self) -> Result<&mut Connection, StoreError> {
+        if self
+            .connection
+            .as_ref()
+            .is_some_and(|connection| connection.client.is_closed())
+        {
+            self.connection = None;
         }
-        if self.client.is_none() {
+        if self.connection.is_none() {
             if self.retry_at.is_some_and(|at| Instant::now() < at) {
                 return Err(StoreError::DatabaseDown(self.shown.clone()));
             }
             match self.config.connect(self.tls.clone()) {
                 Ok(client) => {
                     self.retry_at = None;
-                    self.client = Some(client);
+                    self.connection = Some(Connection {
+                        client,
+                        statements: None,
+                    });
                 }
                 Err(source) => {
                     self.retry_at = Some(Instant::now() + RETRY_AFTER);
@@ -390,8 +533,8 @@ impl Database {
                 }
             }
         }
-        match self.client.as_mut() {
-            Some(client) => Ok(client),
+        match self.connection.as_mut() {
+            Some(connection) => Ok(connection),
             None => Err(StoreError::DatabaseDown(self.shown.clone())),
         }
     }
@@ -402,7 +545,7 @@ impl Database {
         &mut self,
         work: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
-        let client = self.client()?;
+        let client = &mut self.connection()?.client;
         match work(client) {
             Ok(value) => {
                 self.health.answered();
@@ -416,7 +559,7 @@ impl Database {
     fn failed(&mut self, source: postgres::Error) -> StoreError {
         if source.as_db_error().is_none() {
             // Not an answer from the database: the connection is gone.
-            self.client = None;
+            self.connection = None;
         }
         self.health.failed();
         StoreError::Database {
@@ -485,22 +628,8 @@ impl Database {
     /// # Errors
     /// When the database does not answer, or a row does not decode.
     pub fn load(&mut self) -> Result<(Loaded, i64), StoreError> {
-        let shown = self.shown.clone();
-        let rows = self.with(|client| {
-            let mut tx = client
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()?;
-            let last: i64 = tx
-                .query_one("SELECT COALESCE(MAX(seq), 0) FROM dynip.commits", &[])?
-                .get(0);
-            let rows = read_rows(&mut tx, None)?;
-            tx.commit()?;
-            Ok((rows, last))
-        })?;
-        let (rows, last) = rows;
-        let changes = rows.decode(&shown)?;
+        let changes = self.read_snapshot(None)?;
+        let last = changes.last.map_or(0, |(seq, _)| seq);
         let loaded = Loaded {
             hosts: changes.hosts.into_iter().collect(),
             txt: changes
@@ -520,71 +649,122 @@ impl Database {
     /// # Errors
     /// When the database does not answer, or a row does not decode.
     pub fn changes_since(&mut self, after: i64) -> Result<Changes, StoreError> {
-        let shown = self.shown.clone();
-        let rows = self.with(|client| {
-            let mut tx = client
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()?;
-            let rows = read_rows(&mut tx, Some(after))?;
-            tx.commit()?;
-            Ok(rows)
-        })?;
-        rows.decode(&shown)
+        self.read_snapshot(Some(after))
     }
 
-    /// One writing turn: takes the lock, reads what others committed after `after`, hands
-    /// it to `decide` (which applies it and decides the batch), writes what `decide`
-    /// returns and commits. `decide` runs once the changes are read, also when the write
-    /// then fails: what it learned is committed whatever happens to the turn.
-    ///
-    /// Returns the changes' outcome and, when the turn committed, its sequence number.
+    /// The rows written after `after` (`None`: all), in one read-only snapshot.
+    fn read_snapshot(&mut self, after: Option<i64>) -> Result<Changes, StoreError> {
+        let shown = self.shown.clone();
+        let rows = match self.connection()?.prepared() {
+            Ok((client, statements)) => (|| {
+                let mut tx = client
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()?;
+                let rows = read_rows(&mut tx, statements, after)?;
+                tx.commit()?;
+                Ok(rows)
+            })(),
+            Err(source) => Err(source),
+        };
+        match rows {
+            Ok(rows) => {
+                self.health.answered();
+                rows.decode(&shown)
+            }
+            Err(source) => Err(self.failed(source)),
+        }
+    }
+
+    /// One writing turn: takes the lock, reads what others committed after `after` (of
+    /// the hosts, only those named in `hosts` when it is given: what the decision needs),
+    /// hands it to `decide` (which shows it and decides the batch), writes what `writes`
+    /// makes of the decision and commits; then, without the lock, reads the rest of what
+    /// others committed before it. `decide` runs once the changes are read, also when the
+    /// write then fails: what it learned is committed whatever happens to the turn.
     pub fn turn<D>(
         &mut self,
         after: i64,
+        hosts: Option<&[&str]>,
         decide: impl FnOnce(Changes) -> D,
         writes: impl FnOnce(&D) -> Writes<'_>,
-    ) -> (Option<D>, Result<i64, StoreError>) {
+    ) -> Turned<D> {
         let shown = self.shown.clone();
         let server = self.server.clone();
-        let client = match self.client() {
-            Ok(client) => client,
-            Err(e) => return (None, Err(e)),
+        let (client, statements) = match self.connection() {
+            Ok(connection) => match connection.prepared() {
+                Ok(prepared) => prepared,
+                Err(source) => return Turned::failed(None, after, self.failed(source)),
+            },
+            Err(e) => return Turned::failed(None, after, e),
         };
         let mut decided = None;
-        let res = (|| -> Result<Result<i64, StoreError>, postgres::Error> {
-            let mut tx = client.transaction()?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])?;
-            let rows = read_rows(&mut tx, Some(after))?;
+        let mut through = after;
+        let res = (|| -> Result<Result<(i64, Option<Changes>), StoreError>, postgres::Error> {
+            // The transaction by hand: BEGIN and the lock in one round trip.
+            client.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({LOCK_KEY})"))?;
+            let rows = match hosts {
+                Some(hosts) => read_rows_of(client, statements, after, hosts)?,
+                None => read_rows(client, statements, Some(after))?,
+            };
             let changes = match rows.decode(&shown) {
                 Ok(changes) => changes,
-                Err(e) => return Ok(Err(e)),
+                Err(e) => {
+                    client.batch_execute("ROLLBACK")?;
+                    return Ok(Err(e));
+                }
             };
             let last = changes.last.map_or(after, |(seq, _)| seq);
+            if hosts.is_none() {
+                through = last;
+            }
             let d = decided.insert(decide(changes));
             let writes = writes(d);
-            if writes.records.is_empty()
-                && writes.txt.is_empty()
-                && writes.accounts.is_empty()
-                && writes.history.is_empty()
-            {
-                tx.commit()?;
-                return Ok(Ok(last));
+            let seq = if writes.is_empty() {
+                client.batch_execute("COMMIT")?;
+                last + 1
+            } else {
+                let seq = write(client, statements, &writes, &server)?;
+                client.batch_execute("COMMIT")?;
+                seq
+            };
+            if through >= seq - 1 {
+                return Ok(Ok((seq, None)));
             }
-            let seq = write(&mut tx, &writes, &server)?;
-            tx.commit()?;
-            Ok(Ok(seq))
+            // Without the lock: the others' hosts of the commits before this one.
+            let rest = client.query(&statements.hosts_between, &[&after, &seq])?;
+            let rest = Rows {
+                hosts: rest,
+                txt: Vec::new(),
+                accounts: Vec::new(),
+                last: None,
+            };
+            match rest.decode(&shown) {
+                Ok(rest) => {
+                    through = seq - 1;
+                    Ok(Ok((seq, Some(rest))))
+                }
+                Err(e) => Ok(Err(e)),
+            }
         })();
         match res {
-            Ok(Ok(seq)) => {
+            Ok(Ok((seq, rest))) => {
                 self.health.answered();
-                (decided, Ok(seq))
+                Turned {
+                    decided,
+                    committed: Ok(seq),
+                    rest,
+                    through,
+                }
             }
-            Ok(Err(e)) => (decided, Err(e)),
+            Ok(Err(e)) => Turned::failed(decided, through, e),
             Err(source) => {
+                // A transaction left open on a live connection is rolled back; a dead
+                // one is dropped by `failed`.
+                let _ = client.batch_execute("ROLLBACK");
                 let e = self.failed(source);
-                (decided, Err(e))
+                Turned::failed(decided, through, e)
             }
         }
     }
@@ -628,12 +808,24 @@ impl Database {
             n_reports: 0,
             at: Time::now(),
         };
-        self.with(|client| {
-            let mut tx = client.transaction()?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])?;
-            write(&mut tx, &writes, &server)?;
-            tx.commit()
-        })
+        let connection = self.connection()?;
+        let res = connection.prepared().and_then(|(client, statements)| {
+            client.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({LOCK_KEY})"))?;
+            match write(client, statements, &writes, &server) {
+                Ok(_) => client.batch_execute("COMMIT"),
+                Err(e) => {
+                    let _ = client.batch_execute("ROLLBACK");
+                    Err(e)
+                }
+            }
+        });
+        match res {
+            Ok(()) => {
+                self.health.answered();
+                Ok(())
+            }
+            Err(source) => Err(self.failed(source)),
+        }
     }
 
     /// A host's address changes, oldest first.
@@ -702,42 +894,72 @@ struct Rows {
 }
 
 /// Reads the rows written after `after` (`None`: every row), up to the last commit, in
-/// the transaction's snapshot.
-fn read_rows(tx: &mut Transaction<'_>, after: Option<i64>) -> Result<Rows, postgres::Error> {
+/// the transaction's snapshot; asks for hosts, TXT records and accounts only when a
+/// commit since wrote some.
+fn read_rows(
+    client: &mut impl GenericClient,
+    statements: &Statements,
+    after: Option<i64>,
+) -> Result<Rows, postgres::Error> {
     let from = after.unwrap_or(i64::MIN);
-    let last = tx
-        .query_opt(
-            "SELECT seq, at FROM dynip.commits WHERE seq > $1 ORDER BY seq DESC LIMIT 1",
-            &[&from],
-        )?
-        .map(|row| (row.get(0), row.get(1)));
-    if after.is_some() && last.is_none() {
-        return Ok(Rows {
-            hosts: Vec::new(),
-            txt: Vec::new(),
-            accounts: Vec::new(),
-            last,
-        });
-    }
-    let hosts = tx.query(
-        &format!("SELECT {HOST_COLUMNS} FROM dynip.hosts WHERE seq > $1"),
-        &[&from],
-    )?;
-    let txt = tx.query(
-        "SELECT name, rdata FROM dynip.txt WHERE seq > $1 ORDER BY name_key",
-        &[&from],
-    )?;
-    let accounts = tx.query(
-        "SELECT username, password_sha256, subdomain, txt_name, allow_from, created \
-         FROM dynip.acme_accounts WHERE seq > $1",
-        &[&from],
-    )?;
-    Ok(Rows {
-        hosts,
-        txt,
-        accounts,
+    let commits = client.query_one(&statements.commits, &[&from])?;
+    let last: Option<(i64, i64)> = match (commits.get(0), commits.get(1)) {
+        (Some(seq), Some(at)) => Some((seq, at)),
+        _ => None,
+    };
+    // A snapshot of everything (`after` is `None`) reads every table: rows imported before
+    // any commit row are there too.
+    let all = after.is_none();
+    let (has_hosts, has_txt, has_accounts): (bool, bool, bool) =
+        (commits.get(2), commits.get(3), commits.get(4));
+    let mut rows = Rows {
+        hosts: Vec::new(),
+        txt: Vec::new(),
+        accounts: Vec::new(),
         last,
-    })
+    };
+    if all || has_hosts {
+        rows.hosts = client.query(&statements.hosts, &[&from])?;
+    }
+    if all || has_txt {
+        rows.txt = client.query(&statements.txt, &[&from])?;
+    }
+    if all || has_accounts {
+        rows.accounts = client.query(&statements.accounts, &[&from])?;
+    }
+    Ok(rows)
+}
+
+/// As [`read_rows`] after `after`, but of the hosts only those of `hosts` (keys).
+fn read_rows_of(
+    client: &mut impl GenericClient,
+    statements: &Statements,
+    after: i64,
+    hosts: &[&str],
+) -> Result<Rows, postgres::Error> {
+    let commits = client.query_one(&statements.commits, &[&after])?;
+    let last: Option<(i64, i64)> = match (commits.get(0), commits.get(1)) {
+        (Some(seq), Some(at)) => Some((seq, at)),
+        _ => None,
+    };
+    let (has_hosts, has_txt, has_accounts): (bool, bool, bool) =
+        (commits.get(2), commits.get(3), commits.get(4));
+    let mut rows = Rows {
+        hosts: Vec::new(),
+        txt: Vec::new(),
+        accounts: Vec::new(),
+        last,
+    };
+    if has_hosts {
+        rows.hosts = client.query(&statements.hosts_of, &[&after, &hosts])?;
+    }
+    if has_txt {
+        rows.txt = client.query(&statements.txt, &[&after])?;
+    }
+    if has_accounts {
+        rows.accounts = client.query(&statements.accounts, &[&after])?;
+    }
+    Ok(rows)
 }
 
 impl Rows {
@@ -854,50 +1076,50 @@ impl SeenColumns {
 /// Writes a turn under the lock, numbered by a new row of `dynip.commits`, and announces
 /// it; returns its sequence number.
 fn write(
-    tx: &mut Transaction<'_>,
+    client: &mut Client,
+    statements: &Statements,
     writes: &Writes<'_>,
     server: &str,
 ) -> Result<i64, postgres::Error> {
     let n_reports = i64::try_from(writes.n_reports).unwrap_or(i64::MAX);
-    let seq: i64 = tx
+    let n = writes.records.len();
+    let mut keys = Vec::with_capacity(n);
+    let mut names = Vec::with_capacity(n);
+    let mut first_seen = Vec::with_capacity(n);
+    let (mut v4, mut v6) = (SeenColumns::default(), SeenColumns::default());
+    let mut signed_at = Vec::with_capacity(n);
+    let mut offline = Vec::with_capacity(n);
+    for (name, entry) in writes.records {
+        let record = &entry.record;
+        keys.push(name.folded());
+        names.push(name.as_str());
+        first_seen.push(record.first_seen.as_micros());
+        v4.push(record.v4);
+        v6.push(record.v6);
+        signed_at.push(record.signed_at.map(Time::as_micros));
+        offline.push(record.offline);
+    }
+    let n = writes.history.len();
+    let mut history_names = Vec::with_capacity(n);
+    let mut history_keys = Vec::with_capacity(n);
+    let mut history_at = Vec::with_capacity(n);
+    let mut history_address = Vec::with_capacity(n);
+    for logged in writes.history {
+        history_names.push(logged.change.name.as_str());
+        history_keys.push(logged.change.name.folded());
+        history_at.push(logged.change.at.as_micros());
+        history_address.push(logged.change.addr.to_string());
+    }
+    let seq: i64 = client
         .query_one(
-            "INSERT INTO dynip.commits (at, server, n_reports) VALUES ($1, $2, $3) RETURNING seq",
-            &[&writes.at.as_micros(), &server, &n_reports],
-        )?
-        .get(0);
-    if !writes.records.is_empty() {
-        let n = writes.records.len();
-        let mut keys = Vec::with_capacity(n);
-        let mut names = Vec::with_capacity(n);
-        let mut first_seen = Vec::with_capacity(n);
-        let (mut v4, mut v6) = (SeenColumns::default(), SeenColumns::default());
-        let mut signed_at = Vec::with_capacity(n);
-        let mut offline = Vec::with_capacity(n);
-        for (name, entry) in writes.records {
-            let record = &entry.record;
-            keys.push(name.folded());
-            names.push(name.as_str());
-            first_seen.push(record.first_seen.as_micros());
-            v4.push(record.v4);
-            v6.push(record.v6);
-            signed_at.push(record.signed_at.map(Time::as_micros));
-            offline.push(record.offline);
-        }
-        tx.execute(
-            "INSERT INTO dynip.hosts (name_key, name, seq, first_seen, ipv4, ipv4_last_seen, \
-             ipv4_last_change, ipv6, ipv6_last_seen, ipv6_last_change, signed_at, offline) \
-             SELECT k, n, $1, f, a4, s4, c4, a6, s6, c6, sa, o FROM unnest($2::text[], \
-             $3::text[], $4::int8[], $5::text[], $6::int8[], $7::int8[], $8::text[], \
-             $9::int8[], $10::int8[], $11::int8[], $12::bool[]) \
-             AS u(k, n, f, a4, s4, c4, a6, s6, c6, sa, o) \
-             ON CONFLICT (name_key) DO UPDATE SET name = EXCLUDED.name, seq = EXCLUDED.seq, \
-             first_seen = EXCLUDED.first_seen, ipv4 = EXCLUDED.ipv4, \
-             ipv4_last_seen = EXCLUDED.ipv4_last_seen, ipv4_last_change = EXCLUDED.ipv4_last_change, \
-             ipv6 = EXCLUDED.ipv6, ipv6_last_seen = EXCLUDED.ipv6_last_seen, \
-             ipv6_last_change = EXCLUDED.ipv6_last_change, signed_at = EXCLUDED.signed_at, \
-             offline = EXCLUDED.offline",
+            &statements.write,
             &[
-                &seq,
+                &writes.at.as_micros(),
+                &server,
+                &n_reports,
+                &!writes.records.is_empty(),
+                &!writes.txt.is_empty(),
+                &!writes.accounts.is_empty(),
                 &keys,
                 &names,
                 &first_seen,
@@ -909,33 +1131,17 @@ fn write(
                 &v6.last_change,
                 &signed_at,
                 &offline,
+                &history_names,
+                &history_keys,
+                &history_at,
+                &history_address,
             ],
-        )?;
-    }
-    if !writes.history.is_empty() {
-        let n = writes.history.len();
-        let mut names = Vec::with_capacity(n);
-        let mut keys = Vec::with_capacity(n);
-        let mut at = Vec::with_capacity(n);
-        let mut address = Vec::with_capacity(n);
-        for logged in writes.history {
-            names.push(logged.change.name.as_str());
-            keys.push(logged.change.name.folded());
-            at.push(logged.change.at.as_micros());
-            address.push(logged.change.addr.to_string());
-        }
-        tx.execute(
-            "INSERT INTO dynip.history (name, name_key, at, address) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[])",
-            &[&names, &keys, &at, &address],
-        )?;
-    }
+        )?
+        .get(0);
     for (name, set) in writes.txt {
         let rdata: Vec<&[u8]> = set.iter().map(Txt::rdata).collect();
-        tx.execute(
-            "INSERT INTO dynip.txt (name_key, name, seq, at, rdata) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (name_key) DO UPDATE SET name = EXCLUDED.name, seq = EXCLUDED.seq, \
-             at = EXCLUDED.at, rdata = EXCLUDED.rdata",
+        client.execute(
+            &statements.txt_write,
             &[
                 &name.folded(),
                 &name.as_str(),
@@ -947,9 +1153,8 @@ fn write(
     }
     for account in writes.accounts {
         let allow_from: Vec<String> = account.allow_from.iter().map(ToString::to_string).collect();
-        tx.execute(
-            "INSERT INTO dynip.acme_accounts (username, password_sha256, subdomain, txt_name, \
-             allow_from, created, seq) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        client.execute(
+            &statements.account_write,
             &[
                 &account.username,
                 &&account.password_sha256[..],
@@ -961,7 +1166,6 @@ fn write(
             ],
         )?;
     }
-    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &seq.to_string()])?;
     Ok(seq)
 }
 

@@ -124,10 +124,14 @@ impl SharedWriter {
         let health = self.database.health();
         let n_jobs = reports.len() + updates.len();
         let started = Instant::now();
-        let (decided, committed) = self.database.turn(
+        // With reports alone, the decision needs only their hosts of what others
+        // committed; the rest is read after the commit, without the lock.
+        let keys: Vec<&str> = reports.iter().map(|report| report.name.folded()).collect();
+        let only = updates.is_empty().then_some(keys.as_slice());
+        let turned = self.database.turn(
             self.last_seq,
+            only,
             |changes| {
-                let learned = changes.last.map(|(seq, _)| seq);
                 health.learned(changes.len());
                 show(table, changes);
                 // Reports first, then the updates, each seeing what those before did.
@@ -143,9 +147,9 @@ impl SharedWriter {
                 for update in &updates {
                     deciding.update(update);
                 }
-                (deciding.finish(0), learned, accounts)
+                (deciding.finish(0), accounts)
             },
-            |(decided, _, accounts)| Writes {
+            |(decided, accounts)| Writes {
                 records: &decided.records,
                 history: &decided.history,
                 txt: &decided.txt,
@@ -161,10 +165,11 @@ impl SharedWriter {
         if n_jobs > 0 {
             self.metrics.committed(n_jobs, started.elapsed());
         }
-        let (decided, outcome) = match (decided, committed) {
-            (Some((decided, learned, accounts)), Ok(seq)) => {
+        self.last_seq = self.last_seq.max(turned.through);
+        let (decided, outcome) = match (turned.decided, turned.committed) {
+            (Some((decided, accounts)), Ok(seq)) => {
                 self.reachable();
-                self.last_seq = seq.max(learned.unwrap_or(0));
+                self.last_seq = self.last_seq.max(seq);
                 let records =
                     decided
                         .slots
@@ -190,14 +195,9 @@ impl SharedWriter {
             }
             (decided, res) => {
                 let e = res.err();
-                if let Some((_, Some(learned), _)) = &decided {
-                    // What the turn read of others' commits is shown whatever became of
-                    // its own.
-                    self.last_seq = self.last_seq.max(*learned);
-                }
                 self.unreachable(e.as_ref().map(ToString::to_string));
                 (
-                    decided.map(|(decided, _, _)| decided),
+                    decided.map(|(decided, _)| decided),
                     Err(Refused::CommitFailed),
                 )
             }
@@ -220,6 +220,12 @@ impl SharedWriter {
             },
             outcome,
         );
+        // Others' commits before this turn's, read after it: shown once the answers are
+        // out (their hosts are none of this turn's).
+        if let Some(rest) = turned.rest {
+            health.learned(rest.len());
+            show_rest(&self.table, rest, at);
+        }
     }
 
     /// Reads and shows what other servers committed since the last turn.
@@ -255,6 +261,19 @@ impl SharedWriter {
         } else if let Some(error) = error {
             debug!(%error, "the database still does not answer");
         }
+    }
+}
+
+/// Shows the hosts other servers committed before a turn, read after it.
+fn show_rest(table: &Table, rest: Changes, at: Time) {
+    let records: Vec<_> = rest
+        .hosts
+        .into_iter()
+        .map(|(name, entry)| (table.find(&name).map(|(slot, _)| slot), name, entry))
+        .collect();
+    if table.update_found(records) {
+        // Made before this turn's commit at `at`, which the serial counts already.
+        table.note_dns_commit(at, Time::now());
     }
 }
 

@@ -1,17 +1,42 @@
-//! A throwaway PostgreSQL cluster for one test: Debian's `initdb` and `pg_ctl` (run as
-//! the `postgres` user when the tests run as root, since PostgreSQL refuses root), on a
-//! free loopback port, its socket and data in a temp dir; stopped and removed on drop.
+//! A throwaway PostgreSQL cluster for one test or bench: Debian's `initdb` and `pg_ctl`
+//! (run as the `postgres` user when the tests run as root, since PostgreSQL refuses
+//! root), on a free loopback port, its socket and data in a temp dir; stopped and removed
+//! on drop. Shared with `benches/common` (included there by path): std and `free_port`
+//! only.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::{free_port, run_command, Output};
+use super::free_port;
+
+/// A command's outcome.
+#[derive(Debug)]
+pub struct PgOutput {
+    /// The exit code (-1: ended by a signal).
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+fn run_pg(command: &mut Command) -> PgOutput {
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+    PgOutput {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
 
 /// A running cluster.
 pub struct Postgres {
     dir: tempfile::TempDir,
     bin: PathBuf,
     port: u16,
+    /// The server's `-c` options.
+    settings: String,
 }
 
 /// Where Debian keeps the server's programs: `/usr/lib/postgresql/VERSION/bin`, the
@@ -56,6 +81,15 @@ impl Postgres {
     /// # Panics
     /// When the cluster cannot be made or started.
     pub fn start() -> Postgres {
+        Postgres::start_with(&["fsync=off"])
+    }
+
+    /// As [`Postgres::start`], with `settings` (`NAME=VALUE`, each given to the server
+    /// as `-c`) instead.
+    ///
+    /// # Panics
+    /// When the cluster cannot be made or started.
+    pub fn start_with(settings: &[&str]) -> Postgres {
         let bin = bin_dir().expect("PostgreSQL's programs (checked by postgres_present)");
         let dir = tempfile::Builder::new()
             .prefix("dynip-pg.")
@@ -73,6 +107,10 @@ impl Postgres {
             dir,
             bin,
             port: free_port(),
+            settings: settings
+                .iter()
+                .map(|setting| format!(" -c {setting}"))
+                .collect(),
         };
         let data = postgres.data();
         let out = postgres.as_owner(
@@ -100,7 +138,7 @@ impl Postgres {
     }
 
     /// Runs one of the cluster's programs as its owner.
-    fn as_owner(&self, program: &str, args: &[&str]) -> Output {
+    fn as_owner(&self, program: &str, args: &[&str]) -> PgOutput {
         let program = self.bin.join(program);
         let mut command = if is_root() {
             let mut command = Command::new("runuser");
@@ -109,19 +147,17 @@ impl Postgres {
         } else {
             Command::new(&program)
         };
-        command
-            .args(args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null());
-        run_command(&mut command)
+        command.args(args).current_dir(self.dir.path());
+        run_pg(&mut command)
     }
 
     /// Starts the cluster (again), waiting until it accepts connections.
     pub fn start_again(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1{}",
             self.port,
-            path_str(self.dir.path())
+            path_str(self.dir.path()),
+            self.settings
         );
         let log = self.dir.path().join("postgres.log");
         let out = self.as_owner(
@@ -162,14 +198,13 @@ impl Postgres {
     }
 
     /// Runs `sql` on `database` with psql; its output unaligned, without headers.
-    pub fn psql(&self, database: &str, sql: &str) -> Output {
+    pub fn psql(&self, database: &str, sql: &str) -> PgOutput {
         let mut command = Command::new("psql");
         command
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
             .arg(self.url(database))
-            .args(["-c", sql])
-            .stdin(Stdio::null());
-        run_command(&mut command)
+            .args(["-c", sql]);
+        run_pg(&mut command)
     }
 }
 
