@@ -29,7 +29,7 @@ use dynip::proto::wire;
 mod common;
 use common::postgres::Postgres;
 use common::reports::{closed_loop, latency_tail, names, percentile, Generator, Target};
-use common::{bench_key, Args, Server};
+use common::{bench_key, cpu_time, cpu_time_named, Args, Server};
 
 /// The targets.
 const TARGET_RATIO: f64 = 0.5;
@@ -206,7 +206,13 @@ fn main() -> ExitCode {
 
     let sqlite_dir = tempfile::tempdir().expect("temp dir");
     let (sqlite, _) = start_server(&sqlite_dir, "");
+    let sqlite_pid = sqlite.pid().to_string();
+    let (generator_before, server_before) = (cpu_time("self"), cpu_time(&sqlite_pid));
     let sqlite_run = run(&[sqlite.addr]);
+    let sqlite_cpu = (
+        cpu_time(&sqlite_pid).saturating_sub(server_before),
+        cpu_time("self").saturating_sub(generator_before),
+    );
     drop(sqlite);
 
     let pg = Postgres::start_with(&["synchronous_commit=on", "fsync=on"]);
@@ -219,7 +225,16 @@ fn main() -> ExitCode {
     let line = format!("database_url = {url}\n");
     let (one, _) = start_server(&one_dir, &line);
     let (two, two_dns) = start_server(&two_dir, &line);
+    let (one_pid, two_pid) = (one.pid().to_string(), two.pid().to_string());
+    let servers_cpu = || cpu_time(&one_pid) + cpu_time(&two_pid);
+    let (generator_before, servers_before, database_before) =
+        (cpu_time("self"), servers_cpu(), cpu_time_named("postgres"));
     let pg_run = run(&[one.addr, two.addr]);
+    let pg_cpu = (
+        servers_cpu().saturating_sub(servers_before),
+        cpu_time("self").saturating_sub(generator_before),
+        cpu_time_named("postgres").saturating_sub(database_before),
+    );
     let ratio = pg_run.rate / sqlite_run.rate;
 
     // Half load, open loop, over both servers, while the prober measures.
@@ -261,6 +276,15 @@ fn main() -> ExitCode {
         "two servers, one PostgreSQL", pg_run.rate, pg_run.sent_rate
     );
     println!("ratio two on PostgreSQL / one on SQLite: {ratio:.2}");
+    let per = |cpu: Duration, answered: u64| cpu.as_secs_f64() * 1e6 / answered.max(1) as f64;
+    println!(
+        "CPU per acknowledged report: SQLite server {:.1} us (generator {:.1} us); two servers {:.1} us, PostgreSQL {:.1} us (generator {:.1} us)",
+        per(sqlite_cpu.0, sqlite_run.answered),
+        per(sqlite_cpu.1, sqlite_run.answered),
+        per(pg_cpu.0, pg_run.answered),
+        per(pg_cpu.2, pg_run.answered),
+        per(pg_cpu.1, pg_run.answered),
+    );
     println!(
         "acknowledged by one, answered by the other's DNS, at half load ({half:.0}/s offered; {answered} of {offered} acknowledged): {} probes, {missed} missed",
         latencies.len()

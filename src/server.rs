@@ -59,6 +59,13 @@ enum Ledger {
     },
 }
 
+/// What the store's background thread keeps doing: checkpointing the SQLite file's WAL,
+/// or folding the database's journal into its snapshot.
+enum Upkeep {
+    Checkpoint(std::path::PathBuf),
+    Fold(Option<crate::config::DatabaseUrl>),
+}
+
 /// The sinks, set up at start, and what the outbox held for them.
 struct Notify {
     sinks: Vec<(SinkConfig, Messenger, Arc<SinkCounters>)>,
@@ -349,7 +356,7 @@ impl Server {
             Ledger::Postgres { database, .. } => Some(database.health()),
             Ledger::Sqlite { .. } => None,
         };
-        let (reports, writer, checkpoint_path) = match self.ledger {
+        let (reports, writer, upkeep) = match self.ledger {
             Ledger::Sqlite { store, progress } => {
                 let (reports, writer) = writer::spawn(writer::Setup {
                     store,
@@ -362,7 +369,11 @@ impl Server {
                     notice,
                 })
                 .map_err(|e| Error::Internal(format!("cannot start the writer: {e}")))?;
-                (reports, writer, Some(self.config.store_path.clone()))
+                (
+                    reports,
+                    writer,
+                    Upkeep::Checkpoint(self.config.store_path.clone()),
+                )
             }
             Ledger::Postgres { database, last_seq } => {
                 let wake_pending = Arc::new(AtomicBool::new(false));
@@ -376,10 +387,11 @@ impl Server {
                     wake_pending: Arc::clone(&wake_pending),
                 })
                 .map_err(|e| Error::Internal(format!("cannot start the writer: {e}")))?;
-                if let Some(url) = self.config.database_url.clone() {
+                let url = self.config.database_url.clone();
+                if let Some(url) = url.clone() {
                     start_listener(url, health, reports.downgrade(), wake_pending)?;
                 }
-                (reports, writer, None)
+                (reports, writer, Upkeep::Fold(url))
             }
         };
         let (stop_export, stop_rx) = std::sync::mpsc::channel::<()>();
@@ -397,13 +409,18 @@ impl Server {
         let (stop_checkpoints, checkpoint_rx) = std::sync::mpsc::channel::<()>();
         let checkpointer = std::thread::Builder::new()
             .name("dynip-checkpoint".to_string())
-            .spawn(move || match checkpoint_path {
-                Some(store_path) => {
-                    yield_to_reports();
-                    store::keep_checkpointed(&store_path, &checkpoint_rx)
+            .spawn(move || {
+                yield_to_reports();
+                match upkeep {
+                    Upkeep::Checkpoint(store_path) => {
+                        store::keep_checkpointed(&store_path, &checkpoint_rx)
+                    }
+                    Upkeep::Fold(Some(url)) => {
+                        store::postgresql::keep_folded(&url, &checkpoint_rx);
+                        Ok(())
+                    }
+                    Upkeep::Fold(None) => Ok(()),
                 }
-                // A database checkpoints itself.
-                None => Ok(()),
             })
             .map_err(|e| Error::Internal(format!("cannot start the checkpointer: {e}")))?;
 
@@ -478,7 +495,7 @@ impl Server {
         match joined {
             (Ok(()), Ok(export_res), Ok(checkpoint_res)) => {
                 if let Err(e) = checkpoint_res {
-                    warn!(error = %e, "the checkpointer could not open the store");
+                    warn!(error = %e, "the store's background thread could not open the store");
                 }
                 export_res?;
                 info!("stopped");

@@ -272,6 +272,26 @@ pub fn cpu_time(pid: &str) -> Duration {
     task_cpu(Path::new(&format!("/proc/{pid}/stat"))).map_or(Duration::ZERO, |(_, time)| time)
 }
 
+/// CPU time every process named `name` (`postgres`: the database's server and its
+/// backends) has used so far, those that ended excepted.
+pub fn cpu_time_named(name: &str) -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .is_some_and(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|entry| task_cpu(&entry.path().join("stat")))
+        .filter(|(task, _)| task == name)
+        .map(|(_, time)| time)
+        .sum()
+}
+
 /// Each thread of process `pid` (a number or `self`): its name and the CPU time it has
 /// used so far. Empty where that cannot be read.
 pub fn thread_cpu_times(pid: &str) -> Vec<(String, Duration)> {

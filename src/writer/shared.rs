@@ -132,7 +132,9 @@ impl SharedWriter {
             self.last_seq,
             only,
             |changes| {
-                health.learned(changes.len());
+                if changes.last.is_some() {
+                    health.learned(changes.len());
+                }
                 show(table, changes);
                 // Reports first, then the updates, each seeing what those before did.
                 let mut deciding = Deciding::new(
@@ -220,12 +222,6 @@ impl SharedWriter {
             },
             outcome,
         );
-        // Others' commits before this turn's, read after it: shown once the answers are
-        // out (their hosts are none of this turn's).
-        if let Some(rest) = turned.rest {
-            health.learned(rest.len());
-            show_rest(&self.table, rest, at);
-        }
     }
 
     /// Reads and shows what other servers committed since the last turn.
@@ -264,24 +260,10 @@ impl SharedWriter {
     }
 }
 
-/// Shows the hosts other servers committed before a turn, read after it.
-fn show_rest(table: &Table, rest: Changes, at: Time) {
-    let records: Vec<_> = rest
-        .hosts
-        .into_iter()
-        .map(|(name, entry)| (table.find(&name).map(|(slot, _)| slot), name, entry))
-        .collect();
-    if table.update_found(records) {
-        // Made before this turn's commit at `at`, which the serial counts already.
-        table.note_dns_commit(at, Time::now());
-    }
-}
-
-/// Shows other servers' committed changes in the table, and notes them for the serial.
+/// Shows committed changes in the table (other servers', or the latest rows of a
+/// batch's hosts), and notes them for the serial at the last commit's time.
 fn show(table: &Table, changes: Changes) {
-    let Some((_, at)) = changes.last else {
-        return;
-    };
+    let at = changes.last.map_or_else(Time::now, |(_, at)| at);
     let n = changes.len();
     let records: Vec<_> = changes
         .hosts

@@ -180,7 +180,7 @@ fn servers_on_one_database_answer_alike() {
         "{}",
         history.body
     );
-    let commits = pg.psql("dynip", "SELECT count(DISTINCT server) FROM dynip.commits");
+    let commits = pg.psql("dynip", "SELECT count(DISTINCT server) FROM dynip.journal");
     assert_eq!(commits.stdout.trim(), "2", "two servers committed");
 }
 
@@ -251,13 +251,6 @@ impl Load {
     }
 }
 
-/// The hosts in the database.
-fn hosts_in(pg: &Postgres) -> BTreeSet<String> {
-    let out = pg.psql("dynip", "SELECT name FROM dynip.hosts");
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    out.stdout.lines().map(String::from).collect()
-}
-
 /// `kill -9` of one of two servers while both take reports: every report either
 /// acknowledged is in the database and in the survivor's API, and the survivor goes on.
 #[test]
@@ -285,7 +278,8 @@ fn kill_9_of_one_server_under_load_loses_nothing_acknowledged() {
     });
     let (acked, n_sent) = load.stop();
     assert!(acked.len() >= 60, "{} of {n_sent}", acked.len());
-    let stored = hosts_in(&pg);
+    // `dynip list` reads the database, as a restarted server would.
+    let stored = one.dir.hosts();
     let lost: Vec<&String> = acked.difference(&stored).collect();
     assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
     let shown = two.api_hosts();
@@ -377,19 +371,17 @@ fn database_away_for_ten_seconds_refuses_writes_then_resumes() {
         assert_eq!((res.status, res.body.as_str()), (200, "ok\n"));
         assert!(member.metric("dynip_database_errors_total").unwrap_or(0.0) >= 1.0);
     }
-    let stored = hosts_in(&pg);
-    let lost: Vec<&String> = acked.difference(&stored).collect();
+    let stored = one.dir.list();
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|name| !stored.contains_key(*name))
+        .collect();
     assert!(
         lost.is_empty(),
         "acknowledged but not stored: {lost:?} ({n_sent} sent)"
     );
-    assert!(stored.contains("kitchen-pc"));
     // The refused updates changed nothing.
-    let address = pg.psql(
-        "dynip",
-        "SELECT ipv4 FROM dynip.hosts WHERE name_key = 'kitchen-pc'",
-    );
-    assert_eq!(address.stdout.trim(), "127.0.0.1");
+    assert_eq!(stored["kitchen-pc"]["ipv4"]["address"], "127.0.0.1");
 }
 
 /// A client with two servers listed, the first killed: the report is acknowledged by the
@@ -420,4 +412,63 @@ fn a_client_reports_to_the_second_server_while_the_first_is_down() {
     assert_eq!(two.a("laptop"), ["127.0.0.1"]);
     let again = member_in(one.dir, &url, &key);
     assert_eq!(again.a("laptop"), ["127.0.0.1"]);
+}
+
+/// A fold writes the journal's entries into the snapshot and deletes them: `list`,
+/// a server started after it and the history show the same; a reader that had not read
+/// the folded entries yet reads the snapshot again instead of missing them.
+#[test]
+fn a_fold_keeps_everything() {
+    use dynip::store::postgresql::Database;
+    let Some(pg) = cluster("shared::a_fold_keeps_everything") else {
+        return;
+    };
+    let key = test_key(45);
+    let url = pg.url("dynip");
+    let one = member(&url, &key);
+    let database_url = dynip::config::DatabaseUrl::parse(&url).expect("a postgres URL");
+    let mut reader = Database::open(&database_url, Arc::default()).expect("the database");
+    let (_, read_to) = reader.load().expect("a load");
+    Peer::bind("127.0.0.1:0", one.server.target()).report(&key, "alpha");
+    Peer::bind("127.0.0.2:0", one.server.target()).report(&key, "alpha");
+    Peer::bind("127.0.0.1:0", one.server.target()).report(&key, "beta");
+    let before = one.dir.list();
+    let history = one.dir.history("alpha");
+    assert_eq!(history.len(), 2);
+
+    // Every entry, however young and few.
+    let later = dynip::model::record::Time::from_micros(
+        dynip::model::record::Time::now().as_micros() + 120_000_000,
+    );
+    let mut folder = Database::open(&database_url, Arc::default()).expect("the database");
+    let n_folded = folder.fold(later, 0).expect("a fold");
+    assert_eq!(n_folded, 3, "the three reports' records");
+    let count = |sql: &str| pg.psql("dynip", sql).stdout.trim().to_string();
+    assert_eq!(count("SELECT count(*) FROM dynip.journal"), "0");
+    assert_eq!(count("SELECT count(*) FROM dynip.hosts"), "2");
+    assert_eq!(
+        count("SELECT ipv4 FROM dynip.hosts WHERE name_key = 'alpha'"),
+        "127.0.0.2"
+    );
+    assert_eq!(one.dir.list(), before, "list after the fold");
+    assert_eq!(one.dir.history("alpha"), history);
+
+    let changes = reader.changes_since(read_to).expect("changes");
+    let alpha = changes
+        .hosts
+        .iter()
+        .rev()
+        .find(|(name, _)| name.as_str() == "alpha")
+        .map(|(_, entry)| entry.record.v4.map(|seen| seen.addr.to_string()));
+    assert_eq!(alpha, Some(Some("127.0.0.2".to_string())), "{changes:?}");
+    assert!(changes
+        .hosts
+        .iter()
+        .any(|(name, _)| name.as_str() == "beta"));
+
+    Peer::bind("127.0.0.3:0", one.server.target()).report(&key, "alpha");
+    let two = member(&url, &key);
+    assert_eq!(two.a("alpha"), ["127.0.0.3"]);
+    assert_eq!(two.a("beta"), ["127.0.0.1"]);
+    assert_eq!(one.dir.history("alpha").len(), 3);
 }
