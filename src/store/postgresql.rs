@@ -112,6 +112,7 @@ CREATE TABLE dynip.journal (
     has_txt BOOLEAN NOT NULL,
     has_accounts BOOLEAN NOT NULL
 );
+ALTER TABLE dynip.journal ALTER COLUMN records SET STORAGE EXTERNAL;
 CREATE TABLE dynip.hosts (
     name_key TEXT PRIMARY KEY,
     name TEXT NOT NULL,
