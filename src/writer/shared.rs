@@ -171,7 +171,6 @@ impl SharedWriter {
         let (decided, outcome) = match (turned.decided, turned.committed) {
             (Some((decided, accounts)), Ok(seq)) => {
                 self.reachable();
-                self.last_seq = self.last_seq.max(seq);
                 let records =
                     decided
                         .slots

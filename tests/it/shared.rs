@@ -472,3 +472,38 @@ fn a_fold_keeps_everything() {
     assert_eq!(two.a("beta"), ["127.0.0.1"]);
     assert_eq!(one.dir.history("alpha").len(), 3);
 }
+
+/// Both servers taking reports at once: each shows every report the other
+/// acknowledged, however their commits interleave.
+#[test]
+fn servers_writing_at_once_each_show_all() {
+    let Some(pg) = cluster("shared::servers_writing_at_once_each_show_all") else {
+        return;
+    };
+    let key = test_key(46);
+    let url = pg.url("dynip");
+    let one = member(&url, &key);
+    let two = member(&url, &key);
+    // Three clients of each server, each with its own hosts.
+    let loads: Vec<Load> = ["one-a", "one-b", "one-c", "two-a", "two-b", "two-c"]
+        .into_iter()
+        .map(|prefix| {
+            let member = if prefix.starts_with("one") {
+                &one
+            } else {
+                &two
+            };
+            Load::start(vec![member.server.target()], key.clone(), prefix)
+        })
+        .collect();
+    eventually("reports acknowledged by both", || {
+        (loads.iter().all(|load| load.n_acked() >= 30)).then_some(())
+    });
+    let acked: BTreeSet<String> = loads.into_iter().flat_map(|load| load.stop().0).collect();
+    for member in [&one, &two] {
+        eventually("every acknowledged report shown", || {
+            let shown = member.api_hosts();
+            acked.is_subset(&shown).then_some(())
+        });
+    }
+}
