@@ -53,6 +53,21 @@ pub struct Contents {
     pub accounts: Vec<AcmeAccount>,
 }
 
+impl Contents {
+    fn of(loaded: super::Loaded, history: Vec<HistoryRow>) -> Contents {
+        Contents {
+            hosts: loaded
+                .hosts
+                .into_iter()
+                .map(|(name, entry)| (name, entry.record))
+                .collect(),
+            history,
+            txt: loaded.txt.into_iter().collect(),
+            accounts: loaded.accounts,
+        }
+    }
+}
+
 /// Reads the whole state of the store at `from`.
 ///
 /// # Errors
@@ -63,30 +78,13 @@ pub fn read_contents(from: &StoreLocation) -> Result<Contents, StoreError> {
             let store = Store::open_read_only(path)?;
             let loaded = store.load()?;
             let history = store.all_history(&loaded.progress.unsettled)?;
-            Ok(Contents {
-                hosts: loaded
-                    .hosts
-                    .into_iter()
-                    .map(|(name, entry)| (name, entry.record))
-                    .collect(),
-                history,
-                txt: loaded.txt.into_iter().collect(),
-                accounts: loaded.accounts,
-            })
+            Ok(Contents::of(loaded, history))
         }
         StoreLocation::Postgres(url) => {
             let mut database = Database::open(url, std::sync::Arc::default())?;
             let (loaded, _) = database.load()?;
-            Ok(Contents {
-                hosts: loaded
-                    .hosts
-                    .into_iter()
-                    .map(|(name, entry)| (name, entry.record))
-                    .collect(),
-                history: database.all_history()?,
-                txt: loaded.txt.into_iter().collect(),
-                accounts: loaded.accounts,
-            })
+            let history = database.all_history()?;
+            Ok(Contents::of(loaded, history))
         }
     }
 }

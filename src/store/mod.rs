@@ -247,6 +247,30 @@ pub struct Removed {
     pub n_pruned: u64,
 }
 
+/// One address family's three columns (address, last seen, last change, µs), as both
+/// stores keep them: all NULL (no address of the family), or all set.
+///
+/// # Errors
+/// An address that does not parse, or an address without its times: a damaged store.
+pub(crate) fn seen_from_columns<A: std::str::FromStr>(
+    addr: Option<String>,
+    last_seen: Option<i64>,
+    last_change: Option<i64>,
+) -> Result<Option<crate::model::record::Seen<A>>, String> {
+    match (addr, last_seen, last_change) {
+        (None, None, None) => Ok(None),
+        (Some(addr), Some(last_seen), Some(last_change)) => match addr.parse() {
+            Ok(addr) => Ok(Some(crate::model::record::Seen {
+                addr,
+                last_seen: Time::from_micros(last_seen),
+                last_change: Time::from_micros(last_change),
+            })),
+            Err(_) => Err(format!("bad address {addr:?}")),
+        },
+        _ => Err("address without its times".to_string()),
+    }
+}
+
 /// Journal entries a turn may drop: each holds up to a batch of records, so dropping is
 /// spread over turns instead of holding one commit for a whole journal's worth.
 pub const DROP_ENTRIES_PER_TURN: i64 = 16;

@@ -1152,21 +1152,7 @@ fn seen<A: std::str::FromStr>(
     row: &postgres::Row,
     first: usize,
 ) -> Result<Option<Seen<A>>, String> {
-    let addr: Option<String> = row.get(first);
-    let last_seen: Option<i64> = row.get(first + 1);
-    let last_change: Option<i64> = row.get(first + 2);
-    match (addr, last_seen, last_change) {
-        (None, None, None) => Ok(None),
-        (Some(addr), Some(last_seen), Some(last_change)) => match addr.parse() {
-            Ok(addr) => Ok(Some(Seen {
-                addr,
-                last_seen: Time::from_micros(last_seen),
-                last_change: Time::from_micros(last_change),
-            })),
-            Err(_) => Err(format!("bad address {addr:?}")),
-        },
-        _ => Err("an address without its times".to_string()),
-    }
+    super::seen_from_columns(row.get(first), row.get(first + 1), row.get(first + 2))
 }
 
 /// One family's columns, as arrays for `unnest`.

@@ -820,18 +820,7 @@ fn decode_seen<A: std::str::FromStr>(
     let addr: Option<String> = row.get(first)?;
     let last_seen: Option<i64> = row.get(first + 1)?;
     let last_change: Option<i64> = row.get(first + 2)?;
-    Ok(match (addr, last_seen, last_change) {
-        (None, None, None) => Ok(None),
-        (Some(addr), Some(last_seen), Some(last_change)) => match addr.parse() {
-            Ok(addr) => Ok(Some(Seen {
-                addr,
-                last_seen: Time::from_micros(last_seen),
-                last_change: Time::from_micros(last_change),
-            })),
-            Err(_) => Err(format!("bad address {addr:?}")),
-        },
-        _ => Err("address without its times".to_string()),
-    })
+    Ok(super::seen_from_columns(addr, last_seen, last_change))
 }
 
 #[cfg(test)]
