@@ -1,17 +1,18 @@
 //! The writer on a shared PostgreSQL database (`database_url`): the same jobs, decided
 //! the same way ([`Deciding`]), against the database's latest state.
 //!
-//! Each turn holds the database's lock ([`Database::turn`]): it reads what other servers
-//! committed since its last turn and shows it in the table, decides its batch against
-//! the table, writes, commits, shows its own changes, and only then answers. So the
-//! replay rule and good or nochg are decided in one order across every server, and
-//! nothing is acknowledged before it is in the database. The database numbers the
-//! commits and the history; this thread keeps only the last sequence number it has
-//! shown. A [`Job::Wake`] (the listener heard another server's commit) shows the changes
-//! without the lock.
+//! Each turn holds the locks of its hosts ([`Database::turn`]; the whole database for a
+//! turn with zone updates or new accounts): it reads what other servers committed since
+//! its last read and shows it in the table, decides its batch against the table, commits
+//! its journal entry, shows its own changes, and only then answers. So the replay rule
+//! and good or nochg are decided against every commit of the batch's hosts, whichever
+//! server made it, and nothing is acknowledged before it is in the database. The
+//! database numbers the commits and the history; this thread keeps only the number it
+//! has read through, moved only as far as the store says. A [`Job::Wake`] (the listener
+//! heard another server's commit) shows the changes without a lock.
 //!
 //! When the database does not answer, every job of the turn is refused as not committed
-//! (the edges answer `911`, send no acknowledgement, SERVFAIL), the table keeps answering
+//! (dyndns2 answers `dnserr`, UDP gets no acknowledgement, UPDATE SERVFAIL), the table keeps answering
 //! reads, and the next turn tries again ([`Database`] paces the attempts).
 //!
 //! Must not know SQL (`store::postgres` does), nor change the table or answer a job
@@ -124,10 +125,10 @@ impl SharedWriter {
         let health = self.database.health();
         let n_jobs = reports.len() + updates.len();
         let started = Instant::now();
-        // With reports alone, the decision needs only their hosts of what others
-        // committed; the rest is read after the commit, without the lock.
+        // Reports alone lock only their hosts; zone updates and new accounts, which read
+        // and write more, lock the whole database.
         let keys: Vec<&str> = reports.iter().map(|report| report.name.folded()).collect();
-        let only = updates.is_empty().then_some(keys.as_slice());
+        let only = (updates.is_empty() && registrations.is_empty()).then_some(keys.as_slice());
         let turned = self.database.turn(
             self.last_seq,
             only,

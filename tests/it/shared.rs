@@ -507,3 +507,60 @@ fn servers_writing_at_once_each_show_all() {
         });
     }
 }
+
+/// TLS to the database: `sslmode=require` with the cluster's authority in `sslrootcert`
+/// works (the cluster takes nothing but TLS); without it, the public authorities do not
+/// vouch for the cluster's certificate and the server does not start (exit 2, saying
+/// why).
+#[test]
+fn the_database_over_tls() {
+    if !postgres_present("shared::the_database_over_tls") {
+        return;
+    }
+    let ca_key = rcgen::KeyPair::generate().expect("a CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::new()).expect("CA parameters");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("a CA");
+    let server_key = rcgen::KeyPair::generate().expect("a server key");
+    let server_cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("server parameters")
+        .signed_by(&server_key, &ca, &ca_key)
+        .expect("a server certificate");
+    let pg = Postgres::start_tls(&server_cert.pem(), &server_key.serialize_pem());
+    pg.create_database("dynip");
+    let ca_path = pg.path().join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).expect("write the CA");
+    let key = test_key(47);
+    let url = format!(
+        "{}?sslmode=require&sslrootcert={}",
+        pg.url("dynip"),
+        ca_path.display()
+    );
+    let one = member(&url, &key);
+    Peer::bind("127.0.0.1:0", one.server.target()).report(&key, "kitchen-pc");
+    assert_eq!(one.dir.hosts(), BTreeSet::from(["kitchen-pc".to_string()]));
+
+    let untrusted = Dir::new();
+    untrusted.server_config(
+        "127.0.0.1",
+        &format!(
+            "key = {}\ndatabase_url = {}?sslmode=require\n",
+            key.encode(),
+            pg.url("dynip")
+        ),
+    );
+    let out = untrusted.dynip(&["server", CONFIG]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("certificate"), "{}", out.stderr);
+    let plain = Dir::new();
+    plain.server_config(
+        "127.0.0.1",
+        &format!(
+            "key = {}\ndatabase_url = {}?sslmode=disable\n",
+            key.encode(),
+            pg.url("dynip")
+        ),
+    );
+    let out = plain.dynip(&["server", CONFIG]);
+    assert_eq!(out.code, 2, "without TLS: {}", out.stderr);
+}

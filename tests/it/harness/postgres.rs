@@ -151,6 +151,50 @@ impl Postgres {
         run_pg(&mut command)
     }
 
+    /// As [`Postgres::start`], speaking TLS only (`hostssl` in `pg_hba.conf`) with the
+    /// certificate and key of `cert_pem` and `key_pem`.
+    ///
+    /// # Panics
+    /// When the cluster cannot be made or started.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Postgres {
+        let postgres = Postgres::start();
+        postgres.stop();
+        let cert = postgres.dir.path().join("server.crt");
+        let key = postgres.dir.path().join("server.key");
+        std::fs::write(&cert, cert_pem).expect("write the certificate");
+        std::fs::write(&key, key_pem).expect("write the key");
+        let hba = postgres.data().join("pg_hba.conf");
+        std::fs::write(&hba, "hostssl all all 127.0.0.1/32 trust\n").expect("write pg_hba.conf");
+        if is_root() {
+            for path in [&cert, &key, &hba] {
+                let res = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(path)
+                    .status()
+                    .expect("chown");
+                assert!(res.success(), "chown {}", path.display());
+            }
+        }
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod the key");
+        }
+        let mut postgres = postgres;
+        postgres.settings.push_str(&format!(
+            " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            path_str(&cert),
+            path_str(&key)
+        ));
+        postgres.start_again();
+        postgres
+    }
+
+    /// Where the cluster keeps its files (and a test may put its own).
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// Starts the cluster (again), waiting until it accepts connections.
     pub fn start_again(&self) {
         let options = format!(
