@@ -680,7 +680,7 @@ impl Database {
     pub fn changes_since(&mut self, after: i64) -> Result<Changes, StoreError> {
         let shown = self.shown.clone();
         let rows = match self.connection()?.prepared() {
-            Ok((client, statements)) => read_feed(client, statements, after),
+            Ok((client, statements)) => read_feed(client, statements, after, false),
             Err(source) => Err(source),
         };
         match rows {
@@ -729,7 +729,7 @@ impl Database {
                     "BEGIN; SELECT pg_advisory_xact_lock({GLOBAL_LOCK})"
                 ))?,
             }
-            let rows = read_feed(client, statements, after)?;
+            let rows = read_feed(client, statements, after, true)?;
             let changes = match rows.decode(&shown) {
                 Ok(changes) => changes,
                 Err(e) => {
@@ -984,15 +984,23 @@ fn read_feed(
     client: &mut Client,
     statements: &Statements,
     after: i64,
+    in_transaction: bool,
 ) -> Result<Rows, postgres::Error> {
     let feed = client.query(&statements.feed, &[&after])?;
     let folded: i64 = feed.first().map_or(0, |row| row.get(0));
     if folded > after {
-        // A fold may not run while this reads the snapshot and then the journal.
-        client.query_one("SELECT pg_advisory_lock_shared($1)", &[&FOLD_LOCK])?;
-        let rows = read_all(client);
-        client.query_one("SELECT pg_advisory_unlock_shared($1)", &[&FOLD_LOCK])?;
-        return rows;
+        // A fold may not run while this reads the snapshot and then the journal: its
+        // lock, held shared to the end of the transaction (one of its own if the caller
+        // is not in one).
+        if in_transaction {
+            client.query_one("SELECT pg_advisory_xact_lock_shared($1)", &[&FOLD_LOCK])?;
+            return read_all(client);
+        }
+        let mut tx = client.transaction()?;
+        tx.query_one("SELECT pg_advisory_xact_lock_shared($1)", &[&FOLD_LOCK])?;
+        let rows = read_all(&mut tx)?;
+        tx.commit()?;
+        return Ok(rows);
     }
     let mut rows = Rows {
         snapshot: Vec::new(),
