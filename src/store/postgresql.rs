@@ -497,7 +497,11 @@ impl Database {
             return Err(StoreError::DatabaseTooNew { url: shown, found });
         }
         let any: bool = client
-            .query_one("SELECT EXISTS (SELECT 1 FROM dynip.hosts)", &[])
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM dynip.hosts) \
+                 OR EXISTS (SELECT 1 FROM dynip.journal WHERE n_records > 0)",
+                &[],
+            )
             .map_err(database_error)?
             .get(0);
         Ok((
@@ -632,6 +636,7 @@ impl Database {
         self.with(|client| {
             let row = client.query_one(
                 "SELECT NOT EXISTS (SELECT 1 FROM dynip.hosts) \
+                 AND NOT EXISTS (SELECT 1 FROM dynip.journal WHERE n_records > 0) \
                  AND NOT EXISTS (SELECT 1 FROM dynip.history) \
                  AND NOT EXISTS (SELECT 1 FROM dynip.txt) \
                  AND NOT EXISTS (SELECT 1 FROM dynip.acme_accounts)",

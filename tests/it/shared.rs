@@ -182,6 +182,26 @@ fn servers_on_one_database_answer_alike() {
     );
     let commits = pg.psql("dynip", "SELECT count(DISTINCT server) FROM dynip.journal");
     assert_eq!(commits.stdout.trim(), "2", "two servers committed");
+    assert!(
+        two.metric("dynip_database_remote_changes_total")
+            .is_some_and(|n| n >= 1.0),
+        "the second server counts what it learned from the first"
+    );
+    assert_eq!(two.metric("dynip_database_up"), Some(1.0));
+
+    // `dynip check` connects and says what it found, writing nothing.
+    let out = three.dir.dynip(&["check", CONFIG]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("(reachable, a dynip database, has hosts)"),
+        "{}",
+        out.stdout
+    );
+    drop(pg);
+    let out = three.dir.dynip(&["check", CONFIG]);
+    assert_eq!(out.code, 2, "check with the database gone: {}", out.stderr);
+    assert!(out.stderr.contains("error connecting"), "{}", out.stderr);
 }
 
 /// Signed reports, each of a new host, sent in turn to the servers in `targets` while
