@@ -56,14 +56,23 @@ enum Ledger {
     Postgres {
         database: Box<Database>,
         last_seq: i64,
+        /// With sinks: the pending deliveries this server claimed at start.
+        outbox: Option<store::Outbox>,
     },
 }
 
 /// What the store's background thread keeps doing: checkpointing the SQLite file's WAL,
-/// or folding the database's journal into its snapshot.
+/// or the database's upkeep (`keep_up`: folding its journal, renewing and taking over
+/// claims on deliveries for the sinks).
 enum Upkeep {
     Checkpoint(std::path::PathBuf),
-    Fold(Option<crate::config::DatabaseUrl>),
+    Database(
+        Option<crate::config::DatabaseUrl>,
+        Vec<(
+            String,
+            std::sync::mpsc::Sender<(i64, crate::model::event::Event)>,
+        )>,
+    ),
 }
 
 /// The sinks, set up at start, and what the outbox held for them.
@@ -73,13 +82,12 @@ struct Notify {
 }
 
 impl Notify {
-    /// Sets up each sink and reads what the outbox holds for them.
-    fn prepare(config: &ServerConfig, store: &Store) -> Result<Notify, Error> {
+    /// Sets up each sink, with what the outbox holds for them.
+    fn prepare(config: &ServerConfig, outbox: store::Outbox) -> Result<Notify, Error> {
         let sinks = prepare_sinks(config)?
             .into_iter()
             .map(|(sink, messenger)| (sink, messenger, Arc::new(SinkCounters::default())))
             .collect();
-        let outbox = store.outbox()?;
         for (name, pending) in &outbox.pending {
             if !config.notify.iter().any(|sink| &sink.name == name) {
                 warn!(
@@ -92,8 +100,9 @@ impl Notify {
         Ok(Notify { sinks, outbox })
     }
 
-    /// Starts each sink's thread; returns the writer's part.
-    fn start(self, config: &ServerConfig, metrics: &Metrics) -> Result<writer::Notice, Error> {
+    /// Starts each sink's thread; returns the writer's part, and each sink's name with
+    /// where its events go (for deliveries taken over from another server).
+    fn start(self, config: &ServerConfig, metrics: &Metrics) -> Result<Started, Error> {
         let Notify { sinks, mut outbox } = self;
         let settlements = Arc::new(Settlements::default());
         let shown: Vec<(String, Arc<SinkCounters>)> = sinks
@@ -104,8 +113,10 @@ impl Notify {
             counters::render(&shown, Time::now(), out)
         }));
         let mut outlets = Vec::new();
+        let mut takeover = Vec::new();
         for (index, (sink, messenger, counters)) in sinks.into_iter().enumerate() {
             let (events_tx, events_rx) = std::sync::mpsc::channel();
+            takeover.push((sink.name.clone(), events_tx.clone()));
             outlets.push(writer::Outlet {
                 name: sink.name.clone(),
                 filter: sink.filter.clone(),
@@ -123,7 +134,7 @@ impl Notify {
             })
             .map_err(|e| Error::Internal(format!("cannot start a sink's thread: {e}")))?;
         }
-        Ok(writer::Notice::new(
+        let notice = writer::Notice::new(
             outlets,
             config.stale_after,
             config.notify_max_age.max(EVENTS_KEEP),
@@ -131,8 +142,20 @@ impl Notify {
             outbox.stale,
             settlements,
             std::time::Instant::now(),
-        ))
+        );
+        Ok(Started { notice, takeover })
     }
+}
+
+/// The sinks, started.
+struct Started {
+    /// The writer's part.
+    notice: writer::Notice,
+    /// Each sink's name and where its events go.
+    takeover: Vec<(
+        String,
+        std::sync::mpsc::Sender<(i64, crate::model::event::Event)>,
+    )>,
 }
 
 /// Sets up each sink of `config` (its secret read, its client built), as the server's
@@ -208,7 +231,7 @@ impl Server {
     /// client log that cannot be written.
     pub fn open(config: &ServerConfig) -> Result<Server, Error> {
         let imported = export::read(&config.client_log_path)?;
-        let (ledger, loaded) = match &config.database_url {
+        let (mut ledger, loaded) = match &config.database_url {
             None => {
                 let mut store = Store::open(&config.store_path)?;
                 if store.is_empty()? && imported.n_entries > 0 {
@@ -238,14 +261,30 @@ impl Server {
                                 )?;
                             }
                             let (loaded, last_seq) = database.load()?;
-                            Ok((database, loaded, last_seq))
+                            let outbox = match config.notify.is_empty() {
+                                true => None,
+                                false => {
+                                    let sinks: Vec<String> = config
+                                        .notify
+                                        .iter()
+                                        .map(|sink| sink.name.clone())
+                                        .collect();
+                                    Some(database.claim_outbox(&sinks, Time::now())?)
+                                }
+                            };
+                            Ok((database, loaded, last_seq, outbox))
                         })
                         .join()
                 });
-                let (database, loaded, last_seq) = opened
+                let (database, loaded, last_seq, outbox) = opened
                     .map_err(|_| Error::Internal("opening the database panicked".to_string()))??;
                 let database = Box::new(database);
-                (Ledger::Postgres { database, last_seq }, loaded)
+                let ledger = Ledger::Postgres {
+                    database,
+                    last_seq,
+                    outbox,
+                };
+                (ledger, loaded)
             }
         };
         // A million imported hosts are over 100 MiB: gone before the table is loaded.
@@ -263,11 +302,12 @@ impl Server {
         // What changed while the server was down is not known: its start is a change.
         table.note_dns_change(Time::now());
         let table = Arc::new(table);
-        let notify = match (&ledger, config.notify.is_empty()) {
-            (_, true) => None,
-            (Ledger::Sqlite { store, .. }, false) => Some(Notify::prepare(config, store)?),
-            // Refused by the configuration's check.
-            (Ledger::Postgres { .. }, false) => None,
+        let notify = match &mut ledger {
+            _ if config.notify.is_empty() => None,
+            Ledger::Sqlite { store, .. } => Some(Notify::prepare(config, store.outbox()?)?),
+            Ledger::Postgres { outbox, .. } => {
+                Some(Notify::prepare(config, outbox.take().unwrap_or_default())?)
+            }
         };
         let metrics = Arc::new(Metrics::default());
         match &ledger {
@@ -276,7 +316,9 @@ impl Server {
                 store = %config.store_path.display(),
                 "store loaded"
             ),
-            Ledger::Postgres { database, last_seq } => {
+            Ledger::Postgres {
+                database, last_seq, ..
+            } => {
                 info!(hosts = table.len(), database = %database.shown(), last_commit = last_seq, "database loaded");
                 let health = database.health();
                 metrics.add_family(Box::new(move |out: &mut String| {
@@ -348,9 +390,12 @@ impl Server {
         let table = Arc::clone(&self.table);
         let recent = Arc::new(Recent::default());
         let liveness = Arc::new(Liveness::default());
-        let notice = match self.notify {
-            Some(notify) => Some(notify.start(&self.config, &self.metrics)?),
-            None => None,
+        let (notice, takeover) = match self.notify {
+            Some(notify) => {
+                let started = notify.start(&self.config, &self.metrics)?;
+                (Some(started.notice), started.takeover)
+            }
+            None => (None, Vec::new()),
         };
         let database = match &self.ledger {
             Ledger::Postgres { database, .. } => Some(database.health()),
@@ -375,7 +420,9 @@ impl Server {
                     Upkeep::Checkpoint(self.config.store_path.clone()),
                 )
             }
-            Ledger::Postgres { database, last_seq } => {
+            Ledger::Postgres {
+                database, last_seq, ..
+            } => {
                 let wake_pending = Arc::new(AtomicBool::new(false));
                 let health = database.health();
                 let (reports, writer) = writer::spawn_shared(writer::SharedSetup {
@@ -385,13 +432,14 @@ impl Server {
                     metrics: Arc::clone(&self.metrics),
                     liveness: Arc::clone(&liveness),
                     wake_pending: Arc::clone(&wake_pending),
+                    notice,
                 })
                 .map_err(|e| Error::Internal(format!("cannot start the writer: {e}")))?;
                 let url = self.config.database_url.clone();
                 if let Some(url) = url.clone() {
                     start_listener(url, health, reports.downgrade(), wake_pending)?;
                 }
-                (reports, writer, Upkeep::Fold(url))
+                (reports, writer, Upkeep::Database(url, takeover))
             }
         };
         let (stop_export, stop_rx) = std::sync::mpsc::channel::<()>();
@@ -415,11 +463,11 @@ impl Server {
                     Upkeep::Checkpoint(store_path) => {
                         store::keep_checkpointed(&store_path, &checkpoint_rx)
                     }
-                    Upkeep::Fold(Some(url)) => {
-                        store::postgresql::keep_folded(&url, &checkpoint_rx);
+                    Upkeep::Database(Some(url), takeover) => {
+                        store::postgresql::keep_up(&url, &takeover, &checkpoint_rx);
                         Ok(())
                     }
-                    Upkeep::Fold(None) => Ok(()),
+                    Upkeep::Database(None, _) => Ok(()),
                 }
             })
             .map_err(|e| Error::Internal(format!("cannot start the checkpointer: {e}")))?;

@@ -10,7 +10,7 @@
 //! - **state** (`state/`): shared in-memory state. Locks, atomics and `tokio::sync`; no
 //!   I/O, no clock, no logging; pure folders and itself.
 //! - **store** (`store/`): the only folder that knows SQL (rusqlite, and the postgres
-//!   driver with its TLS in `store/postgresql.rs` alone); no sockets of its own, no async
+//!   driver with its TLS in `store/postgresql/` alone); no sockets of its own, no async
 //!   runtime; pure folders and `state`.
 //! - **writer** (`writer/`): the one writer thread; no SQL of its own, no sockets; pure
 //!   folders, `state` and `store`.
@@ -51,19 +51,16 @@ const PURE_CRATES: &[&str] = &[
 /// Crates only some places may use: the crate, and the path prefixes that may use it.
 const OWNED_CRATES: &[(&str, &[&str])] = &[
     ("rusqlite", &["src/store/"]),
-    ("postgres", &["src/store/postgresql.rs"]),
-    ("tokio_postgres_rustls", &["src/store/postgresql.rs"]),
-    ("webpki_roots", &["src/store/postgresql.rs"]),
+    ("postgres", &["src/store/postgresql/"]),
+    ("tokio_postgres_rustls", &["src/store/postgresql/"]),
+    ("webpki_roots", &["src/store/postgresql/"]),
     ("axum", &["src/edge/http/"]),
     ("hyper", &["src/edge/http/"]),
     ("hyper_util", &["src/edge/http/"]),
-    (
-        "tokio_rustls",
-        &["src/edge/http/", "src/store/postgresql.rs"],
-    ),
+    ("tokio_rustls", &["src/edge/http/", "src/store/postgresql/"]),
     (
         "rustls_pki_types",
-        &["src/edge/http/", "src/store/postgresql.rs"],
+        &["src/edge/http/", "src/store/postgresql/"],
     ),
     ("tower", &["src/edge/http/"]),
     ("tower_http", &["src/edge/http/"]),

@@ -521,22 +521,6 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
             reason: "needs dns_zone, the zone to answer for (e.g. dns_zone = dyn.example.com)",
         });
     }
-    #[cfg(feature = "server")]
-    if server.database_url.is_some() && !server.notify.is_empty() {
-        let found = ini.get(SERVER_SECTION, "database_url");
-        return Err(ConfigError::Value {
-            section: SERVER_SECTION.to_owned(),
-            key: "database_url".to_owned(),
-            value: server
-                .database_url
-                .as_ref()
-                .map(DatabaseUrl::shown)
-                .unwrap_or_default(),
-            from_default: found.is_some_and(|found| found.from_default),
-            reason: "notifications ([DynIP:Notify:NAME]) are not yet delivered from a \
-                     PostgreSQL database: use the SQLite store (store_path) for them",
-        });
-    }
     let client = read_section(&ini, CLIENT_SECTION, CLIENT_KEYS)?;
     Ok(Config {
         server,

@@ -1099,12 +1099,4 @@ fn a_database_url_is_never_shown_with_its_password() {
             "{bad}: {err}"
         );
     }
-    let with_sinks = parse(
-        "[DynIP:Server]\ndatabase_url = postgres://dynip:pw@db/dynip\n\
-         [DynIP:Notify:hook]\nkind = webhook\nurl = https://example.com/hook\n",
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(with_sinks.contains("not yet delivered"), "{with_sinks}");
-    assert!(!with_sinks.contains("pw@"), "{with_sinks}");
 }

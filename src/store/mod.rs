@@ -271,6 +271,39 @@ pub(crate) fn seen_from_columns<A: std::str::FromStr>(
     }
 }
 
+/// An event from its columns, as both stores keep them: its kind's word, the host's name,
+/// its time (µs), and the old and new IPv4 and IPv6 addresses.
+///
+/// # Errors
+/// What does not parse ("kind", "name", "address"): a damaged store.
+pub(crate) fn event_from_columns(
+    kind: &str,
+    name: &str,
+    at: i64,
+    addresses: [Option<String>; 4],
+) -> Result<Event, &'static str> {
+    use crate::model::event::{Addresses, EventKind};
+    fn addr<A: std::str::FromStr>(text: &Option<String>) -> Result<Option<A>, &'static str> {
+        text.as_deref()
+            .map(|text| text.parse().map_err(|_| "address"))
+            .transpose()
+    }
+    let [ipv4_old, ipv4_new, ipv6_old, ipv6_new] = &addresses;
+    Ok(Event {
+        kind: EventKind::parse(kind).ok_or("kind")?,
+        host: Name::parse(name).map_err(|_| "name")?,
+        at: Time::from_micros(at),
+        ipv4: Addresses {
+            old: addr(ipv4_old)?,
+            new: addr(ipv4_new)?,
+        },
+        ipv6: Addresses {
+            old: addr(ipv6_old)?,
+            new: addr(ipv6_new)?,
+        },
+    })
+}
+
 /// Journal entries a turn may drop: each holds up to a batch of records, so dropping is
 /// spread over turns instead of holding one commit for a whole journal's worth.
 pub const DROP_ENTRIES_PER_TURN: i64 = 16;
@@ -333,8 +366,7 @@ impl StoreReader {
         }
     }
 
-    /// The latest `limit` events of `host` (or of every host), newest first. A database
-    /// keeps no events: notifications need the SQLite store.
+    /// The latest `limit` events of `host` (or of every host), newest first.
     ///
     /// # Errors
     /// A failed read, a row that does not decode.
@@ -345,7 +377,7 @@ impl StoreReader {
     ) -> Result<Vec<crate::model::event::EventRecord>, StoreError> {
         match self {
             StoreReader::Sqlite(store) => store.events(host, limit),
-            StoreReader::Postgres(_) => Ok(Vec::new()),
+            StoreReader::Postgres(database) => database.events(host, limit),
         }
     }
 }

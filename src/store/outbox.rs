@@ -3,14 +3,10 @@
 //! going stale was announced (`stale_hosts`). Written in the writer's turn, in the same
 //! transaction as the change that made the event; read at start and by the readers.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
-
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
 use super::{sqlite::Store, Outbox, StoreError, Turn, PRUNE_ROWS_PER_TURN};
-use crate::model::event::{
-    Addresses, DeliveryRecord, DeliveryState, Event, EventKind, EventRecord,
-};
+use crate::model::event::{DeliveryRecord, DeliveryState, Event, EventRecord};
 use crate::model::name::Name;
 use crate::model::record::Time;
 
@@ -227,39 +223,19 @@ impl Store {
 
     /// An event from the columns of [`EVENT_COLUMNS`] starting at `first`.
     fn decode_event(&self, row: &Row<'_>, first: usize) -> Result<(i64, Event), StoreError> {
-        let get_text = |i: usize| -> Result<Option<String>, StoreError> {
+        let text = |i: usize| -> Result<Option<String>, StoreError> {
             row.get(first + i).map_err(|e| self.classify(e))
         };
         let id: i64 = row.get(first).map_err(|e| self.classify(e))?;
-        let bad = |what: &str| self.corrupt(format!("event {id}: bad {what}"));
-        let kind = get_text(1)?
-            .and_then(|kind| EventKind::parse(&kind))
-            .ok_or_else(|| bad("kind"))?;
-        let host = get_text(2)?
-            .and_then(|name| Name::parse(&name).ok())
-            .ok_or_else(|| bad("name"))?;
         let at: i64 = row.get(first + 3).map_err(|e| self.classify(e))?;
-        fn addr<A: std::str::FromStr>(text: Option<String>) -> Result<Option<A>, ()> {
-            text.map(|text| text.parse().map_err(|_| ())).transpose()
-        }
-        let ipv4: Addresses<Ipv4Addr> = Addresses {
-            old: addr(get_text(4)?).map_err(|()| bad("address"))?,
-            new: addr(get_text(5)?).map_err(|()| bad("address"))?,
-        };
-        let ipv6: Addresses<Ipv6Addr> = Addresses {
-            old: addr(get_text(6)?).map_err(|()| bad("address"))?,
-            new: addr(get_text(7)?).map_err(|()| bad("address"))?,
-        };
-        Ok((
-            id,
-            Event {
-                kind,
-                host,
-                at: Time::from_micros(at),
-                ipv4,
-                ipv6,
-            },
-        ))
+        let event = super::event_from_columns(
+            &text(1)?.unwrap_or_default(),
+            &text(2)?.unwrap_or_default(),
+            at,
+            [text(4)?, text(5)?, text(6)?, text(7)?],
+        )
+        .map_err(|what| self.corrupt(format!("event {id}: bad {what}")))?;
+        Ok((id, event))
     }
 }
 
@@ -277,6 +253,7 @@ pub(crate) fn pending_of(outbox: &Outbox) -> std::collections::BTreeMap<String, 
 mod tests {
     use super::*;
     use crate::model::event::Settlement;
+    use crate::model::event::{Addresses, EventKind};
     use crate::store::NewEvent;
 
     fn event(kind: EventKind, host: &str, seconds: i64, old: Option<&str>, new: &str) -> Event {

@@ -26,13 +26,16 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use super::{answer, Answers, Deciding, Job, Liveness, Refused, Verdict, MAX_BATCH, QUEUE_LEN};
+use super::{
+    answer, Answers, Deciding, Job, Liveness, Notice, Now, Refused, Verdict, IDLE_TICK, MAX_BATCH,
+    QUEUE_LEN,
+};
 use crate::model::account::AcmeAccount;
 use crate::model::name::Name;
 use crate::model::record::{Record, Time};
 use crate::state::metrics::Metrics;
 use crate::state::table::{Entry, Table};
-use crate::store::postgresql::{Changes, Database, Writes};
+use crate::store::postgresql::{Changes, Database, NoticeWrites, Writes};
 
 /// What the shared writer starts from.
 pub struct SharedSetup {
@@ -45,6 +48,8 @@ pub struct SharedSetup {
     /// Set by the listener when it sends a [`Job::Wake`], cleared when the writer takes
     /// it: one wake-up queued at a time, however many commits it covers.
     pub wake_pending: Arc<AtomicBool>,
+    /// With sinks: the notifications' part of each turn.
+    pub notice: Option<Notice>,
 }
 
 /// Starts the shared writer thread.
@@ -60,6 +65,7 @@ pub fn spawn_shared(setup: SharedSetup) -> std::io::Result<(mpsc::Sender<Job>, J
         last_seq: setup.last_seq,
         metrics: setup.metrics,
         wake_pending: setup.wake_pending,
+        notice: setup.notice,
         down: false,
     };
     let handle = std::thread::Builder::new()
@@ -74,16 +80,53 @@ struct SharedWriter {
     last_seq: i64,
     metrics: Arc<Metrics>,
     wake_pending: Arc<AtomicBool>,
+    notice: Option<Notice>,
     /// The last turn could not reach the database: logged once, until it answers again.
     down: bool,
 }
 
 impl SharedWriter {
     fn run(&mut self, mut rx: mpsc::Receiver<Job>, liveness: &Liveness) {
-        while let Some(first) = rx.blocking_recv() {
+        // With sinks, an idle writer still has turns to take (`Notice::wants_turn`): it
+        // waits for a job at most a tick, on a clock of its own.
+        let idle = match &self.notice {
+            Some(_) => match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(runtime) => Some(runtime),
+                Err(e) => {
+                    error!(error = %e, "no timer for the writer: stale hosts are noticed only as reports come");
+                    None
+                }
+            },
+            None => None,
+        };
+        loop {
+            let first = match &idle {
+                Some(idle) => {
+                    match idle.block_on(async { tokio::time::timeout(IDLE_TICK, rx.recv()).await })
+                    {
+                        Ok(Some(job)) => Some(job),
+                        Ok(None) => break,
+                        Err(_) => None,
+                    }
+                }
+                None => match rx.blocking_recv() {
+                    Some(job) => Some(job),
+                    None => break,
+                },
+            };
+            let wants_turn = self
+                .notice
+                .as_ref()
+                .is_some_and(|notice| notice.wants_turn(Instant::now()));
+            if first.is_none() && !wants_turn {
+                continue;
+            }
             let mut jobs = Vec::with_capacity(64);
-            jobs.push(first);
-            while jobs.len() < MAX_BATCH {
+            jobs.extend(first);
+            while !jobs.is_empty() && jobs.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(job) => jobs.push(job),
                     Err(_) => break,
@@ -92,6 +135,11 @@ impl SharedWriter {
             liveness.turn_starts();
             self.turn(jobs);
             liveness.turn_ends();
+        }
+        // What the sinks delivered is written down, so that a restart does not send it
+        // again.
+        if self.notice.as_ref().is_some_and(Notice::has_settlements) {
+            self.turn(Vec::new());
         }
         debug!("writer stops: no more reports");
     }
@@ -112,16 +160,33 @@ impl SharedWriter {
         if woken {
             self.wake_pending.store(false, Ordering::Release);
         }
-        if reports.is_empty() && updates.is_empty() && registrations.is_empty() {
+        let noticing = self
+            .notice
+            .as_ref()
+            .is_some_and(|notice| notice.wants_turn(Instant::now()));
+        if reports.is_empty() && updates.is_empty() && registrations.is_empty() && !noticing {
             self.catch_up();
             return;
         }
+        let now = Now::read();
         let accounts: Vec<AcmeAccount> = registrations
             .iter()
             .map(|registration| registration.account.clone())
             .collect();
         let at = Time::now();
+        // With sinks, the hosts reported are no longer stale, whoever announced it.
+        let (sink_names, reported): (Vec<String>, Vec<String>) = match &self.notice {
+            Some(notice) => (
+                notice.sink_names().to_vec(),
+                reports
+                    .iter()
+                    .map(|report| report.name.folded().to_string())
+                    .collect(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
         let table = &self.table;
+        let notice = &mut self.notice;
         let health = self.database.health();
         let n_jobs = reports.len() + updates.len();
         let started = Instant::now();
@@ -138,21 +203,33 @@ impl SharedWriter {
                 }
                 show(table, changes);
                 // Reports first, then the updates, each seeing what those before did.
-                let mut deciding = Deciding::new(
-                    |name: &Name| table.find(name).map(|(slot, entry)| (slot, entry.record)),
-                    |name: &Name| table.txt(name),
-                    0,
-                    |_: &Name, _: Time, _: Option<&Record>, _: &Record| {},
-                );
-                for report in &reports {
-                    deciding.report(report);
-                }
-                for update in &updates {
-                    deciding.update(update);
-                }
-                (deciding.finish(0), accounts)
+                let mut events = Vec::new();
+                let decided = {
+                    let noticing = notice.as_ref();
+                    let mut deciding = Deciding::new(
+                        |name: &Name| table.find(name).map(|(slot, entry)| (slot, entry.record)),
+                        |name: &Name| table.txt(name),
+                        0,
+                        |name: &Name, at, before: Option<&Record>, after: &Record| {
+                            if let Some(notice) = noticing {
+                                notice.applied(name, before, after, at, &mut events);
+                            }
+                        },
+                    );
+                    for report in &reports {
+                        deciding.report(report);
+                    }
+                    for update in &updates {
+                        deciding.update(update);
+                    }
+                    deciding.finish(0)
+                };
+                let noticed = notice
+                    .as_mut()
+                    .map(|notice| notice.notice(events, &decided.records, table, now));
+                (decided, accounts, noticed, sink_names, reported)
             },
-            |(decided, accounts)| Writes {
+            |(decided, accounts, noticed, sink_names, reported)| Writes {
                 records: &decided.records,
                 history: &decided.history,
                 txt: &decided.txt,
@@ -163,6 +240,14 @@ impl SharedWriter {
                     .filter(|&&verdict| verdict != Verdict::Replayed)
                     .count() as u64,
                 at,
+                notice: noticed.as_ref().map(|noticed| NoticeWrites {
+                    sink_names: sink_names.as_slice(),
+                    events: &noticed.events,
+                    settled: &noticed.settled,
+                    stale: &noticed.stale,
+                    reported,
+                    prune_before: noticed.prune_before,
+                }),
             },
         );
         if n_jobs > 0 {
@@ -170,8 +255,21 @@ impl SharedWriter {
         }
         self.last_seq = self.last_seq.max(turned.through);
         let (decided, outcome) = match (turned.decided, turned.committed) {
-            (Some((decided, accounts)), Ok(seq)) => {
+            (Some((decided, accounts, noticed, _, _)), Ok(seq)) => {
                 self.reachable();
+                if let (Some(notice), Some(mut noticed)) = (&mut self.notice, noticed) {
+                    // The database's ids; a staleness another server announced first
+                    // is not handed to the sinks.
+                    let mut ids = turned.event_ids.iter();
+                    noticed.events.retain_mut(|new| match ids.next() {
+                        Some(Some(id)) => {
+                            new.id = *id;
+                            true
+                        }
+                        _ => false,
+                    });
+                    notice.committed(noticed, now);
+                }
                 let records =
                     decided
                         .slots
@@ -198,10 +296,13 @@ impl SharedWriter {
             (decided, res) => {
                 let e = res.err();
                 self.unreachable(e.as_ref().map(ToString::to_string));
-                (
-                    decided.map(|(decided, _)| decided),
-                    Err(Refused::CommitFailed),
-                )
+                let decided = decided.map(|(decided, _, noticed, _, _)| {
+                    if let (Some(notice), Some(noticed)) = (&mut self.notice, noticed) {
+                        notice.not_committed(noticed);
+                    }
+                    decided
+                });
+                (decided, Err(Refused::CommitFailed))
             }
         };
         let (verdicts, update_verdicts) = match decided {

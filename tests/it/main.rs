@@ -23,7 +23,8 @@
 //! - [`secondary`]: a real NSD secondary transfers the zone and follows NOTIFY.
 //! - [`shared`]: several servers on one real PostgreSQL database: answers alike,
 //!   replays refused across servers, `kill -9` of one and the database away under load,
-//!   a client failing over.
+//!   a client failing over, the fold, TLS, notifications delivered once (and taken over
+//!   from a dead server), a staleness announced once.
 //! - [`signed`]: version 1: signed reports, acknowledgements, replays, forgeries, keys,
 //!   `allow_from`, the rate limit, SIGHUP, `add-host`.
 //! - [`service`]: under a service manager: `sd_notify` readiness, watchdog and stopping

@@ -30,16 +30,16 @@ struct Member {
 
 /// Starts a server on `url` with the shared key `key`, DNS for [`ZONE`] and HTTP.
 fn member(url: &str, key: &Key) -> Member {
-    let dir = Dir::new();
-    member_in(dir, url, key)
+    member_in(Dir::new(), url, key, "")
 }
 
-fn member_in(dir: Dir, url: &str, key: &Key) -> Member {
+/// As [`member`], in `dir`, with `extra` lines (sections) after the server's.
+fn member_in(dir: Dir, url: &str, key: &Key, extra: &str) -> Member {
     dir.server_config(
         "127.0.0.1",
         &format!(
             "key = {}\ndatabase_url = {url}\ndns_listen = 127.0.0.1:0\ndns_zone = {ZONE}\n\
-             http_listen = 127.0.0.1:0\npublic_metrics = yes\npublic_status = yes\n",
+             http_listen = 127.0.0.1:0\npublic_metrics = yes\npublic_status = yes\n{extra}",
             key.encode()
         ),
     );
@@ -430,7 +430,7 @@ fn a_client_reports_to_the_second_server_while_the_first_is_down() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains(&second.to_string()), "{}", out.stderr);
     assert_eq!(two.a("laptop"), ["127.0.0.1"]);
-    let again = member_in(one.dir, &url, &key);
+    let again = member_in(one.dir, &url, &key, "");
     assert_eq!(again.a("laptop"), ["127.0.0.1"]);
 }
 
@@ -583,4 +583,149 @@ fn the_database_over_tls() {
     );
     let out = plain.dynip(&["server", CONFIG]);
     assert_eq!(out.code, 2, "without TLS: {}", out.stderr);
+}
+
+/// Notifications from servers on one database: each event is delivered once, by the
+/// server whose turn made it, and both servers' events API show it delivered. A server
+/// killed while a delivery is failing leaves it to the other, which delivers it once the
+/// dead server's claim has run out (`CLAIM_FOR`, renewed every `FOLD_EVERY`).
+#[test]
+fn notifications_are_delivered_once_across_servers() {
+    use crate::harness::receiver::Receiver;
+    use dynip::store::postgresql::{CLAIM_FOR, FOLD_EVERY};
+    let Some(pg) = cluster("shared::notifications_are_delivered_once_across_servers") else {
+        return;
+    };
+    let receiver = Receiver::start("s3cret");
+    let key = test_key(48);
+    let url = pg.url("dynip");
+    let sink = format!(
+        "[DynIP:Notify:hook]\nkind = webhook\nurl = {}\nsecret = s3cret\ncoalesce = 0\n",
+        receiver.url("/hook")
+    );
+    let mut one = member_in(Dir::new(), &url, &key, &sink);
+    let two = member_in(Dir::new(), &url, &key, &sink);
+    Peer::bind("127.0.0.1:0", one.server.target()).report(&key, "kitchen-pc");
+    Peer::bind("127.0.0.1:0", two.server.target()).report(&key, "nas");
+    let delivered = |host: &str| -> Vec<i64> {
+        receiver
+            .delivered()
+            .iter()
+            .map(|got| got.json())
+            .filter(|body| body["host"] == host)
+            .map(|body| body["id"].as_i64().expect("an id"))
+            .collect()
+    };
+    eventually("both new hosts announced", || {
+        (!delivered("kitchen-pc").is_empty() && !delivered("nas").is_empty()).then_some(())
+    });
+    // Time for a second delivery, if one were coming.
+    std::thread::sleep(Duration::from_secs(2));
+    let (kitchen, nas) = (delivered("kitchen-pc"), delivered("nas"));
+    assert_eq!(
+        kitchen.len(),
+        1,
+        "kitchen-pc's event delivered once: {kitchen:?}"
+    );
+    assert_eq!(nas.len(), 1, "nas's event delivered once: {nas:?}");
+    assert_ne!(kitchen, nas, "one id per event across servers");
+    for member in [&one, &two] {
+        eventually("both events listed as delivered", || {
+            let res = get(
+                member.http,
+                "/api/v1/events",
+                &[("Authorization", &member.bearer)],
+            );
+            let listed: serde_json::Value = serde_json::from_str(&res.body).ok()?;
+            let events = listed["events"].as_array()?;
+            let all = events.len() == 2
+                && events
+                    .iter()
+                    .all(|event| event["deliveries"][0]["state"] == "delivered");
+            all.then_some(())
+        });
+    }
+
+    // The receiver fails; the first server keeps trying laptop's event, then dies.
+    receiver.answer(503);
+    Peer::bind("127.0.0.1:0", one.server.target()).report(&key, "laptop");
+    eventually("a failed try of laptop's event", || {
+        receiver
+            .received()
+            .iter()
+            .any(|got| got.status == 503 && got.json()["host"] == "laptop")
+            .then_some(())
+    });
+    one.server.kill9();
+    receiver.answer(200);
+    let deadline = Instant::now() + CLAIM_FOR + FOLD_EVERY * 2 + Duration::from_secs(10);
+    while delivered("laptop").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "laptop's event never delivered by the second server:\n{}",
+            two.server.stderr_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        delivered("laptop").len(),
+        1,
+        "laptop's event delivered once"
+    );
+    assert!(
+        !two.server
+            .stderr_lines("taking over deliveries another server left")
+            .is_empty(),
+        "{}",
+        two.server.stderr_tail()
+    );
+}
+
+/// A host going stale is announced once, though both servers' scans find it; its return
+/// once, by the server it reports to.
+#[test]
+fn a_host_going_stale_is_announced_once() {
+    use crate::harness::receiver::Receiver;
+    let Some(pg) = cluster("shared::a_host_going_stale_is_announced_once") else {
+        return;
+    };
+    let receiver = Receiver::start("s3cret");
+    let key = test_key(49);
+    let url = pg.url("dynip");
+    let sink = format!(
+        "[DynIP:Notify:hook]\nkind = webhook\nurl = {}\nsecret = s3cret\ncoalesce = 0\n",
+        receiver.url("/hook")
+    );
+    let stale = format!("stale_after = 2s\n{sink}");
+    let one = member_in(Dir::new(), &url, &key, &stale);
+    let two = member_in(Dir::new(), &url, &key, &stale);
+    Peer::bind("127.0.0.1:0", one.server.target()).report(&key, "kitchen-pc");
+    let kinds = || -> Vec<String> {
+        receiver
+            .delivered()
+            .iter()
+            .map(|got| got.json())
+            .filter(|body| body["host"] == "kitchen-pc")
+            .map(|body| body["event"].as_str().expect("an event").to_string())
+            .collect()
+    };
+    eventually("kitchen-pc announced stale", || {
+        kinds().contains(&"stale".to_string()).then_some(())
+    });
+    // Both servers scan every second: time for a second announcement, if one came.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(kinds(), ["new", "stale"], "announced once");
+    Peer::bind("127.0.0.1:0", two.server.target()).report(&key, "kitchen-pc");
+    eventually("kitchen-pc back", || {
+        kinds().contains(&"back".to_string()).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(kinds(), ["new", "stale", "back"]);
+    // Stale again, announced again: the return cleared the announcement on both.
+    eventually("kitchen-pc stale again", || {
+        (kinds().len() == 4).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(kinds(), ["new", "stale", "back", "stale"]);
 }

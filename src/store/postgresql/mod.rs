@@ -41,10 +41,15 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::{HistoryRow, Loaded, LoggedChange, StoreError};
 use crate::config::DatabaseUrl;
 use crate::model::account::AcmeAccount;
+use crate::model::event::Event;
 use crate::model::name::Name;
 use crate::model::record::{Record, Seen, Time};
 use crate::model::txt::Txt;
 use crate::state::table::Entry;
+
+mod outbox;
+
+pub use outbox::{NoticeWrites, CLAIM_FOR};
 
 /// The driver's error: a failed connection or statement.
 pub type DriverError = postgres::Error;
@@ -260,10 +265,14 @@ impl Changes {
 impl Writes<'_> {
     /// Whether there is nothing to write.
     fn is_empty(&self) -> bool {
-        self.records.is_empty()
-            && self.txt.is_empty()
-            && self.accounts.is_empty()
+        !self.has_entry()
             && self.history.is_empty()
+            && self.notice.as_ref().is_none_or(NoticeWrites::is_empty)
+    }
+
+    /// Whether the turn changed what the journal carries to other servers.
+    fn has_entry(&self) -> bool {
+        !self.records.is_empty() || !self.txt.is_empty() || !self.accounts.is_empty()
     }
 }
 
@@ -278,6 +287,9 @@ pub struct Turned<D> {
     /// Every commit up to this one has been handed over (in `decide`'s changes or the
     /// turn's own): where the next read starts.
     pub through: i64,
+    /// Per event of the turn's notification rows: its id in the database, or `None`
+    /// when it was not written (a staleness another server announced first).
+    pub event_ids: Vec<Option<i64>>,
 }
 
 impl<D> Turned<D> {
@@ -286,6 +298,7 @@ impl<D> Turned<D> {
             decided,
             committed: Err(e),
             through,
+            event_ids: Vec::new(),
         }
     }
 }
@@ -307,6 +320,8 @@ pub struct Writes<'a> {
     /// When the turn was decided: the commit's time, which every server's SOA serial
     /// counts from.
     pub at: Time,
+    /// With sinks: the turn's notification rows.
+    pub notice: Option<NoticeWrites<'a>>,
 }
 
 /// The statements every turn runs, prepared once per connection: unprepared, each would
@@ -607,6 +622,7 @@ impl Database {
                 row.map_or(0, |row| row.get(0))
             } else {
                 tx.batch_execute(SCHEMA)?;
+                tx.batch_execute(outbox::SCHEMA_OUTBOX)?;
                 tx.execute(
                     "INSERT INTO dynip.meta (key, value) VALUES ('version', $1)",
                     &[&PG_SCHEMA_VERSION],
@@ -721,6 +737,7 @@ impl Database {
         };
         let mut decided = None;
         let mut through = after;
+        let mut event_ids = Vec::new();
         let res = (|| -> Result<Result<i64, StoreError>, postgres::Error> {
             // The transaction by hand: BEGIN and the global lock in one round trip.
             match hosts {
@@ -751,6 +768,14 @@ impl Database {
                 return Ok(Ok(last));
             }
             let tx = write(client, statements, &writes)?;
+            if let Some(notice) = &writes.notice {
+                event_ids = outbox::write_notice(client, notice, &server, writes.at)?;
+            }
+            if !writes.has_entry() {
+                // Nothing other servers need to learn: no journal entry, no number.
+                client.batch_execute("COMMIT")?;
+                return Ok(Ok(last));
+            }
             let seq = commit(client, statements, tx, &writes, &server)?;
             if seq == last + 1 {
                 // Nobody committed between what was read and this.
@@ -765,6 +790,7 @@ impl Database {
                     decided,
                     committed: Ok(seq),
                     through,
+                    event_ids,
                 }
             }
             Ok(Err(e)) => Turned::failed(decided, through, e),
@@ -888,6 +914,7 @@ impl Database {
             accounts,
             n_reports: 0,
             at: Time::now(),
+            notice: None,
         };
         let connection = self.connection()?;
         let res = connection.prepared().and_then(|(client, statements)| {
@@ -1335,15 +1362,23 @@ fn upsert_hosts(
 /// How often a server looks whether a fold is due.
 pub const FOLD_EVERY: Duration = Duration::from_secs(10);
 
-/// Folds the journal now and then ([`Database::fold`]) on a connection of its own to the
-/// database at `url`, until `stop` says so. Failures (the database away) are logged and
-/// tried again at the next look.
-pub fn keep_folded(url: &DatabaseUrl, stop: &std::sync::mpsc::Receiver<()>) {
+/// The database's upkeep, on a connection of its own to the database at `url`, every
+/// [`FOLD_EVERY`] until `stop` says so: folds the journal ([`Database::fold`]); with
+/// sinks (`outlets`: each sink's name and where its events go), renews this server's
+/// claims on its pending deliveries and takes over those nobody renews (their server
+/// gone), handing them to the sinks. Failures (the database away) are logged and tried
+/// again at the next look.
+pub fn keep_up(
+    url: &DatabaseUrl,
+    outlets: &[(String, std::sync::mpsc::Sender<(i64, Event)>)],
+    stop: &std::sync::mpsc::Receiver<()>,
+) {
     let mut database = None;
+    let sinks: Vec<String> = outlets.iter().map(|(name, _)| name.clone()).collect();
     while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(FOLD_EVERY) {
         if database.is_none() {
             database = Database::open(url, Arc::default())
-                .map_err(|e| tracing::debug!(error = %e, "no fold: the database is away"))
+                .map_err(|e| tracing::debug!(error = %e, "no upkeep: the database is away"))
                 .ok();
         }
         let Some(database) = database.as_mut() else {
@@ -1353,6 +1388,27 @@ pub fn keep_folded(url: &DatabaseUrl, stop: &std::sync::mpsc::Receiver<()>) {
             Ok(0) => {}
             Ok(n_records) => tracing::debug!(n_records, "journal folded into the snapshot"),
             Err(e) => tracing::warn!(error = %e, "the journal could not be folded"),
+        }
+        if outlets.is_empty() {
+            continue;
+        }
+        let now = Time::now();
+        if let Err(e) = database.renew_claims(now) {
+            tracing::warn!(error = %e, "claims on pending deliveries not renewed");
+        }
+        match database.claim_outbox(&sinks, now) {
+            Ok(outbox) => {
+                for (sink, pending) in outbox.pending {
+                    let Some((_, events)) = outlets.iter().find(|(name, _)| *name == sink) else {
+                        continue;
+                    };
+                    tracing::info!(%sink, n_events = pending.len(), "taking over deliveries another server left");
+                    for event in pending {
+                        let _ = events.send(event);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "pending deliveries not looked at"),
         }
     }
 }
