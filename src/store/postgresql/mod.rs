@@ -3,8 +3,8 @@
 //! Owns the database's schema (the tables of the schema `dynip`, versioned in
 //! `dynip.meta`, created and migrated here) and every statement on it. The same design as
 //! the SQLite store, for the same reason: each commit appends one `dynip.journal` row
-//! holding every record it changed (the `journal` codec's blob), numbered in commit order
-//! (`seq`); a fold ([`Database::fold`]) now and then writes the older entries into the
+//! holding every record it changed (the `journal` codec's blob) with its transaction's
+//! id (`xid`); a fold ([`Database::fold`]) now and then writes the older entries into the
 //! `dynip.hosts` snapshot and deletes them. Updating a row per report instead cost
 //! PostgreSQL 37 µs of CPU per report, measured: more than the whole SQLite server. The
 //! history, TXT records and acme-dns accounts are rows, written in the turn.
@@ -18,12 +18,14 @@
 //!   hold across servers. A turn with zone updates or new accounts, which read and write
 //!   more than hosts, takes the global lock ([`GLOBAL_LOCK`]) exclusively; turns of
 //!   reports hold it shared.
-//! - **Commits are numbered in the order they commit.** A turn's journal entry takes the
-//!   next number from the one-row `dynip.clock`, whose row lock is held until the commit
-//!   is durable, and notifies [`CHANNEL`]. So a reader that has seen entry N has seen
-//!   every entry before it, and reads others' changes by number ([`Changes`]): in each
-//!   of its turns, on a notification, and after every reconnection. One folded away
-//!   before a server read it sends that server back to the snapshot.
+//! - **Readers miss no commit, though servers commit at once.** Each journal entry
+//!   carries its transaction's id (`xid`). A reader reads the entries from its horizon
+//!   on, in `xid` order, and moves its horizon to the oldest transaction still running
+//!   (`pg_snapshot_xmin`): every entry below it is committed and read, so none is
+//!   skipped, and those above it are read again next time (applied again, in order: the
+//!   same result). A turn reads in its turn, on a notification ([`CHANNEL`]) and after
+//!   every reconnection. One folded away before a server read it sends that server
+//!   back to the snapshot. Nothing is serialised across servers but the hosts they share.
 //!
 //! Every value but the journal's blobs is a column an operator can query; times are
 //! microseconds since the Unix epoch, as in the SQLite store. A database whose `dynip`
@@ -103,11 +105,10 @@ const SCHEMA: &str = "
 CREATE SCHEMA IF NOT EXISTS dynip;
 CREATE TABLE dynip.meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
 INSERT INTO dynip.meta (key, value) VALUES ('folded', 0);
-CREATE TABLE dynip.clock (one BOOLEAN PRIMARY KEY DEFAULT true CHECK (one), seq BIGINT NOT NULL);
-INSERT INTO dynip.clock (seq) VALUES (0);
 CREATE SEQUENCE dynip.tx;
 CREATE TABLE dynip.journal (
-    seq BIGINT PRIMARY KEY,
+    seq BIGSERIAL PRIMARY KEY,
+    xid BIGINT NOT NULL,
     tx BIGINT NOT NULL UNIQUE,
     at BIGINT NOT NULL,
     server TEXT NOT NULL,
@@ -118,6 +119,7 @@ CREATE TABLE dynip.journal (
     has_accounts BOOLEAN NOT NULL
 );
 ALTER TABLE dynip.journal ALTER COLUMN records SET STORAGE EXTERNAL;
+CREATE INDEX journal_by_xid ON dynip.journal (xid);
 CREATE TABLE dynip.hosts (
     name_key TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -246,7 +248,9 @@ pub struct Changes {
     pub txt: Vec<(Name, Vec<Txt>)>,
     /// New acme-dns accounts.
     pub accounts: Vec<AcmeAccount>,
-    /// The last commit read, and when it was made (`None`: there was none).
+    /// Where the next read starts (the oldest transaction running when this one read:
+    /// every commit below it is in this read or an earlier one), and the time of the
+    /// last entry read (`None`: not read from the journal).
     pub last: Option<(i64, Time)>,
 }
 
@@ -281,8 +285,8 @@ impl Writes<'_> {
 pub struct Turned<D> {
     /// The decision (`None`: the changes could not be read).
     pub decided: Option<D>,
-    /// The turn's sequence number once committed (one past the last seen, when it wrote
-    /// nothing).
+    /// The turn's journal entry's number once committed (the read horizon, when it wrote
+    /// no entry).
     pub committed: Result<i64, StoreError>,
     /// Every commit up to this one has been handed over (in `decide`'s changes or the
     /// turn's own): where the next read starts.
@@ -344,16 +348,15 @@ struct Statements {
 const LOCK_HOSTS: &str = "SELECT count(pg_advisory_xact_lock($2, h)) FROM \
      (SELECT DISTINCT hashtext(k) AS h FROM unnest($1::text[]) AS k ORDER BY 1) AS s";
 
-const FEED: &str = "SELECT f.value, j.seq, j.at, j.records, j.has_txt, j.has_accounts, j.tx \
+const FEED: &str = "SELECT f.value, pg_snapshot_xmin(pg_current_snapshot())::text::int8, \
+     j.seq, j.at, j.records, j.has_txt, j.has_accounts, j.tx \
      FROM (SELECT value FROM dynip.meta WHERE key = 'folded') AS f \
-     LEFT JOIN LATERAL (SELECT * FROM dynip.journal WHERE seq > $1 ORDER BY seq) AS j ON true";
+     LEFT JOIN LATERAL (SELECT * FROM dynip.journal WHERE xid >= $1 ORDER BY xid) AS j ON true";
 
-/// The clock's row stays locked from the number to the end of the commit, so numbers
-/// rise in commit order.
-const COMMIT: &str = "WITH s AS (UPDATE dynip.clock SET seq = seq + 1 RETURNING seq), \
-     j AS (INSERT INTO dynip.journal (seq, tx, at, server, n_reports, n_records, records, \
-     has_txt, has_accounts) SELECT s.seq, COALESCE($1::int8, nextval('dynip.tx')), $2, $3, \
-     $4, $5, $6, $7, $8 FROM s RETURNING seq) \
+/// A turn's journal entry, with its transaction's id, and its notification.
+const COMMIT: &str = "WITH j AS (INSERT INTO dynip.journal (xid, tx, at, server, n_reports, \
+     n_records, records, has_txt, has_accounts) VALUES (pg_current_xact_id()::text::int8, \
+     COALESCE($1::int8, nextval('dynip.tx')), $2, $3, $4, $5, $6, $7, $8) RETURNING seq) \
      SELECT j.seq, pg_notify('dynip', '')::text FROM j";
 
 impl Statements {
@@ -777,10 +780,7 @@ impl Database {
                 return Ok(Ok(last));
             }
             let seq = commit(client, statements, tx, &writes, &server)?;
-            if seq == last + 1 {
-                // Nobody committed between what was read and this.
-                through = seq;
-            }
+            // Its own entry is above the horizon: read again, and applied again, next time.
             Ok(Ok(seq))
         })();
         match res {
@@ -833,13 +833,22 @@ impl Database {
             if !due {
                 return Ok(Ok(0));
             }
+            // Below `to`, every transaction has ended and every entry is older than
+            // `before`.
+            let to: i64 = tx
+                .query_one(
+                    "SELECT LEAST(pg_snapshot_xmin(pg_current_snapshot())::text::int8, \
+                     (SELECT min(xid) FROM dynip.journal WHERE at >= $1))",
+                    &[&before],
+                )?
+                .get(0);
             let entries = tx.query(
-                "SELECT seq, records FROM dynip.journal WHERE at < $1 ORDER BY seq",
-                &[&before],
+                "SELECT seq, records FROM dynip.journal WHERE xid < $1 ORDER BY xid",
+                &[&to],
             )?;
-            let Some(to) = entries.last().map(|row| row.get::<_, i64>(0)) else {
+            if entries.is_empty() {
                 return Ok(Ok(0));
-            };
+            }
             // The latest record of each host, in entry order.
             let mut latest: std::collections::HashMap<Name, Entry> =
                 std::collections::HashMap::new();
@@ -869,7 +878,7 @@ impl Database {
                 "UPDATE dynip.meta SET value = $1 WHERE key = 'folded'",
                 &[&to],
             )?;
-            tx.execute("DELETE FROM dynip.journal WHERE seq <= $1", &[&to])?;
+            tx.execute("DELETE FROM dynip.journal WHERE xid < $1", &[&to])?;
             tx.commit()?;
             Ok(Ok(n_records))
         })?;
@@ -1020,6 +1029,7 @@ fn read_feed(
 ) -> Result<Rows, postgres::Error> {
     let feed = client.query(&statements.feed, &[&after])?;
     let folded: i64 = feed.first().map_or(0, |row| row.get(0));
+    let horizon: i64 = feed.first().map_or(after, |row| row.get(1));
     if folded > after {
         // A fold may not run while this reads the snapshot and then the journal: its
         // lock, held shared to the end of the transaction (one of its own if the caller
@@ -1042,20 +1052,22 @@ fn read_feed(
         last: None,
     };
     let (mut txt_of, mut accounts_of) = (Vec::new(), Vec::new());
+    let mut at = Time::now().as_micros();
     for row in feed {
-        let Some(seq) = row.get::<_, Option<i64>>(1) else {
+        let Some(seq) = row.get::<_, Option<i64>>(2) else {
             continue;
         };
-        rows.last = Some((seq, row.get(2)));
-        rows.entries.push((seq, row.get(3)));
-        let tx: i64 = row.get(6);
-        if row.get::<_, bool>(4) {
+        at = row.get(3);
+        rows.entries.push((seq, row.get(4)));
+        let tx: i64 = row.get(7);
+        if row.get::<_, bool>(5) {
             txt_of.push(tx);
         }
-        if row.get::<_, bool>(5) {
+        if row.get::<_, bool>(6) {
             accounts_of.push(tx);
         }
     }
+    rows.last = Some((horizon, at));
     if !txt_of.is_empty() {
         rows.txt = client.query(&statements.txt_of, &[&txt_of])?;
     }
@@ -1069,13 +1081,16 @@ fn read_feed(
 /// entry read (or the fold point, when the journal is empty). In one snapshot when the
 /// caller's transaction is one, or with folds kept out.
 fn read_all(client: &mut impl postgres::GenericClient) -> Result<Rows, postgres::Error> {
-    let folded: i64 = client
-        .query_one("SELECT value FROM dynip.meta WHERE key = 'folded'", &[])?
+    let horizon: i64 = client
+        .query_one(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8",
+            &[],
+        )?
         .get(0);
     let snapshot = client.query(&format!("SELECT {HOST_COLUMNS} FROM dynip.hosts AS h"), &[])?;
     let entries: Vec<(i64, i64, Vec<u8>)> = client
         .query(
-            "SELECT seq, at, records FROM dynip.journal ORDER BY seq",
+            "SELECT seq, at, records FROM dynip.journal ORDER BY xid",
             &[],
         )?
         .into_iter()
@@ -1087,11 +1102,12 @@ fn read_all(client: &mut impl postgres::GenericClient) -> Result<Rows, postgres:
          FROM dynip.acme_accounts",
         &[],
     )?;
-    let last = Some(
+    let last = Some((
+        horizon,
         entries
             .last()
-            .map_or((folded, Time::now().as_micros()), |&(seq, at, _)| (seq, at)),
-    );
+            .map_or(Time::now().as_micros(), |&(_, at, _)| at),
+    ));
     Ok(Rows {
         snapshot,
         entries: entries
