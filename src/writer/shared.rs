@@ -366,10 +366,15 @@ impl SharedWriter {
 fn show(table: &Table, changes: Changes) {
     let at = changes.last.map_or_else(Time::now, |(_, at)| at);
     let n = changes.len();
+    // A record is its entry's transaction's (`seq`): one the table has a later one of
+    // (a read again, below the horizon) is not shown over it.
     let records: Vec<_> = changes
         .hosts
         .into_iter()
-        .map(|(name, entry)| (table.find(&name).map(|(slot, _)| slot), name, entry))
+        .filter_map(|(name, entry)| match table.find(&name) {
+            Some((_, current)) if current.seq >= entry.seq => None,
+            found => Some((found.map(|(slot, _)| slot), name, entry)),
+        })
         .collect();
     let mut dns_changed = table.update_found(records);
     dns_changed |= !changes.txt.is_empty();

@@ -53,6 +53,23 @@ mod outbox;
 
 pub use outbox::{NoticeWrites, CLAIM_FOR};
 
+/// This server process among those on the database: its host, its process id and a
+/// random number (two hosts may share a name, two containers a process id). The same for
+/// every connection of the process: its claims on deliveries and its own journal
+/// entries are known by it.
+fn server_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let random: [u8; 4] = crate::model::key::random_bytes();
+        format!(
+            "{} pid {} {:08x}",
+            gethostname::gethostname().to_string_lossy(),
+            std::process::id(),
+            u32::from_be_bytes(random)
+        )
+    })
+}
+
 /// The driver's error: a failed connection or statement.
 pub type DriverError = postgres::Error;
 
@@ -285,8 +302,8 @@ impl Writes<'_> {
 pub struct Turned<D> {
     /// The decision (`None`: the changes could not be read).
     pub decided: Option<D>,
-    /// The turn's journal entry's number once committed (the read horizon, when it wrote
-    /// no entry).
+    /// Once committed: the transaction id of the turn's journal entry, which its records
+    /// carry as their `seq` (the read horizon, when it wrote no entry).
     pub committed: Result<i64, StoreError>,
     /// Every commit up to this one has been handed over (in `decide`'s changes or the
     /// turn's own): where the next read starts.
@@ -349,15 +366,17 @@ const LOCK_HOSTS: &str = "SELECT count(pg_advisory_xact_lock($2, h)) FROM \
      (SELECT DISTINCT hashtext(k) AS h FROM unnest($1::text[]) AS k ORDER BY 1) AS s";
 
 const FEED: &str = "SELECT f.value, pg_snapshot_xmin(pg_current_snapshot())::text::int8, \
-     j.seq, j.at, j.records, j.has_txt, j.has_accounts, j.tx \
+     j.xid, j.at, j.records, j.has_txt, j.has_accounts, j.tx \
      FROM (SELECT value FROM dynip.meta WHERE key = 'folded') AS f \
-     LEFT JOIN LATERAL (SELECT * FROM dynip.journal WHERE xid >= $1 ORDER BY xid) AS j ON true";
+     LEFT JOIN LATERAL (SELECT * FROM dynip.journal WHERE xid >= $1 AND server <> $2 \
+     ORDER BY xid) AS j ON true";
 
-/// A turn's journal entry, with its transaction's id, and its notification.
+/// A turn's journal entry, with its transaction's id (returned: the records' `seq`, by
+/// which a reader tells an older record from a newer), and its notification.
 const COMMIT: &str = "WITH j AS (INSERT INTO dynip.journal (xid, tx, at, server, n_reports, \
      n_records, records, has_txt, has_accounts) VALUES (pg_current_xact_id()::text::int8, \
-     COALESCE($1::int8, nextval('dynip.tx')), $2, $3, $4, $5, $6, $7, $8) RETURNING seq) \
-     SELECT j.seq, pg_notify('dynip', '')::text FROM j";
+     COALESCE($1::int8, nextval('dynip.tx')), $2, $3, $4, $5, $6, $7, $8) RETURNING xid) \
+     SELECT j.xid, pg_notify('dynip', '')::text FROM j";
 
 impl Statements {
     fn prepare(client: &mut Client) -> Result<Statements, postgres::Error> {
@@ -457,11 +476,7 @@ impl Database {
             url: shown.clone(),
             detail,
         })?;
-        let server = format!(
-            "{} pid {}",
-            gethostname::gethostname().to_string_lossy(),
-            std::process::id()
-        );
+        let server = server_id().to_string();
         let mut database = Database {
             config,
             tls,
@@ -703,8 +718,9 @@ impl Database {
     /// When the database does not answer, or a row does not decode.
     pub fn changes_since(&mut self, after: i64) -> Result<Changes, StoreError> {
         let shown = self.shown.clone();
+        let server = self.server.clone();
         let rows = match self.connection()?.prepared() {
-            Ok((client, statements)) => read_feed(client, statements, after, false),
+            Ok((client, statements)) => read_feed(client, statements, after, &server, false),
             Err(source) => Err(source),
         };
         match rows {
@@ -754,7 +770,7 @@ impl Database {
                     "BEGIN; SELECT pg_advisory_xact_lock({GLOBAL_LOCK})"
                 ))?,
             }
-            let rows = read_feed(client, statements, after, true)?;
+            let rows = read_feed(client, statements, after, &server, true)?;
             let changes = match rows.decode(&shown) {
                 Ok(changes) => changes,
                 Err(e) => {
@@ -843,7 +859,7 @@ impl Database {
                 )?
                 .get(0);
             let entries = tx.query(
-                "SELECT seq, records FROM dynip.journal WHERE xid < $1 ORDER BY xid",
+                "SELECT xid, records FROM dynip.journal WHERE xid < $1 ORDER BY xid",
                 &[&to],
             )?;
             if entries.is_empty() {
@@ -1025,9 +1041,11 @@ fn read_feed(
     client: &mut Client,
     statements: &Statements,
     after: i64,
+    server: &str,
     in_transaction: bool,
 ) -> Result<Rows, postgres::Error> {
-    let feed = client.query(&statements.feed, &[&after])?;
+    // Not this server's own entries: it showed them when it made them.
+    let feed = client.query(&statements.feed, &[&after, &server])?;
     let folded: i64 = feed.first().map_or(0, |row| row.get(0));
     let horizon: i64 = feed.first().map_or(after, |row| row.get(1));
     if folded > after {
@@ -1090,7 +1108,7 @@ fn read_all(client: &mut impl postgres::GenericClient) -> Result<Rows, postgres:
     let snapshot = client.query(&format!("SELECT {HOST_COLUMNS} FROM dynip.hosts AS h"), &[])?;
     let entries: Vec<(i64, i64, Vec<u8>)> = client
         .query(
-            "SELECT seq, at, records FROM dynip.journal ORDER BY xid",
+            "SELECT xid, at, records FROM dynip.journal ORDER BY xid",
             &[],
         )?
         .into_iter()
@@ -1286,8 +1304,8 @@ fn write(
     Ok(Some(tx))
 }
 
-/// Appends the turn's journal entry under the next commit number, notifies, and commits;
-/// returns the number.
+/// Appends the turn's journal entry, notifies, and commits; returns the entry's
+/// transaction id.
 fn commit(
     client: &mut Client,
     statements: &Statements,
@@ -1303,7 +1321,7 @@ fn commit(
             .iter()
             .map(|(name, entry)| (name, &entry.record)),
     );
-    let seq: i64 = client
+    let xid: i64 = client
         .query_one(
             &statements.commit,
             &[
@@ -1319,7 +1337,7 @@ fn commit(
         )?
         .get(0);
     client.batch_execute("COMMIT")?;
-    Ok(seq)
+    Ok(xid)
 }
 
 /// Writes records into the `hosts` snapshot (a fold), in one statement.
