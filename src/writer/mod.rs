@@ -472,19 +472,7 @@ impl Writer {
 
     fn run(mut self, mut rx: mpsc::Receiver<Job>, liveness: &Liveness) {
         // A clock to wait on, for a writer with sinks.
-        let idle = match &self.notice {
-            Some(_) => match tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-            {
-                Ok(runtime) => Some(runtime),
-                Err(e) => {
-                    error!(error = %e, "no timer for the writer: stale hosts are noticed only as reports come");
-                    None
-                }
-            },
-            None => None,
-        };
+        let idle = idle_clock(self.notice.is_some());
         loop {
             let busy = self.sweep.is_some()
                 || self
@@ -782,6 +770,24 @@ impl Writer {
                     self.sweep = None;
                 }
             },
+        }
+    }
+}
+
+/// With sinks (`noticing`), a clock for the writer to wait on: an idle writer still has
+/// turns to take ([`Notice::wants_turn`]), so it waits for a job at most [`IDLE_TICK`].
+fn idle_clock(noticing: bool) -> Option<tokio::runtime::Runtime> {
+    if !noticing {
+        return None;
+    }
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            error!(error = %e, "no timer for the writer: stale hosts are noticed only as reports come");
+            None
         }
     }
 }

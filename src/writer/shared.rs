@@ -27,8 +27,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use super::{
-    answer, Answers, Deciding, Job, Liveness, Notice, Now, Refused, Verdict, IDLE_TICK, MAX_BATCH,
-    QUEUE_LEN,
+    answer, idle_clock, Answers, Deciding, Job, Liveness, Notice, Now, Refused, Verdict, IDLE_TICK,
+    MAX_BATCH, QUEUE_LEN,
 };
 use crate::model::account::AcmeAccount;
 use crate::model::name::Name;
@@ -87,21 +87,7 @@ struct SharedWriter {
 
 impl SharedWriter {
     fn run(&mut self, mut rx: mpsc::Receiver<Job>, liveness: &Liveness) {
-        // With sinks, an idle writer still has turns to take (`Notice::wants_turn`): it
-        // waits for a job at most a tick, on a clock of its own.
-        let idle = match &self.notice {
-            Some(_) => match tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-            {
-                Ok(runtime) => Some(runtime),
-                Err(e) => {
-                    error!(error = %e, "no timer for the writer: stale hosts are noticed only as reports come");
-                    None
-                }
-            },
-            None => None,
-        };
+        let idle = idle_clock(self.notice.is_some());
         loop {
             let first = match &idle {
                 Some(idle) => {
