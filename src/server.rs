@@ -55,6 +55,8 @@ enum Ledger {
     /// shows.
     Postgres {
         database: Box<Database>,
+        /// Where it is, for the listener's and the upkeep's connections.
+        url: crate::config::DatabaseUrl,
         last_seq: i64,
         /// With sinks: the pending deliveries this server claimed at start.
         outbox: Option<store::Outbox>,
@@ -67,7 +69,7 @@ enum Ledger {
 enum Upkeep {
     Checkpoint(std::path::PathBuf),
     Database(
-        Option<crate::config::DatabaseUrl>,
+        crate::config::DatabaseUrl,
         Vec<(
             String,
             std::sync::mpsc::Sender<(i64, crate::model::event::Event)>,
@@ -281,6 +283,7 @@ impl Server {
                 let database = Box::new(database);
                 let ledger = Ledger::Postgres {
                     database,
+                    url: url.clone(),
                     last_seq,
                     outbox,
                 };
@@ -421,7 +424,10 @@ impl Server {
                 )
             }
             Ledger::Postgres {
-                database, last_seq, ..
+                database,
+                url,
+                last_seq,
+                ..
             } => {
                 let wake_pending = Arc::new(AtomicBool::new(false));
                 let health = database.health();
@@ -435,10 +441,7 @@ impl Server {
                     notice,
                 })
                 .map_err(|e| Error::Internal(format!("cannot start the writer: {e}")))?;
-                let url = self.config.database_url.clone();
-                if let Some(url) = url.clone() {
-                    start_listener(url, health, reports.downgrade(), wake_pending)?;
-                }
+                start_listener(url.clone(), health, reports.downgrade(), wake_pending)?;
                 (reports, writer, Upkeep::Database(url, takeover))
             }
         };
@@ -463,11 +466,10 @@ impl Server {
                     Upkeep::Checkpoint(store_path) => {
                         store::keep_checkpointed(&store_path, &checkpoint_rx)
                     }
-                    Upkeep::Database(Some(url), takeover) => {
+                    Upkeep::Database(url, takeover) => {
                         store::postgresql::keep_up(&url, &takeover, &checkpoint_rx);
                         Ok(())
                     }
-                    Upkeep::Database(None, _) => Ok(()),
                 }
             })
             .map_err(|e| Error::Internal(format!("cannot start the checkpointer: {e}")))?;

@@ -460,22 +460,7 @@ impl Database {
     /// be reached, a schema from a newer dynip.
     pub fn open(url: &DatabaseUrl, health: Arc<DatabaseHealth>) -> Result<Database, StoreError> {
         let shown = url.shown();
-        let (text, root) = split_root_cert(url.as_str());
-        let mut config: Config = text.parse().map_err(|source| StoreError::Database {
-            url: shown.clone(),
-            source,
-        })?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        config.keepalives_idle(Duration::from_secs(10));
-        if config.get_application_name().is_none() {
-            config.application_name("dynip");
-        }
-        let tls = tls_connector(root.as_deref()).map_err(|detail| StoreError::DatabaseTls {
-            url: shown.clone(),
-            detail,
-        })?;
+        let (config, tls) = driver_config(url)?;
         let server = server_id().to_string();
         let mut database = Database {
             config,
@@ -498,19 +483,11 @@ impl Database {
     /// newer dynip.
     pub fn probe(url: &DatabaseUrl) -> Result<(bool, &'static str), StoreError> {
         let shown = url.shown();
-        let (text, root) = split_root_cert(url.as_str());
         let database_error = |source| StoreError::Database {
             url: shown.clone(),
             source,
         };
-        let mut config: Config = text.parse().map_err(database_error)?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        let tls = tls_connector(root.as_deref()).map_err(|detail| StoreError::DatabaseTls {
-            url: shown.clone(),
-            detail,
-        })?;
+        let (config, tls) = driver_config(url)?;
         let mut client = config.connect(tls).map_err(database_error)?;
         let exists: bool = client
             .query_one("SELECT to_regclass('dynip.meta') IS NOT NULL", &[])
@@ -628,6 +605,16 @@ impl Database {
     fn migrate(&mut self) -> Result<(), StoreError> {
         let shown = self.shown.clone();
         let found = self.with(|client| {
+            // Most opens find the schema: no lock then (every turn of every server would
+            // wait for the global lock this takes).
+            let exists: bool = client
+                .query_one("SELECT to_regclass('dynip.meta') IS NOT NULL", &[])?
+                .get(0);
+            if exists {
+                let row =
+                    client.query_opt("SELECT value FROM dynip.meta WHERE key = 'version'", &[])?;
+                return Ok(row.map_or(0, |row| row.get(0)));
+            }
             let mut tx = client.transaction()?;
             // Two servers starting at once: one creates, the other finds.
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&GLOBAL_LOCK])?;
@@ -1458,15 +1445,10 @@ pub fn listen(
     poll: Duration,
     mut woken: impl FnMut(),
 ) {
-    let (text, root) = split_root_cert(url.as_str());
-    let (Ok(mut config), Ok(tls)) = (text.parse::<Config>(), tls_connector(root.as_deref())) else {
+    let Ok((config, tls)) = driver_config(url) else {
         // `Database::open` read the same URL and CA file: not reached.
         return;
     };
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(CONNECT_TIMEOUT);
-    }
-    config.keepalives_idle(Duration::from_secs(10));
     while !stop.load(Ordering::Acquire) {
         let mut client = match config.connect(tls.clone()) {
             Ok(client) => client,
@@ -1510,6 +1492,31 @@ pub fn listen(
             }
         }
     }
+}
+
+/// The driver's settings for `url` (its own, and dynip's defaults: [`CONNECT_TIMEOUT`],
+/// TCP keepalives, the application name `dynip`) and its TLS connector.
+///
+/// # Errors
+/// A URL the driver cannot read, a CA file that cannot be read.
+fn driver_config(url: &DatabaseUrl) -> Result<(Config, MakeRustlsConnect), StoreError> {
+    let (text, root) = split_root_cert(url.as_str());
+    let mut config: Config = text.parse().map_err(|source| StoreError::Database {
+        url: url.shown(),
+        source,
+    })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config.keepalives_idle(Duration::from_secs(10));
+    if config.get_application_name().is_none() {
+        config.application_name("dynip");
+    }
+    let tls = tls_connector(root.as_deref()).map_err(|detail| StoreError::DatabaseTls {
+        url: url.shown(),
+        detail,
+    })?;
+    Ok((config, tls))
 }
 
 /// Takes `sslrootcert=PATH` out of a URL's query (the driver does not read it): the
