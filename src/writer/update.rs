@@ -191,7 +191,7 @@ mod tests {
     use super::*;
     use crate::model::txt::MAX_TXT_PER_NAME;
     use crate::proto::update::{Prerequisite, RrChange};
-    use crate::writer::Decided;
+    use crate::writer::decide::Decided;
 
     fn at(secs: i64) -> Time {
         Time::from_micros(secs * 1_000_000)
