@@ -287,6 +287,30 @@ fn path_roots(code: &str) -> BTreeSet<String> {
         }
         idx = end + 2;
     }
+    // A crate used whole, or renamed (`use rusqlite as sql;`): its later paths start
+    // with the new name, so the `use` itself is the root.
+    for line in code.lines() {
+        let line = line.trim_start();
+        let line = line
+            .strip_prefix("pub(crate) ")
+            .or_else(|| line.strip_prefix("pub(super) "))
+            .or_else(|| line.strip_prefix("pub "))
+            .unwrap_or(line);
+        let Some(rest) = line
+            .strip_prefix("use ")
+            .or_else(|| line.strip_prefix("extern crate "))
+        else {
+            continue;
+        };
+        let rest = rest.trim_start_matches("::");
+        let root: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !root.is_empty() && !["crate", "self", "super"].contains(&root.as_str()) {
+            roots.insert(root);
+        }
+    }
     roots
 }
 
@@ -504,6 +528,8 @@ fn the_rules_catch_what_they_are_for() {
         "uses `rusqlite`",
     );
     check("src/writer/mod.rs", "use axum::Router;", "uses `axum`");
+    check("src/edge/udp.rs", "use rusqlite as sql;", "uses `rusqlite`");
+    check("src/proto/zone.rs", "extern crate postgres;", "uses `postgres`");
     check("src/edge/dns/mod.rs", "use axum::Router;", "uses `axum`");
     check(
         "src/edge/http/mod.rs",
