@@ -529,7 +529,11 @@ fn the_rules_catch_what_they_are_for() {
     );
     check("src/writer/mod.rs", "use axum::Router;", "uses `axum`");
     check("src/edge/udp.rs", "use rusqlite as sql;", "uses `rusqlite`");
-    check("src/proto/zone.rs", "extern crate postgres;", "uses `postgres`");
+    check(
+        "src/proto/zone.rs",
+        "extern crate postgres;",
+        "uses `postgres`",
+    );
     check("src/edge/dns/mod.rs", "use axum::Router;", "uses `axum`");
     check(
         "src/edge/http/mod.rs",

@@ -26,7 +26,6 @@ const PEER_PACKAGES: &[(&str, &str)] = &[
     ("lego", "lego"),
     ("certbot", "certbot"),
     ("openssl", "openssl"),
-    ("psql", "postgresql-client"),
 ];
 
 /// Where `program` is on `PATH`, if it is there.

@@ -102,7 +102,7 @@ impl Member {
 }
 
 fn cluster(test: &str) -> Option<Postgres> {
-    if !postgres_present(test) || !peers_present(test, &["dig", "psql", "nsupdate"]) {
+    if !postgres_present(test) || !peers_present(test, &["dig", "nsupdate"]) {
         return None;
     }
     let pg = Postgres::start();

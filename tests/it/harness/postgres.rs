@@ -39,8 +39,8 @@ pub struct Postgres {
     settings: String,
 }
 
-/// Where Debian keeps the server's programs: `/usr/lib/postgresql/VERSION/bin`, the
-/// newest version installed.
+/// Where Debian keeps the server's programs and its `psql`:
+/// `/usr/lib/postgresql/VERSION/bin`, the newest version with both installed.
 fn bin_dir() -> Option<PathBuf> {
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
@@ -48,7 +48,7 @@ fn bin_dir() -> Option<PathBuf> {
             let entry = entry.ok()?;
             let version = entry.file_name().to_str()?.parse().ok()?;
             let bin = entry.path().join("bin");
-            bin.join("initdb").exists().then_some((version, bin))
+            (bin.join("initdb").exists() && bin.join("psql").exists()).then_some((version, bin))
         })
         .collect();
     versions.sort();
@@ -63,9 +63,11 @@ pub fn postgres_present(test: &str) -> bool {
     }
     assert!(
         std::env::var_os("DYNIP_REAL_PEERS").is_none_or(|v| v != "1"),
-        "{test}: PostgreSQL is missing (Debian package postgresql) and DYNIP_REAL_PEERS=1"
+        "{test}: PostgreSQL is missing (Debian packages postgresql, postgresql-client) and DYNIP_REAL_PEERS=1"
     );
-    eprintln!("skipping {test}: PostgreSQL is missing (Debian package postgresql)");
+    eprintln!(
+        "skipping {test}: PostgreSQL is missing (Debian packages postgresql, postgresql-client)"
+    );
     false
 }
 
@@ -241,9 +243,10 @@ impl Postgres {
         assert!(out.code == 0, "create database {name}: {}", out.stderr);
     }
 
-    /// Runs `sql` on `database` with psql; its output unaligned, without headers.
+    /// Runs `sql` on `database` with the cluster's own psql; its output unaligned,
+    /// without headers.
     pub fn psql(&self, database: &str, sql: &str) -> PgOutput {
-        let mut command = Command::new("psql");
+        let mut command = Command::new(self.bin.join("psql"));
         command
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
             .arg(self.url(database))
