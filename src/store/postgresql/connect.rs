@@ -81,12 +81,21 @@ pub(super) fn driver_config(url: &DatabaseUrl) -> Result<(Config, MakeRustlsConn
     if config.get_application_name().is_none() {
         config.application_name("dynip");
     }
+    // Each statement reads or writes a few rows; the planner's guess, before the
+    // journal's statistics catch up with it, once made a read of 4 entries start a
+    // parallel worker (4 ms instead of 0.1). No parallel plans and no JIT for dynip's
+    // sessions; the URL's own `options` come after, and win.
+    let own = config.get_options().unwrap_or_default().to_string();
+    config.options(format!("{SESSION_OPTIONS} {own}").trim_end());
     let tls = tls_connector(root.as_deref()).map_err(|detail| StoreError::DatabaseTls {
         url: url.shown(),
         detail,
     })?;
     Ok((config, tls))
 }
+
+/// The settings of every dynip session (`-c NAME=VALUE`, as libpq's `options`).
+const SESSION_OPTIONS: &str = "-c max_parallel_workers_per_gather=0 -c jit=off";
 
 /// Takes `sslrootcert=PATH` out of a URL's query (the driver does not read it): the
 /// certificates of the authority the server's certificate must chain to, instead of the

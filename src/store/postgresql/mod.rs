@@ -67,7 +67,7 @@ pub use turn::{Turned, Writes};
 
 use connect::driver_config;
 use fold::FOLD_LOCK;
-use read::{read_all, read_feed};
+use read::{read_all, read_feed, BEGIN_READ, FEED};
 use turn::{commit, write, Statements};
 
 /// This server process among those on the database: its host, its process id and a

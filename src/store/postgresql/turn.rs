@@ -73,7 +73,7 @@ pub struct Writes<'a> {
 pub(super) struct Statements {
     /// Takes the per-host locks of `$1` (keys, lock class `$2`), in one order.
     pub(super) lock_hosts: postgres::Statement,
-    /// The fold point, and the journal entries after `$1`, in order.
+    /// [`FEED`].
     pub(super) feed: postgres::Statement,
     /// The TXT sets and accounts of transactions `$1`.
     pub(super) txt_of: postgres::Statement,
@@ -87,12 +87,6 @@ pub(super) struct Statements {
 
 const LOCK_HOSTS: &str = "SELECT count(pg_advisory_xact_lock($2, h)) FROM \
      (SELECT DISTINCT hashtext(k) AS h FROM unnest($1::text[]) AS k ORDER BY 1) AS s";
-
-const FEED: &str = "SELECT f.value, pg_snapshot_xmin(pg_current_snapshot())::text::int8, \
-     j.xid, j.at, j.records, j.has_txt, j.has_accounts, j.tx \
-     FROM (SELECT value FROM dynip.meta WHERE key = 'folded') AS f \
-     LEFT JOIN LATERAL (SELECT * FROM dynip.journal WHERE xid >= $1 AND server <> $2 \
-     ORDER BY xid) AS j ON true";
 
 /// A turn's journal entry, with its transaction's id (returned: the records' `seq`, by
 /// which a reader tells an older record from a newer), and its notification.
@@ -255,15 +249,15 @@ impl Database {
             match hosts {
                 Some(hosts) => {
                     client.batch_execute(&format!(
-                        "BEGIN; SELECT pg_advisory_xact_lock_shared({GLOBAL_LOCK})"
+                        "{BEGIN_READ}; SELECT pg_advisory_xact_lock_shared({GLOBAL_LOCK})"
                     ))?;
                     client.query_one(&statements.lock_hosts, &[&hosts, &HOST_LOCK_CLASS])?;
                 }
                 None => client.batch_execute(&format!(
-                    "BEGIN; SELECT pg_advisory_xact_lock({GLOBAL_LOCK})"
+                    "{BEGIN_READ}; SELECT pg_advisory_xact_lock({GLOBAL_LOCK})"
                 ))?,
             }
-            let rows = read_feed(client, statements, after, &server, true)?;
+            let rows = read_feed(client, statements, after, &server)?;
             let changes = match rows.decode(&shown) {
                 Ok(changes) => changes,
                 Err(e) => {
