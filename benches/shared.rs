@@ -43,13 +43,17 @@ struct Options {
     window: usize,
     hosts: usize,
     probes: usize,
+    /// With more than 0: PostgreSQL counts its statements (`pg_stat_statements`), and
+    /// the most costly this many are printed after the closed loop, with the journal's
+    /// scans.
+    statements: usize,
     smoke: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
     let args = Args::parse(
-        &["seconds", "threads", "window", "hosts", "probes"],
-        "cargo bench --bench shared -- [--seconds S] [--threads T] [--window W] [--hosts H] [--probes N]",
+        &["seconds", "threads", "window", "hosts", "probes", "statements"],
+        "cargo bench --bench shared -- [--seconds S] [--threads T] [--window W] [--hosts H] [--probes N] [--statements N]",
     )?;
     Ok(Options {
         seconds: args.get("seconds", if args.smoke { 0.5 } else { 5.0 })?,
@@ -57,6 +61,7 @@ fn parse_args() -> Result<Options, String> {
         window: args.get("window", 128)?,
         hosts: args.get("hosts", 10_000)?,
         probes: args.get("probes", if args.smoke { 5 } else { 300 })?,
+        statements: args.get("statements", 0)?,
         smoke: args.smoke,
     })
 }
@@ -178,6 +183,28 @@ fn probe(first: SocketAddr, second_dns: SocketAddr, n: usize) -> (Vec<u32>, usiz
     (latencies, missed)
 }
 
+/// PostgreSQL's most costly statements so far (calls, time in ms, rows), and how the
+/// journal was scanned: where a run's database time went.
+fn print_statements(pg: &Postgres, n: usize) {
+    let out = pg.psql("dynip", "CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+    assert!(out.code == 0, "pg_stat_statements: {}", out.stderr);
+    let out = pg.psql(
+        "dynip",
+        &format!(
+            "SELECT calls, round(total_exec_time::numeric), rows, \
+             left(regexp_replace(query, '\\s+', ' ', 'g'), 80) \
+             FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT {n}"
+        ),
+    );
+    println!("statements (calls | ms | rows | text):\n{}", out.stdout);
+    let out = pg.psql(
+        "dynip",
+        "SELECT seq_scan, seq_tup_read, idx_scan, idx_tup_fetch FROM pg_stat_user_tables \
+         WHERE relname = 'journal'",
+    );
+    println!("journal: seq_scan | seq_tup_read | idx_scan | idx_tup_fetch: {}", out.stdout);
+}
+
 fn main() -> ExitCode {
     let options = match parse_args() {
         Ok(options) => options,
@@ -215,7 +242,14 @@ fn main() -> ExitCode {
     );
     drop(sqlite);
 
-    let pg = Postgres::start_with(&["synchronous_commit=on", "fsync=on"]);
+    let mut settings = vec!["synchronous_commit=on", "fsync=on"];
+    if options.statements > 0 {
+        settings.extend([
+            "shared_preload_libraries=pg_stat_statements",
+            "pg_stat_statements.track_utility=on",
+        ]);
+    }
+    let pg = Postgres::start_with(&settings);
     pg.create_database("dynip");
     let url = pg.url("dynip");
     let (one_dir, two_dir) = (
@@ -236,6 +270,9 @@ fn main() -> ExitCode {
         cpu_time_named("postgres").saturating_sub(database_before),
     );
     let ratio = pg_run.rate / sqlite_run.rate;
+    if options.statements > 0 {
+        print_statements(&pg, options.statements);
+    }
 
     // Half load, open loop, over both servers, while the prober measures.
     let half = pg_run.rate / 2.0;
