@@ -202,7 +202,10 @@ fn print_statements(pg: &Postgres, n: usize) {
         "SELECT seq_scan, seq_tup_read, idx_scan, idx_tup_fetch FROM pg_stat_user_tables \
          WHERE relname = 'journal'",
     );
-    println!("journal: seq_scan | seq_tup_read | idx_scan | idx_tup_fetch: {}", out.stdout);
+    println!(
+        "journal: seq_scan | seq_tup_read | idx_scan | idx_tup_fetch: {}",
+        out.stdout
+    );
 }
 
 fn main() -> ExitCode {

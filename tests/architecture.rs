@@ -51,7 +51,7 @@ const PURE_CRATES: &[&str] = &[
 /// Crates only some places may use: the crate, and the path prefixes that may use it.
 const OWNED_CRATES: &[(&str, &[&str])] = &[
     ("rusqlite", &["src/store/"]),
-    ("postgres", &["src/store/postgresql/"]),
+    ("tokio_postgres", &["src/store/postgresql/"]),
     ("tokio_postgres_rustls", &["src/store/postgresql/"]),
     ("webpki_roots", &["src/store/postgresql/"]),
     ("axum", &["src/edge/http/"]),
@@ -531,8 +531,8 @@ fn the_rules_catch_what_they_are_for() {
     check("src/edge/udp.rs", "use rusqlite as sql;", "uses `rusqlite`");
     check(
         "src/proto/zone.rs",
-        "extern crate postgres;",
-        "uses `postgres`",
+        "extern crate tokio_postgres;",
+        "uses `tokio_postgres`",
     );
     check("src/edge/dns/mod.rs", "use axum::Router;", "uses `axum`");
     check(

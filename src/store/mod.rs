@@ -92,7 +92,7 @@ pub enum StoreError {
     #[error("database {0} is unreachable (retrying)")]
     DatabaseDown(String),
     #[error("database {url}: {detail}")]
-    DatabaseTls { url: String, detail: String },
+    DatabaseSetup { url: String, detail: String },
     #[error(
         "database {url} holds a dynip schema of version {found}, newer than this dynip \
          ({PG_SCHEMA_VERSION}); upgrade dynip"

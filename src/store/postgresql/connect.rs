@@ -18,9 +18,13 @@ pub fn listen(
         // `Database::open` read the same URL and CA file: not reached.
         return;
     };
+    let Ok(runtime) = session::runtime() else {
+        tracing::error!("the listener cannot start its runtime: other servers' commits are read at each turn only");
+        return;
+    };
     while !stop.load(Ordering::Acquire) {
-        let mut client = match config.connect(tls.clone()) {
-            Ok(client) => client,
+        let mut listening = match Listening::connect(&runtime, &config, tls.clone(), CHANNEL) {
+            Ok(listening) => listening,
             Err(e) => {
                 tracing::debug!(error = %e, "the listener cannot reach the database");
                 health.failed();
@@ -28,36 +32,13 @@ pub fn listen(
                 continue;
             }
         };
-        if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")) {
-            tracing::debug!(error = %e, "the listener cannot LISTEN");
-            std::thread::sleep(RETRY_AFTER.min(poll));
-            continue;
-        }
         // What was committed while this listener was away.
         woken();
-        while !stop.load(Ordering::Acquire) && !client.is_closed() {
-            let woke = {
-                let mut notifications = client.notifications();
-                let first = notifications.timeout_iter(poll).next();
-                match first {
-                    Ok(Some(_)) => {
-                        // Drain what else came: one wake-up reads it all.
-                        while let Ok(Some(_)) = notifications.iter().next() {}
-                        Ok(true)
-                    }
-                    Ok(None) => Ok(false),
-                    Err(e) => Err(e),
-                }
-            };
-            match woke {
-                Ok(true) => woken(),
-                // A quiet interval: a dead connection shows when it is used.
-                Ok(false) => {
-                    if client.simple_query("").is_err() {
-                        break;
-                    }
-                }
-                Err(_) => break,
+        while !stop.load(Ordering::Acquire) {
+            match listening.next(poll) {
+                Some(true) => woken(),
+                Some(false) => {}
+                None => break,
             }
         }
     }
@@ -87,7 +68,7 @@ pub(super) fn driver_config(url: &DatabaseUrl) -> Result<(Config, MakeRustlsConn
     // sessions; the URL's own `options` come after, and win.
     let own = config.get_options().unwrap_or_default().to_string();
     config.options(format!("{SESSION_OPTIONS} {own}").trim_end());
-    let tls = tls_connector(root.as_deref()).map_err(|detail| StoreError::DatabaseTls {
+    let tls = tls_connector(root.as_deref()).map_err(|detail| StoreError::DatabaseSetup {
         url: url.shown(),
         detail,
     })?;

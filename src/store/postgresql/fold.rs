@@ -38,9 +38,9 @@ impl SeenColumns {
 
 /// Writes records into the `hosts` snapshot (a fold), in one statement.
 fn upsert_hosts(
-    client: &mut impl postgres::GenericClient,
+    client: &mut Session,
     records: &[(Name, Entry)],
-) -> Result<u64, postgres::Error> {
+) -> Result<u64, tokio_postgres::Error> {
     let n = records.len();
     let mut keys = Vec::with_capacity(n);
     let mut names = Vec::with_capacity(n);
@@ -155,73 +155,75 @@ impl Database {
     pub fn fold(&mut self, now: Time, min_records: i64) -> Result<u64, StoreError> {
         let shown = self.shown.clone();
         let before = now.as_micros() - FOLD_AFTER.as_micros() as i64;
-        let folded = self.with(|client| -> Result<Result<u64, String>, postgres::Error> {
-            let mut tx = client.transaction()?;
-            let folding: bool = tx
-                .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&FOLD_LOCK])?
-                .get(0);
-            if !folding {
-                return Ok(Ok(0));
-            }
-            let due: bool = tx
-                .query_one(
-                    "SELECT COALESCE(SUM(n_records), 0) > GREATEST($1::int8, \
-                     (SELECT count(*) FROM dynip.hosts)) FROM dynip.journal",
-                    &[&min_records],
-                )?
-                .get(0);
-            if !due {
-                return Ok(Ok(0));
-            }
-            // Below `to`, every transaction has ended and every entry is older than
-            // `before`.
-            let to: i64 = tx
-                .query_one(
-                    "SELECT LEAST(pg_snapshot_xmin(pg_current_snapshot())::text::int8, \
-                     (SELECT min(xid) FROM dynip.journal WHERE at >= $1))",
-                    &[&before],
-                )?
-                .get(0);
-            let entries = tx.query(
-                "SELECT xid, records FROM dynip.journal WHERE xid < $1 ORDER BY xid",
-                &[&to],
-            )?;
-            if entries.is_empty() {
-                return Ok(Ok(0));
-            }
-            // The latest record of each host, in entry order.
-            let mut latest: std::collections::HashMap<Name, Entry> =
-                std::collections::HashMap::new();
-            let mut n_records = 0u64;
-            for row in &entries {
-                let seq: i64 = row.get(0);
-                let blob: &[u8] = row.get(1);
-                let records = match crate::store::journal::decode_records(blob) {
-                    Ok(records) => records,
-                    Err(e) => return Ok(Err(format!("journal entry {seq}: {e}"))),
-                };
-                n_records += records.len() as u64;
-                for (name, record) in records {
-                    let entry = Entry {
-                        record,
-                        seq,
-                        dirty: false,
-                    };
-                    latest.insert(name, entry);
+        let folded = self.with(
+            |client| -> Result<Result<u64, String>, tokio_postgres::Error> {
+                let mut tx = client.transaction()?;
+                let folding: bool = tx
+                    .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&FOLD_LOCK])?
+                    .get(0);
+                if !folding {
+                    return Ok(Ok(0));
                 }
-            }
-            let records: Vec<(Name, Entry)> = latest.into_iter().collect();
-            for chunk in records.chunks(FOLD_CHUNK) {
-                upsert_hosts(&mut tx, chunk)?;
-            }
-            tx.execute(
-                "UPDATE dynip.meta SET value = $1 WHERE key = 'folded'",
-                &[&to],
-            )?;
-            tx.execute("DELETE FROM dynip.journal WHERE xid < $1", &[&to])?;
-            tx.commit()?;
-            Ok(Ok(n_records))
-        })?;
+                let due: bool = tx
+                    .query_one(
+                        "SELECT COALESCE(SUM(n_records), 0) > GREATEST($1::int8, \
+                     (SELECT count(*) FROM dynip.hosts)) FROM dynip.journal",
+                        &[&min_records],
+                    )?
+                    .get(0);
+                if !due {
+                    return Ok(Ok(0));
+                }
+                // Below `to`, every transaction has ended and every entry is older than
+                // `before`.
+                let to: i64 = tx
+                    .query_one(
+                        "SELECT LEAST(pg_snapshot_xmin(pg_current_snapshot())::text::int8, \
+                     (SELECT min(xid) FROM dynip.journal WHERE at >= $1))",
+                        &[&before],
+                    )?
+                    .get(0);
+                let entries = tx.query(
+                    "SELECT xid, records FROM dynip.journal WHERE xid < $1 ORDER BY xid",
+                    &[&to],
+                )?;
+                if entries.is_empty() {
+                    return Ok(Ok(0));
+                }
+                // The latest record of each host, in entry order.
+                let mut latest: std::collections::HashMap<Name, Entry> =
+                    std::collections::HashMap::new();
+                let mut n_records = 0u64;
+                for row in &entries {
+                    let seq: i64 = row.get(0);
+                    let blob: &[u8] = row.get(1);
+                    let records = match crate::store::journal::decode_records(blob) {
+                        Ok(records) => records,
+                        Err(e) => return Ok(Err(format!("journal entry {seq}: {e}"))),
+                    };
+                    n_records += records.len() as u64;
+                    for (name, record) in records {
+                        let entry = Entry {
+                            record,
+                            seq,
+                            dirty: false,
+                        };
+                        latest.insert(name, entry);
+                    }
+                }
+                let records: Vec<(Name, Entry)> = latest.into_iter().collect();
+                for chunk in records.chunks(FOLD_CHUNK) {
+                    upsert_hosts(&mut tx, chunk)?;
+                }
+                tx.execute(
+                    "UPDATE dynip.meta SET value = $1 WHERE key = 'folded'",
+                    &[&to],
+                )?;
+                tx.execute("DELETE FROM dynip.journal WHERE xid < $1", &[&to])?;
+                tx.commit()?;
+                Ok(Ok(n_records))
+            },
+        )?;
         folded.map_err(|detail| StoreError::DatabaseCorrupt { url: shown, detail })
     }
 }

@@ -36,8 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, Config, IsolationLevel};
+use tokio_postgres::Config;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{HistoryRow, Loaded, LoggedChange, StoreError};
@@ -55,6 +54,7 @@ mod health;
 mod outbox;
 mod read;
 mod schema;
+mod session;
 mod turn;
 
 pub use connect::listen;
@@ -68,7 +68,19 @@ pub use turn::{Turned, Writes};
 use connect::driver_config;
 use fold::FOLD_LOCK;
 use read::{read_all, read_feed, BEGIN_READ, FEED};
+use session::{Listening, Session};
 use turn::{commit, write, Statements};
+
+/// The runtime of a store's connections ([`session::runtime`]).
+///
+/// # Errors
+/// When the OS refuses what it needs.
+fn runtime(shown: &str) -> Result<Arc<tokio::runtime::Runtime>, StoreError> {
+    session::runtime().map_err(|e| StoreError::DatabaseSetup {
+        url: shown.to_string(),
+        detail: format!("cannot start its connections' runtime: {e}"),
+    })
+}
 
 /// This server process among those on the database: its host, its process id and a
 /// random number (two hosts may share a name, two containers a process id). The same for
@@ -88,7 +100,7 @@ fn server_id() -> &'static str {
 }
 
 /// The driver's error: a failed connection or statement.
-pub type DriverError = postgres::Error;
+pub type DriverError = tokio_postgres::Error;
 
 /// A driver error with its causes ("error connecting to server: Connection refused"):
 /// its own message leaves them out.
@@ -124,13 +136,13 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// A connection, and its statements once the schema is there.
 struct Connection {
-    client: Client,
+    client: Session,
     statements: Option<Statements>,
 }
 
 impl Connection {
     /// The connection and its prepared statements.
-    fn prepared(&mut self) -> Result<(&mut Client, &Statements), postgres::Error> {
+    fn prepared(&mut self) -> Result<(&mut Session, &Statements), tokio_postgres::Error> {
         if self.statements.is_none() {
             self.statements = Some(Statements::prepare(&mut self.client)?);
         }
@@ -143,6 +155,7 @@ impl Connection {
 
 /// A connection to the database, made again after it breaks.
 pub struct Database {
+    runtime: Arc<tokio::runtime::Runtime>,
     config: Config,
     tls: MakeRustlsConnect,
     /// The URL without its password, for messages.
@@ -176,6 +189,7 @@ impl Database {
         let (config, tls) = driver_config(url)?;
         let server = server_id().to_string();
         let mut database = Database {
+            runtime: runtime(&shown)?,
             config,
             tls,
             shown,
@@ -201,7 +215,8 @@ impl Database {
             source,
         };
         let (config, tls) = driver_config(url)?;
-        let mut client = config.connect(tls).map_err(database_error)?;
+        let mut client =
+            Session::connect(&runtime(&shown)?, &config, tls).map_err(database_error)?;
         let exists: bool = client
             .query_one("SELECT to_regclass('dynip.meta') IS NOT NULL", &[])
             .map_err(database_error)?
@@ -261,7 +276,7 @@ impl Database {
             if self.retry_at.is_some_and(|at| Instant::now() < at) {
                 return Err(StoreError::DatabaseDown(self.shown.clone()));
             }
-            match self.config.connect(self.tls.clone()) {
+            match Session::connect(&self.runtime, &self.config, self.tls.clone()) {
                 Ok(client) => {
                     self.retry_at = None;
                     self.connection = Some(Connection {
@@ -289,7 +304,7 @@ impl Database {
     /// a connection that broke is dropped, to be made again next time.
     fn with<T>(
         &mut self,
-        work: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+        work: impl FnOnce(&mut Session) -> Result<T, tokio_postgres::Error>,
     ) -> Result<T, StoreError> {
         let client = &mut self.connection()?.client;
         match work(client) {
@@ -302,7 +317,7 @@ impl Database {
     }
 
     /// Notes a failed statement; the error to return.
-    fn failed(&mut self, source: postgres::Error) -> StoreError {
+    fn failed(&mut self, source: tokio_postgres::Error) -> StoreError {
         if source.as_db_error().is_none() {
             // Not an answer from the database: the connection is gone.
             self.connection = None;
@@ -340,11 +355,7 @@ impl Database {
     pub fn load(&mut self) -> Result<(Loaded, i64), StoreError> {
         let shown = self.shown.clone();
         let rows = self.with(|client| {
-            let mut tx = client
-                .build_transaction()
-                .isolation_level(IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()?;
+            let mut tx = client.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
             let rows = read_all(&mut tx)?;
             tx.commit()?;
             Ok(rows)

@@ -13,9 +13,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use postgres::Client;
-
-use super::{Database, DriverError};
+use super::{Database, DriverError, Session};
 use crate::model::event::{
     DeliveryRecord, DeliveryState, Event, EventKind, EventRecord, Settlement,
 };
@@ -83,7 +81,7 @@ impl NoticeWrites<'_> {
 /// Writes a turn's notification rows; returns each event's id in the database, or `None`
 /// for an announcement of staleness another server made first (not written).
 pub(super) fn write_notice(
-    client: &mut Client,
+    client: &mut Session,
     notice: &NoticeWrites<'_>,
     server: &str,
     now: Time,
@@ -346,7 +344,7 @@ impl Database {
 
 /// An event from the columns of [`EVENT_COLUMNS`] starting at `first`.
 fn decode_event(
-    row: &postgres::Row,
+    row: &tokio_postgres::Row,
     first: usize,
     shown: &str,
 ) -> Result<(i64, Event), StoreError> {

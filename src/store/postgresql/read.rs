@@ -6,7 +6,8 @@ use super::*;
 /// The fold point, the read horizon, and the journal's entries from `$1` on (other
 /// servers': `$2` is this one), in order. Run only in a transaction begun with
 /// [`BEGIN_READ`].
-pub(super) const FEED: &str = "SELECT f.value, pg_snapshot_xmin(pg_current_snapshot())::text::int8, \
+pub(super) const FEED: &str =
+    "SELECT f.value, pg_snapshot_xmin(pg_current_snapshot())::text::int8, \
      j.xid, j.at, j.records, j.has_txt, j.has_accounts, j.tx \
      FROM (SELECT value FROM dynip.meta WHERE key = 'folded') AS f \
      LEFT JOIN LATERAL (SELECT * FROM dynip.journal WHERE xid >= $1 AND server <> $2 \
@@ -56,11 +57,11 @@ impl Changes {
 /// The rows of a read, before decoding.
 pub(super) struct Rows {
     /// Rows of the `hosts` snapshot (a load, or a reader sent back to it), shown first.
-    snapshot: Vec<postgres::Row>,
+    snapshot: Vec<tokio_postgres::Row>,
     /// Journal entries, in order: their numbers and blobs.
     entries: Vec<(i64, Vec<u8>)>,
-    txt: Vec<postgres::Row>,
-    accounts: Vec<postgres::Row>,
+    txt: Vec<tokio_postgres::Row>,
+    accounts: Vec<tokio_postgres::Row>,
     /// The last entry read and its time.
     last: Option<(i64, i64)>,
 }
@@ -70,11 +71,11 @@ pub(super) struct Rows {
 /// already, everything ([`read_all`]).
 /// In a transaction begun with [`BEGIN_READ`].
 pub(super) fn read_feed(
-    client: &mut Client,
+    client: &mut Session,
     statements: &Statements,
     after: i64,
     server: &str,
-) -> Result<Rows, postgres::Error> {
+) -> Result<Rows, tokio_postgres::Error> {
     // Not this server's own entries: it showed them when it made them.
     let feed = client.query(&statements.feed, &[&after, &server])?;
     let folded: i64 = feed.first().map_or(0, |row| row.get(0));
@@ -123,7 +124,7 @@ pub(super) fn read_feed(
 /// Everything: the snapshot, the journal's entries, every TXT set and account; the last
 /// entry read (or the fold point, when the journal is empty). In one snapshot when the
 /// caller's transaction is one, or with folds kept out.
-pub(super) fn read_all(client: &mut impl postgres::GenericClient) -> Result<Rows, postgres::Error> {
+pub(super) fn read_all(client: &mut Session) -> Result<Rows, tokio_postgres::Error> {
     let horizon: i64 = client
         .query_one(
             "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8",
@@ -248,7 +249,7 @@ impl Rows {
 
 /// One family's three columns from `first`: all NULL, or all set.
 fn seen<A: std::str::FromStr>(
-    row: &postgres::Row,
+    row: &tokio_postgres::Row,
     first: usize,
 ) -> Result<Option<Seen<A>>, String> {
     crate::store::seen_from_columns(row.get(first), row.get(first + 1), row.get(first + 2))

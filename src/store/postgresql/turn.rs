@@ -72,17 +72,17 @@ pub struct Writes<'a> {
 /// cost a round trip more.
 pub(super) struct Statements {
     /// Takes the per-host locks of `$1` (keys, lock class `$2`), in one order.
-    pub(super) lock_hosts: postgres::Statement,
+    pub(super) lock_hosts: tokio_postgres::Statement,
     /// [`FEED`].
-    pub(super) feed: postgres::Statement,
+    pub(super) feed: tokio_postgres::Statement,
     /// The TXT sets and accounts of transactions `$1`.
-    pub(super) txt_of: postgres::Statement,
-    pub(super) accounts_of: postgres::Statement,
-    pub(super) history_write: postgres::Statement,
-    pub(super) txt_write: postgres::Statement,
-    pub(super) account_write: postgres::Statement,
+    pub(super) txt_of: tokio_postgres::Statement,
+    pub(super) accounts_of: tokio_postgres::Statement,
+    pub(super) history_write: tokio_postgres::Statement,
+    pub(super) txt_write: tokio_postgres::Statement,
+    pub(super) account_write: tokio_postgres::Statement,
     /// A turn's journal entry under the next commit number, and its notification.
-    pub(super) commit: postgres::Statement,
+    pub(super) commit: tokio_postgres::Statement,
 }
 
 const LOCK_HOSTS: &str = "SELECT count(pg_advisory_xact_lock($2, h)) FROM \
@@ -96,7 +96,7 @@ const COMMIT: &str = "WITH j AS (INSERT INTO dynip.journal (xid, tx, at, server,
      SELECT j.xid, pg_notify('dynip', '')::text FROM j";
 
 impl Statements {
-    pub(super) fn prepare(client: &mut Client) -> Result<Statements, postgres::Error> {
+    pub(super) fn prepare(client: &mut Session) -> Result<Statements, tokio_postgres::Error> {
         Ok(Statements {
             lock_hosts: client.prepare(LOCK_HOSTS)?,
             feed: client.prepare(FEED)?,
@@ -129,10 +129,10 @@ impl Statements {
 /// Writes a turn's history, TXT sets and accounts (its records go in its journal entry);
 /// returns the transaction number the TXT sets and accounts carry, when there are any.
 pub(super) fn write(
-    client: &mut Client,
+    client: &mut Session,
     statements: &Statements,
     writes: &Writes<'_>,
-) -> Result<Option<i64>, postgres::Error> {
+) -> Result<Option<i64>, tokio_postgres::Error> {
     if !writes.history.is_empty() {
         let n = writes.history.len();
         let mut names = Vec::with_capacity(n);
@@ -185,12 +185,12 @@ pub(super) fn write(
 /// Appends the turn's journal entry, notifies, and commits; returns the entry's
 /// transaction id.
 pub(super) fn commit(
-    client: &mut Client,
+    client: &mut Session,
     statements: &Statements,
     tx: Option<i64>,
     writes: &Writes<'_>,
     server: &str,
-) -> Result<i64, postgres::Error> {
+) -> Result<i64, tokio_postgres::Error> {
     let n_reports = i64::try_from(writes.n_reports).unwrap_or(i64::MAX);
     let n_records = writes.records.len() as i64;
     let records = crate::store::journal::encode_records(
@@ -244,7 +244,7 @@ impl Database {
         let mut decided = None;
         let mut through = after;
         let mut event_ids = Vec::new();
-        let res = (|| -> Result<Result<i64, StoreError>, postgres::Error> {
+        let res = (|| -> Result<Result<i64, StoreError>, tokio_postgres::Error> {
             // The transaction by hand: BEGIN and the global lock in one round trip.
             match hosts {
                 Some(hosts) => {
