@@ -66,18 +66,16 @@ pub(super) struct Rows {
     last: Option<(i64, i64)>,
 }
 
-/// What was committed after `after`: the journal's entries, with the TXT sets and
+/// What was committed after `after`, from [`FEED`]'s rows (`feed`, read in the same
+/// transaction, begun with [`BEGIN_READ`]): the journal's entries, with the TXT sets and
 /// accounts their transactions wrote; or, when entries after `after` were folded away
 /// already, everything ([`read_all`]).
-/// In a transaction begun with [`BEGIN_READ`].
 pub(super) fn read_feed(
     client: &mut Session,
     statements: &Statements,
     after: i64,
-    server: &str,
+    feed: Vec<tokio_postgres::Row>,
 ) -> Result<Rows, tokio_postgres::Error> {
-    // Not this server's own entries: it showed them when it made them.
-    let feed = client.query(&statements.feed, &[&after, &server])?;
     let folded: i64 = feed.first().map_or(0, |row| row.get(0));
     let horizon: i64 = feed.first().map_or(after, |row| row.get(1));
     if folded > after {
@@ -265,8 +263,19 @@ impl Database {
         let server = self.server.clone();
         let rows = match self.connection()?.prepared() {
             Ok((client, statements)) => (|| {
-                client.batch_execute(BEGIN_READ)?;
-                let rows = read_feed(client, statements, after, &server);
+                let db = client.client();
+                let feed_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+                    [&after, &server];
+                let (begun, feed) = client.wait(async {
+                    tokio::join!(biased;
+                        db.batch_execute(BEGIN_READ),
+                        // Not this server's own entries: it showed them when it made them.
+                        db.query(&statements.feed, &feed_params),
+                    )
+                });
+                let rows = begun
+                    .and(feed)
+                    .and_then(|feed| read_feed(client, statements, after, feed));
                 client.batch_execute(if rows.is_ok() { "COMMIT" } else { "ROLLBACK" })?;
                 rows
             })(),

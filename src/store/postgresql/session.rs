@@ -59,6 +59,12 @@ impl Session {
         self.runtime.block_on(work)
     }
 
+    /// The client, for the futures given to [`Session::wait`]: those polled together
+    /// (`tokio::join!(biased; ...)`) are sent together, in that order.
+    pub(super) fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// Whether the connection is gone.
     pub(super) fn is_closed(&self) -> bool {
         self.client.is_closed()

@@ -126,27 +126,13 @@ impl Statements {
     }
 }
 
-/// Writes a turn's history, TXT sets and accounts (its records go in its journal entry);
-/// returns the transaction number the TXT sets and accounts carry, when there are any.
+/// Writes a turn's TXT sets and accounts; returns the transaction number they carry,
+/// when there are any.
 pub(super) fn write(
     client: &mut Session,
     statements: &Statements,
     writes: &Writes<'_>,
 ) -> Result<Option<i64>, tokio_postgres::Error> {
-    if !writes.history.is_empty() {
-        let n = writes.history.len();
-        let mut names = Vec::with_capacity(n);
-        let mut keys = Vec::with_capacity(n);
-        let mut at = Vec::with_capacity(n);
-        let mut address = Vec::with_capacity(n);
-        for logged in writes.history {
-            names.push(logged.change.name.as_str());
-            keys.push(logged.change.name.folded());
-            at.push(logged.change.at.as_micros());
-            address.push(logged.change.addr.to_string());
-        }
-        client.execute(&statements.history_write, &[&names, &keys, &at, &address])?;
-    }
     if writes.txt.is_empty() && writes.accounts.is_empty() {
         return Ok(None);
     }
@@ -182,15 +168,26 @@ pub(super) fn write(
     Ok(Some(tx))
 }
 
-/// Appends the turn's journal entry, notifies, and commits; returns the entry's
-/// transaction id.
+/// Writes the turn's address changes and its journal entry (when it has one: with its
+/// notification) and commits, the three sent together; returns the entry's transaction
+/// id. Any statement failing fails the whole: the database then answers the COMMIT with
+/// a rollback.
 pub(super) fn commit(
     client: &mut Session,
     statements: &Statements,
     tx: Option<i64>,
     writes: &Writes<'_>,
     server: &str,
-) -> Result<i64, tokio_postgres::Error> {
+) -> Result<Option<i64>, tokio_postgres::Error> {
+    let n = writes.history.len();
+    let (mut names, mut keys) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut at, mut address) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for logged in writes.history {
+        names.push(logged.change.name.as_str());
+        keys.push(logged.change.name.folded());
+        at.push(logged.change.at.as_micros());
+        address.push(logged.change.addr.to_string());
+    }
     let n_reports = i64::try_from(writes.n_reports).unwrap_or(i64::MAX);
     let n_records = writes.records.len() as i64;
     let records = crate::store::journal::encode_records(
@@ -199,22 +196,44 @@ pub(super) fn commit(
             .iter()
             .map(|(name, entry)| (name, &entry.record)),
     );
-    let xid: i64 = client
-        .query_one(
-            &statements.commit,
-            &[
-                &tx,
-                &writes.at.as_micros(),
-                &server,
-                &n_reports,
-                &n_records,
-                &records,
-                &!writes.txt.is_empty(),
-                &!writes.accounts.is_empty(),
-            ],
-        )?
-        .get(0);
-    client.batch_execute("COMMIT")?;
+    let (turn_at, has_txt, has_accounts) = (
+        writes.at.as_micros(),
+        !writes.txt.is_empty(),
+        !writes.accounts.is_empty(),
+    );
+    let db = client.client();
+    let (history, entry, committed) = client.wait(async {
+        tokio::join!(biased;
+            async {
+                if n == 0 {
+                    return Ok(0);
+                }
+                db.execute(&statements.history_write, &[&names, &keys, &at, &address])
+                    .await
+            },
+            async {
+                if !writes.has_entry() {
+                    return Ok(None);
+                }
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+                    &tx,
+                    &turn_at,
+                    &server,
+                    &n_reports,
+                    &n_records,
+                    &records,
+                    &has_txt,
+                    &has_accounts,
+                ];
+                let row = db.query_one(&statements.commit, &params).await?;
+                Ok(Some(row.get::<_, i64>(0)))
+            },
+            db.batch_execute("COMMIT"),
+        )
+    });
+    history?;
+    let xid = entry?;
+    committed?;
     Ok(xid)
 }
 
@@ -245,19 +264,35 @@ impl Database {
         let mut through = after;
         let mut event_ids = Vec::new();
         let res = (|| -> Result<Result<i64, StoreError>, tokio_postgres::Error> {
-            // The transaction by hand: BEGIN and the global lock in one round trip.
-            match hosts {
-                Some(hosts) => {
-                    client.batch_execute(&format!(
-                        "{BEGIN_READ}; SELECT pg_advisory_xact_lock_shared({GLOBAL_LOCK})"
-                    ))?;
-                    client.query_one(&statements.lock_hosts, &[&hosts, &HOST_LOCK_CLASS])?;
+            // The transaction by hand, sent together: BEGIN with the global lock, the
+            // hosts' locks, and the read, which the database runs once it holds them.
+            let begin = match hosts {
+                Some(_) => {
+                    format!("{BEGIN_READ}; SELECT pg_advisory_xact_lock_shared({GLOBAL_LOCK})")
                 }
-                None => client.batch_execute(&format!(
-                    "{BEGIN_READ}; SELECT pg_advisory_xact_lock({GLOBAL_LOCK})"
-                ))?,
-            }
-            let rows = read_feed(client, statements, after, &server)?;
+                None => format!("{BEGIN_READ}; SELECT pg_advisory_xact_lock({GLOBAL_LOCK})"),
+            };
+            let db = client.client();
+            let feed_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&after, &server];
+            let (begun, locked, feed) = client.wait(async {
+                tokio::join!(biased;
+                    db.batch_execute(&begin),
+                    async {
+                        match hosts {
+                            Some(hosts) => db
+                                .query_one(&statements.lock_hosts, &[&hosts, &HOST_LOCK_CLASS])
+                                .await
+                                .map(drop),
+                            None => Ok(()),
+                        }
+                    },
+                    // Not this server's own entries: it showed them when it made them.
+                    db.query(&statements.feed, &feed_params),
+                )
+            });
+            begun?;
+            locked?;
+            let rows = read_feed(client, statements, after, feed?)?;
             let changes = match rows.decode(&shown) {
                 Ok(changes) => changes,
                 Err(e) => {
@@ -277,14 +312,9 @@ impl Database {
             if let Some(notice) = &writes.notice {
                 event_ids = outbox::write_notice(client, notice, &server, writes.at)?;
             }
-            if !writes.has_entry() {
-                // Nothing other servers need to learn: no journal entry, no number.
-                client.batch_execute("COMMIT")?;
-                return Ok(Ok(last));
-            }
+            // Without an entry (nothing other servers need to learn), no number.
             let seq = commit(client, statements, tx, &writes, &server)?;
-            // Its own entry is above the horizon: read again, and applied again, next time.
-            Ok(Ok(seq))
+            Ok(Ok(seq.unwrap_or(last)))
         })();
         match res {
             Ok(Ok(seq)) => {
