@@ -244,6 +244,14 @@ fn code(file: &str, text: &str) -> String {
         .join("\n")
 }
 
+/// `line` (trimmed) without a leading `pub`, `pub(crate)` or `pub(super)`.
+fn without_visibility(line: &str) -> &str {
+    ["pub(crate) ", "pub(super) ", "pub "]
+        .iter()
+        .find_map(|prefix| line.strip_prefix(prefix))
+        .unwrap_or(line)
+}
+
 /// The roots of every path in `code` (`tokio` in `tokio::sync::Notify`), `crate::X`
 /// as `crate::X`.
 fn path_roots(code: &str) -> BTreeSet<String> {
@@ -290,12 +298,7 @@ fn path_roots(code: &str) -> BTreeSet<String> {
     // A crate used whole, or renamed (`use rusqlite as sql;`): its later paths start
     // with the new name, so the `use` itself is the root.
     for line in code.lines() {
-        let line = line.trim_start();
-        let line = line
-            .strip_prefix("pub(crate) ")
-            .or_else(|| line.strip_prefix("pub(super) "))
-            .or_else(|| line.strip_prefix("pub "))
-            .unwrap_or(line);
+        let line = without_visibility(line.trim_start());
         let Some(rest) = line
             .strip_prefix("use ")
             .or_else(|| line.strip_prefix("extern crate "))
@@ -444,11 +447,7 @@ fn declared_types(text: &str) -> Vec<String> {
     let mut names = Vec::new();
     for line in text.lines() {
         let trimmed = line.trim_start();
-        let rest = trimmed
-            .strip_prefix("pub(crate) ")
-            .or_else(|| trimmed.strip_prefix("pub(super) "))
-            .or_else(|| trimmed.strip_prefix("pub "))
-            .unwrap_or(trimmed);
+        let rest = without_visibility(trimmed);
         let indented = trimmed.len() != line.len();
         let name = ["struct ", "enum ", "trait "]
             .iter()
